@@ -1,0 +1,50 @@
+# Two commands matter: `make demo` and `make test`. Everything they need is installed here.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+STAMP   := $(VENV)/.installed
+MODELS  := .cache/models/.fetched
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench venv models system-deps tflite clean help
+
+help:
+	@echo "make demo    - set up, fetch real models, convert + run the main job end to end"
+	@echo "make test    - set up and run the test suite"
+	@echo "make bench   - benchmarks (ratios measured in one run)"
+	@echo "make tflite  - add the optional ONNX->TFLite converter (onnx2tf, ~1.7 GB)"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -c constraints.txt -e '.[all]'
+	touch $@
+
+venv: $(STAMP)
+
+$(MODELS): tools/fetch_models.py $(STAMP)
+	$(PYTHON) tools/fetch_models.py
+	touch $@
+
+models: $(MODELS)
+
+system-deps:
+	@bash tools/install_system_deps.sh
+
+test: venv models system-deps
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv models system-deps
+	$(PYTHON) examples/demo.py
+
+bench: venv models
+	$(PYTHON) bench/runtime_overhead.py
+	@for b in bench/convert.py bench/stream.py; do \
+	  if [ -f $$b ]; then $(PYTHON) $$b || exit 1; fi; done
+
+tflite: venv
+	bash tools/install_tflite_converter.sh $(PYTHON)
+
+clean:
+	rm -rf $(VENV) .pytest_cache out

@@ -1,0 +1,91 @@
+"""`edgesdk` command line: a thin layer over the library.
+
+Each command group lives in its own module and is imported only when used, so
+`edgesdk --help` stays fast on a device and a missing build-time extra never breaks
+device commands.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any, Optional
+
+import click
+
+from ..errors import EdgeSDKError
+
+# command name -> "module:attribute" (relative to edgesdk.cli)
+COMMANDS = {
+    "profiles": "profiles:profiles",
+    "detect": "profiles:detect",
+    "info": "inspect:info",
+    "predict": "inspect:predict",
+    "bench": "inspect:bench",
+    "convert": "convert:convert",
+    "run": "run:run",
+    "keygen": "device:keygen",
+    "pack": "device:pack",
+    "verify": "device:verify",
+    "install": "device:install",
+    "rollback": "device:rollback",
+    "status": "device:status",
+    "uninstall": "device:uninstall",
+    "provision": "device:provision",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in self.commands:
+            return self.commands[name]
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(__name__):
+                return None  # command not built yet
+            raise
+        return getattr(mod, attr, None)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="edgesdk")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """EdgeSDK: convert a model for an edge device, run it on cameras, keep it running."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """Entry point: EdgeSDK errors become one paragraph and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        return cli.main(args=args, prog_name="edgesdk", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except EdgeSDKError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

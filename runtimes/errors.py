@@ -1,0 +1,38 @@
+"""Errors every EdgeSDK layer raises.
+
+They live in `runtimes` because it is the bottom layer and imports nothing of ours;
+`edgesdk.errors` re-exports them and adds the higher-level ones. Messages say what
+was wrong, what was expected, and what to do.
+"""
+from __future__ import annotations
+
+
+class EdgeSDKError(Exception):
+    """Base of every error EdgeSDK raises on purpose."""
+
+    #: process exit code the CLI uses for this kind of error
+    exit_code = 1
+
+
+class ModelLoadError(EdgeSDKError):
+    """The model file is missing, unreadable, corrupt or of an unknown kind."""
+
+    exit_code = 3
+
+
+class BackendUnavailableError(EdgeSDKError):
+    """The engine a backend needs is not installed, or the asked-for device is missing."""
+
+    exit_code = 4
+
+
+class InputMismatchError(EdgeSDKError, ValueError):
+    """A feed does not match the model's input (name, rank, shape or dtype)."""
+
+    exit_code = 2
+
+
+class InferenceError(EdgeSDKError):
+    """The engine failed while running a valid input."""
+
+    exit_code = 5

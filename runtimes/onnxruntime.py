@@ -1,0 +1,134 @@
+"""ONNX Runtime backend."""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Sequence
+
+import numpy as np
+
+from .base import Runtime, warn_once
+from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .spec import TensorSpec
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+    "tensor(uint16)": np.uint16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+# Execution providers per device, best first.
+PROVIDERS = {
+    "CPU": ["CPUExecutionProvider"],
+    "GPU": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+            "DmlExecutionProvider", "CoreMLExecutionProvider"],
+    "NPU": ["QNNExecutionProvider", "OpenVINOExecutionProvider", "VitisAIExecutionProvider"],
+}
+FALLBACK = {"NPU": "GPU", "GPU": "CPU", "AUTO": "CPU"}
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # a base dependency, but a device may have stripped it
+        raise BackendUnavailableError(
+            "the onnxruntime backend needs the 'onnxruntime' package: pip install onnxruntime "
+            "(or onnxruntime-gpu on CUDA devices)") from exc
+    return ort
+
+
+def _dim(d: object) -> object:
+    return d if isinstance(d, int) else None
+
+
+class OnnxRuntime(Runtime):
+    backend = "onnxruntime"
+    suffixes = (".onnx", ".ort")
+    extra = "onnxruntime"
+
+    def _choose_providers(self, available: Sequence[str]) -> tuple[str, list[str]]:
+        device = self.requested_device
+        if device == "AUTO":
+            order = PROVIDERS["GPU"] + PROVIDERS["NPU"] + PROVIDERS["CPU"]
+            return "AUTO", [p for p in order if p in available]
+        while True:
+            found = [p for p in PROVIDERS[device] if p in available]
+            if found:
+                return device, found + (["CPUExecutionProvider"] if device != "CPU" else [])
+            if self.strict:
+                raise BackendUnavailableError(
+                    f"onnxruntime has no execution provider for {self.requested_device} here "
+                    f"(available: {', '.join(available)}); install the matching onnxruntime build "
+                    "or pass device='CPU'")
+            nxt = FALLBACK[device]
+            warn_once(f"onnxruntime: no {device} execution provider (have {', '.join(available)}); "
+                      f"falling back to {nxt}")
+            device = nxt
+
+    def _activate_impl(self) -> None:
+        ort = _import_ort()
+        device, providers = self._choose_providers(ort.get_available_providers())
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        if self.performance_hint == "throughput":
+            opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        opts.log_severity_level = 3
+        for key, value in self.options.get("session_config", {}).items():
+            opts.add_session_config_entry(key, str(value))
+        try:
+            self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise ModelLoadError(
+                f"onnxruntime could not load {self.model_path}: {str(exc).strip().splitlines()[0][:300]}. "
+                "Is the file a complete ONNX model? (re-export or re-download it)") from exc
+        self.device = device
+        self.providers = self._session.get_providers()
+        if self.requested_precision not in (None, "native", "fp32"):
+            warn_once("onnxruntime runs a model in the precision it is stored in; convert the model "
+                      f"(edgesdk convert --precision {self.requested_precision}) instead of asking the runtime")
+        self.precision = "native"
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._run = self._session.run
+
+    def _deactivate_impl(self) -> None:
+        self._session = None
+        self._run = None
+
+    @staticmethod
+    def _spec(node) -> TensorSpec:
+        dtype = _ORT_TYPES.get(node.type)
+        if dtype is None:
+            raise ModelLoadError(f"tensor {node.name!r} has type {node.type}, which EdgeSDK does not handle")
+        return TensorSpec(node.name, tuple(_dim(d) for d in node.shape), dtype)
+
+    def _input_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(n) for n in self._session.get_inputs()]
+
+    def _output_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(n) for n in self._session.get_outputs()]
+
+    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self._run(self._output_names, feeds)
+        except Exception as exc:
+            raise InferenceError(f"onnxruntime failed on {self.model_path.name}: {exc}") from exc
+        return dict(zip(self._output_names, values))
+
+    def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
+        future: Future = Future()
+        names = self._output_names
+
+        def done(values, _user_data, error: str) -> None:
+            if error:
+                future.set_exception(InferenceError(f"onnxruntime failed on {self.model_path.name}: {error}"))
+            else:
+                future.set_result(dict(zip(names, values)))
+
+        future.set_running_or_notify_cancel()
+        try:
+            self._session.run_async(names, feeds, done, None)
+        except AttributeError:  # onnxruntime older than 1.16 has no run_async
+            return super()._submit_impl(feeds)
+        return future

@@ -1,0 +1,73 @@
+"""Pick a backend by name or by file suffix, and say which are installed."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .base import Runtime
+from .errors import BackendUnavailableError, ModelLoadError
+
+# name -> (module, class, engine module to probe, pip extra)
+BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "onnxruntime": ("runtimes.onnxruntime", "OnnxRuntime", ("onnxruntime",), "onnxruntime"),
+    "openvino": ("runtimes.openvino", "OpenVINORuntime", ("openvino",), "edgesdk[openvino]"),
+    "litert": ("runtimes.litert", "LiteRTRuntime",
+               ("ai_edge_litert", "tflite_runtime", "tensorflow"), "edgesdk[litert]"),
+}
+ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "tflite": "litert",
+           "tensorflow-lite": "litert"}
+# Which backend a file suffix goes to first.
+SUFFIX_BACKEND = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".xml": "openvino",
+                  ".tflite": "litert"}
+
+
+def canonical(name: str) -> str:
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key not in BACKENDS:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (aliases: {', '.join(ALIASES)})")
+    return key
+
+
+def is_available(name: str) -> bool:
+    _, _, probes, _ = BACKENDS[canonical(name)]
+    return any(importlib.util.find_spec(p) is not None for p in probes)
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if is_available(name)]
+
+
+def backend_class(name: str) -> type[Runtime]:
+    key = canonical(name)
+    module, cls, _, extra = BACKENDS[key]
+    if not is_available(key):
+        raise BackendUnavailableError(f"the {key} backend is not installed: pip install '{extra}'")
+    return getattr(importlib.import_module(module), cls)
+
+
+def backend_for(path: Union[str, Path]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIX_BACKEND:
+        raise ModelLoadError(
+            f"cannot tell the model format of {str(path)!r} from its suffix {suffix or '(none)'}; "
+            f"expected one of {', '.join(SUFFIX_BACKEND)} or pass backend=...")
+    return SUFFIX_BACKEND[suffix]
+
+
+def load(path: Union[str, Path], backend: Optional[str] = None, **kwargs: Any) -> Runtime:
+    """Create (not yet activated) the runtime for a model file.
+
+    `backend` is a name or alias; None picks by suffix. OpenVINO also runs .onnx files.
+    """
+    key = canonical(backend) if backend else backend_for(path)
+    cls = backend_class(key)
+    suffix = Path(path).suffix.lower()
+    accepted = cls.suffixes
+    if suffix not in accepted:
+        raise ModelLoadError(
+            f"the {key} backend cannot run {suffix} files ({Path(path).name}); it takes {', '.join(accepted)}")
+    return cls(path, **kwargs)
