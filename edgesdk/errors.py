@@ -1,8 +1,8 @@
 """EdgeSDK's errors: the runtime ones re-exported, plus the higher-level kinds."""
 from __future__ import annotations
 
-from runtimes.errors import (BackendUnavailableError, EdgeSDKError, InferenceError, InputMismatchError,
-                             ModelLoadError)
+from runtimes.errors import (BackendUnavailableError, ConversionError, EdgeSDKError, InferenceError,
+                             InputMismatchError, ModelLoadError)
 
 
 class ProfileError(EdgeSDKError):
@@ -15,12 +15,6 @@ class BundleError(EdgeSDKError):
     """A bundle is missing files, fails its hash check, or has an invalid manifest."""
 
     exit_code = 7
-
-
-class ConversionError(EdgeSDKError):
-    """A model could not be converted, calibrated or validated."""
-
-    exit_code = 8
 
 
 class SourceError(EdgeSDKError):

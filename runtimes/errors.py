@@ -36,3 +36,9 @@ class InferenceError(EdgeSDKError):
     """The engine failed while running a valid input."""
 
     exit_code = 5
+
+
+class ConversionError(EdgeSDKError):
+    """A model could not be converted, calibrated or validated (raised by `converters`)."""
+
+    exit_code = 8
