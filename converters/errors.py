@@ -1,21 +1,11 @@
 """Errors raised by the converters package.
 
-`converters` sits above `runtimes` and below `edgesdk`, so it cannot import `edgesdk.errors`;
-this module owns `ConversionError` and `edgesdk.errors` re-exports this very class, so that
-`except edgesdk.errors.ConversionError` catches what converters raise.
+`ConversionError` (exit code 8) lives in the bottom layer (`runtimes.errors`) so that
+converters and `edgesdk.errors` share one class: `except edgesdk.errors.ConversionError`
+catches what converters raise. Import it from here inside `converters`.
 """
 from __future__ import annotations
 
-from runtimes.errors import EdgeSDKError
-
-
-class ConversionError(EdgeSDKError):
-    """A model could not be converted, calibrated or validated.
-
-    The message says what was wrong, what was expected and what to do.
-    """
-
-    exit_code = 8
-
+from runtimes.errors import ConversionError, EdgeSDKError
 
 __all__ = ["ConversionError", "EdgeSDKError"]
