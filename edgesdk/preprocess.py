@@ -1,22 +1,31 @@
 """Preprocessing recorded in a bundle's manifest, applied vectorized over a batch.
 
 Images come in as OpenCV gives them (HxWx3 uint8, BGR). `Preprocessor` resizes them
-(stretch, letterbox, center-crop, or none), fixes color order, scales, normalizes,
+(stretch, letterbox, center-crop, fit-height with right padding as PaddleOCR's text
+classifier wants, or none), fixes color order, scales, normalizes,
 transposes to the model's layout and casts to its dtype (quantizing for integer
 inputs). It also returns, per image, how to map model coordinates back to the
 original image.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from .errors import ConfigError, InputMismatchError
+from .errors import ConfigError, InputMismatchError, SourceError
 
-RESIZE_MODES = ("stretch", "letterbox", "crop", "none")
+#: stretch: resize to size ignoring aspect; letterbox: keep aspect, pad around (centered);
+#: crop: keep aspect, fill, center-crop; fit_height: scale to the model height, width
+#: follows the aspect up to the model width (stretched beyond), pad on the right (PaddleOCR
+#: text-line models); none: the image must already have the model size.
+RESIZE_MODES = ("stretch", "letterbox", "crop", "fit_height", "none")
+LIMIT_TYPES = ("max", "min")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,10 @@ class PreprocessSpec:
     quantization: Optional[tuple[float, int]] = None
     #: dynamic-size models: round the resized size to a multiple of this
     size_multiple: int = 1
+    #: dynamic-size models (size None): scale so the longest ("max": shrink only) or the
+    #: shortest ("min": enlarge only) side meets this limit, as PaddleOCR's det_limit_side_len
+    limit_side_len: Optional[int] = None
+    limit_type: str = "max"
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -44,8 +57,18 @@ class PreprocessSpec:
             raise ConfigError(f"preprocess.color must be RGB, BGR or GRAY, got {self.color!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"preprocess.layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.limit_type not in LIMIT_TYPES:
+            raise ConfigError(f"preprocess.limit_type must be one of {LIMIT_TYPES}, got {self.limit_type!r}")
         if self.size is not None:
+            if len(self.size) != 2 or int(self.size[0]) < 1 or int(self.size[1]) < 1:
+                raise ConfigError(f"preprocess.size must be [height, width] of positive ints, got {self.size!r}")
             object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        if int(self.size_multiple) < 1:
+            raise ConfigError(f"preprocess.size_multiple must be >= 1, got {self.size_multiple!r}")
+        if self.limit_side_len is not None and int(self.limit_side_len) < 1:
+            raise ConfigError(f"preprocess.limit_side_len must be >= 1, got {self.limit_side_len!r}")
+        if self.resize == "fit_height" and self.size is None:
+            raise ConfigError("preprocess.resize='fit_height' needs a fixed size [height, width]")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if any(s == 0 for s in self.std):
@@ -73,6 +96,21 @@ class PreprocessSpec:
         return cls(**known)
 
 
+def read_image(path: Union[str, Path]) -> np.ndarray:
+    """Read an image file as OpenCV does (HxWx3 uint8 BGR), with errors that say what failed."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"image {str(path)!r} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"image {str(path)!r} is not readable (check its permissions)")
+    # imdecode from bytes: cv2.imread cannot open non-ASCII paths on some platforms
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise SourceError(f"cannot decode {str(path)!r} as an image (expected JPEG, PNG, BMP, TIFF, WebP ...)")
+    return img
+
+
 @dataclass
 class Transform:
     """Where a model-input pixel came from: orig = (model - pad) / ratio."""
@@ -88,6 +126,24 @@ class Transform:
         out = np.empty_like(xy)
         out[..., 0] = (xy[..., 0] - self.pad[1]) / self.ratio[1]
         out[..., 1] = (xy[..., 1] - self.pad[0]) / self.ratio[0]
+        return out
+
+    def to_model(self, xy: np.ndarray) -> np.ndarray:
+        """Map (..., 2) x,y points in original-image pixels to model-input pixels."""
+        xy = np.asarray(xy, dtype=np.float32)
+        out = np.empty_like(xy)
+        out[..., 0] = xy[..., 0] * self.ratio[1] + self.pad[1]
+        out[..., 1] = xy[..., 1] * self.ratio[0] + self.pad[0]
+        return out
+
+    def boxes_to_original(self, boxes: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map N x 4 xyxy boxes in model-input pixels to original pixels (clipped to the image)."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        out = self.to_original(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        if clip and self.original_size[0] > 0:
+            h, w = self.original_size
+            out[:, 0::2] = np.clip(out[:, 0::2], 0, w)
+            out[:, 1::2] = np.clip(out[:, 1::2], 0, h)
         return out
 
 
@@ -107,11 +163,19 @@ class Preprocessor:
         self._add = (-mean / std).astype(np.float32)
 
     def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """Model-input (height, width) for an image of h x w."""
         s = self.spec
         if s.size is not None:
             return s.size
+        r = 1.0
+        if s.limit_side_len:
+            if s.limit_type == "max" and max(h, w) > s.limit_side_len:
+                r = s.limit_side_len / max(h, w)
+            elif s.limit_type == "min" and min(h, w) < s.limit_side_len:
+                r = s.limit_side_len / min(h, w)
         m = max(1, s.size_multiple)
-        return max(m, int(round(h / m)) * m), max(m, int(round(w / m)) * m)
+        # same rounding as PaddleOCR's DetResizeForTest: truncate, then round to the multiple
+        return max(m, int(round(int(h * r) / m)) * m), max(m, int(round(int(w * r) / m)) * m)
 
     def _resize_one(self, img: np.ndarray, th: int, tw: int) -> tuple[np.ndarray, Transform]:
         h, w = img.shape[:2]
@@ -124,6 +188,13 @@ class Preprocessor:
         if mode == "stretch":
             out = cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR)
             return out, Transform((th / h, tw / w), (0.0, 0.0), (th, tw), (h, w))
+        if mode == "fit_height":
+            # PaddleOCR cls/rec: height to th, width by aspect (ceil) capped at tw, pad right
+            nw = max(1, min(tw, int(math.ceil(th * w / h))))
+            resized = cv2.resize(img, (nw, th), interpolation=cv2.INTER_LINEAR)
+            out = np.full((th, tw) + img.shape[2:], self.spec.pad_value, dtype=img.dtype)
+            out[:, :nw] = resized
+            return out, Transform((th / h, nw / w), (0.0, 0.0), (th, tw), (h, w))
         if mode == "letterbox":
             r = min(th / h, tw / w)
             nh, nw = max(1, round(h * r)), max(1, round(w * r))

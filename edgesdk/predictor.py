@@ -1,0 +1,168 @@
+"""`Predictor`: images in, `Result`s out, for a bundle or a bare model file.
+
+    from edgesdk.predictor import Predictor
+    with Predictor("bundles/faces") as p:          # or Predictor(".cache/models/ppocr_cls.onnx")
+        results = p.predict([cv2.imread("a.jpg"), "b.jpg"])
+
+A bundle brings its preprocessing and decoder from its manifest. A bare model file gets
+them from its preset (looked up by sha256 or file name, see `edgesdk.presets`); an unknown
+model gets a guessed preprocessing (RGB, [0, 1], stretched) and the raw decoder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from runtimes import Runtime
+from runtimes import load as load_runtime
+
+from .bundle import Bundle, Manifest
+from .decoders import Decoder, make_decoder
+from .errors import BundleError, InputMismatchError
+from .preprocess import Preprocessor, Transform, read_image
+from .results import Result
+
+log = logging.getLogger("edgesdk.predictor")
+
+ImageLike = Union[np.ndarray, str, Path]
+
+
+class Predictor:
+    """Preprocess, run and decode batches of images.
+
+    Args:
+        bundle_or_path: a bundle directory, a `Bundle`, or a model file.
+        backend: engine name (default: the bundle's, or by file suffix).
+        preset: for a bare model file, a preset name to use instead of the lookup.
+        batch_size: most images per engine call (default: the model's fixed batch, else 8).
+        **runtime_kw: passed to `runtimes.load` (device, precision, threads, ...).
+    """
+
+    def __init__(self, bundle_or_path: Union[str, Path, Bundle], backend: Optional[str] = None, *,
+                 preset: Optional[str] = None, batch_size: Optional[int] = None, **runtime_kw: Any) -> None:
+        self.bundle: Optional[Bundle] = None
+        if isinstance(bundle_or_path, Bundle):
+            self.bundle = bundle_or_path
+        else:
+            path = Path(bundle_or_path)
+            if path.is_dir():
+                self.bundle = Bundle.load(path)
+            elif not path.exists():
+                raise BundleError(f"{path} does not exist (expected a model file or a bundle directory)")
+        if self.bundle is not None:
+            self.manifest: Manifest = self.bundle.manifest
+            self.model_path = self.bundle.model_path
+            self.runtime: Runtime = self.bundle.runtime(backend, **runtime_kw)
+        else:
+            self.model_path = Path(bundle_or_path)
+            self.runtime = load_runtime(self.model_path, backend=backend, **runtime_kw)
+            from .presets import build_manifest
+
+            self.runtime.activate()
+            self.manifest = build_manifest(self.model_path, preset, backend=self.runtime.backend,
+                                           inputs=self.runtime.inputs, outputs=self.runtime.outputs)
+            if self.manifest.provenance.get("preset") is None:
+                log.warning("%s: no preset known for this model; guessed preprocessing %s and raw outputs. "
+                            "Wrap it in a bundle with explicit settings for real use.",
+                            self.model_path.name, self.manifest.preprocess)
+        self.preprocessor: Optional[Preprocessor] = (
+            Preprocessor(self.manifest.preprocess) if self.manifest.preprocess is not None else None)
+        self.decoder: Decoder = make_decoder(self.manifest)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._batch_size = batch_size
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Predictor":
+        self.runtime.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size is not None:
+            return self._batch_size
+        fixed = self.runtime.max_batch
+        # a looped batch-1 model still takes a whole batch per infer call
+        return 8 if fixed in (None, 1) else fixed
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    # ------------------------------------------------------------------ steps
+    def preprocess(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[Transform]]:
+        """Images (arrays or paths) -> (model-ready batch, transforms)."""
+        if self.preprocessor is None:
+            raise BundleError(f"{self.manifest.name}: no preprocessing is known for this model; "
+                              "feed arrays to .runtime.infer() or give the bundle a preprocess section")
+        return self.preprocessor(_load_all(images))
+
+    def decode(self, outputs: dict[str, np.ndarray], transforms: Sequence[Transform]) -> list[Result]:
+        return self.decoder(outputs, transforms)
+
+    def _feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = self.runtime.inputs
+        if len(inputs) != 1:
+            raise InputMismatchError(f"{self.model_path.name} has {len(inputs)} inputs; Predictor feeds "
+                                     "single-input image models only (use .runtime.infer for others)")
+        spec = inputs[0]
+        # A converted model can change layout (ONNX NCHW -> TFLite NHWC); trust the model.
+        if batch.ndim == 4 and spec.rank == 4 and spec.layout in ("NCHW", "NHWC") and \
+                self.manifest.preprocess is not None and spec.layout != self.manifest.preprocess.layout:
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if spec.layout == "NCHW"
+                                         else batch.transpose(0, 2, 3, 1))
+        return {spec.name: batch}
+
+    def predict(self, images: Union[ImageLike, Sequence[ImageLike]]) -> list[Result]:
+        """One `Result` per image, in order. Images of different sizes are batched by the
+        model-input size they need (a dynamic-size model is never fed a stretched mix)."""
+        if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]
+        loaded = _load_all(images)
+        if not loaded:
+            return []
+        if self.preprocessor is None:
+            raise BundleError(f"{self.manifest.name}: no preprocessing is known for this model; "
+                              "feed arrays to .runtime.infer() or give the bundle a preprocess section")
+        self.runtime.activate()
+        results: list[Optional[Result]] = [None] * len(loaded)
+        for group in self._groups(loaded):
+            for start in range(0, len(group), self.batch_size):
+                idx = group[start:start + self.batch_size]
+                batch, transforms = self.preprocessor([loaded[i] for i in idx])
+                t0 = time.perf_counter()
+                outputs = self.runtime.infer(self._feeds(batch))
+                infer_ms = (time.perf_counter() - t0) * 1000
+                decoded = self.decode(outputs, transforms)
+                for i, r in zip(idx, decoded):
+                    r.meta.setdefault("infer_ms", round(infer_ms, 3))
+                    r.meta.setdefault("batch_size", len(idx))
+                    results[i] = r
+        return [r for r in results if r is not None]
+
+    def _groups(self, images: list[np.ndarray]) -> list[list[int]]:
+        assert self.preprocessor is not None
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(self.preprocessor.target_size(*img.shape[:2]), []).append(i)
+        return list(groups.values())
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.manifest.name}, task={self.task}, runtime={self.runtime!r})"
+
+
+def _load_all(images: Iterable[ImageLike]) -> list[np.ndarray]:
+    out = []
+    for img in images:
+        out.append(read_image(img) if isinstance(img, (str, Path)) else img)
+    return out

