@@ -1,0 +1,201 @@
+"""Bounded frame buffers between the source threads and the batcher.
+
+One lane per source, all behind one lock and condition, so the batcher can wait for
+"N frames from any source" and take them oldest first across sources. A live lane
+(camera, stream) drops its oldest frame when full, so a slow consumer never makes a
+camera fall behind real time; each drop is counted. A lossless lane (file, folder)
+blocks its producer instead. Memory is bounded by the sum of the lane capacities.
+"""
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..results import Frame
+
+
+@dataclass
+class _Lane:
+    source_id: str
+    capacity: int
+    drop_oldest: bool
+    frames: deque = field(default_factory=deque)
+    ended: bool = False
+    dropped: int = 0
+    received: int = 0
+    high_water: int = 0
+
+
+class FrameBuffer:
+    """Per-source bounded queues of `Frame`s.
+
+    Args:
+        on_drop: called as ``on_drop(source_id, n)`` (outside no lock: keep it cheap) when a
+            live lane drops frames.
+        rate_window: how many recent arrivals the arrival-rate estimate looks at.
+    """
+
+    def __init__(self, on_drop: Optional[Callable[[str, int], None]] = None, rate_window: int = 64) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._lanes: dict[str, _Lane] = {}
+        self._count = 0
+        self._closed = False
+        self._on_drop = on_drop
+        self._arrivals: deque[float] = deque(maxlen=rate_window)
+
+    # ------------------------------------------------------------------ producers
+    def add_source(self, source_id: str, capacity: int, drop_oldest: bool) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity for {source_id!r} must be >= 1, got {capacity}")
+        with self._cond:
+            if source_id in self._lanes:
+                raise ValueError(f"source id {source_id!r} is used twice; give each source its own name")
+            self._lanes[source_id] = _Lane(source_id, capacity, drop_oldest)
+
+    def put(self, frame: Frame, timeout: Optional[float] = None) -> bool:
+        """Add a frame. Live lanes never block; lossless lanes wait for room.
+
+        Returns False when the buffer was closed (or `timeout` passed) before the frame
+        could be added: the producer should stop.
+        """
+        dropped = 0
+        with self._cond:
+            lane = self._lanes[frame.source_id]
+            self._arrivals.append(time.time())
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._closed and len(lane.frames) >= lane.capacity:
+                if lane.drop_oldest:
+                    lane.frames.popleft()
+                    lane.dropped += 1
+                    self._count -= 1
+                    dropped += 1
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            if self._closed:
+                return False
+            lane.frames.append(frame)
+            lane.received += 1
+            lane.high_water = max(lane.high_water, len(lane.frames))
+            self._count += 1
+            self._cond.notify_all()
+        if dropped and self._on_drop is not None:
+            self._on_drop(frame.source_id, dropped)
+        return True
+
+    def end(self, source_id: str) -> None:
+        """The source has no more frames (EOF, or it was stopped)."""
+        with self._cond:
+            self._lanes[source_id].ended = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake everyone: producers stop, `take` returns what is left without waiting."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ consumer
+    def _exhausted(self) -> bool:
+        return self._count == 0 and (self._closed or all(l.ended for l in self._lanes.values()))
+
+    def wait_any(self, timeout: Optional[float] = None) -> bool:
+        """Wait until a frame is queued; False on timeout or when nothing more will come."""
+        with self._cond:
+            if self._count == 0 and not self._exhausted():
+                self._cond.wait_for(lambda: self._count > 0 or self._exhausted(), timeout)
+            return self._count > 0
+
+    def take(self, n: int, deadline: Optional[float] = None) -> list[Frame]:
+        """Wait until `n` frames are queued or until `deadline` (time.time()), then take
+        up to `n`, oldest capture first across sources.
+
+        Returns early when every source has ended or the buffer is closed. `deadline`
+        None waits for `n` frames (or the end).
+        """
+        with self._cond:
+            while self._count < n and not self._closed and not all(l.ended for l in self._lanes.values()):
+                if deadline is None:
+                    self._cond.wait(0.5)
+                    continue
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            taken: list[Frame] = []
+            heads = [(lane.frames[0].timestamp, i, lane) for i, lane in enumerate(self._lanes.values()) if lane.frames]
+            heapq.heapify(heads)
+            while heads and len(taken) < n:
+                _, i, lane = heapq.heappop(heads)
+                taken.append(lane.frames.popleft())
+                if lane.frames:
+                    heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
+            self._count -= len(taken)
+            if taken:
+                self._cond.notify_all()  # room for blocked producers
+            return taken
+
+    def drop_stale(self, before: float) -> list[Frame]:
+        """Remove frames of live lanes captured before `before` (they would miss the latency
+        target anyway); lossless lanes keep every frame. Returns the removed frames."""
+        stale: list[Frame] = []
+        with self._cond:
+            for lane in self._lanes.values():
+                if not lane.drop_oldest:
+                    continue
+                while lane.frames and lane.frames[0].timestamp < before:
+                    stale.append(lane.frames.popleft())
+            self._count -= len(stale)
+            if stale:
+                self._cond.notify_all()
+        return stale
+
+    # ------------------------------------------------------------------ state
+    @property
+    def queued(self) -> int:
+        return self._count
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing queued and nothing more will come."""
+        with self._cond:
+            return self._exhausted()
+
+    def oldest_timestamp(self) -> Optional[float]:
+        with self._cond:
+            heads = [l.frames[0].timestamp for l in self._lanes.values() if l.frames]
+            return min(heads) if heads else None
+
+    def arrival_rate(self, now: Optional[float] = None) -> float:
+        """Frames per second arriving from all sources (recent window, drops included)."""
+        with self._cond:
+            if len(self._arrivals) < 2:
+                return 0.0
+            now = time.time() if now is None else now
+            first, last = self._arrivals[0], self._arrivals[-1]
+            # a stalled source lowers the rate as time passes without arrivals
+            span = max(last - first, 1e-6) + max(0.0, now - last - (last - first) / (len(self._arrivals) - 1))
+            return (len(self._arrivals) - 1) / span
+
+    def sizes(self) -> dict[str, int]:
+        with self._cond:
+            return {sid: len(l.frames) for sid, l in self._lanes.items()}
+
+    def high_water(self) -> dict[str, int]:
+        """Most frames each lane ever held (memory bound evidence)."""
+        with self._cond:
+            return {sid: l.high_water for sid, l in self._lanes.items()}
+
+    def capacities(self) -> dict[str, int]:
+        with self._cond:
+            return {sid: l.capacity for sid, l in self._lanes.items()}
+
+    def dropped(self) -> dict[str, int]:
+        with self._cond:
+            return {sid: l.dropped for sid, l in self._lanes.items()}

@@ -1,0 +1,587 @@
+"""The streaming pipeline: sources -> buffer -> batcher/preprocess -> engine (async,
+several batches in flight) -> decode -> sinks, each stage in its own thread(s), joined
+by bounded queues.
+
+    source threads --(FrameBuffer: per-source lanes, live ones drop oldest)--> dispatcher
+    dispatcher: plan a batch (policy), take frames, preprocess, runtime.submit -> Future
+    --(in-flight queue, bounded by max_inflight)--> completion thread:
+    wait the Future in submission order, decode, hand each (frame, result) to the sinks
+    (each an AsyncSink: a slow sink drops, counted, and never stalls capture).
+
+Results of one source come out in capture order: frames are taken oldest first and the
+completion thread handles batches in the order they were submitted.
+
+Shutdown (Ctrl-C, SIGTERM, `stop()`, `duration`, every source at its end): sources stop,
+what is queued and in flight is finished and delivered, sinks are flushed and closed.
+A second Ctrl-C abandons the queued frames (in-flight ones still complete).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from ..errors import ConfigError, EdgeSDKError, SourceError
+from ..results import Frame, Result
+from .batching import BatchPolicy, QueueView, batch_limit, make_policy
+from .buffer import FrameBuffer
+from .model import StreamModel, load_stream_model
+from .sources import Backoff, Source, SourceReader, make_source, unique_ids
+from .stats import PipelineStats, markdown, status_line
+
+log = logging.getLogger("edgesdk.streaming")
+
+#: default buffer capacity per source (frames); live sources drop the oldest beyond it
+DEFAULT_BUFFER = 8
+#: consecutive failed batches after which the pipeline stops with the error
+MAX_CONSECUTIVE_ERRORS = 10
+
+ResultCallback = Callable[[Frame, Result], None]
+
+
+@dataclass
+class _Batch:
+    frames: list[Frame]
+    transforms: list
+    future: Future
+    size: int  # after padding
+    t_take: float
+    t_pre: float  # preprocess seconds
+    t_submit: float
+    t_done: Optional[float] = None
+
+
+@dataclass
+class RunReport:
+    """What a finished run says: the final statistics and why it stopped."""
+
+    stats: dict[str, Any]
+    stop_reason: str
+    source_errors: list[str] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)
+    buffer_high_water: dict[str, int] = field(default_factory=dict)
+    buffer_capacity: dict[str, int] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        text = markdown(self.stats)
+        text += f"\n- stopped: {self.stop_reason}\n- batching: {self.policy}\n"
+        for err in self.source_errors:
+            text += f"- source error: {err}\n"
+        return text
+
+
+class Pipeline:
+    """Run a model over one or more sources, delivering results to sinks.
+
+    Args:
+        model: a bundle directory or model file, a `Predictor`, or a `StreamModel`.
+        sources: specs for `make_source` (camera index, path, URL, glob, ``name=spec``),
+            `Source` objects, callables or iterables of images.
+        sinks: specs for `edgesdk.sinks.make_sink` ("out.jsonl", "out.mp4",
+            "mqtt://host:port/topic", a callable(frame, result), or a Sink). A string with
+            ``{source}`` makes one sink per source ("out_{source}.mp4").
+        batching: "none" | "fixed" | "adaptive", or a `BatchPolicy`.
+        batch: fixed batch size; for adaptive the upper bound.
+        max_wait_ms: fixed batching: send a partial batch when its oldest frame waited this long.
+        slo_ms: adaptive batching: end-to-end latency target.
+        max_inflight: batches submitted to the engine at once.
+        loop / realtime: files and folders: start again at the end / pace at native fps (live).
+        buffer_size: frames buffered per source.
+        max_frames: stop each source after this many frames.
+        duration: stop after this many seconds.
+        metrics_port: serve Prometheus metrics on this port.
+        status: print a one-line status to stderr every half second.
+        on_result: called in the completion thread for each result, in order (keep it fast).
+        sink_queue: frames each sink may hold before dropping.
+        profile: a device profile (or name) whose max_batch limits batching.
+        reconnect: backoff for streams/cameras that drop.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        sources: Union[Any, Sequence[Any]],
+        sinks: Iterable[Any] = (),
+        *,
+        batching: Union[str, BatchPolicy] = "none",
+        batch: Optional[int] = None,
+        max_wait_ms: Optional[float] = None,
+        slo_ms: Optional[float] = None,
+        max_inflight: int = 2,
+        loop: bool = False,
+        realtime: bool = False,
+        buffer_size: Optional[int] = None,
+        max_frames: Optional[int] = None,
+        duration: Optional[float] = None,
+        metrics_port: Optional[int] = None,
+        status: bool = False,
+        on_result: Optional[ResultCallback] = None,
+        sink_queue: int = 64,
+        backend: Optional[str] = None,
+        profile: Any = None,
+        reconnect: Optional[Backoff] = None,
+        **runtime_kw: Any,
+    ) -> None:
+        if isinstance(sources, (str, int, Source)) or callable(sources):
+            sources = [sources]
+        self._source_specs = list(sources)
+        if not self._source_specs:
+            raise ConfigError("a pipeline needs at least one source (--source)")
+        if max_inflight < 1:
+            raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
+        if buffer_size is not None and buffer_size < 1:
+            raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
+        self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
+        self._model_spec = model
+        self._backend = backend
+        self._runtime_kw = runtime_kw
+        self._sink_specs = list(sinks)
+        self.max_inflight = max_inflight
+        self.loop = loop
+        self.realtime = realtime
+        self.buffer_size = buffer_size
+        self.max_frames = max_frames
+        self.duration = duration
+        self.metrics_port = metrics_port
+        self.show_status = status
+        self.on_result = on_result
+        self.sink_queue = sink_queue
+        self.profile = profile
+        self.reconnect = reconnect
+
+        self.stats = PipelineStats()
+        self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop(f"buffer_full:{sid}", n))
+        self.sources: list[Source] = []
+        self.readers: list[SourceReader] = []
+        self.model: Optional[StreamModel] = None
+        self._owns_model = False
+        self._sinks_all: list[Any] = []
+        self._sinks_by_source: dict[str, list[Any]] = {}
+        self._metrics: Any = None
+        self._stop = threading.Event()  # sources stop reading
+        self._abort = threading.Event()  # abandon queued frames
+        self._done = threading.Event()  # everything finished and closed
+        self._inflight_q: "queue.Queue[Optional[_Batch]]" = queue.Queue()
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._busy_lock = threading.Lock()
+        self._busy_until = 0.0
+        self._inflight = 0
+        self._threads: list[threading.Thread] = []
+        self._fatal: Optional[BaseException] = None
+        self._last_index: dict[str, int] = {}
+        self.stop_reason = ""
+        self._started = False
+        self._closed = False
+        self._finish_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ setup
+    def _open_sinks(self) -> None:
+        if not self._sink_specs:
+            return
+        from ..sinks import AsyncSink, make_sink
+
+        def wrap(spec: Any, sid: Optional[str]) -> Any:
+            if isinstance(spec, str) and sid is not None:
+                spec = spec.replace("{source}", sid)
+            sink = make_sink(spec)
+            wrapped = sink if isinstance(sink, AsyncSink) else AsyncSink(sink, self.sink_queue)
+            wrapped.open()
+            name = getattr(sink, "name", str(spec))
+            self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: getattr(w, "dropped", 0))
+            return wrapped
+
+        for spec in self._sink_specs:
+            if isinstance(spec, str) and "{source}" in spec:
+                for src in self.sources:
+                    self._sinks_by_source.setdefault(src.source_id, []).append(wrap(spec, src.source_id))
+            else:
+                self._sinks_all.append(wrap(spec, None))
+
+    def _profile_limit(self) -> Optional[int]:
+        prof = self.profile
+        if prof is None and self.model is not None and self.model.bundle is not None:
+            prof = self.model.bundle.manifest.profile
+        if prof is None:
+            return None
+        if isinstance(prof, dict):
+            return prof.get("max_batch")
+        if isinstance(prof, str):
+            try:
+                from ..profiles import load_profile
+            except ImportError:
+                return None
+            try:
+                prof = load_profile(prof)
+            except EdgeSDKError as exc:
+                log.warning("profile %r named by the bundle is not available here (%s); no profile batch limit",
+                            prof, exc)
+                return None
+        return getattr(prof, "max_batch", None)
+
+    def start(self) -> "Pipeline":
+        """Open sources, sinks and the model, and start the threads. Raises SourceError /
+        SinkError / BundleError naming what could not be opened (nothing is left running)."""
+        if self._started:
+            return self
+        self._started = True
+        try:
+            for i, spec in enumerate(self._source_specs):
+                self.sources.append(make_source(spec, None if isinstance(spec, (str, int)) else f"src{i}",
+                                                realtime=self.realtime))
+            unique_ids(self.sources)
+            for src in self.sources:
+                src.open()
+            self.model, self._owns_model = load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
+            self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
+            self._open_sinks()
+            if self.metrics_port is not None:
+                from ..sinks.prometheus import MetricsServer
+
+                self._metrics = MetricsServer(self.metrics_port)
+        except BaseException:
+            self._close_all()
+            self._done.set()
+            raise
+        cap = self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
+        for src in self.sources:
+            self.buffer.add_source(src.source_id, cap, drop_oldest=src.live)
+        self.stats.gauge("queued", lambda: self.buffer.sizes())
+        self.stats.gauge("inflight", lambda: self._inflight)
+        self.stats.gauge("batching", self.policy.describe)
+        self.stats.started = time.time()
+        for src in self.sources:
+            reader = SourceReader(src, self.buffer, self.stats, self._stop, loop=self.loop, realtime=self.realtime,
+                                  max_frames=self.max_frames, backoff=self.reconnect)
+            self.readers.append(reader)
+        self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
+                         threading.Thread(target=self._complete_loop, name="completion", daemon=True),
+                         threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)]
+        for t in self._threads:
+            t.start()
+        for r in self.readers:
+            r.start()
+        log.info("pipeline started: %d source(s), batching %s", len(self.sources), self.policy.describe())
+        return self
+
+    # ------------------------------------------------------------------ control
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop capturing; queued and in-flight frames are finished and delivered."""
+        if not self._stop.is_set():
+            self.stop_reason = self.stop_reason or reason
+            log.info("stopping: %s", reason)
+            self._stop.set()
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Stop now: queued frames are dropped (counted); in-flight batches still finish."""
+        self.stop(reason)
+        self._abort.set()
+        self.buffer.close()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the run has finished and everything is closed."""
+        return self._done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._done.is_set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.stats.snapshot()
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop("context exit")
+        self.wait()
+
+    def run(self, handle_signals: bool = True) -> RunReport:
+        """Start, wait until done (sources ended, duration, stop(), Ctrl-C/SIGTERM), return the report.
+
+        Raises the error that stopped the run (engine failing repeatedly), or the first
+        source error, after everything was shut down cleanly.
+        """
+        restore: dict[int, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            def handler(signum: int, _frame: Any) -> None:
+                name = signal.Signals(signum).name
+                if self._stop.is_set():
+                    self.abort(f"{name} (second)")
+                else:
+                    self.stop(name)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, handler)
+        try:
+            self.start()
+            while not self.wait(0.2):
+                pass
+        finally:
+            for sig, old in restore.items():
+                signal.signal(sig, old)
+            if not self._done.is_set():  # an exception in start() or here
+                self.abort("error")
+                self.wait(10)
+        report = self.report()
+        if self._fatal is not None:
+            raise self._fatal
+        errors = [r.error for r in self.readers if r.error is not None]
+        if errors:
+            raise errors[0]
+        return report
+
+    def report(self) -> RunReport:
+        return RunReport(
+            stats=self.stats.snapshot(), stop_reason=self.stop_reason or "running",
+            source_errors=[str(r.error) for r in self.readers if r.error is not None],
+            policy=self.policy.describe(), buffer_high_water=self.buffer.high_water(),
+            buffer_capacity=self.buffer.capacities(),
+        )
+
+    # ------------------------------------------------------------------ threads
+    def _view(self) -> QueueView:
+        now = time.time()
+        with self._busy_lock:
+            busy, inflight = self._busy_until, self._inflight
+        return QueueView(now=now, queued=self.buffer.queued, oldest=self.buffer.oldest_timestamp(),
+                         arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight)
+
+    def _acquire_slot(self) -> bool:
+        while not self._slots.acquire(timeout=0.1):
+            if self._abort.is_set():
+                return False
+        return True
+
+    def _dispatch_loop(self) -> None:
+        assert self.model is not None
+        model, policy, buffer, stats = self.model, self.policy, self.buffer, self.stats
+        try:
+            while not self._abort.is_set():
+                if not self._acquire_slot():
+                    break
+                submitted = False
+                try:
+                    if not buffer.wait_any(0.1):
+                        if buffer.exhausted:
+                            break
+                        continue
+                    view = self._view()
+                    cutoff = policy.stale_before(view)
+                    if cutoff is not None:
+                        stale = buffer.drop_stale(cutoff)
+                        if stale:
+                            stats.drop("stale", len(stale))
+                            view = self._view()
+                            if not view.queued:
+                                continue
+                    plan = policy.plan(view)
+                    frames = buffer.take(plan.size, plan.deadline)
+                    if not frames:
+                        continue
+                    if self._abort.is_set():
+                        stats.drop("aborted", len(frames))
+                        break
+                    submitted = self._submit(frames)
+                finally:
+                    if not submitted:
+                        self._slots.release()
+        except Exception as exc:  # a bug here must not hang the pipeline silently
+            log.exception("dispatcher failed")
+            self._fatal = exc
+            self.abort("internal error")
+        finally:
+            left = buffer.take(10**9, time.time())
+            if left:
+                stats.drop("aborted", len(left))
+            self._inflight_q.put(None)
+
+    def _submit(self, frames: list[Frame]) -> bool:
+        assert self.model is not None
+        model, stats = self.model, self.stats
+        n = len(frames)
+        t_take = time.time()
+        for f in frames:
+            stats.stage("queue", t_take - f.timestamp)
+        try:
+            feeds, transforms = model.preprocess([f.image for f in frames])
+            feeds, size = model.pad(feeds, n)
+        except EdgeSDKError as exc:
+            log.error("preprocess failed for %d frame(s) (dropped): %s", n, exc)
+            stats.drop("error:preprocess", n)
+            stats.error("preprocess")
+            return False
+        t_submit = time.time()
+        stats.stage("preprocess", t_submit - t_take, n)
+        try:
+            future = model.submit(feeds)
+        except EdgeSDKError as exc:
+            log.error("inference could not start for %d frame(s) (dropped): %s", n, exc)
+            stats.drop("error:infer", n)
+            stats.error("infer")
+            return False
+        batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit)
+
+        def done(_f: Future, b: _Batch = batch) -> None:
+            b.t_done = time.time()
+
+        future.add_done_callback(done)
+        predicted = self.policy.predict_device(size) or 0.0
+        with self._busy_lock:
+            self._inflight += 1
+            self._busy_until = max(self._busy_until, t_submit) + predicted
+        stats.batch(n)
+        self._inflight_q.put(batch)
+        return True
+
+    def _complete_loop(self) -> None:
+        assert self.model is not None
+        model, stats, policy = self.model, self.stats, self.policy
+        prev_done = 0.0
+        consecutive = 0
+        try:
+            while True:
+                batch = self._inflight_q.get()
+                if batch is None:
+                    break
+                n = len(batch.frames)
+                try:
+                    outputs = batch.future.result()
+                except Exception as exc:  # the engine's error, surfaced from the future
+                    self._batch_done(time.time())
+                    self._slots.release()
+                    consecutive += 1
+                    stats.drop("error:infer", n)
+                    stats.error("infer")
+                    log.error("inference failed for %d frame(s) (dropped): %s", n, exc)
+                    if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                        self._fatal = exc
+                        self.abort(f"inference failed {consecutive} times in a row")
+                    continue
+                t_done = batch.t_done or time.time()
+                self._batch_done(t_done)
+                self._slots.release()
+                consecutive = 0
+                device_s = t_done - max(batch.t_submit, prev_done)
+                prev_done = t_done
+                stats.stage("infer", t_done - batch.t_submit, n)
+                t0 = time.time()
+                try:
+                    results = model.decode(outputs, batch.transforms)[:n]
+                except EdgeSDKError as exc:
+                    log.error("decoding failed for %d frame(s) (dropped): %s", n, exc)
+                    stats.drop("error:decode", n)
+                    stats.error("decode")
+                    continue
+                t1 = time.time()
+                stats.stage("decode", t1 - t0, n)
+                latencies = self._deliver(batch, results, t1)
+                stats.stage("sink", time.time() - t1, n)
+                policy.observe(batch.size, device_s, batch.t_pre + (t1 - t0), latencies, time.time())
+        except Exception as exc:
+            log.exception("completion thread failed")
+            self._fatal = exc
+            self.abort("internal error")
+            # keep draining so the dispatcher never blocks on a slot
+            while self._inflight_q.get() is not None:
+                self._slots.release()
+        finally:
+            self._finish()
+
+    def _batch_done(self, t_done: float) -> None:
+        with self._busy_lock:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._busy_until = t_done
+
+    def _deliver(self, batch: _Batch, results: list[Result], t_decoded: float) -> list[float]:
+        latencies = []
+        for frame, result in zip(batch.frames, results):
+            sid = frame.source_id
+            last = self._last_index.get(sid, -1)
+            if frame.index <= last:  # would be a bug: results must come out in capture order
+                log.error("result for %s frame %d after frame %d", sid, frame.index, last)
+                self.stats.error("order")
+            self._last_index[sid] = frame.index
+            result.source_id, result.frame_index, result.timestamp = sid, frame.index, frame.timestamp
+            result.meta.setdefault("batch_size", len(batch.frames))
+            result.meta.setdefault("latency_ms", round((t_decoded - frame.timestamp) * 1000, 2))
+            if self.on_result is not None:
+                self.on_result(frame, result)
+            for sink in self._sinks_all:
+                sink.write(frame, result)
+            for sink in self._sinks_by_source.get(sid, ()):
+                sink.write(frame, result)
+            e2e = time.time() - frame.timestamp
+            self.stats.frame_out(sid, e2e)
+            latencies.append(e2e)
+        return latencies
+
+    def _monitor_loop(self) -> None:
+        """Status line, metrics, duration limit, and the natural end (every source finished)."""
+        tty = self.show_status
+        last_metrics = 0.0
+        while not self._done.wait(0.5):
+            now = time.time()
+            if self.duration is not None and now - self.stats.started >= self.duration:
+                self.stop(f"duration {self.duration:g} s")
+            if not self._stop.is_set() and self.readers and all(not r.is_alive() for r in self.readers):
+                self.stop_reason = self.stop_reason or "sources ended"
+            if tty:
+                sys.stderr.write("\r" + status_line(self.stats.snapshot()) + "\x1b[K")
+                sys.stderr.flush()
+            if self._metrics is not None and now - last_metrics >= 1.0:
+                self._metrics.update(self.stats.snapshot())
+                last_metrics = now
+        if tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def _finish(self) -> None:
+        """After the last batch: stop readers, close sinks and model, mark done."""
+        with self._finish_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self.buffer.close()
+        if not self.stop_reason:
+            self.stop_reason = "sources ended"
+        for r in self.readers:
+            r.join(timeout=10)
+            if r.is_alive():
+                log.warning("%s did not stop within 10 s", r.name)
+        self.stats.stop()
+        if self._metrics is not None:
+            self._metrics.update(self.stats.snapshot())
+        self._close_all()
+        self._done.set()
+
+    def _close_all(self) -> None:
+        for sink in self._sinks_all + [s for group in self._sinks_by_source.values() for s in group]:
+            try:
+                sink.close()
+            except EdgeSDKError as exc:
+                log.error("closing sink %s failed: %s", getattr(sink, "name", sink), exc)
+        self._sinks_all, self._sinks_by_source = [], {}
+        for src in self.sources:
+            src.close()
+        if self.model is not None and self._owns_model and self.model.close is not None:
+            self.model.close()
+        if self._metrics is not None and hasattr(self._metrics, "close"):
+            self._metrics.close()
+
+
+def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:
+    """Run `model` over `sources` into `sinks` until the sources end, `duration` passes,
+    or Ctrl-C/SIGTERM; returns the `RunReport`. See `Pipeline` for the options.
+
+        report = edgesdk.run("face_bundle/", ["cam0=0", "door=rtsp://10.0.0.5/live"],
+                             ["results.jsonl"], batching="adaptive", slo_ms=50)
+    """
+    return Pipeline(model, sources, sinks, **kwargs).run()
