@@ -82,7 +82,7 @@ PRESETS: dict[str, Preset] = {
                                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW",
                                   size_multiple=32, limit_side_len=736, limit_type="min"),
         decoder={"type": "ppocr_det", "thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6,
-                 "max_candidates": 1000, "use_dilation": True, "min_size": 3},
+                 "max_candidates": 1000, "use_dilation": True, "min_size": 3, "score_mode": "fast"},
         labels=("text",),
         file_names=("ppocrv4_det.onnx", "ch_PP-OCRv4_det_infer.onnx"),
         sha256=("d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",),
@@ -238,7 +238,7 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
             fields[key] = list(overrides[key]) if key == "labels" else overrides[key]
     decoder_keys = set(fields["decoder"]) | {"top_k", "score_threshold", "iou_threshold", "threshold",
                                              "thresh", "box_thresh", "unclip_ratio", "max_candidates",
-                                             "softmax", "nms", "max_detections"}
+                                             "softmax", "nms", "max_detections", "score_mode", "min_score"}
     for key, value in overrides.items():
         if key in _PREPROCESS_KEYS or key in ("labels", "task"):
             continue

@@ -43,6 +43,18 @@ def box_score(prob: np.ndarray, box: np.ndarray) -> float:
     return float(cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0])
 
 
+def contour_score(prob: np.ndarray, contour: np.ndarray) -> float:
+    """Mean probability inside the contour itself (PaddleOCR's box_score_slow): fairer to
+    curved text lines, whose min-area rectangle holds much background."""
+    pts = contour.reshape(-1, 2).astype(np.int32)
+    h, w = prob.shape
+    xmin, ymin = np.clip(pts.min(0), 0, [w - 1, h - 1])
+    xmax, ymax = np.clip(pts.max(0), 0, [w - 1, h - 1])
+    mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), np.uint8)
+    cv2.fillPoly(mask, (pts - np.array([xmin, ymin])).reshape(1, -1, 2), 1)
+    return float(cv2.mean(prob[ymin:ymax + 1, xmin:xmax + 1], mask)[0])
+
+
 def unclip_rect(rect: tuple, ratio: float) -> tuple:
     """Grow a cv2 RotatedRect ((cx, cy), (w, h), angle) by area * ratio / perimeter per side."""
     (cx, cy), (w, h), angle = rect
@@ -58,20 +70,25 @@ class PPOCRDetDecoder(Decoder):
 
     Settings: ``thresh`` (binarization), ``box_thresh`` (min mean probability of a box),
     ``unclip_ratio``, ``max_candidates``, ``use_dilation`` (2x2), ``min_size`` (min short
-    side of a box in map pixels), ``output`` (name of the probability map).
+    side of a box in map pixels), ``score_mode`` ("fast": mean inside the rectangle, as
+    RapidOCR; "slow": mean inside the contour), ``output`` (name of the probability map).
     """
 
     kind = "ppocr_det"
 
     def __init__(self, labels: Optional[Sequence[str]] = None, thresh: float = 0.3, box_thresh: float = 0.5,
                  unclip_ratio: float = 1.6, max_candidates: int = 1000, use_dilation: bool = True,
-                 min_size: float = 3, output: Optional[str] = None, **unknown: Any) -> None:
+                 min_size: float = 3, score_mode: str = "fast", output: Optional[str] = None,
+                 **unknown: Any) -> None:
         super().__init__(labels or ["text"])
         self._check_unknown(unknown)
         if not 0.0 < float(thresh) < 1.0 or not 0.0 <= float(box_thresh) <= 1.0:
             raise ConfigError("ppocr_det thresh must be in (0, 1) and box_thresh in [0, 1]")
         if float(unclip_ratio) < 0:
             raise ConfigError(f"ppocr_det unclip_ratio must be >= 0, got {unclip_ratio}")
+        if score_mode not in ("fast", "slow"):
+            raise ConfigError(f"ppocr_det score_mode must be 'fast' or 'slow', got {score_mode!r}")
+        self.score_mode = score_mode
         self.thresh, self.box_thresh = float(thresh), float(box_thresh)
         self.unclip_ratio, self.max_candidates = float(unclip_ratio), int(max_candidates)
         self.use_dilation, self.min_size, self.output = bool(use_dilation), float(min_size), output
@@ -88,7 +105,7 @@ class PPOCRDetDecoder(Decoder):
             if min(rect[1]) < self.min_size:
                 continue
             box = order_points(cv2.boxPoints(rect))
-            score = box_score(prob, box)
+            score = box_score(prob, box) if self.score_mode == "fast" else contour_score(prob, contour)
             if score < self.box_thresh:
                 continue
             grown = unclip_rect(rect, self.unclip_ratio)
@@ -136,3 +153,22 @@ class PPOCRDetDecoder(Decoder):
                 class_ids=np.zeros(len(order), np.int64), labels=[self.label(0)] * len(order),
                 polygons=[out_polys[j] for j in order]))
         return results
+
+
+def crop_text(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Cut a detected text region out of the original image, straightened.
+
+    `polygon` is 4 points clockwise from top-left (as `PPOCRDetDecoder` gives them). Like
+    PaddleOCR's get_rotate_crop_image: a perspective warp to an upright rectangle, turned
+    90 degrees when the region is much taller than wide (vertical text). Feed the result
+    to the text-direction classifier or a recognizer.
+    """
+    poly = np.asarray(polygon, np.float32).reshape(4, 2)
+    tl, tr, br, bl = poly
+    w = max(1, int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))))
+    h = max(1, int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))))
+    m = cv2.getPerspectiveTransform(poly, np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
+    crop = cv2.warpPerspective(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
+    if h / w >= 1.5:
+        crop = np.rot90(crop)
+    return np.ascontiguousarray(crop)
