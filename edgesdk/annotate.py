@@ -72,7 +72,7 @@ def _check_positive(name: str, value: Optional[float], allow_none: bool = True) 
 
 
 def auto_thickness(image: np.ndarray) -> int:
-    return max(1, int(round(min(image.shape[:2]) / 320)))
+    return max(2, int(round(min(image.shape[:2]) / 240)))
 
 
 def auto_text_scale(image: np.ndarray) -> float:

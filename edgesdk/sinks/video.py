@@ -110,13 +110,14 @@ class VideoSink(Sink):
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         if self._writer is None:
             fps = self.fps or _positive(frame.meta.get("fps") if frame.meta else None)
-            if fps is None:
+            if fps is not None:
+                self._start(fps)
+            else:
                 self._pending.append((float(frame.timestamp), img))
                 span = self._pending[-1][0] - self._pending[0][0]
-                if len(self._pending) < PROBE_FRAMES and span < PROBE_SECONDS:
-                    return
-                fps = self._measured_fps()
-            self._start(fps)
+                if len(self._pending) >= PROBE_FRAMES or span >= PROBE_SECONDS:
+                    self._start(self._measured_fps())  # writes the held-back frames, this one included
+                return
         self._put(img)
 
     def _measured_fps(self) -> float:
