@@ -31,7 +31,7 @@ PathLike = Union[str, Path]
 # CPU flags that matter for inference, in the order people read them.
 ML_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
-            "asimd", "fphp", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+            "asimd", "neon", "fphp", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 # ARM "CPU implementer" and "CPU part" ids (from the Arm and NVIDIA TRMs, as lscpu knows them).
 ARM_IMPLEMENTERS = {"0x41": "ARM", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple", "0xc0": "Ampere"}
@@ -171,7 +171,10 @@ class HostInfo:
 
     @property
     def ml_flags(self) -> list[str]:
-        return [f for f in ML_FLAGS if f in self.cpu_flags]
+        flags = [f for f in ML_FLAGS if f in self.cpu_flags]
+        if "asimd" in flags and "neon" in flags:
+            flags.remove("neon")     # the alias we added; arm64 already says asimd
+        return flags
 
     def to_dict(self) -> dict[str, Any]:
         return {
