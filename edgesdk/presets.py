@@ -248,10 +248,10 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
                 f"({', '.join(sorted(_PREPROCESS_KEYS))}), a decoder setting "
                 f"({', '.join(sorted(decoder_keys))}), labels or task")
         fields["decoder"][key] = value
-    # Tensor layouts of the preset win over the guess from the shape (NHWC 1x128x128x3 is clear,
-    # but a 1x3x3x3 would not be).
+    # The preset's layout fills in a layout the shape could not tell (a 1xHxWxC with no
+    # 1/3/4-sized dim); a clear guess from the model itself is kept (the Predictor transposes).
     pre = fields["preprocess"]
-    if pre is not None and len(inputs) == 1 and inputs[0].rank == 4 and inputs[0].layout != pre.layout:
+    if pre is not None and len(inputs) == 1 and inputs[0].rank == 4 and not inputs[0].layout:
         inputs = [dataclasses.replace(inputs[0], layout=pre.layout)]
     prov: dict[str, Any] = {"source_file": model_path.name, "source_sha256": sha256_file(model_path),
                             "made_by": "edgesdk.presets.make_bundle"}

@@ -131,3 +131,16 @@ def test_model_without_image_input_refuses_images(tiny_models):
     with Predictor(tiny_models.two_inputs()) as p:
         with pytest.raises(BundleError, match="no preprocessing is known"):
             p.predict([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_layout_mismatch_between_manifest_and_model_is_transposed(cls_model, cls_predictor, text_crops, tmp_path):
+    # a manifest saying NHWC for an NCHW model (as after a TFLite round trip the other way)
+    bundle = make_bundle(cls_model, tmp_path / "nhwc", layout="NHWC")
+    assert bundle.manifest.preprocess.layout == "NHWC" and bundle.manifest.inputs[0].layout == "NCHW"
+    with Predictor(bundle.path) as p:
+        batch, _ = p.preprocess(text_crops[:2])
+        assert batch.shape == (2, 48, 192, 3)
+        assert p.feeds(batch)["x"].shape == (2, 3, 48, 192)
+        got = p.predict(text_crops[:2])
+    want = cls_predictor.predict(text_crops[:2])
+    assert [r.topk[0][:2] for r in got] == [r.topk[0][:2] for r in want]
