@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from ..errors import ConfigError
 
 log = logging.getLogger("edgesdk.streaming")
@@ -45,12 +47,20 @@ class QueueView:
     arrival_rate: float  # frames/s from all sources
     busy_until: float  # when the device is predicted to be free
     inflight: int = 0
+    #: capture times of every queued frame, oldest first
+    timestamps: tuple[float, ...] = ()
+    #: capture time of the oldest queued frame of a lossless source (never dropped)
+    oldest_lossless: Optional[float] = None
 
 
 @dataclass(frozen=True)
 class Plan:
     size: int  # target batch size
     deadline: Optional[float]  # dispatch by then with what is queued (None: wait for `size`)
+    #: drop frames of live sources captured before this (they would miss the SLO anyway)
+    stale_before: Optional[float] = None
+    #: take nothing before this time, then plan again (just-in-time batching)
+    not_before: Optional[float] = None
 
 
 class BatchPolicy(abc.ABC):
@@ -66,10 +76,6 @@ class BatchPolicy(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, view: QueueView) -> Plan: ...
-
-    def stale_before(self, view: QueueView) -> Optional[float]:
-        """Live frames captured before this time are dropped; None keeps all."""
-        return None
 
     def observe(self, size: int, device_s: float, host_s: float, latencies_s: Sequence[float],
                 now: float) -> None:
@@ -130,8 +136,9 @@ class LatencyCurve:
 
     Per-size EWMA of observed times; sizes not seen in the last `memory` observations
     are forgotten (the device may have changed). Unseen sizes between two seen ones are
-    interpolated linearly; beyond the largest seen size the time is extrapolated with no
-    batching gain (t(b) = t(b_max) * b / b_max), which makes growing the batch safe.
+    interpolated linearly. Beyond the largest seen size: with one size seen, no batching
+    gain is assumed (t(b) = t(b0) * b / b0); with two or more, the least-squares line
+    t(b) = a + c*b through them (never below the largest seen time).
     """
 
     def __init__(self, alpha: float = 0.25, memory: int = 256) -> None:
@@ -153,8 +160,27 @@ class LatencyCurve:
         self._seen[size] = self._seq
 
     def points(self) -> dict[int, float]:
-        """The live (recently seen) sizes and their times."""
-        return {b: t for b, t in sorted(self._ewma.items()) if self._seq - self._seen[b] <= self.memory}
+        """The live (recently seen) sizes and their times, made non-decreasing in size (a
+        bigger batch never takes less time; a stale fast point of a size no longer used
+        must not look attractive after the device slowed down)."""
+        out: dict[int, float] = {}
+        top = 0.0
+        for b, t in sorted(self._ewma.items()):
+            if self._seq - self._seen[b] <= self.memory:
+                top = max(top, t)
+                out[b] = top
+        return out
+
+    def fit(self) -> tuple[float, float]:
+        """(a, c) of the least-squares line t = a + c*b through the live points (c >= 0)."""
+        pts = self.points()
+        b = np.array(list(pts), np.float64)
+        t = np.array(list(pts.values()), np.float64)
+        if len(b) < 2:
+            return (0.0, float(t[0] / b[0])) if len(b) else (0.0, 0.0)
+        c, a = np.polyfit(b, t, 1)
+        c = max(float(c), 0.0)
+        return float(t.mean() - c * b.mean()), c
 
     def predict(self, size: int) -> Optional[float]:
         pts = self.points()
@@ -164,7 +190,10 @@ class LatencyCurve:
             return pts[size]
         sizes = list(pts)
         if size > sizes[-1]:
-            return pts[sizes[-1]] * size / sizes[-1]
+            if len(sizes) == 1:
+                return pts[sizes[0]] * size / sizes[0]
+            a, c = self.fit()
+            return max(a + c * size, pts[sizes[-1]])
         if size < sizes[0]:
             return pts[sizes[0]] * size / sizes[0] if sizes[0] > 0 else pts[sizes[0]]
         lo = max(b for b in sizes if b < size)
@@ -181,12 +210,15 @@ class AdaptiveBatching(BatchPolicy):
         margin: fraction of the SLO planned for (the rest absorbs jitter).
         backoff: budget multiplier after a batch that violated the SLO.
         recover: budget fraction regained per compliant batch.
+        probe_every: try one batch size above the chosen one at most this often (batches)
+            while that size has not been measured, so the curve is learned, not assumed.
     """
 
     name = "adaptive"
 
     def __init__(self, slo_s: float, max_batch: int = DEFAULT_ADAPTIVE_MAX, margin: float = 0.8,
-                 backoff: float = 0.85, recover: float = 0.01, min_scale: float = 0.3) -> None:
+                 backoff: float = 0.85, recover: float = 0.01, min_scale: float = 0.3,
+                 probe_every: int = 20) -> None:
         if not slo_s or slo_s <= 0:
             raise ConfigError("adaptive batching needs a positive latency target: --slo-ms X (e.g. 50)")
         super().__init__(max_batch)
@@ -198,6 +230,9 @@ class AdaptiveBatching(BatchPolicy):
         self.scale = margin
         self.device = LatencyCurve()
         self.host = LatencyCurve()
+        self.probe_every = probe_every
+        self._since_probe = 0
+        self.probes = 0
         self.target = 1
         self.violations = 0
         self._recent: deque[bool] = deque(maxlen=200)
@@ -215,33 +250,80 @@ class AdaptiveBatching(BatchPolicy):
     def predict_device(self, size: int) -> Optional[float]:
         return self.device.predict(size)
 
-    def stale_before(self, view: QueueView) -> Optional[float]:
-        cost = self._cost(1)
-        if cost is None:
-            return None
+    def _start_if_feasible(self, b: int, view: QueueView, ts_desc: list[float]) -> Optional[float]:
+        """When a batch of b can start and still meet the budget, or None if it cannot.
+
+        It starts once the device is free and b frames exist (queued ones plus arrivals
+        expected at the measured rate). Its frames are the b newest at that time (older
+        live frames are dropped as stale), so the oldest of them bounds the latency.
+        """
+        cost = self._cost(b)
+        assert cost is not None
+        rate = view.arrival_rate
         start = max(view.now, view.busy_until)
-        return start + cost - self.budget
+        if len(ts_desc) < b:
+            if rate <= 0:
+                return None
+            start = max(start, view.now + (b - len(ts_desc)) / rate)
+        arriving = int(rate * (start - view.now) + 1e-9) if rate > 0 else 0
+        if arriving >= b:
+            oldest = start - (b - 1) / rate
+        else:
+            k = b - arriving  # the k-th newest queued frame is the batch's oldest
+            oldest = ts_desc[min(k, len(ts_desc)) - 1] if ts_desc else view.now
+        return start if start - oldest + cost <= self.budget else None
 
     def plan(self, view: QueueView) -> Plan:
         if self._cost(1) is None:
             return Plan(1, view.now)  # nothing learned yet: measure batch 1 first
-        oldest = view.oldest if view.oldest is not None else view.now
-        rate = view.arrival_rate
-        best, best_cost = 1, self._cost(1) or 0.0
+        ts = list(view.timestamps) or ([view.oldest] if view.oldest is not None else [])
+        ts_desc = sorted(ts, reverse=True)
+        device_free = max(view.now, view.busy_until)
+        if view.oldest_lossless is not None and \
+                device_free - view.oldest_lossless + (self._cost(1) or 0.0) > self.budget:
+            # Behind on frames that may not be dropped (a file read faster than the model
+            # runs): their latency is lost anyway, so drain at the best throughput.
+            self.target = self._best_throughput(max(1, min(view.queued, self.max_batch)))
+            return Plan(self.target, view.now)
+        best = 0
         for b in range(1, self.max_batch + 1):
+            if self._start_if_feasible(b, view, ts_desc) is not None:
+                best = b
+        probe = False
+        if best == 0:
+            best = 1  # not even one frame makes it: drop what is late, send the freshest
+        elif best < self.max_batch and len(ts_desc) > best and (best + 1) not in self.device.points():
+            # Learning: now and then try one size up; the fit then says how time grows.
+            probe = self._since_probe + 1 >= self.probe_every
+        size = best + 1 if probe else best
+        cost = self._cost(size) or 0.0
+        lead = self.host.predict(size) or 0.0
+        if device_free - lead > view.now + 1e-3:
+            # Just in time: the device is busy; batch when it is about to be free, with the
+            # freshest frames then (and maybe more of them). The dispatcher plans again.
+            return Plan(size, None, not_before=device_free - lead)
+        if size > 1 and (best + 1) not in self.device.points():
+            self._since_probe = 0 if probe else self._since_probe + 1
+        self.probes += int(probe)
+        self.target = best = size
+        cutoff = device_free + cost - self.budget
+        fresh = [t for t in ts if t >= cutoff]
+        if len(fresh) >= best:
+            return Plan(best, view.now, stale_before=cutoff)
+        # wait for the rest, but not beyond the latest start that keeps the oldest within budget
+        oldest = min(fresh) if fresh else view.now
+        return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)
+
+    def _best_throughput(self, available: int) -> int:
+        """The batch size up to `available` with the lowest time per frame (larger on ties)."""
+        best, best_per = 1, float("inf")
+        for b in range(1, available + 1):
             cost = self._cost(b)
             assert cost is not None
-            missing = max(0, b - view.queued)
-            if missing and rate <= 0:
-                break
-            ready = view.now + (missing / rate if missing else 0.0)  # when the b-th frame is here
-            start = max(ready, view.busy_until)
-            if start - oldest + cost <= self.budget:
-                best, best_cost = b, cost
-        self.target = best
-        # latest start that keeps the oldest frame within budget; wait for frames until then
-        deadline = max(view.now, oldest + self.budget - best_cost)
-        return Plan(best, deadline)
+            per = cost / b
+            if per <= best_per * 1.001:
+                best, best_per = b, min(per, best_per)
+        return best
 
     def observe(self, size: int, device_s: float, host_s: float, latencies_s: Sequence[float],
                 now: float) -> None:
@@ -258,7 +340,7 @@ class AdaptiveBatching(BatchPolicy):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(slo_ms=self.slo_s * 1000, target=self.target, budget_ms=round(self.budget * 1000, 2),
-                 late_batches_recent=sum(self._recent),
+                 late_batches_recent=sum(self._recent), probes=self.probes,
                  device_ms={b: round(t * 1000, 3) for b, t in self.device.points().items()})
         return d
 

@@ -172,6 +172,13 @@ class FrameBuffer:
             heads = [l.frames[0].timestamp for l in self._lanes.values() if l.frames]
             return min(heads) if heads else None
 
+    def queue_times(self) -> tuple[tuple[float, ...], Optional[float]]:
+        """(capture times of all queued frames, oldest first; oldest of the lossless lanes)."""
+        with self._cond:
+            stamps = sorted(f.timestamp for l in self._lanes.values() for f in l.frames)
+            lossless = [l.frames[0].timestamp for l in self._lanes.values() if l.frames and not l.drop_oldest]
+            return tuple(stamps), (min(lossless) if lossless else None)
+
     def arrival_rate(self, now: Optional[float] = None) -> float:
         """Frames per second arriving from all sources (recent window, drops included)."""
         with self._cond:

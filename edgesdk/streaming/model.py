@@ -32,6 +32,8 @@ class StreamModel:
     close: Optional[Callable[[], None]] = None
     #: the bundle, when there is one (its manifest names a profile)
     bundle: Any = None
+    #: image -> key; images with different keys cannot share a call (dynamic-size models)
+    group_key: Optional[Callable[[np.ndarray], Any]] = None
 
     def pad(self, feeds: Feeds, n: int) -> tuple[Feeds, int]:
         """Pad a batch of n to `fixed_batch` by repeating the last image; returns (feeds, size)."""
@@ -56,9 +58,20 @@ def from_predictor(predictor: Any) -> StreamModel:
     fixed_batch = fixed if fixed and fixed > 1 else None
     bundle = getattr(predictor, "bundle", None)
     name = bundle.manifest.name if bundle is not None else Path(str(rt.model_path)).name
-    return StreamModel(preprocess=predictor.preprocess, submit=rt.submit, decode=predictor.decode,
+    # the Predictor turns a preprocessed batch into the runtime's feeds (layout of converted models)
+    to_feeds = getattr(predictor, "feeds", None) or getattr(predictor, "_feeds", None)
+
+    def submit(batch: Feeds) -> "Future[dict[str, np.ndarray]]":
+        return rt.submit(to_feeds(batch) if to_feeds is not None and isinstance(batch, np.ndarray) else batch)
+
+    group_key = None
+    pre = getattr(predictor, "preprocessor", None)
+    if pre is not None and getattr(pre.spec, "size", None) is None:
+        def group_key(img: np.ndarray) -> Any:
+            return pre.target_size(*img.shape[:2])
+    return StreamModel(preprocess=predictor.preprocess, submit=submit, decode=predictor.decode,
                        max_batch=fixed_batch, fixed_batch=fixed_batch, name=name, close=rt.deactivate,
-                       bundle=bundle)
+                       bundle=bundle, group_key=group_key)
 
 
 def load_stream_model(model: Any, backend: Optional[str] = None, **runtime_kw: Any) -> tuple[StreamModel, bool]:

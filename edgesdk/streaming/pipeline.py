@@ -170,6 +170,7 @@ class Pipeline:
         self._inflight_q: "queue.Queue[Optional[_Batch]]" = queue.Queue()
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._busy_lock = threading.Lock()
+        self._progress = threading.Event()  # a batch completed (wakes a just-in-time wait)
         self._busy_until = 0.0
         self._inflight = 0
         self._threads: list[threading.Thread] = []
@@ -193,7 +194,7 @@ class Pipeline:
             wrapped = sink if isinstance(sink, AsyncSink) else AsyncSink(sink, self.sink_queue)
             wrapped.open()
             name = getattr(sink, "name", str(spec))
-            self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: getattr(w, "dropped", 0))
+            self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: w.stats.get("dropped", 0))
             return wrapped
 
         for spec in self._sink_specs:
@@ -243,7 +244,7 @@ class Pipeline:
             if self.metrics_port is not None:
                 from ..sinks.prometheus import MetricsServer
 
-                self._metrics = MetricsServer(self.metrics_port)
+                self._metrics = MetricsServer.shared(self.metrics_port)
         except BaseException:
             self._close_all()
             self._done.set()
@@ -349,8 +350,10 @@ class Pipeline:
         now = time.time()
         with self._busy_lock:
             busy, inflight = self._busy_until, self._inflight
-        return QueueView(now=now, queued=self.buffer.queued, oldest=self.buffer.oldest_timestamp(),
-                         arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight)
+        stamps, oldest_lossless = self.buffer.queue_times()
+        return QueueView(now=now, queued=len(stamps), oldest=stamps[0] if stamps else None,
+                         arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight,
+                         timestamps=stamps, oldest_lossless=oldest_lossless)
 
     def _acquire_slot(self) -> bool:
         while not self._slots.acquire(timeout=0.1):
@@ -361,45 +364,64 @@ class Pipeline:
     def _dispatch_loop(self) -> None:
         assert self.model is not None
         model, policy, buffer, stats = self.model, self.policy, self.buffer, self.stats
+        have_slot = False
         try:
             while not self._abort.is_set():
-                if not self._acquire_slot():
-                    break
-                submitted = False
-                try:
-                    if not buffer.wait_any(0.1):
-                        if buffer.exhausted:
-                            break
-                        continue
-                    view = self._view()
-                    cutoff = policy.stale_before(view)
-                    if cutoff is not None:
-                        stale = buffer.drop_stale(cutoff)
-                        if stale:
-                            stats.drop("stale", len(stale))
-                            view = self._view()
-                            if not view.queued:
-                                continue
-                    plan = policy.plan(view)
-                    frames = buffer.take(plan.size, plan.deadline)
-                    if not frames:
-                        continue
-                    if self._abort.is_set():
-                        stats.drop("aborted", len(frames))
+                if not have_slot:
+                    if not self._acquire_slot():
                         break
-                    submitted = self._submit(frames)
-                finally:
-                    if not submitted:
+                    have_slot = True
+                if not buffer.wait_any(0.1):
+                    if buffer.exhausted:
+                        break
+                    continue
+                plan = policy.plan(self._view())
+                if plan.not_before is not None:
+                    # just in time: wait until then (or until a batch completes), plan again
+                    delay = plan.not_before - time.time()
+                    if delay > 0:
+                        self._progress.wait(min(delay, 0.5))
+                        self._progress.clear()
+                    continue
+                if plan.stale_before is not None:
+                    stale = buffer.drop_stale(plan.stale_before)
+                    if stale:
+                        stats.drop("stale", len(stale))
+                frames = buffer.take(plan.size, plan.deadline)
+                if not frames:
+                    continue
+                if self._abort.is_set():
+                    stats.drop("aborted", len(frames))
+                    break
+                groups = self._groups(frames)
+                have_slot = not self._submit(groups[0])
+                for g in groups[1:]:  # frames a dynamic-size model cannot take in one call
+                    if not self._acquire_slot():
+                        stats.drop("aborted", len(g))
+                        continue
+                    if not self._submit(g):
                         self._slots.release()
         except Exception as exc:  # a bug here must not hang the pipeline silently
             log.exception("dispatcher failed")
             self._fatal = exc
             self.abort("internal error")
         finally:
+            if have_slot:
+                self._slots.release()
             left = buffer.take(10**9, time.time())
             if left:
                 stats.drop("aborted", len(left))
             self._inflight_q.put(None)
+
+    def _groups(self, frames: list[Frame]) -> list[list[Frame]]:
+        """Split a batch by the input size a dynamic-size model needs (one call per size)."""
+        key = self.model.group_key if self.model is not None else None
+        if key is None or len(frames) == 1:
+            return [frames]
+        groups: dict[Any, list[Frame]] = {}
+        for f in frames:
+            groups.setdefault(key(f.image), []).append(f)
+        return list(groups.values())
 
     def _submit(self, frames: list[Frame]) -> bool:
         assert self.model is not None
@@ -498,6 +520,7 @@ class Pipeline:
             self._inflight -= 1
             if self._inflight == 0:
                 self._busy_until = t_done
+        self._progress.set()
 
     def _deliver(self, batch: _Batch, results: list[Result], t_decoded: float) -> list[float]:
         latencies = []
@@ -511,6 +534,7 @@ class Pipeline:
             result.source_id, result.frame_index, result.timestamp = sid, frame.index, frame.timestamp
             result.meta.setdefault("batch_size", len(batch.frames))
             result.meta.setdefault("latency_ms", round((t_decoded - frame.timestamp) * 1000, 2))
+            result.meta.setdefault("infer_ms", round(((batch.t_done or t_decoded) - batch.t_submit) * 1000, 3))
             if self.on_result is not None:
                 self.on_result(frame, result)
             for sink in self._sinks_all:
@@ -563,9 +587,11 @@ class Pipeline:
         self._done.set()
 
     def _close_all(self) -> None:
+        failed = self._fatal is not None
         for sink in self._sinks_all + [s for group in self._sinks_by_source.values() for s in group]:
             try:
-                sink.close()
+                # after a fatal error, file sinks drop their unfinished output instead of publishing it
+                sink.abort() if failed else sink.close()
             except EdgeSDKError as exc:
                 log.error("closing sink %s failed: %s", getattr(sink, "name", sink), exc)
         self._sinks_all, self._sinks_by_source = [], {}

@@ -1,0 +1,133 @@
+"""Batching policies against a simulated device with controllable latency (tests/batchsim.py).
+
+Simulated time makes these deterministic: the same policy code as the pipeline runs,
+only the clock and the device are fake. The real-model behaviour is in bench/stream.py.
+"""
+from __future__ import annotations
+
+import pytest
+
+from batchsim import linear_device, simulate
+from edgesdk.errors import ConfigError
+from edgesdk.streaming.batching import (AdaptiveBatching, FixedBatching, LatencyCurve, NoBatching, QueueView,
+                                        make_policy)
+
+# t(b) = 10 + 4b ms: batch 1 -> 14 ms (71 fps), batch 8 -> 42 ms (190 fps)
+DEVICE = linear_device(10, 4)
+
+
+def test_none_sends_every_frame_alone():
+    r = simulate(NoBatching(), DEVICE, sources=2, fps=10, seconds=5)
+    assert set(r.batches) == {1}
+    assert r.throughput == pytest.approx(20, rel=0.05)
+
+
+def test_fixed_waits_for_a_full_batch_and_breaks_latency_at_low_load():
+    r = simulate(FixedBatching(8), DEVICE, sources=2, fps=10, seconds=10)
+    sizes = dict(r.batches)
+    assert max(sizes, key=sizes.get) == 8 and sizes.get(8, 0) >= sum(sizes.values()) - 1  # only the last is short
+    # the first frame of each batch waits for 7 more at 20 fps = 350 ms
+    assert r.p99 > 0.3
+
+
+def test_fixed_with_max_wait_sends_partial_batches():
+    r = simulate(FixedBatching(8, max_wait_s=0.02), DEVICE, sources=2, fps=10, seconds=10)
+    assert max(r.batches) < 8
+    # a frame waits at most max_wait, then the batch runs (<= 8 frames: 42 ms) plus host time
+    assert r.p99 < 0.02 + 0.045
+
+
+@pytest.mark.parametrize("sources,fps", [(2, 10), (4, 30), (8, 30), (8, 60)])
+def test_adaptive_holds_the_slo_from_light_load_to_overload(sources, fps):
+    slo = 0.1
+    adaptive = simulate(AdaptiveBatching(slo), DEVICE, sources=sources, fps=fps, seconds=20)
+    assert adaptive.p99 <= slo
+    fixed = simulate(FixedBatching(16), DEVICE, sources=sources, fps=fps, seconds=20)
+    assert fixed.p99 > slo  # where a fixed batch breaks the target
+    if sources * fps <= 120:  # the device keeps up: nothing may be lost
+        assert adaptive.throughput == pytest.approx(sources * fps, rel=0.03)
+        assert not adaptive.drops
+
+
+def test_adaptive_batches_more_under_load_and_reaches_fixed_throughput_when_overloaded():
+    light = simulate(AdaptiveBatching(0.25), DEVICE, sources=2, fps=10, seconds=20)
+    heavy = simulate(AdaptiveBatching(0.25), DEVICE, sources=8, fps=60, seconds=20)
+    assert heavy.mean_batch > light.mean_batch + 2
+    best_fixed = max(simulate(FixedBatching(n), DEVICE, sources=8, fps=60, seconds=20).throughput
+                     for n in (1, 2, 4, 8, 16))
+    assert heavy.throughput >= 0.9 * best_fixed
+    assert heavy.p99 <= 0.25
+
+
+def test_adaptive_respects_the_batch_limit():
+    pol = AdaptiveBatching(0.5, max_batch=16)
+    pol.limit(4)  # e.g. the profile's max_batch
+    r = simulate(pol, DEVICE, sources=8, fps=60, seconds=10)
+    assert max(r.batches) <= 4
+    assert 4 in r.batches
+
+
+def test_adaptive_backs_off_when_the_device_slows_down():
+    """Halfway through, the device becomes 3x slower (thermal throttling, another process):
+    latency is violated briefly, the policy learns the new curve and meets the SLO again."""
+    slo = 0.15
+
+    def device(b, t):
+        base = (10 + 4 * b) / 1000.0
+        return base * (3.0 if t > 10.0 else 1.0)
+
+    pol = AdaptiveBatching(slo)
+    r = simulate(pol, device, sources=4, fps=30, seconds=25, warmup=13)  # measure after the change settled
+    assert r.p99 <= slo
+    assert pol.violations >= 1  # it did notice
+    assert pol.device.predict(4) > 3 * (10 + 16) / 1000 * 0.8  # and it learned the slower curve
+
+
+def test_adaptive_drains_a_lossless_backlog_at_best_throughput():
+    """A file read faster than the model runs: every frame must be processed; latency is
+    lost anyway, so the policy batches for throughput instead of sending single frames."""
+    r = simulate(AdaptiveBatching(0.05), DEVICE, sources=2, fps=200, seconds=5, warmup=1, capacity=None,
+                 live=False)
+    assert not r.drops
+    assert r.mean_batch > 8
+
+
+def test_latency_curve_interpolates_extrapolates_and_forgets():
+    c = LatencyCurve(alpha=1.0, memory=5)
+    assert c.predict(1) is None
+    c.observe(2, 0.020)
+    assert c.predict(4) == pytest.approx(0.040)  # one size seen: no batching gain assumed
+    c.observe(6, 0.040)
+    assert c.predict(4) == pytest.approx(0.030)  # between seen sizes: interpolated
+    a, slope = c.fit()
+    assert slope == pytest.approx(0.005) and a == pytest.approx(0.010)
+    assert c.predict(10) == pytest.approx(0.060)  # beyond: the fitted line
+    for _ in range(6):
+        c.observe(6, 0.040)
+    assert 2 not in c.points()  # not seen for `memory` observations: forgotten
+
+
+def test_adaptive_measures_batch_one_first():
+    pol = AdaptiveBatching(0.05)
+    plan = pol.plan(QueueView(now=10.0, queued=5, oldest=9.99, arrival_rate=100, busy_until=10.0))
+    assert plan.size == 1 and plan.deadline == 10.0
+
+
+def test_make_policy_settings_and_errors():
+    assert isinstance(make_policy("none"), NoBatching)
+    fixed = make_policy("fixed", batch=4, max_wait_ms=10)
+    assert isinstance(fixed, FixedBatching) and fixed.max_batch == 4 and fixed.max_wait_s == pytest.approx(0.01)
+    adaptive = make_policy("adaptive", batch=8, slo_ms=50)
+    assert isinstance(adaptive, AdaptiveBatching) and adaptive.max_batch == 8 and adaptive.slo_s == 0.05
+    with pytest.raises(ConfigError, match="--slo-ms"):
+        make_policy("adaptive")
+    with pytest.raises(ConfigError, match="--batch N"):
+        make_policy("fixed")
+    with pytest.raises(ConfigError, match="fixed or adaptive"):
+        make_policy("none", batch=4)
+    with pytest.raises(ConfigError, match="one of"):
+        make_policy("greedy")
+    with pytest.raises(ConfigError, match=">= 1"):
+        make_policy("fixed", batch=0)
+    with pytest.raises(ConfigError, match="max-wait"):
+        make_policy("fixed", batch=2, max_wait_ms=-1)
