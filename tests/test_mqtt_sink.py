@@ -218,6 +218,32 @@ def test_bad_mqtt_urls_are_refused(url, match):
         make_sink(url)
 
 
+def test_bad_constructor_arguments():
+    with pytest.raises(SinkError, match="port within 1-65535"):
+        MqttSink("127.0.0.1", 0, "t")
+    with pytest.raises(SinkError, match="port within 1-65535"):
+        MqttSink("", 1883, "t")
+    with pytest.raises(SinkError, match="not an mqtt:// URL"):
+        MqttSink.from_url("http://127.0.0.1/t")
+
+
+def test_publish_failure_other_than_a_full_queue_is_a_sink_error(monkeypatch):
+    """paho reports other failures as return codes; none occurs on a healthy client, so one is injected."""
+    import paho.mqtt.client as mqtt
+
+    sink = MqttSink("127.0.0.1", free_port(), "t", wait=0)
+    sink.open()
+    try:
+        failed = mqtt.MQTTMessageInfo(1)
+        failed.rc = mqtt.MQTT_ERR_PROTOCOL
+        monkeypatch.setattr(sink._client, "publish", lambda *a, **k: failed)
+        with pytest.raises(SinkError, match="publish failed: .*[Pp]rotocol"):
+            sink.write(None, result(0))
+        assert sink.stats["errors"] == 1
+    finally:
+        sink.abort()
+
+
 def test_url_options_reach_the_sink():
     s = make_sink("mqtt://user:p%40ss@broker.local:1884/a%2Fb?qos=0&queue=7&wait=0&retain=1&keepalive=9")
     assert (s.host, s.port, s.topic, s.qos, s.queue, s.wait, s.retain, s.keepalive) == \

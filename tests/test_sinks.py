@@ -141,6 +141,16 @@ def test_jsonl_write_error_is_reported_and_counted():
     assert sink.stats["errors"] == 1 and sink.stats["written"] == 0
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_jsonl_fsync_error_is_reported():
+    sink = JsonlSink("/dev/null", fsync=True)  # a device cannot be fsync'ed (EINVAL)
+    sink.open()
+    sink.write(None, result())
+    with pytest.raises(SinkError, match="cannot sync JSONL output"):
+        sink.close()
+    assert sink._fd is None  # the descriptor is closed anyway
+
+
 # ---- make_sink ------------------------------------------------------------------------------
 def test_make_sink_forms(tmp_path):
     from edgesdk.sinks import MqttSink, PrometheusSink, VideoSink, WindowSink
@@ -170,6 +180,7 @@ def test_make_sink_forms(tmp_path):
     ("metrics:abc", "not a number"),
     ("metrics:70000", "outside 0-65535"),
     ("prometheus://127.0.0.1", "prometheus://HOST:PORT"),
+    ("prometheus://127.0.0.1:abc", "bad port"),
     ("prometheus://127.0.0.1:9100/path", "prometheus://HOST:PORT"),
     ("out.mp4?speed=2", "unknown option 'speed'"),
     ("out.mp4?fps=fast", "fps='fast' is not valid"),

@@ -172,6 +172,32 @@ def test_video_open_and_codec_errors(tmp_path, image):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "file"]
 
 
+def test_video_finish_errors(tmp_path, image, monkeypatch):
+    import edgesdk.sinks.video as video_mod
+
+    monkeypatch.setattr(video_mod.os, "access", lambda path, mode: False)  # root may write anywhere
+    with pytest.raises(SinkError, match="is not writable"):
+        VideoSink(tmp_path / "ro.mp4").open()
+    monkeypatch.undo()
+
+    gone = VideoSink(tmp_path / "gone.mp4", fps=10)  # the temporary file vanishes mid-run
+    gone.open()
+    gone.write(Frame("c", 0, 0.0, image), det(0))
+    gone._tmp.unlink()
+    with pytest.raises(SinkError, match="produced no output"):
+        gone.close()
+
+    out = tmp_path / "taken.mp4"
+    blocked = VideoSink(out, fps=10)
+    blocked.open()
+    blocked.write(Frame("c", 0, 0.0, image), det(0))
+    out.mkdir()  # something took the final name while recording
+    (out / "x").write_text("x")
+    with pytest.raises(SinkError, match="cannot move the finished video"):
+        blocked.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]  # no temporary file left
+
+
 # ---- window ---------------------------------------------------------------------------------
 def test_window_without_display_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -204,3 +230,19 @@ def test_window_shows_annotated_frames_per_source(monkeypatch, image):
     edge, _ = edge_and_inside_diff(shown[1][1], image)
     assert edge > 40 and not np.shares_memory(shown[1][1], image)
     assert sorted(t for k, t in shown if k == "destroy") == ["Door (starting)", "Door [cam0]", "Door [cam1]"]
+
+
+def test_window_write_errors(monkeypatch, image):
+    def broken(title, img):
+        raise cv2.error("The window was destroyed")
+
+    monkeypatch.setattr(window_mod, "display_problem", lambda: None)
+    monkeypatch.setattr(window_mod.cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(window_mod.cv2, "destroyWindow", lambda title: None)
+    monkeypatch.setattr(window_mod.cv2, "imshow", broken)
+    with make_sink("window") as s:
+        with pytest.raises(SinkError, match="needs the frame image"):
+            s.write(None, det(0))
+        with pytest.raises(SinkError, match="cannot show the frame"):
+            s.write(Frame("cam0", 0, 0.0, image), det(0))
+    assert s.stats["errors"] == 2

@@ -99,19 +99,16 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Finish the output (flush, rename into place, disconnect). Idempotent."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        self._close_impl()
+        self._finish(self._close_impl)
 
     def abort(self) -> None:
         """Close after a failure: file sinks delete their unfinished output. Idempotent."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        self._abort_impl()
+        self._finish(self._abort_impl)
+
+    def _finish(self, impl: Any) -> None:
+        was_open, self._state = self._state == "open", "closed"
+        if was_open:
+            impl()
 
     def __enter__(self) -> "Sink":
         return self.open()
@@ -203,6 +200,9 @@ class AsyncSink(Sink):
 
     def _write_impl(self, frame: Optional[Frame], result: Result) -> None:
         with self._cond:
+            if self._stopping:  # a write racing with close() from another thread: too late, counted
+                self._count("dropped")
+                return
             if len(self._queue) >= self.maxsize:
                 self._count("dropped")
                 if self.drop == "newest":

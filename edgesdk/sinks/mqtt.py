@@ -82,6 +82,8 @@ class MqttSink(Sink):
             raise SinkError(f"MQTT sink: queue must be >= 1 message, got {queue}")
         if not 0 < float(backoff_min) <= float(backoff_max):
             raise SinkError(f"MQTT sink: need 0 < backoff_min <= backoff_max, got {backoff_min}, {backoff_max}")
+        if not host or not 0 < int(port) < 65536:
+            raise SinkError(f"MQTT sink: need a host and a port within 1-65535, got {host!r}:{port}")
         if float(wait) < 0 or float(close_timeout) < 0 or int(keepalive) < 1:
             raise SinkError("MQTT sink: wait and close_timeout must be >= 0 and keepalive >= 1 s")
         super().__init__(f"mqtt://{host}:{port}/{topic}")
@@ -197,10 +199,7 @@ class MqttSink(Sink):
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         self._client = client
-        try:
-            client.connect_async(self.host, self.port, self.keepalive)
-        except (OSError, ValueError) as e:
-            raise SinkError(f"MQTT sink {self.name}: {e}") from e
+        client.connect_async(self.host, self.port, self.keepalive)  # no I/O here: the loop connects
         client.loop_start()
         if self.wait == 0:
             return
