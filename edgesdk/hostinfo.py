@@ -302,6 +302,17 @@ def detect_host(root: PathLike = "/", engines: Optional[bool] = None) -> HostInf
                     root=str(base), probe_notes=tuple(notes))
 
 
+_THIS_HOST: Optional[HostInfo] = None
+
+
+def this_host(refresh: bool = False) -> HostInfo:
+    """`detect_host()` of the real machine, probed once per process (engines are slow to import)."""
+    global _THIS_HOST
+    if _THIS_HOST is None or refresh:
+        _THIS_HOST = detect_host()
+    return _THIS_HOST
+
+
 # --------------------------------------------------------------------------- matching
 
 # Weights: a board or an attached accelerator names the device outright; CPU flags
@@ -458,7 +469,7 @@ def closest_profile(host: Optional[HostInfo] = None,
     Raises ProfileError when no profile fits (e.g. a 32-bit Arm OS), saying why the
     nearest ones were ruled out.
     """
-    host = host or detect_host()
+    host = host or this_host()
     ranked = rank_profiles(host, profiles if profiles is not None else list_profiles(extra_dirs))
     if not ranked or not ranked[0].candidate:
         near = [mt for mt in ranked if mt.evidence] or ranked[:3]
@@ -486,7 +497,7 @@ def is_this_host(profile: Union[str, DeviceProfile], host: Optional[HostInfo] = 
     the target when the target is this kind of machine.
     """
     prof = load_profile(profile, extra_dirs) if isinstance(profile, str) else profile
-    host = host or detect_host()
+    host = host or this_host()
     try:
         best, _ = closest_profile(host, extra_dirs=extra_dirs)
     except ProfileError:
@@ -498,5 +509,5 @@ def is_this_host(profile: Union[str, DeviceProfile], host: Optional[HostInfo] = 
 
 
 __all__ = ["HostInfo", "CpuInfo", "Match", "parse_cpuinfo", "parse_meminfo", "parse_device_tree_model",
-           "parse_tegra_release", "detect_host", "evaluate", "rank_profiles", "closest_profile", "is_this_host",
+           "parse_tegra_release", "detect_host", "this_host", "evaluate", "rank_profiles", "closest_profile", "is_this_host",
            "ML_FLAGS"]

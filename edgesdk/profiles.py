@@ -411,6 +411,13 @@ class _Loader:
         if first is not None:
             dirs.insert(0, (first, "file's folder"))
         self.index = _index(dirs)
+        # every file per name, in search order: a user's NAME.yaml may extend the
+        # NAME.yaml it shadows (override one key of a shipped profile)
+        self.all: dict[str, list[Path]] = {}
+        for folder, _ in dirs:
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                if path.resolve() not in [p.resolve() for p in self.all.get(path.stem, [])]:
+                    self.all.setdefault(path.stem, []).append(path)
         self.cache: dict[Path, DeviceProfile] = {}
 
     def known(self) -> list[str]:
@@ -424,6 +431,7 @@ class _Loader:
 
     def raw(self, path: Path, stack: tuple[Path, ...]) -> tuple[dict, tuple[str, ...]]:
         """The merged mapping of a file and everything it extends, plus the chain."""
+        path = path.resolve()        # relative --profiles-dir entries must still detect cycles
         if path in stack:
             cycle = " -> ".join(p.stem for p in stack[stack.index(path):] + (path,))
             raise ProfileError(f"{_show(stack[-1])}: extends: cycle {cycle}; a profile cannot extend itself")
@@ -439,6 +447,10 @@ class _Loader:
         if parent is None:
             return data, (path.stem,)
         parent_path = self.index.get(parent)
+        if parent == path.stem:
+            same = [p.resolve() for p in self.all.get(parent, [])]
+            later = same[same.index(path.resolve()) + 1:] if path.resolve() in same else []
+            parent_path = later[0] if later else parent_path
         if parent_path is None:
             raise ProfileError(f"{_show(path)}: extends: {_unknown_message(parent, self.known())}")
         base, chain = self.raw(parent_path, stack + (path,))
@@ -491,10 +503,10 @@ def _unknown_message(name: str, known: list[str]) -> str:
 
 
 def _canonical_backend(name: str) -> str:
-    aliases = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "tflite": "litert",
-               "tensorflow-lite": "litert", "trt": "tensorrt", "coral": "edgetpu"}
+    # runtimes' aliases, plus names of engines profiles know before runtimes has them
+    from runtimes.registry import ALIASES
     key = str(name).lower()
-    return aliases.get(key, key)
+    return {**ALIASES, "trt": "tensorrt", "coral": "edgetpu"}.get(key, key)
 
 
 def _thaw(value: Any) -> Any:

@@ -176,6 +176,14 @@ def test_env_var_adds_folders_and_overrides_shipped(tmp_path, monkeypatch):
     assert [src for _, src in search_path()][:2] == [ENV_VAR, ENV_VAR]
 
 
+def test_user_file_may_extend_the_shipped_profile_it_shadows(tmp_path):
+    write(tmp_path, "raspberry-pi-4", {"extends": "raspberry-pi-4", "memory_mb": 8192})
+    p = load_profile("raspberry-pi-4", [tmp_path])
+    assert p.memory_mb == 8192 and p.source == (tmp_path / "raspberry-pi-4.yaml").resolve()
+    assert p.backends == load_profile("raspberry-pi-4").backends
+    assert p.chain == ("raspberry-pi-4", "raspberry-pi-4")
+
+
 def test_cli_dir_comes_before_env(tmp_path, monkeypatch):
     write(tmp_path / "env", "dup", minimal(description="from env"))
     write(tmp_path / "cli", "dup", minimal(description="from flag"))
@@ -289,6 +297,14 @@ def test_extends_cycle(tmp_path):
     write(tmp_path, "c", minimal(extends="a"))
     msg = error_of("a", [tmp_path])
     assert "extends: cycle a -> b -> c -> a" in msg
+
+
+def test_extends_cycle_through_a_relative_folder(tmp_path, monkeypatch):
+    write(tmp_path / "rel", "p", minimal(extends="q"))
+    write(tmp_path / "rel", "q", minimal(extends="p"))
+    monkeypatch.chdir(tmp_path)
+    msg = error_of("p", ["rel"])
+    assert msg.startswith(f"rel{os.sep}q.yaml: extends: cycle p -> q -> p")
 
 
 def test_extends_itself(tmp_path):
