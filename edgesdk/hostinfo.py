@@ -295,6 +295,8 @@ def detect_host(root: PathLike = "/", engines: Optional[bool] = None) -> HostInf
     if engines:
         providers, ov_devices, ov_names, backends, engine_notes = probe_engines()
         notes.extend(engine_notes)
+    for note in notes:
+        log.info("detect: %s", note)
     return HostInfo(arch=arch, cpu_model=cpu.model, vendor=cpu.vendor, cpu_flags=cpu.flags, cpu_parts=cpu.parts,
                     cores=cores, memory_mb=memory_mb, board=board, tegra_release=tegra, usb_ids=_usb_ids(base),
                     dev_nodes=dev_nodes, accel_drivers=_accel_drivers(base), ort_providers=providers,
