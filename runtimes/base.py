@@ -91,6 +91,7 @@ class Runtime(abc.ABC):
         self._input_names: tuple[str, ...] = ()
         self._single_input: Optional[str] = None
         self._loop_batch = False
+        self._checks: tuple = ()
         self._executor: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
 
@@ -106,6 +107,13 @@ class Runtime(abc.ABC):
         self._single_input = self._input_names[0] if len(self._inputs) == 1 else None
         # A model whose batch dim is fixed at 1 is looped over the caller's batch.
         self._loop_batch = bool(self._inputs) and all(s.batch_dim == 1 for s in self._inputs)
+        # What check_feeds compares on every call, worked out once: (name, dtype, rank,
+        # ((axis, size), ...) for the fixed axes). The looped batch axis is not fixed.
+        self._checks = tuple(
+            (s.name, s.dtype, s.rank,
+             tuple((axis, want) for axis, want in enumerate(s.shape)
+                   if want is not None and not (axis == 0 and self._loop_batch)))
+            for s in self._inputs)
         self._active = True
         return self
 
@@ -165,8 +173,37 @@ class Runtime(abc.ABC):
         return self._submit_impl(checked)
 
     def check_feeds(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        """Normalize feeds to a dict and check them against the input specs."""
-        self.activate()
+        """Normalize feeds to a dict and check them against the input specs.
+
+        This runs on every call, so the common case (right names, dtypes and shapes) costs a
+        few attribute compares; only a failing feed goes through the explaining slow path.
+        """
+        if not self._active:
+            self.activate()
+        if isinstance(feeds, np.ndarray) and self._single_input is not None:
+            checked = {self._single_input: feeds}
+        elif isinstance(feeds, Mapping) and len(feeds) == len(self._checks):
+            checked = dict(feeds)  # a copy: the caller may reuse its dict while a submit runs
+        else:
+            return self._check_slow(feeds)
+        batch = -1
+        for name, dtype, rank, fixed in self._checks:
+            arr = checked.get(name)
+            if (type(arr) is not np.ndarray and not isinstance(arr, np.ndarray)) \
+                    or arr.dtype != dtype or arr.ndim != rank:
+                return self._check_slow(feeds)
+            shape = arr.shape
+            for axis, want in fixed:
+                if shape[axis] != want:
+                    return self._check_slow(feeds)
+            if rank:
+                if shape[0] == 0 or (batch >= 0 and shape[0] != batch):
+                    return self._check_slow(feeds)
+                batch = shape[0]
+        return checked
+
+    def _check_slow(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """Check feeds one rule at a time and raise InputMismatchError saying what is wrong."""
         if isinstance(feeds, np.ndarray):
             if self._single_input is None:
                 raise InputMismatchError(

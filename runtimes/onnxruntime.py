@@ -96,6 +96,12 @@ class OnnxRuntime(Runtime):
         self._session = None
         self._run = None
 
+    @property
+    def session(self):
+        """The engine's InferenceSession (for what this API does not cover)."""
+        self.activate()
+        return self._session
+
     @staticmethod
     def _spec(node) -> TensorSpec:
         dtype = _ORT_TYPES.get(node.type)
