@@ -1,0 +1,244 @@
+"""OpenVINO backend: runs OpenVINO IR (.xml + .bin) and ONNX files.
+
+Precision is pinned on purpose: on CPUs with AVX-512 BF16/AMX the CPU plugin otherwise runs
+an fp32 model in bf16 without saying so. ``precision=None``/``"fp32"`` sets
+INFERENCE_PRECISION_HINT=f32; ``"bf16"``/``"fp16"`` ask for those, and after compiling
+``self.precision`` is read back from the compiled model (a CPU without fp16 compute runs bf16
+when asked for fp16, and says so).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .base import Runtime, warn_once
+from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .spec import TensorSpec
+
+INSTALL_HINT = "pip install 'edgesdk[openvino]'"
+# Our device names -> the next one to try when a device is missing.
+FALLBACK = {"NPU": "GPU", "GPU": "CPU"}
+# Our precision names -> INFERENCE_PRECISION_HINT values, and back.
+HINTS = {None: "f32", "native": "f32", "fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+# Ops that mean the model carries its own int8 quantization (NNCF IR, or ONNX QDQ).
+QUANT_OPS = {"FakeQuantize", "QuantizeLinear", "DequantizeLinear"}
+
+
+def _import_ov() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the openvino backend needs the 'openvino' package: {INSTALL_HINT}") from exc
+    return ov
+
+
+def _first_line(exc: BaseException) -> str:
+    """OpenVINO messages are multi-line C++ traces; keep the lines that say what went wrong."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))] or lines
+    return " ".join(useful)[:300] if useful else type(exc).__name__
+
+
+class OpenVINORuntime(Runtime):
+    """OpenVINO on CPU/GPU/NPU/AUTO.
+
+    Extra options: ``num_requests`` (size of the async request pool; default the compiled
+    model's OPTIMAL_NUMBER_OF_INFER_REQUESTS, at least 2), ``config`` (more compile properties,
+    passed as they are), ``cache_dir`` (OpenVINO's model cache).
+    """
+
+    backend = "openvino"
+    suffixes = (".xml", ".onnx")
+    extra = "edgesdk[openvino]"
+
+    # ----------------------------------------------------------------- device and config
+    def _choose_device(self, available: Sequence[str]) -> str:
+        device = self.requested_device
+        if device == "AUTO":
+            return "AUTO"  # OpenVINO's AUTO plugin picks among the devices present
+        while True:
+            if any(d == device or d.startswith(device + ".") for d in available):
+                return device
+            if self.strict or device not in FALLBACK:
+                raise BackendUnavailableError(
+                    f"openvino has no {device} device here (available: {', '.join(available) or 'none'}); "
+                    "install the device's driver/plugin or pass device='CPU' (or strict=False to fall back)")
+            nxt = FALLBACK[device]
+            warn_once(f"openvino: no {device} device (have {', '.join(available)}); falling back to {nxt}")
+            device = nxt
+
+    def _config(self, core: Any, device: str) -> dict[str, Any]:
+        if self.requested_precision not in HINTS:
+            raise ValueError(f"precision {self.requested_precision!r} is not one of fp32, fp16, bf16, int8")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint.upper()}
+        supported: Optional[set] = None
+        if device != "AUTO":  # AUTO forwards these to the device it picks
+            try:
+                supported = set(core.get_property(device, "SUPPORTED_PROPERTIES"))
+            except RuntimeError:
+                supported = None
+        if supported is None or "INFERENCE_PRECISION_HINT" in supported:
+            config["INFERENCE_PRECISION_HINT"] = HINTS[self.requested_precision]
+        elif self.requested_precision not in (None, "native"):
+            warn_once(f"openvino: the {device} device takes no precision hint; it runs its own precision")
+        if self.threads and (supported is None or "INFERENCE_NUM_THREADS" in supported):
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        config.update(self.options.get("config", {}))
+        return config
+
+    # ----------------------------------------------------------------- lifecycle
+    def _read_model(self, core: Any) -> Any:
+        path = self.model_path
+        if path.suffix.lower() == ".xml" and not path.with_suffix(".bin").is_file():
+            raise ModelLoadError(
+                f"{path.name} is an OpenVINO IR but its weights file {path.with_suffix('.bin').name} "
+                "is missing next to it; keep the .xml and .bin together")
+        try:
+            return core.read_model(str(path))
+        except Exception as exc:  # openvino raises RuntimeError/GeneralFailure with C++ traces
+            raise ModelLoadError(
+                f"openvino could not read {path.name}: {_first_line(exc)}. Is it a complete OpenVINO IR "
+                "(.xml with matching .bin) or ONNX model? Re-export or re-download it") from exc
+
+    def _activate_impl(self) -> None:
+        ov = _import_ov()
+        core = ov.Core()
+        if self.options.get("cache_dir"):
+            core.set_property({"CACHE_DIR": str(self.options["cache_dir"])})
+        device = self._choose_device(core.available_devices)
+        config = self._config(core, device)
+        model = self._read_model(core)
+        quantized = any(op.get_type_name() in QUANT_OPS for op in model.get_ops())
+        if self.requested_precision == "int8" and not quantized:
+            warn_once(f"openvino: {self.model_path.name} holds no int8 quantization; it runs in fp32. "
+                      "Quantize it first (edgesdk convert --precision int8)")
+        try:
+            self._compiled = core.compile_model(model, device, config)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}") from exc
+        self.device = device
+        self.config = config
+        #: the floating-point precision the compiled model computes in (fp32/bf16/fp16)
+        self.inference_precision = self._read_precision(config)
+        self.precision = "int8" if quantized else self.inference_precision
+        self._in_ports = list(self._compiled.inputs)
+        self._out_ports = list(self._compiled.outputs)
+        self._output_names = tuple(self._port_name(p, i, "output") for i, p in enumerate(self._out_ports))
+        self._input_order = tuple(self._port_name(p, i, "input") for i, p in enumerate(self._in_ports))
+        self._single = len(self._in_ports) == 1
+        self._request = self._compiled.create_infer_request()
+        self._request_infer = self._request.infer  # bound once: the hot path does one lookup less
+        self._sync_lock = threading.Lock()
+        self._queue = None
+        self._queue_lock = threading.Lock()
+
+    def _read_precision(self, config: dict[str, Any]) -> str:
+        try:
+            value = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        except RuntimeError:  # AUTO and some NPU plugins do not report it; they got our hint
+            value = config.get("INFERENCE_PRECISION_HINT", "f32")
+        name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        got = FROM_OV.get(name, name)
+        asked = self.requested_precision
+        if asked in ("fp16", "bf16") and got != asked:
+            warn_once(f"openvino: {self.device} was asked for {asked} but runs {got}")
+        return got
+
+    def _deactivate_impl(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._queue = None
+        self._request = None
+        self._request_infer = None
+        self._compiled = None
+
+    @property
+    def compiled_model(self) -> Any:
+        """The engine's CompiledModel (for what this API does not cover)."""
+        self.activate()
+        return self._compiled
+
+    # ----------------------------------------------------------------- description
+    @staticmethod
+    def _port_name(port: Any, index: int, kind: str) -> str:
+        try:
+            return port.get_any_name()
+        except RuntimeError:  # an IR tensor without names: fall back to the node's name
+            name = port.get_node().get_friendly_name()
+            return name or f"{kind}{index}"
+
+    def _spec(self, port: Any, index: int, kind: str) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        try:
+            dtype = port.get_element_type().to_dtype()
+        except (RuntimeError, TypeError) as exc:
+            raise ModelLoadError(f"tensor {self._port_name(port, index, kind)!r} has element type "
+                                 f"{port.get_element_type()}, which EdgeSDK does not handle") from exc
+        return TensorSpec(self._port_name(port, index, kind), shape, dtype)
+
+    def _input_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(p, i, "input") for i, p in enumerate(self._in_ports)]
+
+    def _output_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(p, i, "output") for i, p in enumerate(self._out_ports)]
+
+    # ----------------------------------------------------------------- running
+    def _ordered(self, feeds: dict[str, np.ndarray]) -> Any:
+        if self._single:
+            return next(iter(feeds.values()))
+        return [feeds[name] for name in self._input_order]
+
+    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # share_inputs: the request reads the caller's array in place (no copy) while we
+        # block; outputs are copied (share_outputs=False) because the request reuses them.
+        with self._sync_lock:  # an InferRequest is not thread-safe
+            try:
+                result = self._request_infer(self._ordered(feeds), True)
+            except Exception as exc:
+                raise InferenceError(f"openvino failed on {self.model_path.name}: {_first_line(exc)}") from exc
+        return dict(zip(self._output_names, result.to_tuple()))
+
+    def _make_queue(self) -> Any:
+        ov = _import_ov()
+        jobs = self.options.get("num_requests")
+        if not jobs:
+            try:
+                jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            except RuntimeError:
+                jobs = 2
+            jobs = max(2, jobs)
+        queue = ov.AsyncInferQueue(self._compiled, jobs)
+        names, model = self._output_names, self.model_path.name
+
+        def done(request: Any, future: Future) -> None:
+            # Runs on an OpenVINO thread when this request finishes: copy the outputs out
+            # before the request is handed to the next job.
+            try:
+                values = [request.get_output_tensor(i).data.copy() for i in range(len(names))]
+            except Exception as exc:  # a failed request raises when its tensors are read
+                future.set_exception(InferenceError(f"openvino failed on {model}: {_first_line(exc)}"))
+                return
+            future.set_result(dict(zip(names, values)))
+
+        queue.set_callback(done)
+        return queue
+
+    def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        with self._queue_lock:
+            if self._queue is None:
+                self._queue = self._make_queue()
+            # start_async waits for a free request when all are busy (back-pressure). Inputs
+            # are copied (share_inputs=False): the caller may reuse its array before we finish.
+            try:
+                self._queue.start_async(self._ordered(feeds), future, False)
+            except Exception as exc:
+                raise InferenceError(f"openvino could not start {self.model_path.name}: {_first_line(exc)}") from exc
+        return future
