@@ -1,0 +1,179 @@
+"""LiteRT (TensorFlow Lite) backend for .tflite models.
+
+The engine is imported from the first of ``ai_edge_litert.interpreter`` (works with numpy 2),
+``tflite_runtime.interpreter`` and ``tensorflow.lite``. TFLite image models are NHWC and the
+specs say so. A model whose batch dim is dynamic (shape_signature -1) gets the caller's batch
+in one call through ``resize_tensor_input``; a fixed batch of 1 is looped by the base class.
+The interpreter is not thread-safe, so every call holds a lock and ``submit`` runs on the
+base's worker thread.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Runtime, warn_once
+from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .spec import TensorSpec
+
+INSTALL_HINT = "pip install 'edgesdk[litert]'"
+ENGINES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# Delegate libraries that give a TFLite interpreter a device other than the CPU, best first.
+DELEGATES = {
+    "NPU": ("libedgetpu.so.1", "libedgetpu.1.dylib", "edgetpu.dll"),
+    "GPU": ("libtensorflowlite_gpu_delegate.so",),
+}
+FALLBACK = {"NPU": "GPU", "GPU": "CPU"}
+
+
+def import_interpreter() -> tuple[Any, Any, str]:
+    """(Interpreter class, load_delegate function, module name) of the first engine found."""
+    import importlib
+
+    for name in ENGINES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # also numpy-2-incompatible tflite_runtime wheels (_ARRAY_API)
+            continue
+        return module.Interpreter, getattr(module, "load_delegate", None), name
+    raise BackendUnavailableError(
+        f"the litert backend needs a TFLite interpreter (tried {', '.join(ENGINES)}): {INSTALL_HINT}")
+
+
+def _message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+class LiteRTRuntime(Runtime):
+    """A TFLite interpreter with XNNPACK on the CPU (or a delegate on GPU/NPU).
+
+    Extra options: ``xnnpack`` (default True; False runs the builtin kernels without the
+    default delegate), ``delegate`` (path of a delegate library to load for this device).
+    """
+
+    backend = "litert"
+    suffixes = (".tflite",)
+    extra = "edgesdk[litert]"
+
+    # ----------------------------------------------------------------- lifecycle
+    def _delegates(self, load_delegate: Any) -> tuple[str, list]:
+        device = self.requested_device
+        if device in ("CPU", "AUTO"):
+            return "CPU", []
+        explicit = self.options.get("delegate")
+        while device != "CPU":
+            for lib in ((explicit,) if explicit else DELEGATES[device]):
+                if load_delegate is None:
+                    break
+                try:
+                    return device, [load_delegate(lib)]
+                except (ValueError, OSError, RuntimeError):
+                    continue
+            if self.strict:
+                raise BackendUnavailableError(
+                    f"litert found no {device} delegate ({', '.join((explicit,) if explicit else DELEGATES[device])} "
+                    "did not load); install the delegate library or pass device='CPU'")
+            nxt = FALLBACK[device]
+            warn_once(f"litert: no {device} delegate could be loaded; falling back to {nxt}")
+            device, explicit = nxt, None
+        return "CPU", []
+
+    def _activate_impl(self) -> None:
+        Interpreter, load_delegate, self.engine = import_interpreter()
+        device, delegates = self._delegates(load_delegate)
+        kwargs: dict[str, Any] = {"model_path": str(self.model_path), "num_threads": self.threads}
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        if not self.options.get("xnnpack", True):
+            try:
+                from ai_edge_litert.interpreter import OpResolverType
+            except ImportError:
+                OpResolverType = None
+            if OpResolverType is not None:
+                kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = Interpreter(**kwargs)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(
+                f"litert could not load {self.model_path.name}: {_message(exc)}. Is it a complete .tflite "
+                "flatbuffer? Re-export or re-download it") from exc
+        self._interp = interp
+        self.device = device
+        self._in_details = interp.get_input_details()
+        self._out_details = interp.get_output_details()
+        self._in_index = tuple((d["name"], int(d["index"])) for d in self._in_details)
+        self._out_index = tuple((d["name"], int(d["index"])) for d in self._out_details)
+        # Current input shapes, so a resize only happens when the caller's shape changes.
+        self._shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for d in self._in_details}
+        self._resizable = any(-1 in d.get("shape_signature", d["shape"]) for d in self._in_details)
+        self._call_lock = threading.Lock()
+        self.precision = self._stored_precision()
+        asked = self.requested_precision
+        if asked not in (None, "native", self.precision):
+            warn_once(f"litert runs a .tflite model in the precision it is stored in ({self.precision}); "
+                      f"convert the model (edgesdk convert --precision {asked}) instead of asking the runtime")
+
+    def _stored_precision(self) -> str:
+        """int8 when the model computes on quantized tensors; fp32 otherwise.
+
+        fp16-weight models dequantize their weights at load and compute in fp32 on CPUs.
+        """
+        for t in self._interp.get_tensor_details():
+            scales = t.get("quantization_parameters", {}).get("scales")
+            if t["dtype"] in (np.int8, np.uint8, np.int16) and scales is not None and len(scales):
+                return "int8"
+        return "fp32"
+
+    def _deactivate_impl(self) -> None:
+        self._interp = None
+
+    @property
+    def interpreter(self) -> Any:
+        """The engine's Interpreter (for what this API does not cover)."""
+        self.activate()
+        return self._interp
+
+    # ----------------------------------------------------------------- description
+    @staticmethod
+    def _spec(d: dict) -> TensorSpec:
+        shape = tuple(int(v) for v in d.get("shape_signature", d["shape"]))
+        scale, zero_point = d.get("quantization", (0.0, 0))
+        quant = (float(scale), int(zero_point)) if scale else None
+        layout = "NHWC" if len(shape) == 4 else ""
+        return TensorSpec(d["name"], shape, d["dtype"], layout=layout, quantization=quant)
+
+    def _input_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(d) for d in self._in_details]
+
+    def _output_specs_impl(self) -> Sequence[TensorSpec]:
+        return [self._spec(d) for d in self._out_details]
+
+    # ----------------------------------------------------------------- running
+    def _resize(self, feeds: dict[str, np.ndarray]) -> None:
+        changed = False
+        for name, index in self._in_index:
+            shape = feeds[name].shape
+            if shape != self._shapes[index]:
+                self._interp.resize_tensor_input(index, list(shape), strict=True)
+                self._shapes[index] = shape
+                changed = True
+        if changed:
+            self._interp.allocate_tensors()
+
+    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        interp = self._interp
+        with self._call_lock:
+            try:
+                if self._resizable:
+                    self._resize(feeds)
+                for name, index in self._in_index:
+                    interp.set_tensor(index, feeds[name])
+                interp.invoke()
+                # get_tensor copies, so the outputs survive the next call
+                return {name: interp.get_tensor(index) for name, index in self._out_index}
+            except (ValueError, RuntimeError) as exc:
+                raise InferenceError(f"litert failed on {self.model_path.name}: {_message(exc)}") from exc
