@@ -1,0 +1,162 @@
+"""Downloading packages over HTTP(S): resume with Range, check sha256, rename into place.
+
+The download goes to `NAME.part` beside the destination, with `NAME.part.json` remembering the
+URL and the server's validator (ETag / Last-Modified). A dropped connection is retried from
+where it stopped (`Range: bytes=N-`, with `If-Range` so a changed file restarts from zero),
+also by a later process after a crash or power loss. Only a complete file whose sha256 matches
+is renamed to its final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from ..bundle import sha256_file
+from ..errors import PackageError
+from .fsutil import atomic_write, fsync_dir
+
+PathLike = Union[str, Path]
+_CHUNK = 1 << 16
+_SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def is_url(text: str) -> bool:
+    return str(text).startswith(("http://", "https://"))
+
+
+def _name_for(url: str) -> str:
+    base = os.path.basename(urllib.parse.urlparse(url).path) or "package.edgepkg"
+    return _SAFE.sub("_", base)[:120]
+
+
+def fetch(url: str, dest_dir: PathLike, sha256: Optional[str] = None, retries: int = 8, timeout: float = 30.0,
+          progress: Optional[Callable[[str], None]] = None) -> Path:
+    """Download `url` into `dest_dir` and return the file's path (resuming a partial download)."""
+    if not is_url(url):
+        raise PackageError(f"{url!r} is not an http:// or https:// URL")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise PackageError(f"sha256 {sha256!r} is not 64 hex digits")
+    sha256 = sha256.lower() if sha256 else None
+    say = progress or (lambda _m: None)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / _name_for(url)
+    if sha256 and final.is_file() and sha256_file(final) == sha256:
+        say(f"{final.name}: already downloaded (sha256 ok)")
+        return final
+    part, meta_path = final.with_name(final.name + ".part"), final.with_name(final.name + ".part.json")
+    meta = _read_meta(meta_path)
+    if meta.get("url") != url:
+        part.unlink(missing_ok=True)
+        meta = {"url": url}
+    restarted = False
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            _download(url, part, meta, meta_path, timeout, say)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt > retries:  # 4xx will not get better by asking again
+                raise PackageError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+            say(f"{final.name}: server error HTTP {exc.code}; retrying")
+            time.sleep(min(0.1 * 2 ** attempt, 5.0))
+            continue
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, OSError) as exc:
+            if attempt > retries:
+                raise PackageError(f"download of {url} failed after {attempt} attempts: {exc}; run the "
+                                   "same command again to resume") from exc
+            have = part.stat().st_size if part.exists() else 0
+            say(f"{final.name}: connection lost at {have} bytes ({type(exc).__name__}); resuming")
+            time.sleep(min(0.1 * 2 ** attempt, 5.0))
+            continue
+        digest = sha256_file(part)
+        if sha256 and digest != sha256:
+            part.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            if meta.get("resumed") and not restarted:
+                # a resumed file can mix two versions of a changed file: one clean retry from zero
+                say(f"{final.name}: sha256 mismatch after resuming; downloading again from the start")
+                restarted, meta = True, {"url": url}
+                continue
+            raise PackageError(f"download of {url}: sha256 {digest} differs from the expected {sha256}; "
+                               "the file was not kept")
+        os.replace(part, final)
+        meta_path.unlink(missing_ok=True)
+        fsync_dir(dest_dir)
+        say(f"{final.name}: downloaded {final.stat().st_size} bytes" + (" (sha256 ok)" if sha256 else ""))
+        return final
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _download(url: str, part: Path, meta: dict, meta_path: Path, timeout: float, say) -> None:
+    """One request: append to `part` from where it ends; returns when the body is complete."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "edgesdk-fetch/1", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = meta.get("etag") or meta.get("last_modified")
+        if validator:
+            headers["If-Range"] = validator
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # asked past the end: the .part is complete or stale
+            length = _total_from_content_range(exc.headers.get("Content-Range"))
+            if length == offset:
+                return
+            part.unlink(missing_ok=True)
+            raise ConnectionError("range not satisfiable; restarting from zero") from exc
+        raise
+    with resp:
+        if resp.status == 206:
+            start = _start_from_content_range(resp.headers.get("Content-Range"))
+            if start != offset:
+                part.unlink(missing_ok=True)
+                raise ConnectionError(f"server resumed at byte {start}, not {offset}; restarting")
+            mode, meta["resumed"] = "ab", True
+            say(f"{part.name}: resuming at byte {offset}")
+        else:
+            mode, offset = "wb", 0  # a server without Range support sends everything again
+        length = resp.headers.get("Content-Length")
+        expected_end = offset + int(length) if length is not None and length.isdigit() else None
+        if resp.status != 206:
+            meta.update({"etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")})
+            atomic_write(meta_path, json.dumps(meta))
+        with open(part, mode) as out:
+            while True:
+                chunk = resp.read(_CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+            size = out.tell()
+    if expected_end is not None and size < expected_end:
+        raise ConnectionError(f"connection closed at byte {size} of {expected_end}")
+
+
+def _start_from_content_range(value: Optional[str]) -> Optional[int]:
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _total_from_content_range(value: Optional[str]) -> Optional[int]:
+    m = re.match(r"bytes \*/(\d+)", value or "")
+    return int(m.group(1)) if m else None
