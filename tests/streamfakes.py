@@ -21,6 +21,7 @@ class FakeModel:
 
     def __init__(self, a_ms: float = 2.0, c_ms: float = 1.0, max_batch: Optional[int] = None,
                  fixed_batch: Optional[int] = None, fail_after: Optional[int] = None) -> None:
+        # fail_after: every engine run after this many raises InferenceError
         self.a = a_ms / 1000.0
         self.c = c_ms / 1000.0
         self.max_batch = max_batch
@@ -28,6 +29,7 @@ class FakeModel:
         self.fail_after = fail_after
         self.name = "fake"
         self.sizes: list[int] = []
+        self.runs = 0
         self.closed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-device")
         self._lock = threading.Lock()
@@ -44,7 +46,8 @@ class FakeModel:
         with self._lock:
             t = self.a + self.c * len(x)
         time.sleep(t)
-        if self.fail_after is not None and len(self.sizes) > self.fail_after:
+        self.runs += 1
+        if self.fail_after is not None and self.runs > self.fail_after:
             from runtimes.errors import InferenceError
             raise InferenceError("fake device failure")
         return {"mean": x.copy()}

@@ -1,0 +1,231 @@
+"""Pipeline plumbing with a stand-in model (tests/streamfakes.py): buffers, order, batching,
+errors, shutdown. The real-model evidence is in tests/test_stream_real.py."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgesdk.errors import ConfigError, SourceError
+from edgesdk.results import Frame
+from edgesdk.streaming import Pipeline, run
+from edgesdk.streaming.buffer import FrameBuffer
+from edgesdk.streaming.sources import ProducerSource
+from edgesdk.streaming.stats import markdown, status_line
+from runtimes.errors import InferenceError
+from streamfakes import FakeModel, numbered_frames
+
+
+def _frame(sid: str, i: int, ts: float) -> Frame:
+    return Frame(sid, i, ts, np.zeros((2, 2, 3), np.uint8))
+
+
+# ---------------------------------------------------------------------------- buffer
+def test_live_lane_drops_oldest_and_counts():
+    drops = []
+    buf = FrameBuffer(on_drop=lambda sid, n: drops.append((sid, n)))
+    buf.add_source("cam", 3, drop_oldest=True)
+    for i in range(10):
+        assert buf.put(_frame("cam", i, float(i)))
+    assert buf.sizes() == {"cam": 3} and buf.high_water() == {"cam": 3}
+    assert buf.dropped() == {"cam": 7} and sum(n for _, n in drops) == 7
+    assert [f.index for f in buf.take(10, 0)] == [7, 8, 9]  # the freshest survive
+
+
+def test_lossless_lane_blocks_the_producer_until_room():
+    buf = FrameBuffer()
+    buf.add_source("file", 2, drop_oldest=False)
+    buf.put(_frame("file", 0, 0.0))
+    buf.put(_frame("file", 1, 1.0))
+    assert not buf.put(_frame("file", 2, 2.0), timeout=0.05)  # full: would block
+    done = threading.Event()
+    threading.Thread(target=lambda: (buf.put(_frame("file", 2, 2.0)), done.set()), daemon=True).start()
+    assert not done.wait(0.1)
+    assert [f.index for f in buf.take(1, 0)] == [0]
+    assert done.wait(2)
+    assert buf.dropped() == {"file": 0}
+
+
+def test_take_merges_sources_oldest_first_and_drop_stale_spares_lossless():
+    buf = FrameBuffer()
+    buf.add_source("a", 10, drop_oldest=True)
+    buf.add_source("b", 10, drop_oldest=False)
+    for i, ts in enumerate([1.0, 3.0, 5.0]):
+        buf.put(_frame("a", i, ts))
+    for i, ts in enumerate([2.0, 4.0]):
+        buf.put(_frame("b", i, ts))
+    assert buf.queue_times() == ((1.0, 2.0, 3.0, 4.0, 5.0), 2.0)
+    stale = buf.drop_stale(4.5)
+    assert [(f.source_id, f.index) for f in stale] == [("a", 0), ("a", 1)]  # lossless b is kept
+    assert [(f.source_id, f.index) for f in buf.take(10, 0)] == [("b", 0), ("b", 1), ("a", 2)]
+
+
+def test_take_waits_for_n_until_deadline_or_end():
+    buf = FrameBuffer()
+    buf.add_source("a", 10, drop_oldest=False)
+    buf.put(_frame("a", 0, 0.0))
+    t0 = time.time()
+    assert len(buf.take(4, time.time() + 0.05)) == 1  # deadline: partial batch
+    assert time.time() - t0 >= 0.04
+    buf.put(_frame("a", 1, 1.0))
+    buf.end("a")
+    assert len(buf.take(4, None)) == 1  # the source ended: no waiting for 4
+    assert buf.exhausted
+
+
+# ---------------------------------------------------------------------------- pipeline
+def _collect():
+    got: dict[str, list] = {}
+
+    def on_result(frame, result):
+        got.setdefault(frame.source_id, []).append((frame.index, result.frame_index, result.meta["mean"]))
+    return got, on_result
+
+
+@pytest.mark.parametrize("batching,kw", [("none", {}), ("fixed", {"batch": 4}),
+                                         ("fixed", {"batch": 4, "max_wait_ms": 2}),
+                                         ("adaptive", {"slo_ms": 50, "batch": 8})])
+def test_results_come_back_to_their_source_in_order(batching, kw):
+    got, on_result = _collect()
+    model = FakeModel(a_ms=1, c_ms=0.5)
+    srcs = [ProducerSource(numbered_frames(40), "a"), ProducerSource(numbered_frames(25)[::-1], "b")]
+    report = run(model, srcs, batching=batching, on_result=on_result, **kw)
+    assert [i for i, _, _ in got["a"]] == list(range(40))
+    assert [m for _, _, m in got["a"]] == list(range(40))  # each result belongs to its frame
+    assert [m for _, _, m in got["b"]] == list(range(24, -1, -1))
+    assert all(i == fi for i, fi, _ in got["a"] + got["b"])
+    snap = report.stats
+    assert snap["frames_in"] == snap["frames_out"] == 65 and snap["dropped"] == 0
+    assert snap["errors"] == {} and report.stop_reason == "sources ended"
+    if batching == "fixed" and "max_wait_ms" not in kw:
+        assert all(s == 4 for s in model.sizes[:-1])  # full batches, frames from both sources together
+
+
+def test_fixed_batch_model_is_padded_and_limits_batching():
+    model = FakeModel(fixed_batch=4, max_batch=4)
+    got, on_result = _collect()
+    report = run(model, [ProducerSource(numbered_frames(10), "a")], batching="fixed", batch=8, on_result=on_result)
+    assert set(model.sizes) == {4}  # 8 limited to 4; the last 2 frames padded to 4
+    assert [m for _, _, m in got["a"]] == list(range(10))
+    assert report.policy["max_batch"] == 4
+
+
+def test_slow_device_with_live_sources_drops_counted_and_bounded():
+    """A live producer far faster than the device: the buffer keeps the freshest frames,
+    every frame is accounted for (out + dropped), queues never exceed their bounds."""
+    model = FakeModel(a_ms=5, c_ms=1)
+    n = 400
+    src = ProducerSource(numbered_frames(n), "cam", live=True)
+    pipe = Pipeline(model, [src], batching="fixed", batch=2, buffer_size=4)
+    report = pipe.run()
+    snap = report.stats
+    assert snap["frames_in"] == n
+    assert snap["drops"].get("buffer_full:cam", 0) > 0
+    assert snap["frames_out"] + snap["dropped"] == n
+    assert report.buffer_high_water["cam"] <= 4
+
+
+def test_inference_failures_are_counted_then_stop_the_run_with_the_error():
+    model = FakeModel(fail_after=2)
+    pipe = Pipeline(model, [ProducerSource(numbered_frames(200), "a")], batching="none")
+    with pytest.raises(InferenceError, match="fake device failure"):
+        pipe.run()
+    snap = pipe.report().stats
+    assert snap["drops"]["error:infer"] >= 10 and snap["frames_out"] == 2
+    assert not pipe.running
+
+
+def test_a_failing_source_ends_alone_and_its_error_is_raised_after_the_others_finish():
+    calls = {"n": 0}
+
+    def broken():
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("sensor unplugged")
+        return np.zeros((4, 4, 3), np.uint8)
+
+    got, on_result = _collect()
+    pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(30), "good"), ProducerSource(broken, "bad")],
+                    on_result=on_result)
+    with pytest.raises(SourceError, match="sensor unplugged"):
+        pipe.run()
+    assert len(got["good"]) == 30 and len(got["bad"]) == 5
+    assert "sensor unplugged" in pipe.report().source_errors[0]
+
+
+def test_stop_drains_in_flight_and_abort_drops_the_queue():
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    got, on_result = _collect()
+    pipe = Pipeline(FakeModel(a_ms=2), [ProducerSource(endless(), "cam")], on_result=on_result, buffer_size=8)
+    pipe.start()
+    while pipe.stats.frames_out < 5:
+        time.sleep(0.01)
+    pipe.stop("test")
+    assert pipe.wait(10)
+    snap = pipe.report().stats
+    assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]  # queued frames were finished
+    assert snap["drops"].get("aborted", 0) == 0 and pipe.stop_reason == "test"
+    idx = [i for i, _, _ in got["cam"]]
+    assert idx == sorted(idx)
+
+
+def test_max_frames_and_duration_stop_the_run():
+    def endless():
+        i = 0
+        while True:
+            i += 1
+            yield np.full((4, 4, 3), i % 256, np.uint8)
+
+    report = run(FakeModel(), [ProducerSource(endless(), "a")], max_frames=7)
+    assert report.stats["frames_out"] == 7
+    report = run(FakeModel(a_ms=1), [ProducerSource(endless(), "a", live=True, fps=200)], realtime=True,
+                 duration=0.5)
+    assert report.stop_reason.startswith("duration") and report.stats["frames_out"] > 0
+
+
+def test_dynamic_size_models_get_one_call_per_input_size():
+    model = FakeModel()
+    model.group_key = lambda img: img.shape[:2]
+    sizes = []
+    orig = model.preprocess
+
+    def preprocess(images):
+        sizes.append({img.shape[:2] for img in images})
+        return orig(images)
+
+    model.preprocess = preprocess
+    small = [np.zeros((8, 8, 3), np.uint8)] * 6
+    big = [np.zeros((16, 16, 3), np.uint8)] * 6
+    from edgesdk.streaming.model import StreamModel
+    sm = StreamModel(model.preprocess, model.submit, model.decode, group_key=model.group_key)
+    report = run(sm, [ProducerSource(small, "s"), ProducerSource(big, "b")], batching="fixed", batch=4)
+    assert report.stats["frames_out"] == 12
+    assert all(len(s) == 1 for s in sizes)  # never two sizes in one call
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="at least one source"):
+        Pipeline(FakeModel(), [])
+    with pytest.raises(ConfigError, match="--slo-ms"):
+        Pipeline(FakeModel(), ["x"], batching="adaptive")
+    with pytest.raises(ConfigError, match="max_inflight"):
+        Pipeline(FakeModel(), ["x"], max_inflight=0)
+    with pytest.raises(ConfigError, match="cannot stream with int"):
+        run(42, [ProducerSource(numbered_frames(1), "a")])
+    with pytest.raises(SourceError, match="nothere"):
+        run(FakeModel(), ["/nothere/clip.mp4"])
+
+
+def test_status_line_and_markdown_summary():
+    report = run(FakeModel(), [ProducerSource(numbered_frames(20), "a"), ProducerSource(numbered_frames(5), "b")],
+                 batching="fixed", batch=2)
+    line = status_line(report.stats)
+    assert "fps" in line and "e2e p50" in line and "\n" not in line
+    md = markdown(report.stats)
+    assert "| infer |" in md and "| a | 20 | 20 |" in md and "| b | 5 | 5 |" in md
+    assert report.stats["batch_sizes"] and report.stats["stages"]["preprocess"]["count"] == 25
