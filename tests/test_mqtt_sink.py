@@ -209,6 +209,7 @@ def test_broker_refusing_the_client_fails_at_once(tmp_path):
     ("mqtt://127.0.0.1:99999/a", "bad port"),
     ("mqtt://127.0.0.1/a/{camera}", "placeholder"),
     ("mqtt://127.0.0.1/a?queue=0", "queue must be"),
+    ("mqtt://127.0.0.1/a?queue=70000", "queue must be within 1-65535"),
     ("mqtt://127.0.0.1/a?backoff_min=5&backoff_max=1", "backoff"),
     ("mqtt://127.0.0.1/a?wait=-1", "wait and close_timeout"),
     ("mqtts://127.0.0.1/a", "only plain mqtt"),

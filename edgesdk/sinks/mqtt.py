@@ -78,8 +78,8 @@ class MqttSink(Sink):
             raise SinkError(f"MQTT sink: topic {topic!r} may only use the placeholder {{source_id}} ({e})") from e
         if qos not in (0, 1, 2):
             raise SinkError(f"MQTT sink: qos must be 0, 1 or 2, got {qos!r} (1 gives at-least-once delivery)")
-        if int(queue) < 1:
-            raise SinkError(f"MQTT sink: queue must be >= 1 message, got {queue}")
+        if not 1 <= int(queue) <= 65535:  # MQTT message ids are 16-bit
+            raise SinkError(f"MQTT sink: queue must be within 1-65535 messages, got {queue}")
         if not 0 < float(backoff_min) <= float(backoff_max):
             raise SinkError(f"MQTT sink: need 0 < backoff_min <= backoff_max, got {backoff_min}, {backoff_max}")
         if not host or not 0 < int(port) < 65536:
@@ -245,8 +245,9 @@ class MqttSink(Sink):
                 if left <= 0:
                     break
                 self._cond.wait(left)
+        self._shutdown()  # no callbacks after this: the count below is final
+        with self._cond:
             lost = self._accepted - self._acked
-        self._shutdown()
         if lost > 0:
             self._count("dropped", lost)
             log.warning("MQTT sink %s: %d results were not acknowledged by the broker within %g s and are lost",
