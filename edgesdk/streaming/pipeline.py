@@ -67,6 +67,8 @@ class RunReport:
     policy: dict[str, Any] = field(default_factory=dict)
     buffer_high_water: dict[str, int] = field(default_factory=dict)
     buffer_capacity: dict[str, int] = field(default_factory=dict)
+    #: each sink's own counters after it was closed: written, dropped, errors, high_water...
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def markdown(self) -> str:
         text = markdown(self.stats)
@@ -163,6 +165,7 @@ class Pipeline:
         self._owns_model = False
         self._sinks_all: list[Any] = []
         self._sinks_by_source: dict[str, list[Any]] = {}
+        self._sink_stats: dict[str, dict[str, Any]] = {}
         self._metrics: Any = None
         self._stop = threading.Event()  # sources stop reading
         self._abort = threading.Event()  # abandon queued frames
@@ -342,7 +345,7 @@ class Pipeline:
             stats=self.stats.snapshot(), stop_reason=self.stop_reason or "running",
             source_errors=[str(r.error) for r in self.readers if r.error is not None],
             policy=self.policy.describe(), buffer_high_water=self.buffer.high_water(),
-            buffer_capacity=self.buffer.capacities(),
+            buffer_capacity=self.buffer.capacities(), sinks=dict(self._sink_stats),
         )
 
     # ------------------------------------------------------------------ threads
@@ -594,6 +597,7 @@ class Pipeline:
                 sink.abort() if failed else sink.close()
             except EdgeSDKError as exc:
                 log.error("closing sink %s failed: %s", getattr(sink, "name", sink), exc)
+            self._sink_stats[getattr(sink, "name", str(sink))] = dict(getattr(sink, "stats", {}))
         self._sinks_all, self._sinks_by_source = [], {}
         for src in self.sources:
             src.close()
