@@ -141,7 +141,7 @@ def test_unacknowledged_messages_are_resent_after_reconnect(persistent_broker):
 
 
 @needs_broker
-def test_offline_queue_is_bounded_and_drops_are_counted(persistent_broker):
+def test_offline_queue_is_bounded_and_drops_are_counted(persistent_broker, caplog):
     """wait=0: the sink starts with no broker and queues; past the bound it drops (counted);
     exactly the queued results arrive once the broker is up."""
     broker = persistent_broker
@@ -162,6 +162,8 @@ def test_offline_queue_is_bounded_and_drops_are_counted(persistent_broker):
         sub.close()
         sink.abort()
     assert offline["dropped"] == 30 and offline["pending"] == 50 and not offline["connected"]
+    full = [r for r in caplog.records if "queue full" in r.getMessage()]
+    assert len(full) == 1 and "unreachable" in full[0].getMessage()  # said once, not 30 times
     assert missing == set() and ids == set(range(50))  # the oldest kept, the newest refused
     assert sink.stats["written"] == 50 and sink.stats["dropped"] == 30
 
@@ -210,6 +212,7 @@ def test_broker_refusing_the_client_fails_at_once(tmp_path):
     ("mqtt://127.0.0.1/a/{camera}", "placeholder"),
     ("mqtt://127.0.0.1/a?queue=0", "queue must be"),
     ("mqtt://127.0.0.1/a?queue=70000", "queue must be within 1-65535"),
+    ("mqtt://127.0.0.1/a?queue=10&inflight=11", "inflight must be within 1 and queue"),
     ("mqtt://127.0.0.1/a?backoff_min=5&backoff_max=1", "backoff"),
     ("mqtt://127.0.0.1/a?wait=-1", "wait and close_timeout"),
     ("mqtts://127.0.0.1/a", "only plain mqtt"),
@@ -249,7 +252,8 @@ def test_url_options_reach_the_sink():
     s = make_sink("mqtt://user:p%40ss@broker.local:1884/a%2Fb?qos=0&queue=7&wait=0&retain=1&keepalive=9")
     assert (s.host, s.port, s.topic, s.qos, s.queue, s.wait, s.retain, s.keepalive) == \
         ("broker.local", 1884, "a/b", 0, 7, 0.0, True, 9)
-    assert (s.username, s.password) == ("user", "p@ss")
+    assert (s.username, s.password, s.inflight) == ("user", "p@ss", 7)
+    assert make_sink("mqtt://h/t?inflight=50").inflight == 50
 
 
 def test_missing_paho_is_an_install_hint(monkeypatch):

@@ -85,6 +85,36 @@ def test_slow_sink_keeps_the_producer_at_its_pace(image):
     assert got == sorted(got) and got[-1] == 99  # in order, and the freshest got through (drop oldest)
 
 
+def test_block_policy_applies_back_pressure_and_drops_nothing(image):
+    """For offline runs over files: the writer waits for room instead of dropping."""
+    got = []
+    sink = AsyncSink(CallbackSink(lambda f, r: (time.sleep(0.005), got.append(r.frame_index))), maxsize=3,
+                     drop="block")
+    with sink:
+        for i in range(40):
+            sink.write(*item(i, image))
+            assert sink.stats["queued"] <= 3
+    assert got == list(range(40)) and sink.stats["dropped"] == 0 and sink.stats["high_water"] == 3
+
+
+def test_block_policy_writer_is_released_by_close(image):
+    gate = Gate()
+    sink = AsyncSink(CallbackSink(gate), maxsize=1, drop="block", close_timeout=0.2)
+    sink.open()
+    sink.write(*item(0, image))
+    assert gate.entered.wait(10)
+    sink.write(*item(1, image))  # fills the queue
+    writer = threading.Thread(target=sink.write, args=item(2, image))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()  # waiting for room
+    with pytest.raises(SinkError, match="did not return"):
+        sink.close()  # the stuck sink never frees room; close gives up on it
+    writer.join(5)
+    assert not writer.is_alive() and sink.stats["dropped"] == 2  # the queued one and the blocked one
+    gate.release.set()
+
+
 def test_close_drains_the_queue(image):
     got = []
     sink = AsyncSink(CallbackSink(lambda f, r: (time.sleep(0.002), got.append(r.frame_index))), maxsize=64)

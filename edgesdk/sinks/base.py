@@ -25,7 +25,7 @@ from ..results import Frame, Result
 
 log = logging.getLogger("edgesdk.sinks")
 
-DROP_POLICIES = ("oldest", "newest")
+DROP_POLICIES = ("oldest", "newest", "block")
 
 
 def _finite(obj: Any) -> Any:
@@ -148,6 +148,8 @@ class AsyncSink(Sink):
     ``drop="oldest"`` (default) discards the oldest queued result to make room, like
     the live sources' drop-stale buffer (a sink that falls behind shows the freshest
     results, with gaps); ``drop="newest"`` refuses the new one (keeps contiguous runs).
+    ``drop="block"`` makes `write` wait for room instead (back-pressure, nothing dropped):
+    only for offline runs over files, never behind a live camera.
     Memory is bounded by ``maxsize`` queued (frame, result) pairs: the queue holds
     references, so the caller must not modify a frame's image after writing it.
 
@@ -203,6 +205,12 @@ class AsyncSink(Sink):
             if self._stopping:  # a write racing with close() from another thread: too late, counted
                 self._count("dropped")
                 return
+            if len(self._queue) >= self.maxsize and self.drop == "block":
+                while len(self._queue) >= self.maxsize and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    self._count("dropped")
+                    return
             if len(self._queue) >= self.maxsize:
                 self._count("dropped")
                 if self.drop == "newest":
@@ -232,6 +240,7 @@ class AsyncSink(Sink):
                     return  # stopping and drained
                 frame, result = self._queue.popleft()
                 self._busy = True
+                self._cond.notify_all()  # room for a writer blocked by drop="block"
             try:
                 self.sink.write(frame, result)
             except SinkError as e:  # counted by the wrapped sink

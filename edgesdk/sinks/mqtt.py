@@ -2,7 +2,7 @@
 
 URL form (what ``--sink`` takes)::
 
-    mqtt://[user:password@]host[:port]/topic[?qos=1&client_id=cam-7&queue=1000&wait=5
+    mqtt://[user:password@]host[:port]/topic[?qos=1&client_id=cam-7&queue=1000&inflight=20&wait=5
                                              &keepalive=30&retain=0&backoff_min=0.5&backoff_max=30
                                              &close_timeout=5]
 
@@ -18,6 +18,8 @@ Delivery (paho-mqtt 2.x, MQTT 3.1.1, QoS 1 by default):
   is at-least-once). While the queue is full, new results are refused and counted as
   ``dropped`` (the oldest are kept: they may already be on the wire). So nothing is lost
   while the broker is briefly down, as long as fewer than ``queue`` results pile up.
+  At most ``inflight`` (default 20, or ``queue`` if smaller) messages are on the wire
+  unacknowledged at once.
 - Broker unreachable at `open()`: it waits up to ``wait`` seconds (default 5) for the
   connection and then raises `SinkError`. With ``wait=0`` it returns at once and queues
   results offline until the broker appears (for devices that boot before the network).
@@ -49,8 +51,9 @@ from .base import Sink, encode_result
 
 log = logging.getLogger("edgesdk.sinks")
 
-URL_OPTIONS = ("qos", "client_id", "queue", "wait", "keepalive", "retain", "backoff_min", "backoff_max",
-               "close_timeout")
+WARN_EVERY_S = 10.0
+URL_OPTIONS = ("qos", "client_id", "queue", "inflight", "wait", "keepalive", "retain", "backoff_min",
+               "backoff_max", "close_timeout")
 
 
 def _import_paho() -> Any:
@@ -66,7 +69,8 @@ class MqttSink(Sink):
     _counts_writes = False  # written = acknowledged by the broker (on_publish)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, topic: str = "edgesdk/results", *,
-                 qos: int = 1, client_id: Optional[str] = None, queue: int = 1000, wait: float = 5.0,
+                 qos: int = 1, client_id: Optional[str] = None, queue: int = 1000, inflight: Optional[int] = None,
+                 wait: float = 5.0,
                  keepalive: int = 30, retain: bool = False, username: Optional[str] = None,
                  password: Optional[str] = None, backoff_min: float = 0.5, backoff_max: float = 30.0,
                  close_timeout: float = 5.0) -> None:
@@ -82,13 +86,16 @@ class MqttSink(Sink):
             raise SinkError(f"MQTT sink: queue must be within 1-65535 messages, got {queue}")
         if not 0 < float(backoff_min) <= float(backoff_max):
             raise SinkError(f"MQTT sink: need 0 < backoff_min <= backoff_max, got {backoff_min}, {backoff_max}")
+        inflight = min(20, int(queue)) if inflight is None else inflight
+        if not 1 <= int(inflight) <= int(queue):
+            raise SinkError(f"MQTT sink: inflight must be within 1 and queue ({queue}), got {inflight}")
         if not host or not 0 < int(port) < 65536:
             raise SinkError(f"MQTT sink: need a host and a port within 1-65535, got {host!r}:{port}")
         if float(wait) < 0 or float(close_timeout) < 0 or int(keepalive) < 1:
             raise SinkError("MQTT sink: wait and close_timeout must be >= 0 and keepalive >= 1 s")
         super().__init__(f"mqtt://{host}:{port}/{topic}")
         self.host, self.port, self.topic = host, int(port), topic
-        self.qos, self.queue, self.wait = int(qos), int(queue), float(wait)
+        self.qos, self.queue, self.inflight, self.wait = int(qos), int(queue), int(inflight), float(wait)
         self.keepalive, self.retain = int(keepalive), bool(retain)
         self.client_id = client_id or f"edgesdk-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.username, self.password = username, password
@@ -103,7 +110,7 @@ class MqttSink(Sink):
         self._acked = 0
         self._refused: Optional[str] = None  # CONNACK refusal (credentials, ...)
         self._last_problem = ""
-        self._warned_full = False
+        self._warned_at = -WARN_EVERY_S
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> "MqttSink":
@@ -125,7 +132,7 @@ class MqttSink(Sink):
         if unknown:
             raise SinkError(f"MQTT sink: unknown option(s) {unknown} in {url!r}; accepted: {', '.join(URL_OPTIONS)}")
         kw: dict[str, Any] = {}
-        conv = {"qos": int, "queue": int, "keepalive": int, "wait": float, "backoff_min": float,
+        conv = {"qos": int, "queue": int, "inflight": int, "keepalive": int, "wait": float, "backoff_min": float,
                 "backoff_max": float, "close_timeout": float, "client_id": str,
                 "retain": lambda v: v.lower() in ("1", "true", "yes")}
         for key, values in query.items():
@@ -191,6 +198,7 @@ class MqttSink(Sink):
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311)
         client.max_queued_messages_set(self.queue)
+        client.max_inflight_messages_set(self.inflight)
         client.reconnect_delay_set(self.backoff[0], self.backoff[1])  # type: ignore[arg-type]
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
@@ -223,17 +231,18 @@ class MqttSink(Sink):
         info = self._client.publish(topic, encode_result(result), qos=self.qos, retain=self.retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self._count("dropped")
-            if not self._warned_full:
-                self._warned_full = True
-                log.warning("MQTT sink %s: offline queue full (%d unacknowledged); dropping new results",
-                            self.name, self.queue)
+            now = time.monotonic()
+            if now - self._warned_at >= WARN_EVERY_S:  # a full queue flaps per message: warn now and then
+                self._warned_at = now
+                log.warning("MQTT sink %s: queue full (%d unacknowledged, broker %s); dropping new results "
+                            "(%d dropped so far)", self.name, self.queue,
+                            "connected" if self._connected else "unreachable", self.stats["dropped"])
             return
         if self.qos == 0 and info.rc == mqtt.MQTT_ERR_NO_CONN:  # QoS 0 is never queued
             self._count("dropped")
             return
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             raise SinkError(f"MQTT sink {self.name}: publish failed: {mqtt.error_string(info.rc)}")
-        self._warned_full = False
         with self._cond:  # QoS 0: paho calls on_publish once it is sent, QoS 1/2 on the acknowledgement
             self._accepted += 1
 
