@@ -1,0 +1,119 @@
+"""systemd units for the stream service `edgesdk run` of each package in a deployment spec."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError
+from .spec import DeploymentSpec, PackageSpec
+
+PREFIX = "edgesdk-"
+MANAGED_MARK = "# Managed by `edgesdk provision`"
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+def unit_name(pkg: PackageSpec) -> str:
+    return f"{PREFIX}{pkg.name}.service"
+
+
+def exec_quote(arg: str) -> str:
+    """One argument as systemd's command-line parser reads it back unchanged."""
+    if "\n" in arg or "\r" in arg:
+        raise ConfigError(f"argument {arg!r} contains a newline, which a systemd unit cannot hold")
+    # % starts a specifier and $ a variable in Exec lines; doubled, they stand for themselves
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if arg and _PLAIN.fullmatch(arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line(args: list[str]) -> str:
+    return " ".join(exec_quote(a) for a in args)
+
+
+def run_args(spec: DeploymentSpec, pkg: PackageSpec) -> list[str]:
+    """`edgesdk run ...` for a package (its bundle through the root's `current` link)."""
+    run = pkg.run
+    assert run is not None
+    args = [*spec.edgesdk, "run", str(spec.package_root(pkg) / "current" / "bundle")]
+    for s in run.sources:
+        args += ["--source", s]
+    args += ["--batching", run.batching]
+    if run.batch is not None:
+        args += ["--batch", str(run.batch)]
+    if run.max_wait_ms is not None:
+        args += ["--max-wait-ms", f"{run.max_wait_ms:g}"]
+    if run.slo_ms is not None:
+        args += ["--slo-ms", f"{run.slo_ms:g}"]
+    for s in run.sinks:
+        args += ["--sink", s]
+    if run.metrics_port is not None:
+        args += ["--metrics-port", str(run.metrics_port)]
+    return args + list(run.args)
+
+
+def render_unit(spec: DeploymentSpec, pkg: PackageSpec) -> str:
+    run = pkg.run
+    assert run is not None
+    status = [*spec.edgesdk, "status", "--root", str(spec.package_root(pkg))]
+    if spec.profile:
+        status += ["--profile", spec.profile]
+    lines = [
+        f"{MANAGED_MARK} from {spec.source or 'a deployment spec'}; edits are reported as drift and replaced.",
+        "[Unit]",
+        f"Description=EdgeSDK stream service for {pkg.name}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={spec.user}",
+    ]
+    if spec.group:
+        lines.append(f"Group={spec.group}")
+    for k, v in run.environment:
+        lines.append(f"Environment={exec_quote(f'{k}={v}')}")
+    lines += [
+        "# Finish or undo an install that power loss interrupted, and refuse to start without a healthy release.",
+        f"ExecStartPre={_line(status)}",
+        f"ExecStart={_line(run_args(spec, pkg))}",
+        "Restart=on-failure",
+        "RestartSec=5s",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=full",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def is_managed(path: Path) -> bool:
+    try:
+        with open(path) as f:
+            return f.readline().startswith(MANAGED_MARK)
+    except OSError:
+        return False
+
+
+def systemctl_available(manage: str) -> bool:
+    """Whether to drive systemctl: 'true', 'false', or 'auto' (systemd is running and systemctl exists)."""
+    if manage == "false":
+        return False
+    present = shutil.which("systemctl") is not None and Path("/run/systemd/system").is_dir()
+    if manage == "true" and not present:
+        raise ConfigError("systemd.manage is true but systemd is not running here (no /run/systemd/system); "
+                          "set systemd.manage: false to only write unit files")
+    return present
+
+
+def systemctl(*args: str) -> Optional[str]:
+    """Run systemctl; returns stdout, or raises ConfigError with its message."""
+    proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and args[0] not in ("is-enabled", "is-active"):
+        raise ConfigError(f"systemctl {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()

@@ -1,0 +1,204 @@
+"""Deployment specs: validation naming the key, idempotent provisioning, drift, systemd units."""
+from __future__ import annotations
+
+import hashlib
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from edgesdk.errors import ConfigError
+from edgesdk.provision.install import status
+from edgesdk.provision.provision import apply, check
+from edgesdk.provision.spec import load_spec, parse_spec
+from edgesdk.provision.systemd import exec_quote
+from provisiondata import ROOT, artifacts
+
+quiet = dict(progress=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory, cls_model):
+    return artifacts(tmp_path_factory, cls_model)
+
+
+def edgesdk(*args):
+    return subprocess.run([sys.executable, "-m", "edgesdk", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def write_spec(folder, art, packages=None, **top):
+    shutil.copy(art.pkgs["1.0.0"], folder / "cls-1.0.0.edgepkg")
+    shutil.copy(art.pkgs["1.1.0"], folder / "cls-1.1.0.edgepkg")
+    spec = {"root": "device", "trusted_keys": str(art.trusted), "user": "edgesdk",
+            "systemd": {"unit_dir": "units", "manage": False},
+            "packages": packages or [{
+                "name": "ocr-cls", "path": "cls-1.0.0.edgepkg",
+                "run": {"sources": ["rtsp://127.0.0.1:8554/live"], "batching": "adaptive", "batch": 4,
+                        "max_wait_ms": 20, "slo_ms": 50, "sinks": ["/var/lib/edgesdk/ocr.jsonl"],
+                        "metrics_port": 9100}}],
+            **top}
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+BASE = {"root": "/r", "trusted_keys": "/k", "packages": [{"name": "a", "path": "a.edgepkg"}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"root": None}, "spec: root: is required"),
+    ({"roots": "/r"}, "spec: roots: unknown key"),
+    ({"trusted_keys": None}, "trusted_keys: is required"),
+    ({"keep": 0}, "keep: must be >= 1"),
+    ({"keep": "3"}, "keep: must be int"),
+    ({"user": "Root Admin"}, "user: 'Root Admin' is not a valid"),
+    ({"profile": "no-such-device"}, "profile: "),
+    ({"systemd": {"manage": "sometimes"}}, "systemd.manage: must be auto, true or false"),
+    ({"packages": []}, "packages: must list at least one"),
+    ({"packages": [{"name": "a"}]}, r"packages\[0\].path: give exactly one of path"),
+    ({"packages": [{"name": "a", "path": "x", "url": "http://h/x"}]}, "give exactly one"),
+    ({"packages": [{"name": "a", "url": "http://h/x"}]}, r"packages\[0\].sha256: is required with url"),
+    ({"packages": [{"name": "a", "url": "ftp://h/x", "sha256": "0" * 64}]}, r"packages\[0\].url: must start"),
+    ({"packages": [{"name": "a", "path": "x", "sha256": "abc"}]}, "sha256: must be 64 hex"),
+    ({"packages": [{"name": "A B", "path": "x"}]}, r"packages\[0\].name"),
+    ({"packages": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, r"packages\[1\].name: 'a' is used twice"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": []}}]}, r"packages\[0\].run.sources: must list"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "batching": "fast"}}]},
+     r"packages\[0\].run.batching: must be one of none, fixed, adaptive"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "batching": "fixed"}}]},
+     r"run.batch: is required when batching is 'fixed'"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "metrics_port": 70000}}]},
+     r"run.metrics_port: must be a TCP port"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "sink": ["x"]}}]},
+     r"packages\[0\].run.sink: unknown key"),
+])
+def test_spec_errors_name_the_key(change, message):
+    data = {k: v for k, v in {**BASE, **change}.items() if v is not None}
+    with pytest.raises(ConfigError, match=message):
+        parse_spec(data, "spec")
+
+
+def test_spec_file_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("root: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+    r = edgesdk("provision", tmp_path / "bad.yaml")
+    assert r.returncode == 2 and "error:" in r.stderr
+
+
+def test_provision_is_idempotent_and_check_reports_drift(art, tmp_path):
+    spec_path = write_spec(tmp_path, art)
+    r = edgesdk("provision", spec_path)
+    assert r.returncode == 0, r.stderr
+    assert "ocr-cls: installed ppocr_cls 1.0.0" in r.stdout and "wrote unit" in r.stdout
+    unit = tmp_path / "units" / "edgesdk-ocr-cls.service"
+    assert unit.is_file()
+    st = status(tmp_path / "device" / "ocr-cls", **quiet)
+    assert st["ok"] and st["current"]["version"] == "1.0.0"
+
+    again = edgesdk("provision", spec_path)
+    assert again.returncode == 0 and again.stdout.strip() == "no changes"
+    ok = edgesdk("provision", spec_path, "--check")
+    assert ok.returncode == 0 and "no drift" in ok.stdout
+
+    # drift 1: someone edits the unit; drift 2: the spec moves to 1.1.0
+    unit.write_text(unit.read_text().replace("Restart=on-failure", "Restart=no"))
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["packages"][0]["path"] = "cls-1.1.0.edgepkg"
+    spec_path.write_text(yaml.safe_dump(spec))
+    drift = edgesdk("provision", spec_path, "--check")
+    assert drift.returncode == 3
+    assert "differs from the spec" in drift.stdout and "came from a different package file" in drift.stdout
+    assert "Restart=no" in unit.read_text()  # --check changed nothing
+    fixed = apply(load_spec(spec_path), **quiet)
+    assert any("installed ppocr_cls 1.1.0" in c for c in fixed.changes)
+    assert any("wrote unit" in c for c in fixed.changes) and "Restart=on-failure" in unit.read_text()
+    assert check(load_spec(spec_path)).drift == []
+    assert apply(load_spec(spec_path), **quiet).changes == []
+
+    # drift 3: damage in the installed release is found and repaired
+    model = tmp_path / "device" / "ocr-cls" / "current" / "bundle" / "ppocr_cls.onnx"
+    model.write_bytes(model.read_bytes()[:-10])
+    assert any("is damaged" in d for d in check(load_spec(spec_path)).drift)
+    apply(load_spec(spec_path), **quiet)
+    assert check(load_spec(spec_path)).drift == []
+
+
+def test_dry_run_prints_the_unit_and_changes_nothing(art, tmp_path):
+    spec_path = write_spec(tmp_path, art, user="camera", group="video")
+    r = edgesdk("provision", spec_path, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "units").exists() and not (tmp_path / "device").exists()
+    out = r.stdout
+    assert "Restart=on-failure" in out and "User=camera" in out and "Group=video" in out
+    execs = [line for line in out.splitlines() if line.startswith("ExecStart=")]
+    args = shlex.split(execs[0].split("=", 1)[1])
+    assert args[1:5] == ["-m", "edgesdk", "run", str(tmp_path / "device" / "ocr-cls" / "current" / "bundle")]
+    assert args[5:] == ["--source", "rtsp://127.0.0.1:8554/live", "--batching", "adaptive", "--batch", "4",
+                        "--max-wait-ms", "20", "--slo-ms", "50", "--sink", "/var/lib/edgesdk/ocr.jsonl",
+                        "--metrics-port", "9100"]
+    assert f"ExecStartPre={sys.executable} -m edgesdk status --root {tmp_path / 'device' / 'ocr-cls'}" in out
+    assert "would install ocr-cls" in out and "would write unit" in out
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(art, tmp_path):
+    spec = load_spec(write_spec(tmp_path, art, user="root"))
+    report = apply(spec, dry_run=True)
+    path, content = next(iter(report.units.items()))
+    unit = tmp_path / "edgesdk-ocr-cls.service"
+    unit.write_text(content)
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_exec_quote_round_trips_tricky_arguments():
+    args = ["plain", "with space", 'say "hi"', "back\\slash", "50%", "$HOME", "", "rtsp://u:p@h/x?a=1&b=2"]
+    line = " ".join(exec_quote(a) for a in args)
+    assert "50%%" in line and "$$HOME" in line  # specifiers and variables cannot leak in
+    # systemd unescapes %% and $$ before splitting; its quoting rules match the shell's for these
+    assert shlex.split(line.replace("%%", "%").replace("$$", "$")) == args
+    with pytest.raises(ConfigError, match="newline"):
+        exec_quote("two\nlines")
+
+
+def test_stale_units_are_removed_and_packages_from_urls(art, tmp_path):
+    data = art.pkgs["1.0.0"].read_bytes()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "cls.edgepkg").write_bytes(data)
+    requests = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path / "www"), **kw)
+
+        def log_message(self, fmt, *args):
+            requests.append(self.path)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/cls.edgepkg"
+        run = {"sources": ["/dev/video0"]}
+        two = [{"name": "a", "url": url, "sha256": hashlib.sha256(data).hexdigest(), "run": run},
+               {"name": "b", "path": "cls-1.0.0.edgepkg", "run": run}]
+        spec_path = write_spec(tmp_path, art, packages=two)
+        first = apply(load_spec(spec_path), **quiet)
+        assert len([c for c in first.changes if "installed" in c]) == 2 and len(requests) == 1
+        assert sorted(p.name for p in (tmp_path / "units").iterdir()) == ["edgesdk-a.service", "edgesdk-b.service"]
+        assert apply(load_spec(spec_path), **quiet).changes == [] and len(requests) == 1  # no download again
+
+        (tmp_path / "units" / "other.service").write_text("[Unit]\n")  # not ours: left alone
+        write_spec(tmp_path, art, packages=two[1:])
+        report = apply(load_spec(spec_path), **quiet)
+        assert report.changes == [f"removed unit {tmp_path / 'units' / 'edgesdk-a.service'} (not in the spec any more)"]
+        assert sorted(p.name for p in (tmp_path / "units").iterdir()) == ["edgesdk-b.service", "other.service"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
