@@ -92,6 +92,7 @@ class PruneReport:
     compressed_before: int = 0                    # zlib size of the weights (what sparsity buys)
     compressed_after: int = 0
     notes: list[str] = field(default_factory=list)
+    latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # backend -> (before, after) p50
 
     @property
     def flops_ratio(self) -> float:
@@ -115,6 +116,7 @@ class PruneReport:
             "groups": [asdict(g) for g in self.groups],
             "skipped": [{"producers": p, "reason": r} for p, r in self.skipped],
             "notes": list(self.notes),
+            "latency_ms": {k: {"before": v[0], "after": v[1]} for k, v in self.latency_ms.items()},
         }
         return d
 
@@ -130,6 +132,8 @@ class PruneReport:
             lines.append(f"| zlib-compressed weights | {self.compressed_before / 1e6:.2f} MB | "
                          f"{self.compressed_after / 1e6:.2f} MB | "
                          f"{self.compressed_after / self.compressed_before:.3f} |")
+        for backend, (before, after) in self.latency_ms.items():
+            lines.append(f"| latency p50, {backend} | {before:.2f} ms | {after:.2f} ms | {after / before:.3f} |")
         lines.append("")
         if self.method == "magnitude":
             lines.append(f"Weight sparsity reached: {self.actual:.1%} over {len(self.layers)} layers.")
@@ -808,6 +812,41 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
                          cost_before=count(model, input_shapes), cost_after=count(m, input_shapes),
                          actual=actual, groups=report_groups, skipped=skipped, plan=new_plan, notes=notes)
     return m, report
+
+
+def measure_latency(report: PruneReport, original, pruned, feeds: Mapping[str, np.ndarray],
+                    backends: Sequence[str] = ("onnxruntime", "openvino"), threads: Optional[int] = None,
+                    iterations: int = 20, warmup: int = 3) -> dict[str, tuple[float, float]]:
+    """Time the original and the pruned model on each installed backend (fp32 pinned: OpenVINO
+    would otherwise run bf16 on AMX CPUs) and store p50 latencies in `report.latency_ms`."""
+    import os
+    import tempfile
+
+    import onnx
+
+    from runtimes import load
+    from runtimes.registry import is_available
+    from runtimes.timing import measure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, m in enumerate((original, pruned)):
+            p = os.path.join(tmp, f"m{i}.onnx")
+            onnx.save(m, p)
+            paths.append(p)
+        for backend in backends:
+            if not is_available(backend):
+                continue
+            p50 = []
+            for p in paths:
+                rt = load(p, backend=backend, precision="fp32", threads=threads)
+                rt.activate()
+                try:
+                    p50.append(measure(rt, dict(feeds), warmup=warmup, iterations=iterations).p50)
+                finally:
+                    rt.deactivate()
+            report.latency_ms[backend] = (float(p50[0]), float(p50[1]))
+    return report.latency_ms
 
 
 @dataclass

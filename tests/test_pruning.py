@@ -237,3 +237,13 @@ def test_classifier_pruned_is_valid_and_exact_to_its_masked_original(cls_model):
     masked, _ = _masked_original(model, report.plan, shapes)
     np.testing.assert_allclose(_run(pruned, {"x": x})[0], _run(masked, {"x": x})[0], atol=1e-5)
 
+
+
+def test_measure_latency_fills_the_report(tmp_path):
+    model = onnx.load(str(prunemodels.branchy(tmp_path)))
+    pruned, report = pruning.channel_prune(model, 0.5, input_shapes={"x": [1, 3, 16, 16]})
+    x = np.random.default_rng(8).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    lat = pruning.measure_latency(report, model, pruned, {"x": x}, backends=("onnxruntime",), iterations=3, warmup=1)
+    assert set(lat) == {"onnxruntime"} and all(v > 0 for v in lat["onnxruntime"])
+    assert "latency p50, onnxruntime" in report.to_markdown()
+    assert report.to_dict()["latency_ms"]["onnxruntime"]["after"] > 0
