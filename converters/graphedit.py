@@ -43,6 +43,11 @@ def _has_subgraph(node) -> bool:
     return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
 
 
+def _set_nodes(model, nodes) -> None:
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def constants_to_initializers(model) -> int:
     """Move every `Constant` node holding a tensor into the initializers (in place). Returns the count."""
     from onnx import numpy_helper
@@ -58,8 +63,7 @@ def constants_to_initializers(model) -> int:
                 continue
         keep.append(node)
     if moved:
-        del model.graph.node[:]
-        model.graph.node.extend(keep)
+        _set_nodes(model, keep)
     return moved
 
 
@@ -99,8 +103,7 @@ def fold_constants(model) -> int:
                 continue
         keep.append(node)
     if folded:
-        del model.graph.node[:]
-        model.graph.node.extend(keep)
+        _set_nodes(model, keep)
         remove_unused_initializers(model)
     return folded
 

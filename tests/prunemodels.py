@@ -32,11 +32,23 @@ def _bn(name, x, c, rng, inits):
     return helper.make_node("BatchNormalization", [x] + names, [name], name=name)
 
 
+def _save(nodes, name: str, inputs, outputs, inits, folder: Path) -> Path:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(folder) / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
 def branchy(folder: Path, seed: int = 0) -> Path:
     """x[1,3,16,16] -> A(conv3x3)+BN+Relu -> depthwise -> B(1x1) + residual Add with the depthwise
     output, squeeze-excitation Mul on it -> C and D (3x3) concatenated -> per-channel Mul ->
     E (1x1, 4 ch) -> output. Every producer but E can be pruned."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -62,20 +74,13 @@ def branchy(folder: Path, seed: int = 0) -> Path:
         _conv("E", "cat_r", 12, 4, 1, rng, inits),
     ]
     inits.append(numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, 12, 1, 1)).astype(np.float32), "scale"))
-    graph = helper.make_graph(n, "branchy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("E", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = Path(folder) / "branchy.onnx"
-    onnx.save(model, str(path))
-    return path
+    return _save(n, "branchy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                 [helper.make_tensor_value_info("E", TensorProto.FLOAT, [1, 4, 16, 16])], inits, folder)
 
 
 def concat_tied(folder: Path, seed: int = 0) -> Path:
     """Concat(P, Q) added to a third conv R: the concat layout cannot be tied to R's, so all of
     P, Q and R must stay whole."""
-    import onnx
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
@@ -87,21 +92,14 @@ def concat_tied(folder: Path, seed: int = 0) -> Path:
         helper.make_node("Add", ["cat", "R"], ["sum"], name="add"),
         _conv("OUT", "sum", 8, 2, 1, rng, inits),
     ]
-    graph = helper.make_graph(n, "concat_tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("OUT", TensorProto.FLOAT, [1, 2, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = Path(folder) / "concat_tied.onnx"
-    onnx.save(model, str(path))
-    return path
+    return _save(n, "concat_tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                 [helper.make_tensor_value_info("OUT", TensorProto.FLOAT, [1, 2, 8, 8])], inits, folder)
 
 
 def low_rank(folder: Path, rank: int = 3, seed: int = 0) -> Path:
     """x[N,64] -> MatMul(64x96, rank `rank`) -> Gemm(96x80 transB, rank `rank`) -> y, plus a
     full-rank MatMul branch (z) that factorization must leave alone at energy 1.0; and a 1x1
     Conv path: img[1,32,8,8] -> Conv 32->48 (rank `rank`) -> c."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -121,16 +119,9 @@ def low_rank(folder: Path, rank: int = 3, seed: int = 0) -> Path:
              helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], name="gemm2", transB=1, alpha=0.5, beta=2.0),
              helper.make_node("MatMul", ["x", "w3"], ["z"], name="mm_full"),
              helper.make_node("Conv", ["img", "wc", "bc"], ["c"], name="conv1x1", kernel_shape=[1, 1])]
-    graph = helper.make_graph(
-        nodes, "low_rank",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
-         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 32, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 80]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 64]),
-         helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 48, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = Path(folder) / "low_rank.onnx"
-    onnx.save(model, str(path))
-    return path
+    return _save(nodes, "low_rank",
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64]),
+                  helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 32, 8, 8])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 80]),
+                  helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 64]),
+                  helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 48, 8, 8])], inits, folder)
