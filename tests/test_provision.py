@@ -202,3 +202,29 @@ def test_stale_units_are_removed_and_packages_from_urls(art, tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_units_commands_run_the_installed_release(art, tmp_path):
+    """ExecStartPre and ExecStart as systemd would run them: real text images through `current`."""
+    import cv2
+
+    from provisiondata import text_crop
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"a-up{i}.png"), text_crop())
+        cv2.imwrite(str(images / f"b-down{i}.png"), text_crop(rotated=True))
+    out = tmp_path / "results.jsonl"
+    pkg = [{"name": "ocr-cls", "path": "cls-1.0.0.edgepkg",
+            "run": {"sources": [str(images)], "sinks": [str(out)], "batching": "none"}}]
+    apply(load_spec(write_spec(tmp_path, art, packages=pkg)), **quiet)
+    unit = (tmp_path / "units" / "edgesdk-ocr-cls.service").read_text()
+    commands = {k: shlex.split(v.replace("%%", "%").replace("$$", "$"))
+                for k, v in (line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))}
+    pre = subprocess.run(commands["ExecStartPre"], capture_output=True, text=True, cwd=tmp_path)
+    assert pre.returncode == 0, pre.stderr
+    run = subprocess.run(commands["ExecStart"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import json
+    labels = [json.loads(line)["topk"][0]["label"] for line in out.read_text().splitlines()]
+    assert sorted(labels) == ["0", "0", "180", "180"]

@@ -132,6 +132,9 @@ def recover(store: Store, profile: Any = None, progress: Progress = _stderr) -> 
     if pending is None:
         return done
     target = pending.get("release")
+    if not target:  # unreadable (atomic writes make this unlikely): leave the links as they are
+        store.set_pending(None)
+        return done + ["removed an unreadable pending marker"]
     if target and store.link("current") == target and target in store.release_names():
         progress(f"an interrupted switch to {target} was found; re-running its health check")
         try:

@@ -153,10 +153,10 @@ def _run(data: Any, where: str, path: str) -> RunSpec:
     if batching == "fixed" and batch is None:
         raise r.error("batch", "is required when batching is 'fixed'")
     numbers = {}
-    for key in ("max_wait_ms", "slo_ms"):
+    for key, low in (("max_wait_ms", 0), ("slo_ms", 1e-9)):
         numbers[key] = r.get(key, (int, float))
-        if numbers[key] is not None and numbers[key] <= 0:
-            raise r.error(key, f"must be > 0, got {numbers[key]}")
+        if numbers[key] is not None and numbers[key] < low:
+            raise r.error(key, f"must be {'>= 0' if low == 0 else '> 0'}, got {numbers[key]}")
     port = r.get("metrics_port", int)
     if port is not None and not 0 < port < 65536:
         raise r.error("metrics_port", f"must be a TCP port (1-65535), got {port}")

@@ -52,6 +52,8 @@ def run_args(spec: DeploymentSpec, pkg: PackageSpec) -> list[str]:
         args += ["--sink", s]
     if run.metrics_port is not None:
         args += ["--metrics-port", str(run.metrics_port)]
+    if spec.profile:
+        args += ["--profile", spec.profile]
     return args + list(run.args)
 
 

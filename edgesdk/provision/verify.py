@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -25,7 +24,6 @@ from .extract import Limits, iter_members
 from .keys import check_signature, load_trusted_keys
 from .package import MANIFEST_NAME, SIGNATURE_NAME, PackageManifest, package_id
 
-log = logging.getLogger("edgesdk.provision")
 PathLike = Union[str, Path]
 _META_MAX = 4 << 20
 UNSIGNED_WARNING = ("WARNING: installing a package WITHOUT a trusted signature (--allow-unsigned). Anyone "
@@ -129,8 +127,6 @@ def verify_package(path: PathLike, trusted_keys: Union[None, PathLike, dict[str,
     missing = sorted(set(manifest.files) - seen)
     if missing:
         raise PackageError(f"{what}: files listed in the manifest are missing from the archive: {missing}")
-    for w in warnings:
-        log.warning(w)
     return VerifiedPackage(path, manifest, manifest_bytes, sig_bytes, key_id, sha256_file(path), warnings)
 
 
