@@ -6,8 +6,6 @@ constant) are folded. The result computes exactly what the input did.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 # ops whose output depends on more than their inputs, or that we never fold
@@ -22,19 +20,6 @@ def copy_model(model):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     return m
-
-
-def initializer_map(model) -> dict:
-    return {t.name: t for t in model.graph.initializer}
-
-
-def get_array(model, name: str, cache: Optional[dict] = None) -> Optional[np.ndarray]:
-    from onnx import numpy_helper
-
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    return None
 
 
 def _has_subgraph(node) -> bool:

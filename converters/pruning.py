@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -871,7 +871,6 @@ def consumer_masks(model, plan: Mapping[str, Sequence[int]],
     m = prepare(model)
     an = _Analysis(m, infer_shapes(m, input_shapes))
     an.run()
-    names = {n.name: i for i, n in enumerate(m.graph.node)}
     keep: dict[int, np.ndarray] = {}
     for leaf, info in enumerate(an.leaves):
         if info.producer is not None and m.graph.node[info.producer].name in plan:
@@ -884,7 +883,6 @@ def consumer_masks(model, plan: Mapping[str, Sequence[int]],
         removed = np.setdiff1d(np.arange(an.size(mem.view)), _kept_positions(an, mem.view, keep))
         if removed.size:
             out.append(ConsumerMask(node.name, node.op_type, an.inits[node.input[1]], mem.axis, removed))
-    del names
     return out
 
 

@@ -247,3 +247,14 @@ def test_measure_latency_fills_the_report(tmp_path):
     assert set(lat) == {"onnxruntime"} and all(v > 0 for v in lat["onnxruntime"])
     assert "latency p50, onnxruntime" in report.to_markdown()
     assert report.to_dict()["latency_ms"]["onnxruntime"]["after"] > 0
+
+
+def test_calibration_data_errors(tmp_path):
+    two_inputs = onnx.load(str(prunemodels.low_rank(tmp_path)))
+    with pytest.raises(ConversionError, match="has 2 inputs"):
+        pruning.channel_prune(two_inputs, 0.3, calib=np.zeros((1, 4, 64), np.float32))
+    with pytest.raises(ConversionError, match="lacks the inputs"):
+        pruning.channel_prune(two_inputs, 0.3, calib={"x": np.zeros((1, 64), np.float32)})
+    with pytest.raises(ConversionError, match="one length"):
+        pruning.channel_prune(two_inputs, 0.3, calib={"x": np.zeros((1, 64), np.float32),
+                                                      "img": np.zeros((2, 32, 8, 8), np.float32)})

@@ -106,3 +106,20 @@ def test_classifier_to_tflite_matches_onnxruntime(precision, cls_model, tmp_path
         assert agree[want.max(1) >= 0.9].all() and agree.mean() >= 0.75
     else:
         assert agree.all()
+
+
+def test_multi_input_models_are_refused(tmp_path):
+    if not tflite.is_available():
+        pytest.skip("onnx2tf is not installed: run `make tflite`")
+    import prunemodels
+
+    two = prunemodels.low_rank(tmp_path)
+    with pytest.raises(ConversionError, match="single-input"):
+        tflite.onnx_to_tflite(two, tmp_path / "out", "fp32", np.zeros((1, 4, 64, 1), np.float32))
+
+
+@needs_onnx2tf
+def test_a_converter_that_runs_too_long_is_killed_and_leaves_nothing(cls_model, tmp_path):
+    with pytest.raises(ConversionError, match="did not finish within 1 s"):
+        tflite.onnx_to_tflite(cls_model, tmp_path, "fp32", _cls_batch("calibration", 1), timeout=1, progress=None)
+    assert not any(tmp_path.iterdir())
