@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +110,22 @@ def artifacts(tmp_path_factory, model: Path) -> Artifacts:
     if "a" not in _ARTIFACTS:
         _ARTIFACTS["a"] = Artifacts(tmp_path_factory.mktemp("provision"), model)
     return _ARTIFACTS["a"]
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory, cls_model) -> Artifacts:
+    """Import into a test module: `from provisiondata import art`."""
+    return artifacts(tmp_path_factory, cls_model)
+
+
+#: keyword arguments that silence install/status progress in tests
+QUIET = {"progress": lambda _message: None}
+
+
+def edgesdk(*args) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m edgesdk ...`) from the repository root."""
+    return subprocess.run([sys.executable, "-m", "edgesdk", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
 
 
 # ----------------------------------------------------------------------------- archives

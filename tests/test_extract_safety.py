@@ -11,7 +11,7 @@ import pytest
 from edgesdk.errors import PackageError
 from edgesdk.provision.extract import Limits, extract, scan
 from edgesdk.provision.install import install
-from provisiondata import artifacts, member, read_members, write_archive
+from provisiondata import QUIET, art, member, read_members, write_archive  # noqa: F401 (art: fixture)
 
 EVIL = "/tmp/edgesdk-test-evil-file"
 
@@ -115,10 +115,6 @@ def test_links_inside_the_package_are_extracted(tmp_path):
     assert os.stat(out / "bundle/models/model.onnx").st_mode & 0o777 == 0o755
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
-
 
 @pytest.mark.parametrize("case", ["absolute path", "dot-dot traversal", "symlink escaping with ..",
                                   "hardlink escaping with ..", "character device"])
@@ -128,6 +124,6 @@ def test_install_refuses_unsafe_signed_package_and_writes_nothing(case, art, tmp
     archive = write_archive(tmp_path / "evil.edgepkg", good[:2] + UNSAFE[case][0] + good[2:])
     root = tmp_path / "root"
     with pytest.raises(PackageError, match=UNSAFE[case][1]):
-        install(archive, root, trusted_keys=art.trusted, progress=lambda m: None)
+        install(archive, root, trusted_keys=art.trusted, **QUIET)
     assert os.listdir(root / "releases") == [] and os.listdir(root / "staging") == []
     assert not (root / "current").exists() and not os.path.exists(EVIL)

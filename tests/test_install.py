@@ -13,19 +13,10 @@ from edgesdk.errors import PackageError
 from edgesdk.provision.health import HealthCheckFailed
 from edgesdk.provision.install import install, rollback, status, uninstall
 from edgesdk.provision.store import Store
-from provisiondata import ROOT, artifacts, classify, text_crop
-
-quiet = dict(progress=lambda m: None)
+from provisiondata import QUIET, ROOT, art, classify, edgesdk, text_crop  # noqa: F401 (art: fixture)
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
 
-
-def edgesdk(*args):
-    return subprocess.run([sys.executable, "-m", "edgesdk", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT)
 
 
 def assert_runs(root):
@@ -56,45 +47,45 @@ def test_install_happy_path_cli_and_status(art, tmp_path):
 
 def test_upgrade_rollback_prune_downgrade(art, tmp_path):
     root = tmp_path / "root"
-    r1 = install(art.pkgs["1.0.0"], root, art.trusted, **quiet)
-    r2 = install(art.pkgs["1.1.0"], root, art.trusted, keep=2, **quiet)
+    r1 = install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
+    r2 = install(art.pkgs["1.1.0"], root, art.trusted, keep=2, **QUIET)
     assert r2.changed and r2.previous == r1.release
-    st = status(root, **quiet)
+    st = status(root, **QUIET)
     assert (st["current"]["version"], st["previous"]["version"]) == ("1.1.0", "1.0.0")
 
     # 1.10.0 > 1.2.0 > 1.1.0 semantically (as strings "1.10.0" < "1.2.0")
-    r3 = install(art.pkgs["1.10.0"], root, art.trusted, keep=2, **quiet)
+    r3 = install(art.pkgs["1.10.0"], root, art.trusted, keep=2, **QUIET)
     with pytest.raises(PackageError, match="refusing to downgrade from 1.10.0 to 1.2.0"):
-        install(art.pkgs["1.2.0"], root, art.trusted, **quiet)
-    assert status(root, **quiet)["current"]["version"] == "1.10.0"
+        install(art.pkgs["1.2.0"], root, art.trusted, **QUIET)
+    assert status(root, **QUIET)["current"]["version"] == "1.10.0"
     # keep=2: current + previous stay, the oldest went
     assert sorted(Store(root).release_names()) == sorted([r2.release, r3.release])
 
-    same = install(art.pkgs["1.10.0"], root, art.trusted, **quiet)
+    same = install(art.pkgs["1.10.0"], root, art.trusted, **QUIET)
     assert not same.changed and "already installed" in same.message
 
-    rb = rollback(root, **quiet)
+    rb = rollback(root, **QUIET)
     assert rb.release == r2.release
-    st = status(root, **quiet)
+    st = status(root, **QUIET)
     assert (st["current"]["version"], st["previous"]["version"]) == ("1.1.0", "1.10.0") and st["ok"]
     assert_runs(root)
-    rollback(root, **quiet)  # and forward again
-    assert status(root, **quiet)["current"]["version"] == "1.10.0"
+    rollback(root, **QUIET)  # and forward again
+    assert status(root, **QUIET)["current"]["version"] == "1.10.0"
 
-    down = install(art.pkgs["1.2.0"], root, art.trusted, allow_downgrade=True, keep=2, **quiet)
-    assert down.changed and status(root, **quiet)["current"]["version"] == "1.2.0"
+    down = install(art.pkgs["1.2.0"], root, art.trusted, allow_downgrade=True, keep=2, **QUIET)
+    assert down.changed and status(root, **QUIET)["current"]["version"] == "1.2.0"
     events = [e["event"] for e in Store(root).history(20)]
     assert events.count("install") == 4 and events.count("rollback") == 2
 
 
 def test_health_failure_rolls_back_by_itself(art, tmp_path):
     root = tmp_path / "root"
-    good = install(art.pkgs["1.1.0"], root, art.trusted, **quiet)
+    good = install(art.pkgs["1.1.0"], root, art.trusted, **QUIET)
     r = edgesdk("install", art.pkgs["wrong"], "--root", root, "--trusted-keys", art.trusted)
     assert r.returncode == 11
     assert "health check of release 2.0.0-" in r.stderr and f"rolled back to {good.release}" in r.stderr
     assert "differs from the output recorded at pack time" in r.stderr
-    st = status(root, **quiet)
+    st = status(root, **QUIET)
     assert st["current"]["release"] == good.release and st["ok"] and st["previous"] is None
     assert Store(root).release_names() == [good.release]  # the failed release is gone
     last = Store(root).history(1)[0]
@@ -105,7 +96,7 @@ def test_health_failure_rolls_back_by_itself(art, tmp_path):
 def test_health_failure_on_first_install_leaves_nothing(art, tmp_path):
     root = tmp_path / "root"
     with pytest.raises(HealthCheckFailed, match="no release is installed now"):
-        install(art.pkgs["wrong"], root, art.trusted, **quiet)
+        install(art.pkgs["wrong"], root, art.trusted, **QUIET)
     assert not os.path.lexists(root / "current") and Store(root).release_names() == []
 
 
@@ -115,7 +106,7 @@ def test_health_check_uses_the_profiles_preferred_backend(art, tmp_path):
     prof = load_profile("intel-xeon-amx")
     want = prof.runnable_backends(runtimes.available_backends())[0].backend
     root = tmp_path / "root"
-    r = install(art.pkgs["1.0.0"], root, art.trusted, profile="intel-xeon-amx", **quiet)
+    r = install(art.pkgs["1.0.0"], root, art.trusted, profile="intel-xeon-amx", **QUIET)
     assert r.health.backend == want and r.health.ok
     # and a profile whose first runnable backend cannot take .onnx falls back to the bundle's backend
     st = edgesdk("status", "--root", root, "--check-health", "--profile", "generic-x86-64", "--json")
@@ -147,7 +138,7 @@ def test_concurrent_installs_are_serialized_by_the_lock(art, tmp_path):
         assert f"waiting for another EdgeSDK command (pid {os.getpid()})" in line
         time.sleep(0.3)
         assert proc.poll() is None and store.link("current") is None  # it really waits
-        busy = status(root, **quiet)
+        busy = status(root, **QUIET)
         assert busy["busy"] and busy["recovered"] == []
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -160,11 +151,11 @@ def test_concurrent_installs_are_serialized_by_the_lock(art, tmp_path):
 
 def test_stale_staging_is_cleaned_and_damage_is_reported_then_repaired(art, tmp_path):
     root = tmp_path / "root"
-    r1 = install(art.pkgs["1.0.0"], root, art.trusted, **quiet)
+    r1 = install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
     junk = root / "staging" / "1.1.0-abc.123.dead"
     (junk / "bundle").mkdir(parents=True)
     (junk / "bundle" / "half.onnx").write_bytes(b"partial")
-    st = status(root, **quiet)
+    st = status(root, **QUIET)
     assert not junk.exists() and any("1.1.0-abc.123.dead" in a for a in st["recovered"])
 
     model = root / "current" / "bundle" / "ppocr_cls.onnx"
@@ -175,9 +166,9 @@ def test_stale_staging_is_cleaned_and_damage_is_reported_then_repaired(art, tmp_
         f.write(bytes([b[0] ^ 1]))
     r = edgesdk("status", "--root", root)
     assert r.returncode == 1 and "INCOMPLETE" in r.stdout and "sha256 mismatch" in r.stdout
-    fixed = install(art.pkgs["1.0.0"], root, art.trusted, **quiet)  # same package: repaired beside it
+    fixed = install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)  # same package: repaired beside it
     assert fixed.changed and fixed.release == f"{r1.release}~2"
-    st = status(root, **quiet)
+    st = status(root, **QUIET)
     assert st["ok"] and st["current"]["release"] == fixed.release
     assert_runs(root)
 
@@ -185,35 +176,35 @@ def test_stale_staging_is_cleaned_and_damage_is_reported_then_repaired(art, tmp_
 def test_rollback_without_previous_and_status_of_a_non_root(tmp_path):
     (tmp_path / "root").mkdir()
     with pytest.raises(PackageError, match="not an EdgeSDK install root"):
-        status(tmp_path / "root", **quiet)
+        status(tmp_path / "root", **QUIET)
     r = edgesdk("rollback", "--root", tmp_path / "root")
     assert r.returncode == 11 and "not an EdgeSDK install root" in r.stderr
 
 
 def test_keep_must_be_positive_and_root_must_be_ours(art, tmp_path):
     with pytest.raises(PackageError, match="--keep must be >= 1"):
-        install(art.pkgs["1.0.0"], tmp_path / "r", art.trusted, keep=0, **quiet)
+        install(art.pkgs["1.0.0"], tmp_path / "r", art.trusted, keep=0, **QUIET)
     other = tmp_path / "home"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(PackageError, match="not empty and is not an EdgeSDK install root"):
-        install(art.pkgs["1.0.0"], other, art.trusted, **quiet)
+        install(art.pkgs["1.0.0"], other, art.trusted, **QUIET)
     with pytest.raises(PackageError, match="not an EdgeSDK install root"):
-        uninstall(other, **quiet)
+        uninstall(other, **QUIET)
     assert (other / "notes.txt").read_text() == "mine"
 
 
 def test_uninstall_removes_only_what_it_installed(art, tmp_path):
     root = tmp_path / "root"
-    install(art.pkgs["1.0.0"], root, art.trusted, **quiet)
-    install(art.pkgs["1.1.0"], root, art.trusted, **quiet)
+    install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
+    install(art.pkgs["1.1.0"], root, art.trusted, **QUIET)
     with pytest.raises(PackageError, match="no previous release"):
-        Store(root).set_link("previous", None) or rollback(root, **quiet)
+        Store(root).set_link("previous", None) or rollback(root, **QUIET)
     r = edgesdk("uninstall", "--root", root, "--yes")
     assert r.returncode == 0 and "releases/1.1.0-" in r.stdout
     assert not root.exists()
     root.mkdir()
-    install(art.pkgs["1.0.0"], root, art.trusted, **quiet)
+    install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
     (root / "my-notes.txt").write_text("keep me")
-    uninstall(root, **quiet)
+    uninstall(root, **QUIET)
     assert os.listdir(root) == ["my-notes.txt"]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -22,17 +20,12 @@ from edgesdk.errors import PackageError
 from edgesdk.provision.install import install, release_problems, status
 from edgesdk.provision.store import Store
 from edgesdk.provision.verify import verify_package
-from provisiondata import ROOT, FaultServer, artifacts, classify, text_crop
+from provisiondata import QUIET, FaultServer, art, classify, edgesdk, text_crop  # noqa: F401 (art: fixture)
 
 RUNS = 50
 FRESH_RUNS = 8
 STEP_DELAY = 0.01
-quiet = dict(progress=lambda m: None)
 
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +45,7 @@ def last_step(log) -> str:
 
 
 def cli_status(root) -> dict:
-    r = subprocess.run([sys.executable, "-m", "edgesdk", "status", "--root", str(root), "--json"],
-                       capture_output=True, text=True, cwd=ROOT)
-    return json.loads(r.stdout)
+    return json.loads(edgesdk("status", "--root", root, "--json").stdout)
 
 
 def assert_model_runs(root):
@@ -65,7 +56,7 @@ def assert_model_runs(root):
 
 def test_kill_9_during_upgrade_leaves_old_or_new_complete_and_healthy(art, server, tmp_path):
     template = tmp_path / "template"
-    old = install(art.pkgs["1.0.0"], template, art.trusted, **quiet).release
+    old = install(art.pkgs["1.0.0"], template, art.trusted, **QUIET).release
     new = verify_package(art.pkgs["1.1.0"], art.trusted).release_name
     request = dict(package=art.pkgs["1.1.0"], trusted=art.trusted, step_delay=STEP_DELAY)
 
@@ -86,7 +77,7 @@ def test_kill_9_during_upgrade_leaves_old_or_new_complete_and_healthy(art, serve
         res = server.run(root=root, delay=rng.uniform(0.0, window), log=log, **request)
         killed += res["killed"]
         step = last_step(log) if res["killed"] else "(finished)"
-        st = cli_status(root) if i % 5 == 0 else status(root, **quiet)
+        st = cli_status(root) if i % 5 == 0 else status(root, **QUIET)
         cur = st["current"]
         assert st["ok"], f"run {i} killed after step {step!r}: {st}"
         assert cur["release"] in (old, new) and cur["complete"] and cur["healthy"] and not cur["problems"]
@@ -97,8 +88,8 @@ def test_kill_9_during_upgrade_leaves_old_or_new_complete_and_healthy(art, serve
         outcomes[cur["version"]] += 1
         steps[(step, cur["version"])] += 1
         if i % 10 == 9:  # the next install completes what the killed one started
-            r = install(art.pkgs["1.1.0"], root, art.trusted, **quiet)
-            assert r.release == new and status(root, **quiet)["current"]["release"] == new
+            r = install(art.pkgs["1.1.0"], root, art.trusted, **QUIET)
+            assert r.release == new and status(root, **QUIET)["current"]["release"] == new
         shutil.rmtree(root)
 
     print(f"\nfault test: {RUNS} runs over a {window:.2f} s install, {killed} killed mid-install; "
@@ -120,7 +111,7 @@ def test_kill_9_during_first_install_leaves_nothing_or_a_healthy_release(art, se
         root = tmp_path / f"fresh{i}"
         server.run(root=root, delay=rng.uniform(0.0, res["seconds"]), log=tmp_path / f"fresh{i}.log", **request)
         try:
-            st = status(root, **quiet)
+            st = status(root, **QUIET)
         except PackageError:  # killed before the root was even marked as ours
             seen["no root"] += 1
             continue

@@ -12,7 +12,7 @@ import pytest
 from edgesdk.errors import PackageError
 from edgesdk.provision.fetch import fetch
 from edgesdk.provision.install import install, status
-from provisiondata import artifacts
+from provisiondata import QUIET, art  # noqa: F401 (art: fixture)
 
 ETAG = '"pkg-v1"'
 
@@ -64,10 +64,6 @@ def http_server():
     srv.shutdown()
     srv.server_close()
 
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
 
 
 def test_dropped_connection_resumes_with_range_and_sha256_holds(art, http_server, tmp_path):
@@ -132,9 +128,9 @@ def test_install_from_url_with_a_drop(art, http_server, tmp_path):
     http_server.drops = 1
     root = tmp_path / "root"
     r = install(f"{http_server.url}/cls-1.1.0.edgepkg", root, art.trusted,
-                sha256=hashlib.sha256(data).hexdigest(), progress=lambda m: None)
+                sha256=hashlib.sha256(data).hexdigest(), **QUIET)
     assert r.changed and r.version == "1.1.0"
-    st = status(root, progress=lambda m: None)
+    st = status(root, **QUIET)
     assert st["ok"] and st["current"]["version"] == "1.1.0"
     assert list((root / "downloads").iterdir()) == []  # the download is not kept after install
     assert [q["range"] for q in http_server.requests] == [None, f"bytes={len(data) // 2}-"]

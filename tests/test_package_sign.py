@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -16,17 +14,9 @@ from edgesdk.provision.keys import generate_keypair, load_private_key, load_trus
 from edgesdk.provision.package import MANIFEST_NAME, SIGNATURE_NAME, PackageManifest, pack
 from edgesdk.provision.verify import verify_package
 from edgesdk.provision.version import Version
-from provisiondata import ROOT, artifacts, read_members, repack
+from provisiondata import art, edgesdk, read_members, repack  # noqa: F401 (art: fixture)
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
-
-
-def edgesdk(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgesdk", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env)
 
 
 # ----------------------------------------------------------------------------- keys

@@ -17,19 +17,10 @@ from edgesdk.provision.install import status
 from edgesdk.provision.provision import apply, check
 from edgesdk.provision.spec import load_spec, parse_spec
 from edgesdk.provision.systemd import exec_quote
-from provisiondata import ROOT, artifacts
-
-quiet = dict(progress=lambda m: None)
+from provisiondata import QUIET, art, edgesdk  # noqa: F401 (art: fixture)
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory, cls_model):
-    return artifacts(tmp_path_factory, cls_model)
 
-
-def edgesdk(*args):
-    return subprocess.run([sys.executable, "-m", "edgesdk", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT)
 
 
 def write_spec(folder, art, packages=None, **top):
@@ -99,7 +90,7 @@ def test_provision_is_idempotent_and_check_reports_drift(art, tmp_path):
     assert "ocr-cls: installed ppocr_cls 1.0.0" in r.stdout and "wrote unit" in r.stdout
     unit = tmp_path / "units" / "edgesdk-ocr-cls.service"
     assert unit.is_file()
-    st = status(tmp_path / "device" / "ocr-cls", **quiet)
+    st = status(tmp_path / "device" / "ocr-cls", **QUIET)
     assert st["ok"] and st["current"]["version"] == "1.0.0"
 
     again = edgesdk("provision", spec_path)
@@ -116,17 +107,17 @@ def test_provision_is_idempotent_and_check_reports_drift(art, tmp_path):
     assert drift.returncode == 3
     assert "differs from the spec" in drift.stdout and "came from a different package file" in drift.stdout
     assert "Restart=no" in unit.read_text()  # --check changed nothing
-    fixed = apply(load_spec(spec_path), **quiet)
+    fixed = apply(load_spec(spec_path), **QUIET)
     assert any("installed ppocr_cls 1.1.0" in c for c in fixed.changes)
     assert any("wrote unit" in c for c in fixed.changes) and "Restart=on-failure" in unit.read_text()
     assert check(load_spec(spec_path)).drift == []
-    assert apply(load_spec(spec_path), **quiet).changes == []
+    assert apply(load_spec(spec_path), **QUIET).changes == []
 
     # drift 3: damage in the installed release is found and repaired
     model = tmp_path / "device" / "ocr-cls" / "current" / "bundle" / "ppocr_cls.onnx"
     model.write_bytes(model.read_bytes()[:-10])
     assert any("is damaged" in d for d in check(load_spec(spec_path)).drift)
-    apply(load_spec(spec_path), **quiet)
+    apply(load_spec(spec_path), **QUIET)
     assert check(load_spec(spec_path)).drift == []
 
 
@@ -189,14 +180,14 @@ def test_stale_units_are_removed_and_packages_from_urls(art, tmp_path):
         two = [{"name": "a", "url": url, "sha256": hashlib.sha256(data).hexdigest(), "run": run},
                {"name": "b", "path": "cls-1.0.0.edgepkg", "run": run}]
         spec_path = write_spec(tmp_path, art, packages=two)
-        first = apply(load_spec(spec_path), **quiet)
+        first = apply(load_spec(spec_path), **QUIET)
         assert len([c for c in first.changes if "installed" in c]) == 2 and len(requests) == 1
         assert sorted(p.name for p in (tmp_path / "units").iterdir()) == ["edgesdk-a.service", "edgesdk-b.service"]
-        assert apply(load_spec(spec_path), **quiet).changes == [] and len(requests) == 1  # no download again
+        assert apply(load_spec(spec_path), **QUIET).changes == [] and len(requests) == 1  # no download again
 
         (tmp_path / "units" / "other.service").write_text("[Unit]\n")  # not ours: left alone
         write_spec(tmp_path, art, packages=two[1:])
-        report = apply(load_spec(spec_path), **quiet)
+        report = apply(load_spec(spec_path), **QUIET)
         assert report.changes == [f"removed unit {tmp_path / 'units' / 'edgesdk-a.service'} (not in the spec any more)"]
         assert sorted(p.name for p in (tmp_path / "units").iterdir()) == ["edgesdk-b.service", "other.service"]
     finally:
@@ -217,7 +208,7 @@ def test_the_units_commands_run_the_installed_release(art, tmp_path):
     out = tmp_path / "results.jsonl"
     pkg = [{"name": "ocr-cls", "path": "cls-1.0.0.edgepkg",
             "run": {"sources": [str(images)], "sinks": [str(out)], "batching": "none"}}]
-    apply(load_spec(write_spec(tmp_path, art, packages=pkg)), **quiet)
+    apply(load_spec(write_spec(tmp_path, art, packages=pkg)), **QUIET)
     unit = (tmp_path / "units" / "edgesdk-ocr-cls.service").read_text()
     commands = {k: shlex.split(v.replace("%%", "%").replace("$$", "$"))
                 for k, v in (line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))}

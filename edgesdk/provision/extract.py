@@ -25,7 +25,6 @@ import gzip
 import hashlib
 import io
 import os
-import posixpath
 import shutil
 import tarfile
 import zlib

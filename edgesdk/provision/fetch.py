@@ -8,7 +8,6 @@ is renamed to its final name.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
