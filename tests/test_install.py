@@ -208,3 +208,35 @@ def test_uninstall_removes_only_what_it_installed(art, tmp_path):
     (root / "my-notes.txt").write_text("keep me")
     uninstall(root, **QUIET)
     assert os.listdir(root) == ["my-notes.txt"]
+
+
+def test_a_model_that_does_not_load_fails_health_and_rolls_back(art, tmp_path):
+    from edgesdk.bundle import Bundle, write_bundle
+    from edgesdk.provision import health
+    from edgesdk.provision.package import pack
+    good = Bundle.load(art.bundle)
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07" + os.urandom(4000))  # hashes fine, not a model
+    m = good.manifest
+    m2 = type(m).from_dict(m.to_dict())
+    broken = write_bundle(tmp_path / "broken", {m.model: tmp_path / "garbage.onnx"}, m2)
+    pkg = pack(broken.path, tmp_path / "broken.edgepkg", "3.0.0", key=art.signer.private_path,
+               health_sample=health.record(good, text_crop())).path
+    root = tmp_path / "root"
+    first = install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
+    with pytest.raises(HealthCheckFailed, match="failed to load or run.*rolled back to " + first.release):
+        install(pkg, root, art.trusted, **QUIET)
+    assert status(root, **QUIET)["current"]["release"] == first.release
+
+
+def test_compare_explains_each_kind_of_mismatch():
+    import numpy as np
+
+    from edgesdk.provision.health import HealthSample, compare
+    sample = HealthSample({}, {"y": np.array([[0.9, 0.1]], np.float32)}, rtol=1e-3, atol=1e-3, backend="x")
+    assert compare({"y": np.array([[0.9004, 0.1]], np.float32)}, sample)[0]
+    cases = [({}, "output 'y' is missing"), ({"y": np.zeros((2, 2), np.float32)}, "has shape"),
+             ({"y": np.array([[np.nan, 0.1]], np.float32)}, "NaN or inf"),
+             ({"y": np.array([[0.1, 0.9]], np.float32)}, "max abs error 0.8")]
+    for outputs, message in cases:
+        ok, reason, _ = compare(outputs, sample)
+        assert not ok and message in reason

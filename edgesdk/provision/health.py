@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..bundle import Bundle
-from ..errors import EdgeSDKError, PackageError
+from ..errors import PackageError
 
 INPUT_FILE = "health/input.npz"
 EXPECTED_FILE = "health/expected.npz"
@@ -202,8 +202,6 @@ def check(release_dir: Path, bundle_dir: str, section: dict, profile: Any = None
             device = rt.device
             outputs = rt.infer(sample.inputs)
         ok, reason, err = compare(outputs, sample)
-    except (EdgeSDKError, OSError, KeyError, ValueError) as exc:
-        ok, reason, err = False, f"{type(exc).__name__}: {exc}", None
-    except Exception as exc:  # noqa: BLE001 - an engine failing in any way means unhealthy: roll back
-        ok, reason, err = False, f"the model failed to run: {type(exc).__name__}: {exc}", None
+    except Exception as exc:  # noqa: BLE001 - failing in any way (engine included) means unhealthy: roll back
+        ok, reason, err = False, f"the release failed to load or run: {type(exc).__name__}: {exc}", None
     return HealthReport(ok, reason, backend, device, err, round(time.perf_counter() - t0, 4))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from .fetch import fetch, is_url
 from .fsutil import fsync_dir
 from .health import HealthCheckFailed, HealthReport
 from .package import MANIFEST_NAME, SIGNATURE_NAME, package_id
-from .store import Store
+from .store import MARKER, Store
 from .verify import verify_package
 from .version import Version
 
@@ -68,7 +69,7 @@ class InstallResult:
 
 
 # ---------------------------------------------------------------------------- the trial
-def _switch(store: Store, target: str, reason: str, profile: Any, progress: Progress) -> HealthReport:
+def _switch(store: Store, target: str, reason: str, profile: Any) -> HealthReport:
     """Make `target` current on trial; commit if healthy, else restore and raise."""
     pending = {"release": target, "restore_current": store.link("current"),
                "restore_previous": store.link("previous"), "reason": reason, "pid": os.getpid(),
@@ -87,7 +88,7 @@ def _switch(store: Store, target: str, reason: str, profile: Any, progress: Prog
 def _profile_name(profile: Any) -> Optional[str]:
     if profile is None or isinstance(profile, (str, Path)):
         return None if profile is None else str(profile)
-    return str(getattr(profile, "source", None) or getattr(profile, "name", ""))
+    return str(profile.source or profile.name)  # a DeviceProfile
 
 
 def _trial(store: Store, pending: dict, profile: Any = None) -> HealthReport:
@@ -135,7 +136,7 @@ def recover(store: Store, profile: Any = None, progress: Progress = _stderr) -> 
     if not target:  # unreadable (atomic writes make this unlikely): leave the links as they are
         store.set_pending(None)
         return done + ["removed an unreadable pending marker"]
-    if target and store.link("current") == target and target in store.release_names():
+    if store.link("current") == target and target in store.release_names():
         progress(f"an interrupted switch to {target} was found; re-running its health check")
         try:
             _trial(store, pending, profile)
@@ -171,8 +172,9 @@ def install(package: PathLike, root: PathLike, trusted_keys: Any = None, keep: i
             path = fetch(source, store.downloads, sha256=sha256, progress=progress)
         else:
             path = Path(package)
-            if sha256 is not None and sha256_file(path) != sha256.lower():
-                raise PackageError(f"{path}: sha256 {sha256_file(path)} differs from the expected {sha256}")
+            digest = sha256_file(path) if sha256 is not None else None
+            if digest is not None and digest != sha256.lower():
+                raise PackageError(f"{path}: sha256 {digest} differs from the expected {sha256}")
         _step("verify")
         pkg = verify_package(path, trusted_keys, allow_unsigned=allow_unsigned, limits=limits)
         for w in pkg.warnings:
@@ -213,7 +215,7 @@ def install(package: PathLike, root: PathLike, trusted_keys: Any = None, keep: i
         fsync_dir(store.releases)
         _step("renamed")
         previous = store.link("current")
-        report = _switch(store, name, "install", profile, progress)
+        report = _switch(store, name, "install", profile)
         removed = prune(store, keep)
         store.log("install", release=name, previous=previous, key_id=pkg.key_id, health=report.reason,
                   pruned=removed)
@@ -282,7 +284,7 @@ def rollback(root: PathLike, profile: Any = None, lock_timeout: Optional[float] 
         current, previous = store.link("current"), store.link("previous")
         if previous is None or previous not in store.release_names():
             raise PackageError(f"{store.root} has no previous release to roll back to")
-        report = _switch(store, previous, "rollback", profile, progress)
+        report = _switch(store, previous, "rollback", profile)
         store.log("rollback", automatic=False, release=previous, frm=current)
         m = store.manifest(previous)
         return InstallResult(True, m.name, m.version, previous, current, store.state(previous).get("key_id"),
@@ -358,9 +360,6 @@ def status(root: PathLike, verify: bool = True, recheck_health: bool = False, pr
 # ---------------------------------------------------------------------------- uninstall
 def uninstall(root: PathLike, lock_timeout: Optional[float] = None, progress: Progress = _stderr) -> list[str]:
     """Remove every release and the root's EdgeSDK files (only those); returns what was removed."""
-    import shutil
-
-    from .store import MARKER
     store = _existing(root)
     removed = []
     with store.lock(timeout=lock_timeout, on_wait=lambda pid: progress(f"waiting for pid {pid} ...")):
