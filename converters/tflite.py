@@ -14,8 +14,9 @@ module does around it, and why:
   `custom_input_op_name_np_data_path`, so nothing is ever fetched;
 * onnx2tf runs in a child process: TensorFlow's memory and threads stay out of the caller,
   and a crash is contained and reported as a ConversionError with the log's tail;
-* the TFLite model is NHWC (inputs, and 4-D outputs): the result says so and gives the
-  shapes, and the caller must transpose NCHW data (`x.transpose(0, 2, 3, 1)`).
+* the TFLite model's input is NHWC: the result says so, and the caller must transpose NCHW
+  data (`x.transpose(0, 2, 3, 1)`). onnx2tf may give 4-D outputs either layout (the PP-OCR
+  detector's [1, 1, H, W] map comes out as it went in): `output_shapes` tells which.
 """
 from __future__ import annotations
 
