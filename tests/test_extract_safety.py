@@ -127,3 +127,13 @@ def test_install_refuses_unsafe_signed_package_and_writes_nothing(case, art, tmp
         install(archive, root, trusted_keys=art.trusted, **QUIET)
     assert os.listdir(root / "releases") == [] and os.listdir(root / "staging") == []
     assert not (root / "current").exists() and not os.path.exists(EVIL)
+
+
+def test_corruption_met_while_writing_removes_the_partial_extraction(art, tmp_path):
+    # as if the file changed between verification and extraction (install extracts with scan_first=False)
+    data = bytearray(art.pkgs["1.0.0"].read_bytes())
+    data[len(data) * 3 // 4] ^= 0xFF
+    (tmp_path / "bad.edgepkg").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="corrupt or truncated|fails its sha256"):
+        extract(tmp_path / "bad.edgepkg", tmp_path / "out", scan_first=False)
+    assert not (tmp_path / "out").exists()

@@ -157,18 +157,28 @@ def test_tampered_model_byte_fails_its_hash(art, tmp_path):
         verify_package(bad, art.trusted)
 
 
-def test_flipped_byte_anywhere_in_the_file_is_refused(art, tmp_path):
+def test_flipped_byte_anywhere_in_the_file_never_gets_changed_content_through(art, tmp_path):
+    import gzip
     data = art.pkgs["1.0.0"].read_bytes()
+    content = gzip.decompress(data)
     rng = np.random.default_rng(0)
-    # past the gzip header's mtime/OS fields (not covered by any checksum, and harmless)
-    positions = sorted(set(rng.integers(10, len(data), 24).tolist()) | {10, len(data) // 2, len(data) - 1})
+    # past the gzip header's mtime/OS fields (outside every checksum, and harmless)
+    positions = sorted(set(rng.integers(10, len(data), 40).tolist()) | {10, len(data) // 2, len(data) - 1})
+    refused = 0
     for pos in positions:
         bad = bytearray(data)
         bad[pos] ^= 0x20
         path = tmp_path / f"flip{pos}.edgepkg"
         path.write_bytes(bytes(bad))
-        with pytest.raises(PackageError):
+        try:
             verify_package(path, art.trusted)
+        except PackageError:
+            refused += 1
+            continue
+        # accepted only if the flip changed nothing that unpacks (deflate has a few such bits,
+        # e.g. code lengths of symbols a block never uses): the content is byte-identical
+        assert gzip.decompress(bytes(bad)) == content, f"flip at {pos} changed the content and was accepted"
+    assert refused >= len(positions) - 2
 
 
 def test_member_not_in_manifest_refused(art, tmp_path):

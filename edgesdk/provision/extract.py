@@ -82,6 +82,29 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
+_CORRUPT = (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError)
+
+
+def _corrupt(what: str, exc: BaseException) -> PackageError:
+    return PackageError(f"{what} is not a valid package archive (corrupt or truncated): {exc}")
+
+
+class _MemberData:
+    """A member's data as the consumer reads it; decompression errors become PackageError here too."""
+
+    def __init__(self, f: IO[bytes], what: str) -> None:
+        self._f, self._what = f, what
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._f.read(size)
+        except _CORRUPT as exc:
+            raise _corrupt(self._what, exc) from exc
+
+    def close(self) -> None:
+        self._f.close()
+
+
 def normalize_name(name: str, what: str) -> str:
     """A member name as a clean relative path, or PackageError saying why it is unsafe."""
     if not name or "\x00" in name:
@@ -225,13 +248,13 @@ def iter_members(path: PathLike, limits: Limits = Limits()) -> Iterator[tuple[Me
                 for info in tf:
                     m = _member(info, what)
                     checker.check(m)
-                    yield m, (tf.extractfile(info) if m.kind == "file" else None)
+                    yield m, (_MemberData(tf.extractfile(info), what) if m.kind == "file" else None)
             # Read to the end so gzip checks its CRC and length: a flipped byte anywhere in the
             # compressed stream is caught, not only in the parts tar happened to need.
             while capped.read(_CHUNK):
                 pass
-        except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as exc:
-            raise PackageError(f"{what} is not a valid package archive (corrupt or truncated): {exc}") from exc
+        except _CORRUPT as exc:
+            raise _corrupt(what, exc) from exc
         checker.finish()
 
 
