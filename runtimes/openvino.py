@@ -8,6 +8,7 @@ when asked for fp16, and says so).
 """
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import Future
 from typing import Any, Optional, Sequence
@@ -37,11 +38,13 @@ def _import_ov() -> Any:
     return ov
 
 
+_TRACE = re.compile(r"(Caught exception:\s*)?Exception from \S+:\d+:\s*")
+
+
 def _first_line(exc: BaseException) -> str:
-    """OpenVINO messages are multi-line C++ traces; keep the lines that say what went wrong."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))] or lines
-    return " ".join(useful)[:300] if useful else type(exc).__name__
+    """OpenVINO messages are multi-line C++ traces; keep the words that say what went wrong."""
+    text = " ".join(_TRACE.sub(" ", str(exc)).split())
+    return text[:300] if text else type(exc).__name__
 
 
 class OpenVINORuntime(Runtime):
@@ -57,6 +60,11 @@ class OpenVINORuntime(Runtime):
     extra = "edgesdk[openvino]"
 
     # ----------------------------------------------------------------- device and config
+    @staticmethod
+    def _available_devices(core: Any) -> list[str]:
+        """OpenVINO's device names here, e.g. ['CPU', 'GPU.0', 'NPU'] (a seam for tests)."""
+        return list(core.available_devices)
+
     def _choose_device(self, available: Sequence[str]) -> str:
         device = self.requested_device
         if device == "AUTO":
@@ -110,7 +118,7 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         if self.options.get("cache_dir"):
             core.set_property({"CACHE_DIR": str(self.options["cache_dir"])})
-        device = self._choose_device(core.available_devices)
+        device = self._choose_device(self._available_devices(core))
         config = self._config(core, device)
         model = self._read_model(core)
         quantized = any(op.get_type_name() in QUANT_OPS for op in model.get_ops())
@@ -135,8 +143,8 @@ class OpenVINORuntime(Runtime):
         self._request = self._compiled.create_infer_request()
         self._request_infer = self._request.infer  # bound once: the hot path does one lookup less
         self._sync_lock = threading.Lock()
-        self._queue = None
-        self._queue_lock = threading.Lock()
+        self._pool: Optional[_RequestPool] = None
+        self._pool_lock = threading.Lock()
 
     def _read_precision(self, config: dict[str, Any]) -> str:
         try:
@@ -151,9 +159,9 @@ class OpenVINORuntime(Runtime):
         return got
 
     def _deactivate_impl(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
-        self._queue = None
+        if self._pool is not None:
+            self._pool.close()  # waits for the batches in flight
+        self._pool = None
         self._request = None
         self._request_infer = None
         self._compiled = None
@@ -204,8 +212,7 @@ class OpenVINORuntime(Runtime):
                 raise InferenceError(f"openvino failed on {self.model_path.name}: {_first_line(exc)}") from exc
         return dict(zip(self._output_names, result.to_tuple()))
 
-    def _make_queue(self) -> Any:
-        ov = _import_ov()
+    def _make_pool(self) -> "_RequestPool":
         jobs = self.options.get("num_requests")
         if not jobs:
             try:
@@ -213,32 +220,64 @@ class OpenVINORuntime(Runtime):
             except RuntimeError:
                 jobs = 2
             jobs = max(2, jobs)
-        queue = ov.AsyncInferQueue(self._compiled, jobs)
-        names, model = self._output_names, self.model_path.name
-
-        def done(request: Any, future: Future) -> None:
-            # Runs on an OpenVINO thread when this request finishes: copy the outputs out
-            # before the request is handed to the next job.
-            try:
-                values = [request.get_output_tensor(i).data.copy() for i in range(len(names))]
-            except Exception as exc:  # a failed request raises when its tensors are read
-                future.set_exception(InferenceError(f"openvino failed on {model}: {_first_line(exc)}"))
-                return
-            future.set_result(dict(zip(names, values)))
-
-        queue.set_callback(done)
-        return queue
+        return _RequestPool(self._compiled, int(jobs), self._output_names, self.model_path.name)
 
     def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._make_pool()
+        return self._pool.submit(self._ordered(feeds))
+
+    @property
+    def num_requests(self) -> int:
+        """How many submitted batches can be in flight at once (0 before the first submit)."""
+        return self._pool.size if self._pool is not None else 0
+
+
+class _RequestPool:
+    """Infer requests running natively async, each finished by a waiter thread.
+
+    Not OpenVINO's AsyncInferQueue: its callbacks are not called when a request fails (the
+    error only comes back from a later call, tied to no request), so a failed job's future
+    would never resolve. Here a waiter blocks in ``request.wait()`` (which releases the GIL
+    and raises the request's own error) and resolves exactly that request's future; futures
+    complete in the order the engine finishes them.
+    """
+
+    def __init__(self, compiled: Any, size: int, names: tuple[str, ...], model: str) -> None:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.size = size
+        self._names, self._model = names, model
+        self._idle: "queue.Queue[Any]" = queue.Queue()
+        for _ in range(size):
+            self._idle.put(compiled.create_infer_request())
+        self._waiters = ThreadPoolExecutor(max_workers=size, thread_name_prefix="openvino-wait")
+
+    def submit(self, inputs: Any) -> Future:
+        request = self._idle.get()  # blocks while every request is busy: back-pressure
         future: Future = Future()
         future.set_running_or_notify_cancel()
-        with self._queue_lock:
-            if self._queue is None:
-                self._queue = self._make_queue()
-            # start_async waits for a free request when all are busy (back-pressure). Inputs
-            # are copied (share_inputs=False): the caller may reuse its array before we finish.
-            try:
-                self._queue.start_async(self._ordered(feeds), future, False)
-            except Exception as exc:
-                raise InferenceError(f"openvino could not start {self.model_path.name}: {_first_line(exc)}") from exc
+        try:
+            # share_inputs=False copies the inputs: the caller may reuse its array at once
+            request.start_async(inputs, share_inputs=False)
+        except Exception as exc:
+            self._idle.put(request)
+            raise InferenceError(f"openvino could not start {self._model}: {_first_line(exc)}") from exc
+        self._waiters.submit(self._finish, request, future)
         return future
+
+    def _finish(self, request: Any, future: Future) -> None:
+        try:
+            request.wait()
+            values = [request.get_output_tensor(i).data.copy() for i in range(len(self._names))]
+        except Exception as exc:  # the request's own failure, raised by wait()
+            self._idle.put(request)
+            future.set_exception(InferenceError(f"openvino failed on {self._model}: {_first_line(exc)}"))
+            return
+        self._idle.put(request)  # outputs are copied: the request can take the next job
+        future.set_result(dict(zip(self._names, values)))
+
+    def close(self) -> None:
+        self._waiters.shutdown(wait=True)
