@@ -26,14 +26,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# Functions named like their module (install, extract, fetch) are not re-exported here: once the
+# submodule is imported, the package attribute of that name is the module. Import them from it.
 _LAZY = {
     "generate_keypair": "keys", "load_trusted_keys": "keys",
     "pack": "package", "PackageManifest": "package",
     "verify_package": "verify", "VerifiedPackage": "verify",
-    "extract": "extract", "Limits": "extract",
-    "install": "install", "rollback": "install", "status": "install", "uninstall": "install",
+    "Limits": "extract",
+    "rollback": "install", "status": "install", "uninstall": "install",
     "Store": "store",
-    "fetch": "fetch",
     "load_spec": "spec",
     "apply": "provision", "check": "provision",
 }
