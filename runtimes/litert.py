@@ -42,6 +42,16 @@ def import_interpreter() -> tuple[Any, Any, str]:
         f"the litert backend needs a TFLite interpreter (tried {', '.join(ENGINES)}): {INSTALL_HINT}")
 
 
+def _loadable(library: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
 def _message(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] if text else type(exc).__name__
@@ -68,6 +78,8 @@ class LiteRTRuntime(Runtime):
             for lib in ((explicit,) if explicit else DELEGATES[device]):
                 if load_delegate is None:
                     break
+                if not _loadable(lib):  # load_delegate on a missing library leaves a broken object behind
+                    continue
                 try:
                     return device, [load_delegate(lib)]
                 except (ValueError, OSError, RuntimeError):
