@@ -123,10 +123,9 @@ def install(package: str, root: Path, trusted_keys: Optional[Path], keep: int, p
             sha256: Optional[str], allow_unsigned: bool, allow_downgrade: bool, lock_timeout: Optional[float]) -> None:
     """Install PACKAGE (a file or an http(s) URL): verify, switch atomically, health-check, roll back on failure."""
     from ..provision.install import install as _install
-    from ..provision.verify import UNSIGNED_WARNING
 
     def progress(message: str) -> None:
-        (_loud if message.startswith(UNSIGNED_WARNING[:30]) else _err)(message)
+        (_loud if message.startswith("WARNING") else _err)(message)
 
     r = _install(package, root, trusted_keys=trusted_keys, keep=keep, profile=profile, sha256=sha256,
                  allow_unsigned=allow_unsigned, allow_downgrade=allow_downgrade, lock_timeout=lock_timeout,

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -70,7 +69,7 @@ def fetch(url: str, dest_dir: PathLike, sha256: Optional[str] = None, retries: i
             say(f"{final.name}: server error HTTP {exc.code}; retrying")
             time.sleep(min(0.1 * 2 ** attempt, 5.0))
             continue
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:  # OSError: refused, reset, timeout, URLError
             if attempt > retries:
                 raise PackageError(f"download of {url} failed after {attempt} attempts: {exc}; run the "
                                    "same command again to resume") from exc

@@ -172,10 +172,11 @@ def compare(outputs: dict[str, np.ndarray], sample: HealthSample) -> tuple[bool,
     return True, f"outputs match the record (max abs error {worst:.3g})", worst
 
 
-def choose_backend(bundle: Bundle, profile: Any = None) -> tuple[str, dict, str]:
-    """(backend, runtime options, why): the profile's preferred runnable backend, else the bundle's."""
+def choose_backend(bundle: Bundle, profile: Any = None) -> tuple[str, dict]:
+    """(backend, runtime options): the profile's preferred runnable backend that takes the bundle's
+    model file, else the bundle's own backend."""
     if profile is None:
-        return bundle.manifest.backend, {}, "the bundle's backend"
+        return bundle.manifest.backend, {}
     try:
         from ..profiles import load_profile
     except ImportError as exc:
@@ -186,8 +187,8 @@ def choose_backend(bundle: Bundle, profile: Any = None) -> tuple[str, dict, str]
     suffix = bundle.model_path.suffix.lower()
     for pref in prof.runnable_backends(runtimes.available_backends()):
         if suffix in runtimes.backend_class(pref.backend).suffixes:
-            return pref.backend, {"device": pref.device}, f"profile {prof.name}'s preferred runnable backend"
-    return bundle.manifest.backend, {}, f"profile {prof.name} lists no runnable backend for {suffix} files"
+            return pref.backend, {"device": pref.device}
+    return bundle.manifest.backend, {}
 
 
 def check(release_dir: Path, bundle_dir: str, section: dict, profile: Any = None) -> HealthReport:
@@ -197,7 +198,7 @@ def check(release_dir: Path, bundle_dir: str, section: dict, profile: Any = None
     try:
         bundle = Bundle.load(release_dir / bundle_dir)
         sample = read_sample(release_dir, section)
-        backend, options, _why = choose_backend(bundle, profile)
+        backend, options = choose_backend(bundle, profile)
         with bundle.runtime(backend, **options) as rt:
             device = rt.device
             outputs = rt.infer(sample.inputs)
