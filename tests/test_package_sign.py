@@ -222,3 +222,31 @@ def test_manifest_validation_names_the_key():
     for change, message in cases:
         with pytest.raises(PackageError, match=message):
             PackageManifest.from_bytes(json.dumps({**good, **change}).encode())
+
+
+def test_pack_without_a_sample_records_a_synthetic_one(art, tiny_models, tmp_path):
+    import io
+
+    import runtimes
+    from edgesdk.bundle import Manifest, write_bundle
+    from edgesdk.provision.install import install
+    from provisiondata import QUIET
+
+    def arrays(pkg, name):
+        with tarfile.open(pkg) as tf:
+            return dict(np.load(io.BytesIO(tf.extractfile(name).read())))
+
+    # an image model: a seeded synthetic image through the bundle's own preprocessing
+    p = pack(art.bundle, tmp_path / "synthetic.edgepkg", "1.0.0", key=art.signer.private_path).path
+    assert arrays(p, "health/input.npz")["x"].shape == (1, 3, 48, 192)
+    # a raw model without preprocessing: seeded arrays from the input specs (dynamic batch -> 1)
+    model = tiny_models.add_one(shape=(None, 3, 4, 4))
+    with runtimes.load(model) as rt:
+        manifest = Manifest(name="add_one", model=model.name, backend="onnxruntime", precision="fp32",
+                            inputs=rt.inputs, outputs=rt.outputs)
+    bundle = write_bundle(tmp_path / "b", {model.name: model}, manifest)
+    raw = pack(bundle.path, tmp_path / "raw.edgepkg", "0.1.0", key=art.signer.private_path).path
+    x, y = arrays(raw, "health/input.npz")["x"], arrays(raw, "health/expected.npz")["y"]
+    assert x.shape == (1, 3, 4, 4) and np.array_equal(y, x + 1)
+    r = install(raw, tmp_path / "root", art.trusted, **QUIET)
+    assert r.health.ok and r.health.max_abs_error == 0.0
