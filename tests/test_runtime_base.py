@@ -90,3 +90,31 @@ def test_real_classifier_runs(cls_model, photos):
         probs = next(iter(out.values()))
         assert probs.shape == (2, 2)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_fast_check_path_agrees_with_the_explaining_path(tiny_models):
+    """check_feeds has a fast path for good feeds; anything it rejects is explained by the slow path."""
+    from types import MappingProxyType
+
+    with runtimes.load(tiny_models.two_inputs()) as rt:
+        a, b = np.ones((2, 4), np.float32), np.full((2, 4), 2, np.float32)
+        feeds = {"a": a, "b": b}
+        checked = rt.check_feeds(MappingProxyType(feeds))  # any Mapping, returned as a new dict
+        assert type(checked) is dict and checked is not feeds and checked["a"] is a
+        with pytest.raises(InputMismatchError, match=r"missing \['b'\]; unknown \['c'\]"):
+            rt.check_feeds({"a": a, "c": b})  # right count, wrong name
+        with pytest.raises(InputMismatchError, match="axis 1: 4 != 5"):
+            rt.check_feeds({"a": a, "b": np.ones((2, 5), np.float32)})
+        with pytest.raises(InputMismatchError, match="empty batch"):
+            rt.check_feeds({"a": a[:0], "b": b[:0]})
+    with runtimes.load(tiny_models.add_one(shape=(1, 3, 4, 4))) as looped:
+        assert looped.check_feeds(np.zeros((7, 3, 4, 4), np.float32))["x"].shape[0] == 7
+
+
+def test_submit_copies_the_callers_dict(tiny_models):
+    with runtimes.load(tiny_models.add_one()) as rt:
+        x = np.zeros((2, 3, 4, 4), np.float32)
+        feeds = {"x": x}
+        future = rt.submit(feeds)
+        feeds["x"] = np.full_like(x, 5)  # the caller reuses its dict at once
+        np.testing.assert_array_equal(future.result(timeout=10)["y"], x + 1)
