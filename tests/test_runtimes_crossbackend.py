@@ -11,6 +11,7 @@ import pytest
 
 import runtimes
 from runtimes import registry
+from runtime_fixtures import cls_crops  # noqa: F401  (fixture)
 
 BACKENDS = [b for b in ("onnxruntime", "openvino") if registry.is_available(b)]
 F32_ATOL = 1e-5     # measured ~2e-6 between ORT and OpenVINO f32 on these crops
@@ -19,10 +20,8 @@ BF16_MARGIN = 0.05  # bf16 labels must match wherever fp32 is at least this far 
 
 
 @pytest.fixture(scope="module")
-def crops():
-    from textcrops import page_crops, to_cls_input
-    gray = page_crops()
-    return {"upright": to_cls_input(gray), "flipped": to_cls_input(gray, rotate180=True)}
+def crops(cls_crops):
+    return cls_crops
 
 
 @pytest.fixture(scope="module")

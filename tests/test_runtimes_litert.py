@@ -13,12 +13,13 @@ import pytest
 
 import runtimes
 from runtimes import BackendUnavailableError, InputMismatchError, ModelLoadError
-from runtimes import base, registry
+from runtimes import registry
 from runtimes import litert as litert_mod
 from runtimes.litert import LiteRTRuntime
 
 pytest.importorskip("ai_edge_litert")
 import tinytflite  # noqa: E402  (needs ai_edge_litert's schema)
+from runtime_fixtures import fresh_warnings  # noqa: E402,F401  (fixture)
 
 
 def blazeface_input(bgr: np.ndarray) -> np.ndarray:
@@ -36,11 +37,6 @@ def face_score(outputs: dict) -> float:
 def face_rt(blazeface_model):
     with runtimes.load(blazeface_model, threads=2) as rt:
         yield rt
-
-
-@pytest.fixture
-def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(base, "_warned", set())
 
 
 # ----------------------------------------------------------------- the real model

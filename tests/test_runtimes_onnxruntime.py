@@ -11,15 +11,10 @@ import pytest
 
 import runtimes
 from runtimes import BackendUnavailableError, InferenceError, ModelLoadError
-from runtimes import base, registry
 from runtimes.onnxruntime import OnnxRuntime
+from runtime_fixtures import fresh_warnings  # noqa: F401  (fixture)
 
 ort = pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture
-def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(base, "_warned", set())
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import pytest
 
 import runtimes
 from runtimes import BackendUnavailableError, InferenceError, InputMismatchError, ModelLoadError
-from runtimes import base, registry
+from runtimes import registry
 from runtimes.openvino import OpenVINORuntime
+from runtime_fixtures import cls_crops, fresh_warnings  # noqa: F401  (fixtures)
 
 ov = pytest.importorskip("openvino")
 
@@ -29,15 +30,8 @@ def cls_ir(cls_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def crops():
-    from textcrops import page_crops, to_cls_input
-    return to_cls_input(page_crops())
-
-
-@pytest.fixture
-def fresh_warnings(monkeypatch):
-    """warn_once remembers messages per process; give each test its own memory."""
-    monkeypatch.setattr(base, "_warned", set())
+def crops(cls_crops):
+    return cls_crops["upright"]
 
 
 @pytest.fixture
