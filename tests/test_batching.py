@@ -131,3 +131,18 @@ def test_make_policy_settings_and_errors():
         make_policy("fixed", batch=0)
     with pytest.raises(ConfigError, match="max-wait"):
         make_policy("fixed", batch=2, max_wait_ms=-1)
+
+
+def test_adaptive_keeps_batches_small_where_batching_costs_throughput():
+    """Some models run slower per frame in big batches on a CPU (cache): t(b) = 7 * b^1.3 ms.
+    Overloaded, adaptive must not chase big batches: it stays near the best fixed size."""
+    def device(b, _t):
+        return 0.007 * b ** 1.3
+
+    fixed = {n: simulate(FixedBatching(n), device, sources=4, fps=60, seconds=15).throughput for n in (1, 2, 4, 8)}
+    assert max(fixed, key=fixed.get) == 1  # batching really hurts here
+    pol = AdaptiveBatching(0.25)
+    r = simulate(pol, device, sources=4, fps=60, seconds=15)
+    assert r.throughput >= 0.9 * max(fixed.values())
+    assert r.p99 <= 0.25
+    assert r.mean_batch < 2.5

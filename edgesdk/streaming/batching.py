@@ -7,13 +7,16 @@ long to wait for them.
   without it the batcher waits for N (or the end of the sources).
 - ``adaptive``: keeps end-to-end latency within an SLO by itself. It learns online how
   long a batch of b frames takes on this device and model (`LatencyCurve`: per-size
-  EWMA, interpolated between sizes it has seen, extrapolated pessimistically beyond them
-  so it only grows the batch when even "no batching gain" would still fit), and picks the
-  largest batch whose queueing (frames still to arrive, the device's backlog) plus
-  processing keeps the oldest frame within the budget. Observed violations shrink the
-  budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD).
-  Frames of live sources that can no longer make the SLO are dropped as ``stale``
-  (counted) rather than making every later frame late too.
+  EWMA, interpolated between measured sizes, a fitted line t(b) = a + c*b beyond them,
+  and a probe one size up now and then so the curve is measured, not assumed). For each
+  batch it picks the largest size whose queueing (frames still to arrive at the measured
+  rate, the device's backlog) plus processing keeps the oldest frame within the budget,
+  unless a smaller size gives more frames per second. It batches just in time: while the
+  device is busy it waits and plans again shortly before the device frees up, with the
+  freshest frames. Frames of live sources that can no longer make the SLO are dropped as
+  ``stale`` (counted) rather than making every later frame late too; a backlog of
+  lossless frames (a file) is drained at the best throughput. Observed violations shrink
+  the budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD).
 
 Policies see the clock only through `QueueView.now`, so they can be tested against a
 simulated device deterministically.
@@ -283,12 +286,13 @@ class AdaptiveBatching(BatchPolicy):
                 device_free - view.oldest_lossless + (self._cost(1) or 0.0) > self.budget:
             # Behind on frames that may not be dropped (a file read faster than the model
             # runs): their latency is lost anyway, so drain at the best throughput.
-            self.target = self._best_throughput(max(1, min(view.queued, self.max_batch)))
+            grow = max(self.device.points(), default=1) + 1
+            self.target = self._best_throughput(max(1, min(view.queued, self.max_batch, grow)))
             return Plan(self.target, view.now)
-        best = 0
-        for b in range(1, self.max_batch + 1):
-            if self._start_if_feasible(b, view, ts_desc) is not None:
-                best = b
+        # grow at most one size beyond what was measured: the curve is learned step by step
+        largest = min(self.max_batch, max(self.device.points(), default=1) + 1)
+        feasible = [b for b in range(1, largest + 1) if self._start_if_feasible(b, view, ts_desc) is not None]
+        best = self._largest_efficient(feasible) if feasible else 0
         probe = False
         if best == 0:
             best = 1  # not even one frame makes it: drop what is late, send the freshest
@@ -313,6 +317,14 @@ class AdaptiveBatching(BatchPolicy):
         # wait for the rest, but not beyond the latest start that keeps the oldest within budget
         oldest = min(fresh) if fresh else view.now
         return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)
+
+    def _largest_efficient(self, sizes: list[int], tolerance: float = 0.05) -> int:
+        """The largest of `sizes` whose frames per second is within `tolerance` of the best
+        of them: bigger batches when they pay, never ones that cost throughput (on some
+        CPUs a model runs slower per frame in large batches)."""
+        rates = {b: b / max(self._cost(b) or 1e-9, 1e-9) for b in sizes}
+        top = max(rates.values())
+        return max(b for b, r in rates.items() if r >= (1.0 - tolerance) * top)
 
     def _best_throughput(self, available: int) -> int:
         """The batch size up to `available` with the lowest time per frame (larger on ties)."""

@@ -7,14 +7,18 @@ engine (a Future), decode the outputs into one `Result` per image, and the batch
 """
 from __future__ import annotations
 
-from concurrent.futures import Future
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import EdgeSDKError
 from ..results import Result
+
+log = logging.getLogger("edgesdk.streaming")
 
 Feeds = Union[np.ndarray, dict]
 
@@ -61,8 +65,27 @@ def from_predictor(predictor: Any) -> StreamModel:
     # the Predictor turns a preprocessed batch into the runtime's feeds (layout of converted models)
     to_feeds = getattr(predictor, "feeds", None) or getattr(predictor, "_feeds", None)
 
+    fallback: list[ThreadPoolExecutor] = []
+
     def submit(batch: Feeds) -> "Future[dict[str, np.ndarray]]":
-        return rt.submit(to_feeds(batch) if to_feeds is not None and isinstance(batch, np.ndarray) else batch)
+        feeds = to_feeds(batch) if to_feeds is not None and isinstance(batch, np.ndarray) else batch
+        if fallback:
+            return fallback[0].submit(rt.infer, feeds)
+        try:
+            return rt.submit(feeds)
+        except EdgeSDKError:
+            raise
+        except Exception as exc:  # the engine's own async call refused (seen: onnxruntime's
+            # run_async with a 1-thread pool); run the synchronous call on a worker instead
+            log.warning("%s: asynchronous submit failed (%s: %s); running inference on a worker thread",
+                        name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            fallback.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer"))
+            return fallback[0].submit(rt.infer, feeds)
+
+    def close() -> None:
+        for pool in fallback:
+            pool.shutdown(wait=True)
+        rt.deactivate()
 
     group_key = None
     pre = getattr(predictor, "preprocessor", None)
@@ -70,7 +93,7 @@ def from_predictor(predictor: Any) -> StreamModel:
         def group_key(img: np.ndarray) -> Any:
             return pre.target_size(*img.shape[:2])
     return StreamModel(preprocess=predictor.preprocess, submit=submit, decode=predictor.decode,
-                       max_batch=fixed_batch, fixed_batch=fixed_batch, name=name, close=rt.deactivate,
+                       max_batch=fixed_batch, fixed_batch=fixed_batch, name=name, close=close,
                        bundle=bundle, group_key=group_key)
 
 

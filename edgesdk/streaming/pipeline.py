@@ -176,6 +176,7 @@ class Pipeline:
         self._progress = threading.Event()  # a batch completed (wakes a just-in-time wait)
         self._busy_until = 0.0
         self._inflight = 0
+        self._consecutive_errors = 0
         self._threads: list[threading.Thread] = []
         self._fatal: Optional[BaseException] = None
         self._last_index: dict[str, int] = {}
@@ -445,10 +446,11 @@ class Pipeline:
         stats.stage("preprocess", t_submit - t_take, n)
         try:
             future = model.submit(feeds)
-        except EdgeSDKError as exc:
+        except Exception as exc:  # the engine refused the batch: count it, give up if it keeps failing
             log.error("inference could not start for %d frame(s) (dropped): %s", n, exc)
             stats.drop("error:infer", n)
             stats.error("infer")
+            self._failed(exc)
             return False
         batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit)
 
@@ -468,7 +470,6 @@ class Pipeline:
         assert self.model is not None
         model, stats, policy = self.model, self.stats, self.policy
         prev_done = 0.0
-        consecutive = 0
         try:
             while True:
                 batch = self._inflight_q.get()
@@ -480,18 +481,16 @@ class Pipeline:
                 except Exception as exc:  # the engine's error, surfaced from the future
                     self._batch_done(time.time())
                     self._slots.release()
-                    consecutive += 1
                     stats.drop("error:infer", n)
                     stats.error("infer")
                     log.error("inference failed for %d frame(s) (dropped): %s", n, exc)
-                    if consecutive >= MAX_CONSECUTIVE_ERRORS:
-                        self._fatal = exc
-                        self.abort(f"inference failed {consecutive} times in a row")
+                    self._failed(exc)
                     continue
                 t_done = batch.t_done or time.time()
                 self._batch_done(t_done)
                 self._slots.release()
-                consecutive = 0
+                with self._busy_lock:
+                    self._consecutive_errors = 0
                 device_s = t_done - max(batch.t_submit, prev_done)
                 prev_done = t_done
                 stats.stage("infer", t_done - batch.t_submit, n)
@@ -517,6 +516,15 @@ class Pipeline:
                 self._slots.release()
         finally:
             self._finish()
+
+    def _failed(self, exc: BaseException) -> None:
+        """One more failed batch; too many in a row stop the run with that error."""
+        with self._busy_lock:
+            self._consecutive_errors += 1
+            n = self._consecutive_errors
+        if n >= MAX_CONSECUTIVE_ERRORS and self._fatal is None:
+            self._fatal = exc
+            self.abort(f"inference failed {n} times in a row")
 
     def _batch_done(self, t_done: float) -> None:
         with self._busy_lock:
