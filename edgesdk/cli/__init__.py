@@ -73,7 +73,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        return cli.main(args=args, prog_name="edgesdk", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="edgesdk", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -89,3 +89,5 @@ def main(argv: Optional[list[str]] = None) -> Any:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    # standalone_mode=False hands a command's return value back instead of exiting with it
+    sys.exit(rv if isinstance(rv, int) else 0)
