@@ -253,3 +253,47 @@ def test_engine_import_failure_names_the_extra(cls_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     with pytest.raises(BackendUnavailableError, match=r"pip install 'edgesdk\[openvino\]'"):
         rt.activate()
+
+
+# ----------------------------------------------------------------- the lean call path
+@pytest.fixture
+def two_outputs(tmp_path):
+    """x [N, 4] -> zeta = x + 1, alpha = 2 x: outputs whose names do not sort in graph order."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("zeta", "alpha")]
+    inits = [numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+             numpy_helper.from_array(np.array([2.0], np.float32), "two")]
+    nodes = [helper.make_node("Add", ["x", "one"], ["zeta"]), helper.make_node("Mul", ["x", "two"], ["alpha"])]
+    model = helper.make_model(helper.make_graph(nodes, "two_outputs", [x], outs, inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "public-api"])
+def test_outputs_and_inputs_keep_their_names_on_both_call_paths(two_outputs, tiny_models, direct):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with runtimes.load(two_outputs, backend="openvino") as rt, \
+            runtimes.load(tiny_models.two_inputs(), backend="openvino") as mul:
+        if not direct:
+            rt._direct = mul._direct = None
+        out = rt.infer(x)
+        assert list(out) == ["zeta", "alpha"]
+        np.testing.assert_array_equal(out["zeta"], x + 1)
+        np.testing.assert_array_equal(out["alpha"], 2 * x)
+        got = mul.infer({"b": np.full((3, 4), 3, np.float32), "a": x})  # dict order is not input order
+        np.testing.assert_array_equal(got["z"], 3 * x)
+
+
+def test_non_contiguous_input_gives_the_same_answer(cls_model, crops):
+    x = np.ascontiguousarray(crops[:2])
+    strided = np.asfortranarray(x)  # same values and shape, other memory order
+    assert not strided.flags.c_contiguous
+    with runtimes.load(cls_model, backend="openvino") as rt:
+        name = rt.outputs[0].name
+        np.testing.assert_array_equal(rt.infer(strided)[name], rt.infer(x)[name])
