@@ -37,6 +37,36 @@ def _import_ort():
     return ort
 
 
+# Ops that mean integer (int8/uint8) compute: QDQ, QOperator and dynamic quantization.
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat",
+             "DynamicQuantizeMatMul"}
+
+
+def stored_precision(path) -> str:
+    """What an ONNX model computes in: int8 (quantized ops), fp16 (float16 weights or
+    inputs), fp32, or "native" when the onnx package is not here to look (device installs)."""
+    try:
+        import onnx
+    except ImportError:
+        return "native"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # ORT loaded it, so this is an exotic file; do not fail over a label
+        return "native"
+    graphs, ops, fp16 = [model.graph], set(), False
+    while graphs:  # subgraphs (If/Loop bodies) too
+        g = graphs.pop()
+        for node in g.node:
+            ops.add(node.op_type)
+            graphs += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+        fp16 = fp16 or any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer) or any(
+            v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for v in g.input)
+    if ops & _INT8_OPS:
+        return "int8"
+    return "fp16" if fp16 else "fp32"
+
+
 def _dim(d: object) -> object:
     return d if isinstance(d, int) else None
 
@@ -85,10 +115,10 @@ class OnnxRuntime(Runtime):
                 "Is the file a complete ONNX model? (re-export or re-download it)") from exc
         self.device = device
         self.providers = self._session.get_providers()
-        if self.requested_precision not in (None, "native", "fp32"):
-            warn_once("onnxruntime runs a model in the precision it is stored in; convert the model "
-                      f"(edgesdk convert --precision {self.requested_precision}) instead of asking the runtime")
-        self.precision = "native"
+        self.precision = stored_precision(self.model_path)
+        if self.requested_precision not in (None, "native", self.precision):
+            warn_once(f"onnxruntime runs a model in the precision it is stored in ({self.precision}); convert "
+                      f"the model (edgesdk convert --precision {self.requested_precision}) instead of asking the runtime")
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._run = self._session.run
 

@@ -61,9 +61,41 @@ def test_auto_takes_what_is_there(cls_model, only_cpu_providers):
 def test_precision_request_warns_and_threads_are_set(cls_model, fresh_warnings, caplog):
     with caplog.at_level(logging.WARNING, logger="runtimes"):
         with runtimes.load(cls_model, precision="fp16", threads=1) as rt:
-            assert rt.precision == "native"
+            assert rt.precision == "fp32"  # what the file holds, not what was asked
             assert rt.session.get_session_options().intra_op_num_threads == 1
-    assert "convert the model" in caplog.text
+    assert "stored in (fp32); convert the model" in caplog.text
+
+
+@pytest.fixture
+def qdq_model(tmp_path):
+    """x -> QuantizeLinear -> DequantizeLinear -> y: the QDQ form of an int8 model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "qdq", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "qdq.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_precision_says_what_the_model_holds(cls_model, qdq_model, tiny_models, monkeypatch):
+    with runtimes.load(qdq_model) as rt:
+        assert rt.precision == "int8"
+        np.testing.assert_array_equal(rt.infer(np.array([[0.9, 1.1, -3, 100]], np.float32))["y"],
+                                      [[1.0, 1.0, -3.0, 63.5]])  # rounded to 0.5 steps, saturated
+    with runtimes.load(tiny_models.add_one(dtype=np.float16)) as rt:
+        assert rt.precision == "fp16"
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a device without the onnx package
+    with runtimes.load(cls_model) as rt:
+        assert rt.precision == "native"
 
 
 def test_run_async_futures_each_get_their_own_result(cls_model):
