@@ -151,8 +151,13 @@ class LatencyCurve:
         self._seen: dict[int, int] = {}
         self._count: dict[int, int] = {}
         self._seq = 0
+        # the batcher asks for many sizes per batch: answers are cached until the next observation
+        self._points: Optional[dict[int, float]] = None
+        self._fit: Optional[tuple[float, float]] = None
+        self._predicted: dict[int, Optional[float]] = {}
 
     def observe(self, size: int, seconds: float) -> None:
+        self._points, self._fit, self._predicted = None, None, {}
         self._seq += 1
         if size in self._ewma and self._seq - self._seen[size] <= self.memory:
             self._ewma[size] += self.alpha * (seconds - self._ewma[size])
@@ -162,20 +167,34 @@ class LatencyCurve:
             self._count[size] = 1
         self._seen[size] = self._seq
 
+    def count(self, size: int) -> int:
+        """How many times `size` was observed (recently)."""
+        if size not in self._count or self._seq - self._seen[size] > self.memory:
+            return 0
+        return self._count[size]
+
     def points(self) -> dict[int, float]:
         """The live (recently seen) sizes and their times, made non-decreasing in size (a
         bigger batch never takes less time; a stale fast point of a size no longer used
         must not look attractive after the device slowed down)."""
+        if self._points is not None:
+            return self._points
         out: dict[int, float] = {}
         top = 0.0
         for b, t in sorted(self._ewma.items()):
             if self._seq - self._seen[b] <= self.memory:
                 top = max(top, t)
                 out[b] = top
+        self._points = out
         return out
 
     def fit(self) -> tuple[float, float]:
         """(a, c) of the least-squares line t = a + c*b through the live points (c >= 0)."""
+        if self._fit is None:
+            self._fit = self._line()
+        return self._fit
+
+    def _line(self) -> tuple[float, float]:
         pts = self.points()
         b = np.array(list(pts), np.float64)
         t = np.array(list(pts.values()), np.float64)
@@ -186,6 +205,11 @@ class LatencyCurve:
         return float(t.mean() - c * b.mean()), c
 
     def predict(self, size: int) -> Optional[float]:
+        if size not in self._predicted:
+            self._predicted[size] = self._predict(size)
+        return self._predicted[size]
+
+    def _predict(self, size: int) -> Optional[float]:
         pts = self.points()
         if not pts:
             return None
@@ -212,15 +236,16 @@ class AdaptiveBatching(BatchPolicy):
         max_batch: upper bound (the model's / profile's limits apply on top).
         margin: fraction of the SLO planned for (the rest absorbs jitter).
         backoff: budget multiplier after a batch that violated the SLO.
-        recover: budget fraction regained per compliant batch.
-        probe_every: try one batch size above the chosen one at most this often (batches)
-            while that size has not been measured, so the curve is learned, not assumed.
+        recover: budget (fraction of the SLO) regained per compliant batch; small, so that
+            late batches stay rare (about recover / ((1 - backoff) * margin) of them).
+        probe_every: every this many batches run a neighbouring size (one up, one down, in
+            turn) so the curve around the chosen size stays measured, not assumed.
     """
 
     name = "adaptive"
 
     def __init__(self, slo_s: float, max_batch: int = DEFAULT_ADAPTIVE_MAX, margin: float = 0.8,
-                 backoff: float = 0.85, recover: float = 0.01, min_scale: float = 0.3,
+                 backoff: float = 0.85, recover: float = 0.0015, min_scale: float = 0.3,
                  probe_every: int = 20) -> None:
         if not slo_s or slo_s <= 0:
             raise ConfigError("adaptive batching needs a positive latency target: --slo-ms X (e.g. 50)")
@@ -234,7 +259,9 @@ class AdaptiveBatching(BatchPolicy):
         self.device = LatencyCurve()
         self.host = LatencyCurve()
         self.probe_every = probe_every
-        self._since_probe = 0
+        self.warmup_batches = 3
+        self._dispatches = 0
+        self._next_probe = probe_every
         self.probes = 0
         self.target = 1
         self.violations = 0
@@ -253,7 +280,8 @@ class AdaptiveBatching(BatchPolicy):
     def predict_device(self, size: int) -> Optional[float]:
         return self.device.predict(size)
 
-    def _start_if_feasible(self, b: int, view: QueueView, ts_desc: list[float]) -> Optional[float]:
+    def _start_if_feasible(self, b: int, view: QueueView, ts_desc: list[float],
+                           budget: Optional[float] = None) -> Optional[float]:
         """When a batch of b can start and still meet the budget, or None if it cannot.
 
         It starts once the device is free and b frames exist (queued ones plus arrivals
@@ -274,11 +302,11 @@ class AdaptiveBatching(BatchPolicy):
         else:
             k = b - arriving  # the k-th newest queued frame is the batch's oldest
             oldest = ts_desc[min(k, len(ts_desc)) - 1] if ts_desc else view.now
-        return start if start - oldest + cost <= self.budget else None
+        return start if start - oldest + cost <= (self.budget if budget is None else budget) else None
 
     def plan(self, view: QueueView) -> Plan:
-        if self._cost(1) is None:
-            return Plan(1, view.now)  # nothing learned yet: measure batch 1 first
+        if self.device.count(1) < self.warmup_batches:
+            return Plan(1, view.now)  # measure batch 1 first (a few times: the first runs are cold)
         ts = list(view.timestamps) or ([view.oldest] if view.oldest is not None else [])
         ts_desc = sorted(ts, reverse=True)
         device_free = max(view.now, view.busy_until)
@@ -293,22 +321,29 @@ class AdaptiveBatching(BatchPolicy):
         largest = min(self.max_batch, max(self.device.points(), default=1) + 1)
         feasible = [b for b in range(1, largest + 1) if self._start_if_feasible(b, view, ts_desc) is not None]
         best = self._largest_efficient(feasible) if feasible else 0
-        probe = False
-        if best == 0:
-            best = 1  # not even one frame makes it: drop what is late, send the freshest
-        elif best < self.max_batch and len(ts_desc) > best and (best + 1) not in self.device.points():
-            # Learning: now and then try one size up; the fit then says how time grows.
-            probe = self._since_probe + 1 >= self.probe_every
-        size = best + 1 if probe else best
+        size = best = max(best, 1)  # 0: not even one frame makes it: drop the late ones, send the freshest
+        probe = self._dispatches + 1 >= self._next_probe
+        if probe:
+            # Learning: now and then run a neighbouring size, so the curve around the chosen
+            # size stays measured (a cold start or a busy moment must not decide forever).
+            # One size up only if it still meets the SLO itself.
+            up = best + 1 <= self.max_batch and len(ts_desc) > best and \
+                self._start_if_feasible(best + 1, view, ts_desc, self.slo_s) is not None
+            down = best > 1
+            if up and (self.probes % 2 == 0 or not down):
+                size = best + 1
+            elif down:
+                size = best - 1
         cost = self._cost(size) or 0.0
         lead = self.host.predict(size) or 0.0
         if device_free - lead > view.now + 1e-3:
             # Just in time: the device is busy; batch when it is about to be free, with the
             # freshest frames then (and maybe more of them). The dispatcher plans again.
             return Plan(size, None, not_before=device_free - lead)
-        if size > 1 and (best + 1) not in self.device.points():
-            self._since_probe = 0 if probe else self._since_probe + 1
-        self.probes += int(probe)
+        self._dispatches += 1
+        if probe:
+            self._next_probe = self._dispatches + self.probe_every
+            self.probes += int(size != best)
         self.target = best = size
         cutoff = device_free + cost - self.budget
         fresh = [t for t in ts if t >= cutoff]
@@ -347,7 +382,7 @@ class AdaptiveBatching(BatchPolicy):
             self.violations += 1
             self.scale = max(self.min_scale, self.scale * self.backoff)
         else:
-            self.scale = min(self.margin, self.scale + self.recover * self.margin)
+            self.scale = min(self.margin, self.scale + self.recover)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

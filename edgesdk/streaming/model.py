@@ -77,8 +77,9 @@ def from_predictor(predictor: Any) -> StreamModel:
             raise
         except Exception as exc:  # the engine's own async call refused (seen: onnxruntime's
             # run_async with a 1-thread pool); run the synchronous call on a worker instead
-            log.warning("%s: asynchronous submit failed (%s: %s); running inference on a worker thread",
-                        name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            from runtimes.base import warn_once
+            warn_once(f"{name}: asynchronous submit failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:200]}); running inference on a worker thread")
             fallback.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer"))
             return fallback[0].submit(rt.infer, feeds)
 

@@ -494,6 +494,7 @@ class Pipeline:
                 device_s = t_done - max(batch.t_submit, prev_done)
                 prev_done = t_done
                 stats.stage("infer", t_done - batch.t_submit, n)
+                stats.device(device_s)
                 t0 = time.time()
                 try:
                     results = model.decode(outputs, batch.transforms)[:n]

@@ -94,6 +94,8 @@ class PipelineStats:
         self._reconnects: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._gauges: dict[str, Callable[[], Any]] = {}
+        self._device = Window(window)
+        self._device_busy = 0.0
 
     # ------------------------------------------------------------------ recording
     def frame_in(self, source_id: str, now: Optional[float] = None) -> None:
@@ -119,6 +121,12 @@ class PipelineStats:
                 w = self._stages[name] = Window(self._window)
             for _ in range(n):
                 w.add(seconds)
+
+    def device(self, seconds: float) -> None:
+        """Time the engine was busy with one batch (its utilization is busy time / elapsed)."""
+        with self._lock:
+            self._device_busy += seconds
+            self._device.add(seconds)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count dropped frames. Reasons: buffer_full:<source>, stale, sink_full:<sink>, error:<stage>."""
@@ -195,6 +203,8 @@ class PipelineStats:
                 "drops": dict(sorted(drops.items())),
                 "dropped": sum(drops.values()),
                 "batch_sizes": batches,
+                "device_batch": self._device.summary_ms(),
+                "device_busy": round(min(1.0, self._device_busy / elapsed), 3),
                 "batch_mean": round(sum(b * n for b, n in batches.items()) / n_batches, 2) if n_batches else 0.0,
                 "reconnects": sum(self._reconnects.values()),
                 "errors": dict(self._errors),
@@ -226,6 +236,7 @@ def markdown(snap: dict[str, Any]) -> str:
         f"- fps in {snap['fps_in']:.1f}, fps out {snap['fps_out']:.1f}",
         f"- end-to-end latency p50 {snap['e2e']['p50_ms']:.1f} ms, p99 {snap['e2e']['p99_ms']:.1f} ms",
         f"- batches: mean size {snap['batch_mean']:.2f}, histogram {snap['batch_sizes']}",
+        f"- engine busy {snap['device_busy'] * 100:.0f}% of the time (per batch p50 {snap['device_batch']['p50_ms']:.1f} ms)",
         f"- dropped {snap['dropped']}" + (f": {snap['drops']}" if snap["drops"] else ""),
     ]
     if snap["reconnects"]:
