@@ -229,3 +229,44 @@ def test_status_line_and_markdown_summary():
     md = markdown(report.stats)
     assert "| infer |" in md and "| a | 20 | 20 |" in md and "| b | 5 | 5 |" in md
     assert report.stats["batch_sizes"] and report.stats["stages"]["preprocess"]["count"] == 25
+
+
+def test_per_source_sinks_status_line_and_metrics_endpoint(tmp_path, capsys):
+    """'{source}' in a sink makes one per source; --metrics-port serves the pipeline's stats."""
+    import json
+    import socket
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    scraped: list[str] = []
+
+    def scrape(frame, result):
+        if frame.index == 30 and frame.source_id == "a":  # mid-run, after a stats update or two
+            time.sleep(1.2)
+            scraped.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+    srcs = [ProducerSource(numbered_frames(40), "a", live=True, fps=50), ProducerSource(numbered_frames(20), "b")]
+    report = run(FakeModel(), srcs, [str(tmp_path / "out_{source}.jsonl")], realtime=True, metrics_port=port,
+                 status=True, on_result=scrape)
+    for sid, n in (("a", 40), ("b", 20)):
+        rows = [json.loads(line) for line in (tmp_path / f"out_{sid}.jsonl").read_text().splitlines()]
+        assert [r["frame_index"] for r in rows] == list(range(n)) and {r["source_id"] for r in rows} == {sid}
+    assert report.sinks and all(st["written"] in (40, 20) for st in report.sinks.values())
+    assert scraped and "edgesdk_pipeline_frames_in" in scraped[0] and "edgesdk_pipeline_fps_out" in scraped[0]
+    err = capsys.readouterr().err
+    assert "fps" in err and "e2e p50" in err  # the one-line status
+
+
+def test_profile_batch_limit_applies():
+    model = FakeModel()
+    run(model, [ProducerSource(numbered_frames(12), "a")], batching="fixed", batch=8, profile={"max_batch": 3})
+    assert max(model.sizes) == 3
+    from edgesdk.profiles import load_profile
+    limit = load_profile("raspberry-pi-4").max_batch
+    model = FakeModel()
+    run(model, [ProducerSource(numbered_frames(12), "a")], batching="adaptive", slo_ms=1000, batch=16,
+        profile="raspberry-pi-4")
+    assert max(model.sizes) <= limit

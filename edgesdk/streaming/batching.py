@@ -16,7 +16,9 @@ long to wait for them.
   freshest frames. Frames of live sources that can no longer make the SLO are dropped as
   ``stale`` (counted) rather than making every later frame late too; a backlog of
   lossless frames (a file) is drained at the best throughput. Observed violations shrink
-  the budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD).
+  the budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD);
+  and it plans with the device time it observed to be likely (mean + 2 std of actual /
+  predicted), so a device shared with other work gets smaller, safer batches.
 
 Policies see the clock only through `QueueView.now`, so they can be tested against a
 simulated device deterministically.
@@ -245,7 +247,7 @@ class AdaptiveBatching(BatchPolicy):
     name = "adaptive"
 
     def __init__(self, slo_s: float, max_batch: int = DEFAULT_ADAPTIVE_MAX, margin: float = 0.8,
-                 backoff: float = 0.85, recover: float = 0.0015, min_scale: float = 0.3,
+                 backoff: float = 0.75, recover: float = 0.0015, min_scale: float = 0.3,
                  probe_every: int = 20) -> None:
         if not slo_s or slo_s <= 0:
             raise ConfigError("adaptive batching needs a positive latency target: --slo-ms X (e.g. 50)")
@@ -260,6 +262,7 @@ class AdaptiveBatching(BatchPolicy):
         self.host = LatencyCurve()
         self.probe_every = probe_every
         self.warmup_batches = 3
+        self._ratio_mean, self._ratio_var = 1.0, 0.0
         self._dispatches = 0
         self._next_probe = probe_every
         self.probes = 0
@@ -271,11 +274,18 @@ class AdaptiveBatching(BatchPolicy):
     def budget(self) -> float:
         return self.slo_s * self.scale
 
+    @property
+    def jitter(self) -> float:
+        """How much longer than predicted a batch may take: mean + 2 std of the ratio
+        observed / predicted (1.0 on a quiet device; more where other work shares it)."""
+        return min(3.0, max(1.0, self._ratio_mean + 2.0 * self._ratio_var ** 0.5))
+
     def _cost(self, size: int) -> Optional[float]:
         t = self.device.predict(size)
         if t is None:
             return None
-        return t + (self.host.predict(size) or 0.0)
+        # host work (preprocess, decode) shares the CPU with whatever slows the device
+        return (t + (self.host.predict(size) or 0.0)) * self.jitter
 
     def predict_device(self, size: int) -> Optional[float]:
         return self.device.predict(size)
@@ -335,7 +345,9 @@ class AdaptiveBatching(BatchPolicy):
             elif down:
                 size = best - 1
         cost = self._cost(size) or 0.0
-        lead = self.host.predict(size) or 0.0
+        # submit a little before the device frees up: the engine's thread needs waking and a
+        # batch waiting a moment beats an idle device (and a CPU given away meanwhile)
+        lead = (self.host.predict(size) or 0.0) + 0.25 * (self.device.predict(size) or 0.0)
         if device_free - lead > view.now + 1e-3:
             # Just in time: the device is busy; batch when it is about to be free, with the
             # freshest frames then (and maybe more of them). The dispatcher plans again.
@@ -346,6 +358,14 @@ class AdaptiveBatching(BatchPolicy):
             self.probes += int(size != best)
         self.target = best = size
         cutoff = device_free + cost - self.budget
+        if len(ts_desc) > 2 * best and view.arrival_rate * cost > best:
+            # Overloaded (frames arrive faster than batches of this size are done, and more
+            # than two batches wait): some
+            # frames will be dropped anyway, so drop the oldest and run the newest. Same
+            # throughput, far lower latency, and room left in the budget for jitter.
+            cutoff = max(cutoff, ts_desc[best - 1])
+        if ts_desc:
+            cutoff = min(cutoff, ts_desc[0])  # always run the newest frame: keep measuring
         fresh = [t for t in ts if t >= cutoff]
         if len(fresh) >= best:
             return Plan(best, view.now, stale_before=cutoff)
@@ -374,6 +394,13 @@ class AdaptiveBatching(BatchPolicy):
 
     def observe(self, size: int, device_s: float, host_s: float, latencies_s: Sequence[float],
                 now: float) -> None:
+        predicted = self.device.predict(size)
+        if predicted and self.device.count(size) >= 2:
+            r = min(2.0, max(0.5, device_s / predicted))  # a level shift is the curve's to learn
+            a = 0.05
+            d = r - self._ratio_mean
+            self._ratio_mean += a * d
+            self._ratio_var = (1 - a) * (self._ratio_var + a * d * d)
         self.device.observe(size, device_s)
         self.host.observe(size, host_s)
         late = bool(latencies_s) and max(latencies_s) > self.slo_s
@@ -387,6 +414,7 @@ class AdaptiveBatching(BatchPolicy):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(slo_ms=self.slo_s * 1000, target=self.target, budget_ms=round(self.budget * 1000, 2),
+                 jitter=round(self.jitter, 3),
                  late_batches_recent=sum(self._recent), probes=self.probes,
                  device_ms={b: round(t * 1000, 3) for b, t in self.device.points().items()})
         return d
