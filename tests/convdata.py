@@ -1,0 +1,122 @@
+"""Real images for conversion tests and bench/convert.py: text scenes and text-line crops.
+
+Text detectors must be checked on images that contain text (on photos without text the
+probability map is ~0 and cosine similarity means nothing). scikit-image and matplotlib
+ship a few real photographs with text: a scanned book page (`page`), handwriting on paper
+(`text`) and the matplotlib logo. We make scenes by pasting real text crops at
+random scales onto real photographs resized as backgrounds: every pixel is a real pixel.
+
+The calibration and held-out splits use DISJOINT sources (different photos, different parts
+of the page, different text images), so the accuracy guard never scores on what calibrated.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from realdata import _to_bgr, photos
+
+
+@functools.lru_cache(maxsize=None)
+def _sources() -> dict[str, np.ndarray]:
+    """Real BGR images with text, and halves of them, keyed by name."""
+    import matplotlib
+    from skimage import data
+
+    sample = Path(matplotlib.get_data_path()) / "sample_data"
+    page = _to_bgr(data.page())  # 191x384 scanned book page
+    text = _to_bgr(data.text())  # 172x448 handwriting on paper
+    rgba = cv2.imread(str(sample / "logo2.png"), cv2.IMREAD_UNCHANGED)  # BGRA, transparent background
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    mpl_logo = (rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    h = page.shape[0] // 2
+    w = text.shape[1] // 2
+    return {
+        "page_top": page[:h], "page_bottom": page[h:],
+        "text_left": text[:, :w], "text_right": text[:, w:],
+        "mpl_logo": mpl_logo,
+        "grace_hopper": cv2.imread(str(sample / "grace_hopper.jpg"), cv2.IMREAD_COLOR),
+    }
+
+
+SPLITS = {
+    # text sources, background photos
+    "calibration": (("page_top", "text_left"),
+                    ("astronaut", "coffee", "chelsea", "rocket", "horse", "brick", "grass", "gravel", "clock",
+                     "hubble_deep_field", "immunohistochemistry", "moon", "cell", "cat")),
+    "heldout": (("page_bottom", "mpl_logo"),
+                ("camera", "coins", "motorcycle_left", "grace_hopper")),
+}
+
+
+def _background(name: str) -> np.ndarray:
+    src = _sources()
+    if name in src:
+        return src[name]
+    if name in photos():
+        return photos()[name]
+    from skimage import data
+
+    return _to_bgr(getattr(data, name)())
+
+
+def _paste(canvas: np.ndarray, crop: np.ndarray, rng: np.random.Generator) -> None:
+    H, W = canvas.shape[:2]
+    scale = rng.uniform(0.5, 1.0) * min(W * 0.9 / crop.shape[1], H * 0.6 / crop.shape[0])
+    h, w = max(8, int(crop.shape[0] * scale)), max(8, int(crop.shape[1] * scale))
+    piece = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    canvas[y:y + h, x:x + w] = piece
+
+
+def text_scenes(split: str, n: int, size: tuple[int, int] = (640, 640), seed: int = 0) -> list[np.ndarray]:
+    """`n` BGR uint8 images (HxW = size): a real photo with 1-3 real text crops pasted on it."""
+    texts, backgrounds = SPLITS[split]
+    src = _sources()
+    rng = np.random.default_rng(seed + (0 if split == "calibration" else 1000))
+    out = []
+    for i in range(n):
+        bg = _background(backgrounds[i % len(backgrounds)])
+        # a random crop of the background, resized to the scene size
+        bh, bw = bg.shape[:2]
+        ch, cw = int(bh * rng.uniform(0.6, 1.0)), int(bw * rng.uniform(0.6, 1.0))
+        y, x = int(rng.integers(0, bh - ch + 1)), int(rng.integers(0, bw - cw + 1))
+        canvas = cv2.resize(bg[y:y + ch, x:x + cw], (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        for _ in range(int(rng.integers(1, 4))):
+            _paste(canvas, src[texts[int(rng.integers(0, len(texts)))]], rng)
+        out.append(np.ascontiguousarray(canvas))
+    return out
+
+
+def text_lines(split: str, n: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` BGR crops of single text lines (for the PP-OCR text-direction classifier), about half
+    of them rotated by 180 degrees so both classes occur."""
+    texts, _ = SPLITS[split]
+    src = _sources()
+    rng = np.random.default_rng(seed + (0 if split == "calibration" else 1000))
+    out = []
+    for i in range(n):
+        img = src[texts[i % len(texts)]]
+        h, w = img.shape[:2]
+        lh = int(rng.integers(max(12, h // 8), max(13, h // 3)))
+        lw = min(w, int(lh * rng.uniform(3.0, 8.0)))
+        y, x = int(rng.integers(0, h - lh + 1)), int(rng.integers(0, w - lw + 1))
+        crop = img[y:y + lh, x:x + lw]
+        if rng.random() < 0.5:
+            crop = cv2.rotate(crop, cv2.ROTATE_180)
+        out.append(np.ascontiguousarray(crop))
+    return out
+
+
+def write_images(images: Sequence[np.ndarray], folder: os.PathLike) -> Path:
+    """Write images as PNG files into `folder` (created) and return it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), img)
+    return folder
