@@ -240,8 +240,6 @@ class Pipeline:
                 self.sources.append(make_source(spec, None if isinstance(spec, (str, int)) else f"src{i}",
                                                 realtime=self.realtime))
             unique_ids(self.sources)
-            for src in self.sources:
-                src.open()
             self.model, self._owns_model = load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
             self._open_sinks()
@@ -249,6 +247,10 @@ class Pipeline:
                 from ..sinks.prometheus import MetricsServer
 
                 self._metrics = MetricsServer.shared(self.metrics_port)
+            # sources last: a camera or stream opened before a slow model load would
+            # start with seconds of stale frames
+            for src in self.sources:
+                src.open()
         except BaseException:
             self._close_all()
             self._done.set()
