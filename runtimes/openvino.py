@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import threading
 from concurrent.futures import Future
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .base import Runtime, warn_once
+from .base import Runtime, log, warn_once
 from .errors import BackendUnavailableError, InferenceError, ModelLoadError
 from .spec import TensorSpec
 
@@ -125,11 +125,8 @@ class OpenVINORuntime(Runtime):
         if self.requested_precision == "int8" and not quantized:
             warn_once(f"openvino: {self.model_path.name} holds no int8 quantization; it runs in fp32. "
                       "Quantize it first (edgesdk convert --precision int8)")
-        try:
-            self._compiled = core.compile_model(model, device, config)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}") from exc
+        self._core = core  # kept to recompile after an engine failure (see _recover)
+        self._compiled = self._compile(model, device, config)
         self.device = device
         self.config = config
         #: the floating-point precision the compiled model computes in (fp32/bf16/fp16)
@@ -143,9 +140,22 @@ class OpenVINORuntime(Runtime):
         self._request = self._compiled.create_infer_request()
         self._request_infer = self._request.infer
         self._direct = _direct_infer()
+        self._held: Any = None  # the arrays the request's shared input Tensors point into
         self._sync_lock = threading.Lock()
         self._pool: Optional[_RequestPool] = None
+        self._retired: list[_RequestPool] = []  # pools of compiled models replaced by _recover
         self._pool_lock = threading.Lock()
+        self._recover_lock = threading.Lock()
+        self._generation = 0  # counts recompiles, so one failure recompiles once
+        #: how many times the model was recompiled after an engine failure
+        self.recoveries = 0
+
+    def _compile(self, model: Any, device: str, config: dict[str, Any]) -> Any:
+        try:
+            return self._core.compile_model(model, device, config)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}") from exc
 
     def _read_precision(self, config: dict[str, Any]) -> str:
         try:
@@ -160,12 +170,16 @@ class OpenVINORuntime(Runtime):
         return got
 
     def _deactivate_impl(self) -> None:
-        if self._pool is not None:
-            self._pool.close()  # waits for the batches in flight
-        self._pool = None
-        self._request = None
+        with self._pool_lock:
+            pools = self._retired + ([self._pool] if self._pool is not None else [])
+            self._pool, self._retired = None, []
+        for pool in pools:
+            pool.close()  # waits for the batches in flight
+        self._request = None  # before _held: the request's Tensors point into those arrays
         self._request_infer = None
         self._compiled = None
+        self._core = None
+        self._held = None
 
     @property
     def compiled_model(self) -> Any:
@@ -207,25 +221,66 @@ class OpenVINORuntime(Runtime):
         # The caller's arrays are shared with the request (no copy) while we block; outputs
         # are copied (share_outputs=False) because the request reuses its output buffers.
         with self._sync_lock:  # an InferRequest is not thread-safe
+            generation = self._generation
             try:
                 if self._direct is not None:
                     values = self._infer_direct(feeds)
                 else:
                     values = self._request_infer(self._ordered(feeds), True).to_tuple()
+                return dict(zip(self._output_names, values))
             except Exception as exc:
-                raise InferenceError(f"openvino failed on {self.model_path.name}: {_first_line(exc)}") from exc
-        return dict(zip(self._output_names, values))
+                error = InferenceError(f"openvino failed on {self.model_path.name}: {_first_line(exc)}")
+                error.__cause__ = exc
+        self._recover(generation)  # outside the sync lock: _recover takes it itself
+        raise error
+
+    def _recover(self, generation: int) -> None:
+        """Recompile after an engine failure.
+
+        OpenVINO 2026.4's CPU plugin keeps stale shapes after a call fails during shape
+        inference: every later call with the input shape of the last good call then fails
+        too, on every request of that compiled model (seen with an image too small for the
+        PP-OCR classifier's pooling). A stream of same-size frames would never recover, so
+        one failure costs one recompile instead. Jobs already in flight finish on the old one.
+        """
+        with self._recover_lock:
+            if generation != self._generation or self._core is None:
+                return  # another failure of the same generation recompiled already
+            warn_once(f"openvino: recompiling {self.model_path.name} after an engine failure "
+                      "(a failed call leaves stale shapes behind in OpenVINO)")
+            try:
+                compiled = self._compile(self._read_model(self._core), self.device, self.config)
+            except ModelLoadError as exc:  # keep the old one; the caller still gets its own error
+                log.warning("openvino: recompiling %s failed: %s", self.model_path.name, exc)
+                return
+            with self._sync_lock:
+                self._compiled = compiled
+                self._request = compiled.create_infer_request()
+                self._request_infer = self._request.infer
+                self._held = None
+                self._generation += 1
+                self.recoveries += 1
+            with self._pool_lock:
+                if self._pool is not None:
+                    # not closed here: a submit may still be handing it a job; its waiters
+                    # finish what is in flight, and deactivate closes it
+                    self._retired.append(self._pool)
+                self._pool = None
 
     def _infer_direct(self, feeds: dict[str, np.ndarray]) -> Any:
         """The engine call without OpenVINO's Python input dispatcher (~7 us of isinstance
         checks per call, which check_feeds has already done): wrap the checked arrays as
         shared Tensors and call the C++ infer. Its result dict is ordered like the outputs."""
         infer, tensor = self._direct
+        # A shared Tensor does not keep its numpy array alive, and the request keeps using the
+        # Tensor after the call: hold the arrays until the next call (as OpenVINO's own
+        # dispatcher does with request._inputs_data), or freed memory gets read and written.
         if self._single:
-            inputs = tensor(np.ascontiguousarray(next(iter(feeds.values()))), shared_memory=True)
+            self._held = np.ascontiguousarray(next(iter(feeds.values())))
+            inputs = tensor(self._held, shared_memory=True)
         else:
-            inputs = {i: tensor(np.ascontiguousarray(feeds[n]), shared_memory=True)
-                      for i, n in enumerate(self._input_order)}
+            self._held = [np.ascontiguousarray(feeds[n]) for n in self._input_order]
+            inputs = {i: tensor(a, shared_memory=True) for i, a in enumerate(self._held)}
         try:
             return infer(self._request, inputs, False, True).values()
         except TypeError:  # a future OpenVINO changed this signature: use the public path for good
@@ -240,13 +295,17 @@ class OpenVINORuntime(Runtime):
             except RuntimeError:
                 jobs = 2
             jobs = max(2, jobs)
-        return _RequestPool(self._compiled, int(jobs), self._output_names, self.model_path.name)
+        generation = self._generation
+        return _RequestPool(self._compiled, int(jobs), self._output_names, self.model_path.name,
+                            on_failure=lambda: self._recover(generation))
 
     def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = self._make_pool()
-        return self._pool.submit(self._ordered(feeds))
+            pool = self._pool
+        # outside the lock: submit blocks while all requests are busy
+        return pool.submit(self._ordered(feeds))
 
     @property
     def num_requests(self) -> int:
@@ -273,12 +332,14 @@ class _RequestPool:
     complete in the order the engine finishes them.
     """
 
-    def __init__(self, compiled: Any, size: int, names: tuple[str, ...], model: str) -> None:
+    def __init__(self, compiled: Any, size: int, names: tuple[str, ...], model: str,
+                 on_failure: Callable[[], None]) -> None:
         import queue
         from concurrent.futures import ThreadPoolExecutor
 
         self.size = size
         self._names, self._model = names, model
+        self._on_failure = on_failure
         self._idle: "queue.Queue[Any]" = queue.Queue()
         for _ in range(size):
             self._idle.put(compiled.create_infer_request())
@@ -302,7 +363,8 @@ class _RequestPool:
             request.wait()
             values = [request.get_output_tensor(i).data.copy() for i in range(len(self._names))]
         except Exception as exc:  # the request's own failure, raised by wait()
-            self._idle.put(request)
+            self._idle.put(request)  # first: a submit may be waiting for a free request
+            self._on_failure()  # recompile, so later jobs do not inherit the failure
             future.set_exception(InferenceError(f"openvino failed on {self._model}: {_first_line(exc)}"))
             return
         self._idle.put(request)  # outputs are copied: the request can take the next job
