@@ -116,6 +116,7 @@ def test_engine_failure_is_an_inference_error_sync_and_async(reshape_to_four):
             rt.infer(np.ones((3, 3), np.float32))
         with pytest.raises(InferenceError, match="onnxruntime failed on reshape4.onnx"):
             rt.submit(np.ones((3, 3), np.float32)).result(timeout=60)
+        np.testing.assert_array_equal(rt.infer(np.ones((2, 2), np.float32))["y"], np.ones(4))  # still works
 
 
 def test_missing_onnxruntime_names_the_package(cls_model, monkeypatch):
