@@ -270,3 +270,27 @@ def test_profile_batch_limit_applies():
     run(model, [ProducerSource(numbered_frames(12), "a")], batching="adaptive", slo_ms=1000, batch=16,
         profile="raspberry-pi-4")
     assert max(model.sizes) <= limit
+
+
+def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing(tmp_path):
+    got, on_result = _collect()
+    pipe = Pipeline(FakeModel(a_ms=20), [ProducerSource(numbered_frames(200), "a")], on_result=on_result,
+                    buffer_size=16)
+    pipe.start()
+    while pipe.stats.frames_out < 2:
+        time.sleep(0.01)
+    pipe.abort("second Ctrl-C")
+    assert pipe.wait(10)
+    snap = pipe.report().stats
+    assert snap["drops"].get("aborted", 0) > 0
+    assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]  # every frame accounted for
+    assert snap["frames_out"] < 200
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    from edgesdk.errors import SinkError
+    src = ProducerSource(numbered_frames(5), "a")
+    pipe = Pipeline(FakeModel(), [src], [str(blocker / "out.jsonl")])
+    with pytest.raises(SinkError, match="out.jsonl"):
+        pipe.run()
+    assert not pipe.running and not pipe.readers  # nothing was started

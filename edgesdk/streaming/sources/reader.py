@@ -119,9 +119,9 @@ class SourceReader(threading.Thread):
                         next_t = now + period
                 frame = Frame(src.source_id, self.frames, time.time(), img)
                 self.frames += 1
-                self.stats.frame_in(src.source_id, frame.timestamp)
                 if not self.buffer.put(frame):
-                    break  # buffer closed: the pipeline is stopping
+                    break  # buffer closed: the pipeline is stopping (this frame was never taken in)
+                self.stats.frame_in(src.source_id, frame.timestamp)
             else:
                 self.ended_reason = self.ended_reason or "stopped"
         except SourceError as exc:
