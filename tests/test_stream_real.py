@@ -195,3 +195,47 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, face_bundle, face_vid
     proc = _cli("run", str(face_bundle), "--source", str(face_video.path), "--sink", "out.xyz")
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 10 and "unknown sink 'out.xyz'" in stderr
+
+
+def test_http_mjpeg_stream_source(face_bundle, face_video):
+    """An http:// camera stream: the test video as multipart JPEG (what IP cameras serve),
+    from a local HTTP server, through the pipeline with the real model."""
+    import http.server
+
+    cap = cv2.VideoCapture(str(face_video.path))
+    jpegs = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        jpegs.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    cap.release()
+
+    class MJPEG(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for jpg in jpegs:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpg) + jpg + b"\r\n")
+                    time.sleep(0.02)  # 50 fps, like a camera
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MJPEG)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got, on_result = _collect()
+        report = run(face_bundle, [f"web=http://127.0.0.1:{server.server_address[1]}/video.mjpg"],
+                     on_result=on_result, max_frames=len(face_video))
+    finally:
+        server.shutdown()
+    results = got["web"]
+    assert [r.frame_index for r in results] == list(range(len(face_video)))
+    assert [len(r) > 0 for r in results] == face_video.has_face
+    assert report.stats["frames_out"] == len(face_video) and report.stop_reason == "sources ended"
