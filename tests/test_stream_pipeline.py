@@ -155,19 +155,24 @@ def test_a_failing_source_ends_alone_and_its_error_is_raised_after_the_others_fi
     assert "sensor unplugged" in pipe.report().source_errors[0]
 
 
-def test_stop_drains_in_flight_and_abort_drops_the_queue():
+def _interrupt(pipe: Pipeline, after: int, how, reason: str) -> dict:
+    """Start, wait for `after` results, call how(reason), wait for the end: final stats."""
+    pipe.start()
+    while pipe.stats.frames_out < after:
+        time.sleep(0.01)
+    how(reason)
+    assert pipe.wait(10)
+    return pipe.report().stats
+
+
+def test_stop_finishes_what_is_queued_and_in_flight():
     def endless():
         while True:
             yield np.zeros((4, 4, 3), np.uint8)
 
     got, on_result = _collect()
     pipe = Pipeline(FakeModel(a_ms=2), [ProducerSource(endless(), "cam")], on_result=on_result, buffer_size=8)
-    pipe.start()
-    while pipe.stats.frames_out < 5:
-        time.sleep(0.01)
-    pipe.stop("test")
-    assert pipe.wait(10)
-    snap = pipe.report().stats
+    snap = _interrupt(pipe, after=5, how=pipe.stop, reason="test")
     assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]  # queued frames were finished
     assert snap["drops"].get("aborted", 0) == 0 and pipe.stop_reason == "test"
     idx = [i for i, _, _ in got["cam"]]
@@ -273,15 +278,8 @@ def test_profile_batch_limit_applies():
 
 
 def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing(tmp_path):
-    got, on_result = _collect()
-    pipe = Pipeline(FakeModel(a_ms=20), [ProducerSource(numbered_frames(200), "a")], on_result=on_result,
-                    buffer_size=16)
-    pipe.start()
-    while pipe.stats.frames_out < 2:
-        time.sleep(0.01)
-    pipe.abort("second Ctrl-C")
-    assert pipe.wait(10)
-    snap = pipe.report().stats
+    pipe = Pipeline(FakeModel(a_ms=20), [ProducerSource(numbered_frames(200), "a")], buffer_size=16)
+    snap = _interrupt(pipe, after=2, how=pipe.abort, reason="second Ctrl-C")
     assert snap["drops"].get("aborted", 0) > 0
     assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]  # every frame accounted for
     assert snap["frames_out"] < 200
