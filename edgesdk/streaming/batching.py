@@ -360,9 +360,8 @@ class AdaptiveBatching(BatchPolicy):
         cutoff = device_free + cost - self.budget
         if len(ts_desc) > 2 * best and view.arrival_rate * cost > best:
             # Overloaded (frames arrive faster than batches of this size are done, and more
-            # than two batches wait): some
-            # frames will be dropped anyway, so drop the oldest and run the newest. Same
-            # throughput, far lower latency, and room left in the budget for jitter.
+            # than two batches wait): some frames will be dropped anyway, so drop the oldest
+            # and run the newest. Same throughput, far lower latency, room left for jitter.
             cutoff = max(cutoff, ts_desc[best - 1])
         if ts_desc:
             cutoff = min(cutoff, ts_desc[0])  # always run the newest frame: keep measuring

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from ..errors import ConfigError, EdgeSDKError, SourceError
+from ..errors import ConfigError, EdgeSDKError
 from ..results import Frame, Result
 from .batching import BatchPolicy, QueueView, batch_limit, make_policy
 from .buffer import FrameBuffer
