@@ -16,10 +16,16 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import sys
+
 import cv2
 import numpy as np
 
-from realdata import _to_bgr, photos
+_TOOLS = str(Path(__file__).resolve().parent.parent / "tools")
+if _TOOLS not in sys.path:  # bench/ and ad-hoc scripts import this module without conftest
+    sys.path.insert(0, _TOOLS)
+
+from sampledata import _to_bgr, photos  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,3 +126,30 @@ def write_images(images: Sequence[np.ndarray], folder: os.PathLike) -> Path:
     for i, img in enumerate(images):
         cv2.imwrite(str(folder / f"{i:04d}.png"), img)
     return folder
+
+
+def cls_crops(split: str) -> list[np.ndarray]:
+    """Real text-line crops (BGR) for the PP-OCR direction classifier, upright and rotated 180.
+
+    Lines are cut from the top (calibration) or bottom (held-out) half of the scanned page with
+    `textcrops.line_crops`; pieces of the handwriting photo are split between the two as well.
+    """
+    from skimage import data
+
+    from textcrops import TEXT_BOXES, line_crops
+
+    page = data.page()
+    half = page.shape[0] // 2
+    if split == "calibration":
+        gray = line_crops(page[:half])
+        boxes = TEXT_BOXES[:3]
+    else:
+        gray = line_crops(page[half:])
+        boxes = TEXT_BOXES[3:]
+    text = data.text()
+    gray += [np.ascontiguousarray(text[y0:y1, x0:x1]) for x0, y0, x1, y1 in boxes]
+    out = []
+    for g in gray:
+        bgr = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
+        out += [bgr, cv2.rotate(bgr, cv2.ROTATE_180)]
+    return out

@@ -1,0 +1,244 @@
+"""ONNX precisions: fp16, INT8 dynamic, INT8 static (QDQ, per-channel) with onnxruntime.
+
+All functions take a prepared model file (see `converters.passes`: static shapes, opset >= 13,
+named nodes) and write a new file. Errors are ConversionErrors saying what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .errors import ConversionError
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: ops onnxruntime's QDQ quantizer quantizes that carry weights: the "layers" of the report
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def to_fp16(src: Path, dst: Path, keep_io_types: bool = True,
+            op_block_list: Optional[Sequence[str]] = None) -> list[str]:
+    """fp16 weights and compute; inputs/outputs stay fp32 unless `keep_io_types` is False.
+
+    Returns notes for the report (which ops stayed fp32).
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(op_block_list or ())
+    try:
+        out = float16.convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=blocked)
+    except Exception as exc:  # onnxconverter-common raises plain exceptions on odd graphs
+        raise ConversionError(f"fp16 conversion of {Path(src).name} failed: {_first_line(exc)}") from exc
+    onnx.save(out, str(dst))
+    kept = sorted({n.op_type for n in model.graph.node if n.op_type in blocked})
+    notes = ["inputs/outputs kept fp32" if keep_io_types else "inputs/outputs fp16"]
+    if kept:
+        notes.append(f"ops kept fp32 (not safe in fp16 for onnxruntime): {', '.join(kept)}")
+    return notes
+
+
+def quantize_dynamic(src: Path, dst: Path, per_channel: bool = True,
+                     op_types: Sequence[str] = ("MatMul", "Gemm")) -> list[str]:
+    """INT8 weights, activations quantized on the fly at run time (no calibration).
+
+    Only MatMul/Gemm by default: onnxruntime's dynamic Conv (ConvInteger) is slower than fp32 on
+    most CPUs, so a CNN mostly stays float; the report says how many layers changed.
+    """
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as _qd
+
+    import onnx
+
+    model = onnx.load(str(src))
+    targets = [n for n in model.graph.node if n.op_type in op_types]
+    if not targets:
+        raise ConversionError(
+            f"dynamic INT8 quantizes {'/'.join(op_types)} layers and {Path(src).name} has none; use static "
+            "INT8 with calibration data (--calib) instead")
+    try:
+        _qd(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types))
+    except Exception as exc:
+        raise ConversionError(f"dynamic INT8 quantization failed: {_first_line(exc)}") from exc
+    return [f"{len(targets)} {'/'.join(op_types)} layers with int8 weights, activations quantized at run time"]
+
+
+@contextlib.contextmanager
+def _no_root_warnings():
+    """onnxruntime.quantization logs advice on the root logger ("consider pre-processing"):
+    our passes already did that, so keep it out of the user's console."""
+    root = logging.getLogger()
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider")
+
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over model-ready samples (one sample per batch)."""
+
+    def __init__(self, input_name: str, samples: np.ndarray) -> None:
+        self._items = iter([{input_name: samples[i:i + 1]} for i in range(len(samples))])
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # some onnxruntime versions call it
+        pass
+
+
+@dataclass
+class StaticQuantizer:
+    """INT8 static QDQ quantization of one prepared model, re-runnable with other exclusions.
+
+    Calibration runs once; the tensor ranges are cached (onnxruntime's calibration cache), so
+    `quantize(dst, exclude=...)` for another set of float layers takes seconds, not minutes.
+    Weights int8 per channel (symmetric), activations uint8 (asymmetric, per tensor): the
+    combination onnxruntime recommends for x86 CPUs with VNNI.
+    """
+
+    src: Path
+    input_name: str
+    calib: np.ndarray
+    method: str = "minmax"
+    per_channel: bool = True
+    percentile: float = 99.999
+    work_dir: Optional[Path] = None
+    _cache: Optional[Path] = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConversionError(f"unknown calibration method {self.method!r}; choose one of "
+                                  f"{', '.join(CALIBRATION_METHODS)}")
+        if self.calib is None or len(self.calib) == 0:
+            raise ConversionError("static INT8 needs calibration samples (--calib DATA: an image folder, a "
+                                  "video or a .npy); none were given")
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgesdk-quant-", dir=self.work_dir)
+        self._cache = Path(self._tmp.name) / "ranges.json"
+
+    def layers(self) -> list[str]:
+        """Names of the nodes that carry weights (what `exclude` takes)."""
+        import onnx
+
+        return [n.name for n in onnx.load(str(self.src)).graph.node if n.op_type in WEIGHTED_OPS]
+
+    def quantize(self, dst: Path, exclude: Iterable[str] = (), keep_activations: bool = False) -> Path:
+        """Write the QDQ model with the layers in `exclude` left float.
+
+        `keep_activations`: keep Relu/Clip nodes that the quantizer would otherwise fold into
+        the quantization range; `revert_layers` needs them to make a layer exactly float again.
+        """
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[self.method]
+        extra: dict[str, Any] = {"QDQKeepRemovableActivations": bool(keep_activations)}
+        if self.method == "percentile":
+            extra["CalibPercentile"] = self.percentile
+        reader = None if self._cache.is_file() else _Reader(self.input_name, self.calib)
+        try:
+            with _no_root_warnings():
+                quantize_static(str(self.src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                                per_channel=self.per_channel, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=method,
+                                nodes_to_exclude=sorted(exclude) or None, extra_options=extra,
+                                calibration_cache_path=str(self._cache))
+        except Exception as exc:
+            raise ConversionError(f"static INT8 quantization of {Path(self.src).name} failed: "
+                                  f"{_first_line(exc)}") from exc
+        return Path(dst)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def revert_layers(qdq_model: Any, float_model: Any, names: Iterable[str]) -> Any:
+    """A copy of a QDQ model where the nodes `names` read float inputs again (weights included).
+
+    Quick surgery for ranking layers by sensitivity: no re-quantization, same ranges
+    elsewhere. Each input that comes through QuantizeLinear -> DequantizeLinear is wired to the
+    float tensor before the pair; a dequantized weight/bias becomes the float initializer of the
+    same-named node in `float_model` (or, failing that, the dequantized values). Dangling Q/DQ
+    nodes are left (harmless); the final model comes from `StaticQuantizer.quantize(exclude=...)`.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    names = set(names)
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq_model)
+    producer = {o: n for n in out.graph.node for o in n.output}
+    inits = {t.name: t for t in out.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    float_inits = {t.name: t for t in float_model.graph.initializer}
+    added: set[str] = set()
+
+    def add_init(name: str, array: np.ndarray) -> str:
+        alias = f"{name}__float"
+        if alias not in added:
+            out.graph.initializer.append(numpy_helper.from_array(np.asarray(array), alias))
+            added.add(alias)
+        return alias
+
+    for node in out.graph.node:
+        if node.name not in names:
+            continue
+        ref = float_nodes.get(node.name)
+        for i, name in enumerate(list(node.input)):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            src = dq.input[0]
+            if src in inits:  # a quantized weight or bias
+                ref_name = ref.input[i] if ref is not None and i < len(ref.input) else None
+                if ref_name in float_inits:
+                    node.input[i] = add_init(ref_name, numpy_helper.to_array(float_inits[ref_name]))
+                else:
+                    node.input[i] = add_init(src, _dequantize(dq, inits))
+                continue
+            q = producer.get(src)
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    return out
+
+
+def _dequantize(dq: Any, inits: dict[str, Any]) -> np.ndarray:
+    from onnx import numpy_helper
+
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2] else 0.0
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if np.ndim(scale) == 1 and q.ndim > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+    return (q - zero) * scale
+
+
+def quantized_layers(qdq_model: Any) -> list[str]:
+    """Weighted nodes of a QDQ model whose inputs come from DequantizeLinear (i.e. run in int8)."""
+    producers = {o: n.op_type for n in qdq_model.graph.node for o in n.output}
+    out = []
+    for n in qdq_model.graph.node:
+        if n.op_type in WEIGHTED_OPS and n.input and producers.get(n.input[0]) == "DequantizeLinear":
+            out.append(n.name)
+    return out

@@ -1,0 +1,167 @@
+"""OpenVINO IR: fp32, fp16 (compressed weights), INT8 with NNCF.
+
+The IR comes from `ov.convert_model` (not `Core.read_model`): the converter runs OpenVINO's
+front-end transformations (HSwish and similar fusions, shape sub-graph folding). NNCF on an
+un-fused graph puts quantizers inside hard-swish patterns, and on the PP-OCRv4 detector that
+cost ~0.1 cosine similarity.
+
+bf16 is not a file format but a RUNTIME precision: the fp32 IR compiled with
+INFERENCE_PRECISION_HINT=bf16 (AMX / AVX-512 BF16 CPUs). The converter offers it as a variant
+of its own (same file, different manifest `runtime.precision`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .errors import ConversionError
+
+#: ops whose inputs NNCF quantizes and that the guard may keep float ("layers")
+LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+               "MatMul", "Add", "Multiply", "Subtract", "Divide", "Interpolate", "ReduceMean", "Concat",
+               "MaxPool", "AvgPool", "HSwish", "HSigmoid", "HardSigmoid")
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ConversionError("OpenVINO conversion needs the 'openvino' package: pip install 'edgesdk[convert]'") from exc
+    return ov
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))] or lines
+    return " ".join(useful)[:300] if useful else type(exc).__name__
+
+
+def read_onnx(onnx_path: Path) -> Any:
+    """ONNX -> ov.Model with OpenVINO's converter (fusions applied); unsupported ops raise clearly."""
+    ov = _ov()
+    try:
+        return ov.convert_model(str(onnx_path))
+    except Exception as exc:  # OpVersion/OpConversionFailure etc. carry C++ traces
+        msg = _first_line(exc)
+        hint = ("an operator OpenVINO cannot convert" if "onversion" in msg or "not supported" in msg.lower()
+                else "the model could not be converted")
+        raise ConversionError(f"OpenVINO IR conversion of {Path(onnx_path).name} failed ({hint}): {msg}") from exc
+
+
+def save_ir(model: Any, xml_path: Path, compress_to_fp16: bool = False) -> Path:
+    ov = _ov()
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    return xml_path
+
+
+def to_ir(onnx_path: Path, xml_path: Path, precision: str = "fp32") -> Path:
+    """fp32 IR, or fp16 IR (weights stored fp16; the CPU computes in f32/bf16 per the hint)."""
+    if precision not in ("fp32", "fp16"):
+        raise ConversionError(f"OpenVINO IR files are fp32 or fp16 (bf16 is a runtime hint), got {precision!r}")
+    return save_ir(read_onnx(onnx_path), xml_path, compress_to_fp16=(precision == "fp16"))
+
+
+def _dataset(samples: np.ndarray):
+    import nncf
+
+    return nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
+
+
+def _quiet_nncf() -> None:
+    # NNCF logs every ignored node at INFO; the converter shows its own progress
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+
+
+def quantize(model: Any, calib: np.ndarray, *, preset: str = "performance", fast_bias_correction: bool = True,
+             ignored: Sequence[str] = (), subset_size: Optional[int] = None) -> Any:
+    """INT8 post-training quantization with `nncf.quantize` on real calibration samples."""
+    import nncf
+
+    _quiet_nncf()
+    if calib is None or len(calib) == 0:
+        raise ConversionError("OpenVINO INT8 needs calibration samples (--calib DATA); none were given")
+    kw: dict[str, Any] = {"subset_size": int(subset_size or len(calib)),
+                          "fast_bias_correction": fast_bias_correction}
+    if preset == "mixed":
+        kw["preset"] = nncf.QuantizationPreset.MIXED
+    if ignored:
+        kw["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+    try:
+        return nncf.quantize(model, _dataset(calib), **kw)
+    except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)
+        raise ConversionError(f"NNCF INT8 quantization failed: {_first_line(exc)}") from exc
+
+
+def quantize_with_accuracy_control(model: Any, calib: np.ndarray, held_out: np.ndarray,
+                                   validate: Callable[[Any, Iterable[Any]], float], max_drop: float, *,
+                                   max_steps: int = 8, ranking_samples: int = 8,
+                                   fast_bias_correction: bool = True) -> Any:
+    """`nncf.quantize_with_accuracy_control`: NNCF ranks quantizers and reverts the worst ones.
+
+    `validate(compiled_model, data) -> metric` (higher is better, 1.0 = identical to fp32).
+    Thorough but slow (every ranking step compiles and runs the model once per quantizer group);
+    the converter's own guard (`converters.sensitivity`) is the default.
+    """
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    _quiet_nncf()
+    params = AdvancedAccuracyRestorerParameters(max_num_iterations=max_steps,
+                                                ranking_subset_size=min(ranking_samples, len(held_out)))
+
+    def fn(compiled: Any, data: Iterable[Any]) -> float:
+        return float(validate(compiled, data))
+
+    try:
+        return nncf.quantize_with_accuracy_control(
+            model, _dataset(calib), _dataset(held_out), fn, max_drop=max_drop, subset_size=len(calib),
+            fast_bias_correction=fast_bias_correction, advanced_accuracy_restorer_parameters=params)
+    except Exception as exc:
+        raise ConversionError(f"NNCF accuracy-controlled quantization failed: {_first_line(exc)}") from exc
+
+
+def quantized_layers(model: Any) -> list[str]:
+    """Friendly names of ops that read at least one FakeQuantize output (they run in int8)."""
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("FakeQuantize", "Constant", "Parameter", "Result", "Convert"):
+            continue
+        if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs()):
+            out.append(op.get_friendly_name())
+    return out
+
+
+def revert_layers(model: Any, names: Iterable[str], float_model: Any = None) -> Any:
+    """A copy of a quantized ov.Model where the ops `names` run float again.
+
+    Their inputs are taken from before each FakeQuantize; with `float_model` (the model before
+    quantization) their int8-compressed weights are replaced by the original float constants.
+    Bypassed FakeQuantize nodes with no consumers left drop out of the graph, so the result is
+    a clean mixed-precision model (those ops run f32, or bf16 under a bf16 hint).
+    """
+    import openvino as ov
+
+    names = set(names)
+    out = model.clone()
+    originals = {op.get_friendly_name(): op for op in float_model.get_ordered_ops()} if float_model is not None else {}
+    for op in out.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name not in names:
+            continue
+        ref = originals.get(name)
+        for port in op.inputs():
+            src = port.get_source_output().get_node()
+            if src.get_type_name() == "FakeQuantize":
+                port.replace_source_output(src.input_value(0))
+                continue
+            if ref is None or port.get_index() >= ref.get_input_size():
+                continue
+            ref_src = ref.input_value(port.get_index()).get_node()
+            if ref_src.get_type_name() == "Constant" and src.get_type_name() in ("Multiply", "Convert", "Subtract"):
+                port.replace_source_output(ov.op.Constant(ref_src.get_data().copy()).output(0))
+    return out

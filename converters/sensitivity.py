@@ -1,0 +1,128 @@
+"""Keep the layers most sensitive to quantization in float until the accuracy budget holds.
+
+Backend-neutral: the caller passes functions that build/evaluate a model with a given set of
+layers kept float (ONNX QDQ: `onnx_quant.revert_layers`; OpenVINO: `openvino_ir.revert_layers`).
+
+1. Measure the fully quantized model. Within budget: done.
+2. Rank: revert each quantized layer alone and measure how much of the drop it wins back
+   (on a few held-out samples, for speed).
+3. Greedy: keep the best-ranked layer float, measure on all held-out samples; a layer that
+   does not help is put back. Stop when the budget holds, after `max_steps`, when no layer
+   helps, or when the mixed model is no faster than the float alternative (then fp16/bf16/
+   fp32 is the better answer). Every step is recorded with its drop (and latency, when the
+   caller measures it), so the report says which layers stayed float and what that cost.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+Evaluate = Callable[[Sequence[str]], float]  # excluded layers -> accuracy drop
+
+
+@dataclass
+class GuardStep:
+    layer: str
+    excluded: list[str]
+    drop: float
+    kept: bool
+    latency_ms: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "excluded": list(self.excluded), "drop": round(self.drop, 6),
+                "kept": self.kept, "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3)}
+
+
+@dataclass
+class GuardReport:
+    budget: float
+    initial_drop: float
+    final_drop: float
+    excluded: list[str] = field(default_factory=list)
+    steps: list[GuardStep] = field(default_factory=list)
+    ranking: list[tuple[str, float]] = field(default_factory=list)
+    candidates: int = 0
+    stopped: str = ""
+    seconds: float = 0.0
+
+    @property
+    def within_budget(self) -> bool:
+        return self.final_drop <= self.budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "initial_drop": round(self.initial_drop, 6),
+                "final_drop": round(self.final_drop, 6), "within_budget": self.within_budget,
+                "float_layers": list(self.excluded), "candidates": self.candidates,
+                "ranking_top": [{"layer": n, "gain": round(g, 6)} for n, g in self.ranking[:10]],
+                "steps": [s.to_dict() for s in self.steps], "stopped": self.stopped,
+                "seconds": round(self.seconds, 2)}
+
+
+def keep_sensitive_layers_float(
+    candidates: Sequence[str],
+    evaluate: Evaluate,
+    budget: float,
+    *,
+    rank_evaluate: Optional[Evaluate] = None,
+    max_steps: int = 8,
+    latency: Optional[Callable[[Sequence[str]], float]] = None,
+    float_latency_ms: Optional[float] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> GuardReport:
+    """Run the guard. `evaluate(excluded) -> drop` on all held-out samples; `rank_evaluate`
+    the same on a subset (defaults to `evaluate`). `latency(excluded) -> ms` and
+    `float_latency_ms` (the best float variant within budget) let it stop when int8 stops
+    paying off."""
+    start = time.perf_counter()
+    say = progress or (lambda msg: None)
+    rank_evaluate = rank_evaluate or evaluate
+    drop0 = evaluate([])
+    report = GuardReport(budget, drop0, drop0, candidates=len(candidates))
+    if drop0 <= budget:
+        report.stopped = "fully quantized model is within budget"
+        report.seconds = time.perf_counter() - start
+        return report
+
+    say(f"accuracy drop {drop0:.4f} > budget {budget:.4f}: ranking {len(candidates)} layers by sensitivity")
+    base = rank_evaluate([]) if rank_evaluate is not evaluate else drop0
+    ranking = []
+    for i, name in enumerate(candidates):
+        ranking.append((name, base - rank_evaluate([name])))
+        if (i + 1) % 10 == 0 or i + 1 == len(candidates):
+            say(f"ranked {i + 1}/{len(candidates)} layers")
+    ranking.sort(key=lambda item: item[1], reverse=True)
+    report.ranking = ranking
+
+    excluded: list[str] = []
+    current = drop0
+    queue = [name for name, gain in ranking if gain > 0]
+    if not queue:
+        report.stopped = "no single layer kept float reduces the drop"
+    for name in queue:
+        if len(report.steps) >= max_steps:
+            report.stopped = f"stopped after {max_steps} steps"
+            break
+        trial = excluded + [name]
+        drop = evaluate(trial)
+        kept = drop < current
+        lat = latency(trial) if (latency is not None and kept) else None
+        report.steps.append(GuardStep(name, trial if kept else list(excluded), drop, kept, lat))
+        say(f"step {len(report.steps)}: {name} float -> drop {drop:.4f}" + ("" if kept else " (no better: put back)"))
+        if not kept:
+            continue
+        excluded, current = trial, drop
+        if current <= budget:
+            report.stopped = "within budget"
+            break
+        if lat is not None and float_latency_ms is not None and lat >= float_latency_ms:
+            report.stopped = (f"mixed model ({lat:.2f} ms) is no faster than the float variant "
+                              f"({float_latency_ms:.2f} ms): float wins")
+            break
+    else:
+        if queue and not report.stopped:
+            report.stopped = "ran out of layers that help"
+    report.excluded = excluded
+    report.final_drop = current
+    report.seconds = time.perf_counter() - start
+    return report

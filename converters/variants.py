@@ -1,0 +1,549 @@
+"""Build, check and measure the variants a conversion considers.
+
+A variant is one (backend, file precision, runtime precision) a device profile allows:
+"onnxruntime int8 (static QDQ)", "openvino fp32 IR run with bf16 hint", "litert fp16",
+"tensorrt int8 recipe", ... `VariantBuilder.build(backend, precision)` makes its files from
+the prepared fp32 ONNX model; `check` compares it with the original on held-out samples
+(through the runtime interface only) and, when the host is the target, measures latency.
+INT8 variants over the accuracy budget go through the sensitivity guard, which keeps the
+most sensitive layers float.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .compare import Comparator, Comparison
+from .errors import ConversionError, EdgeSDKError
+from .sensitivity import GuardReport, keep_sensitive_layers_float
+
+#: backends that run on this machine through `runtimes`
+LOCAL_BACKENDS = ("onnxruntime", "openvino", "litert")
+#: backends whose artifacts are built for a device we cannot run here
+RECIPE_BACKENDS = ("tensorrt", "edgetpu")
+
+
+@dataclass
+class Variant:
+    """One candidate: its files, what it is, and what was measured about it."""
+
+    key: str                         # short id, e.g. "openvino-int8+bf16"
+    name: str                        # words for the report
+    backend: str                     # backend the bundle names (onnxruntime/openvino/litert/tensorrt/edgetpu)
+    precision: str                   # what the file holds: fp32|fp16|int8|mixed
+    model: str = ""                  # entry file (bundle-relative)
+    files: dict[str, Path] = field(default_factory=dict)
+    runtime_precision: Optional[str] = None  # what to ask the runtime for (the bf16 hint)
+    device: str = "CPU"
+    layout: str = "NCHW"
+    #: how to run it here for checking: (backend, file) or None when it cannot run here
+    check_with: Optional[tuple[str, Path]] = None
+    comparison: Optional[Comparison] = None
+    latency: Optional[dict[str, Any]] = None
+    guard: Optional[GuardReport] = None
+    verified: list[str] = field(default_factory=list)
+    not_verified: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+    build_seconds: float = 0.0
+    ran_precision: Optional[str] = None  # what the runtime said it ran
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the model files (recipes and caches not counted)."""
+        return sum(p.stat().st_size for rel, p in self.files.items()
+                   if p.is_file() and Path(rel).suffix in (".onnx", ".xml", ".bin", ".tflite"))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def within(self, budget: float) -> Optional[bool]:
+        if self.comparison is None:
+            return None
+        return self.comparison.drop <= budget + 1e-12
+
+    def to_dict(self, budget: Optional[float] = None, baseline: Optional["Variant"] = None) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "key": self.key, "name": self.name, "backend": self.backend, "precision": self.precision,
+            "runtime_precision": self.runtime_precision, "ran_precision": self.ran_precision,
+            "device": self.device, "layout": self.layout, "model": self.model,
+            "files": sorted(self.files), "size_bytes": self.size_bytes if self.ok else None,
+            "accuracy": self.comparison.to_dict() if self.comparison else None,
+            "latency": self.latency, "guard": self.guard.to_dict() if self.guard else None,
+            "verified": self.verified, "not_verified": self.not_verified, "notes": self.notes,
+            "error": self.error, "build_seconds": round(self.build_seconds, 2),
+        }
+        if budget is not None:
+            d["within_budget"] = self.within(budget)
+        if baseline is not None and self.ok and baseline.ok and baseline.size_bytes:
+            d["size_ratio"] = round(self.size_bytes / baseline.size_bytes, 4)
+            if self.latency and baseline.latency:
+                d["speedup"] = round(baseline.latency["p50_ms"] / self.latency["p50_ms"], 3)
+        return d
+
+
+@dataclass
+class BuildSettings:
+    prepared: Path                          # prepared fp32 ONNX (static, named, folded)
+    work: Path                              # scratch folder for variant files
+    input_name: str
+    input_shape: list[int]
+    calib: Optional[np.ndarray] = None      # calibration samples (model-ready)
+    comparator: Optional[Comparator] = None  # held-out comparison against the original
+    budget: float = 0.02
+    calib_method: str = "minmax"
+    exclude: Sequence[str] = ()
+    guard_steps: int = 8
+    ranking_samples: int = 4
+    accuracy_control: str = "edgesdk"       # edgesdk | nncf (OpenVINO INT8)
+    threads: Optional[int] = None
+    measure: bool = False
+    bench_seconds: float = 1.0
+    trt_version: str = "10.3.0"
+    dla_core: Optional[int] = None
+    progress: Callable[[str], None] = lambda msg: None
+
+
+class VariantBuilder:
+    """Builds variants from one prepared model; remembers measurements between variants."""
+
+    def __init__(self, settings: BuildSettings) -> None:
+        self.s = settings
+        self.s.work.mkdir(parents=True, exist_ok=True)
+        self._ov_float: Any = None
+        self._ov_int8: Any = None
+        self._ov_int8_guard: Optional[GuardReport] = None
+        self._float_best_ms: Optional[float] = None
+        self._subset: Optional[Comparator] = None
+
+    # ----------------------------------------------------------------- public
+    def build(self, backend: str, precision: str) -> Variant:
+        """Build (and check) one variant; a failure is recorded on the variant, not raised,
+        unless it is a usage error that every variant would hit."""
+        start = time.perf_counter()
+        method = getattr(self, f"_build_{backend}", None)
+        if method is None:
+            raise ConversionError(f"no converter for backend {backend!r}")
+        try:
+            variant = method(precision)
+        except ConversionError as exc:
+            variant = Variant(f"{backend}-{precision}", f"{backend} {precision}", backend, precision, error=str(exc))
+        variant.build_seconds = time.perf_counter() - start
+        if variant.ok and variant.check_with is not None:
+            self.check(variant)
+        return variant
+
+    def check(self, v: Variant) -> None:
+        """Compare with the original on held-out samples; measure latency when asked."""
+        import runtimes
+
+        backend, path = v.check_with
+        kw: dict[str, Any] = {"precision": v.runtime_precision}
+        if self.s.threads:
+            kw["threads"] = self.s.threads
+        try:
+            rt = runtimes.load(path, backend=backend, **kw)
+            with rt:
+                v.ran_precision = rt.precision
+                if self.s.comparator is not None and v.comparison is None:
+                    v.comparison = self.s.comparator.compare(rt)
+                    v.verified.append(f"outputs compared with the original on {v.comparison.samples} held-out "
+                                      f"samples with {backend} on this machine: {v.comparison.summary()}")
+                if self.s.measure:
+                    v.latency = self._latency(rt)
+        except EdgeSDKError as exc:
+            v.error = f"could not run the converted model with {backend}: {exc}"
+            return
+        if self.s.comparator is None:
+            v.not_verified.append("accuracy: no held-out samples (give --calib with real images)")
+        if (v.precision in ("fp32", "fp16") and v.latency and v.within(self.s.budget) is not False
+                and (self._float_best_ms is None or v.latency["p50_ms"] < self._float_best_ms)):
+            self._float_best_ms = v.latency["p50_ms"]
+
+    # ----------------------------------------------------------------- helpers
+    def _say(self, msg: str) -> None:
+        self.s.progress(msg)
+
+    def _latency(self, rt: Any) -> dict[str, Any]:
+        from runtimes.timing import measure
+
+        feed = self._sample(rt)
+        stats = measure(rt, feed, warmup=3, iterations=10, seconds=self.s.bench_seconds)
+        return stats.to_dict()
+
+    def _sample(self, rt: Any) -> np.ndarray:
+        cmp = self.s.comparator
+        if cmp is not None and isinstance(cmp.samples, np.ndarray):
+            x = cmp.samples[:1]
+        elif self.s.calib is not None:
+            x = self.s.calib[:1]
+        else:
+            x = np.zeros([1] + list(self.s.input_shape[1:]), np.float32)
+        return Comparator._adapt(x, rt)
+
+    def _file(self, name: str) -> Path:
+        return self.s.work / name
+
+    def _need_calib(self, what: str) -> np.ndarray:
+        if self.s.calib is None or len(self.s.calib) == 0:
+            raise ConversionError(f"{what} needs calibration data: pass --calib with a folder of real images, a video "
+                                  "or a .npy (never random noise)")
+        return self.s.calib
+
+    def _subset_comparator(self) -> Optional[Comparator]:
+        """A comparator on the first few held-out samples, for ranking layers quickly."""
+        cmp = self.s.comparator
+        if cmp is None:
+            return None
+        if self._subset is None:
+            self._subset = cmp.subset(self.s.ranking_samples)
+        return self._subset
+
+    def _drop(self, comparator: Comparator, backend: str, path: Path, precision: Optional[str] = None) -> float:
+        return comparator.compare(path, backend=backend, precision=precision,
+                                  **({"threads": self.s.threads} if self.s.threads else {})).drop
+
+    # ----------------------------------------------------------------- onnxruntime
+    def _build_onnxruntime(self, precision: str) -> Variant:
+        from . import onnx_quant
+
+        s = self.s
+        if precision == "fp32":
+            path = self._file("model.onnx")
+            shutil.copyfile(s.prepared, path)
+            v = Variant("onnxruntime-fp32", "onnxruntime fp32", "onnxruntime", "fp32")
+        elif precision == "fp16":
+            path = self._file("model_fp16.onnx")
+            notes = onnx_quant.to_fp16(s.prepared, path)
+            v = Variant("onnxruntime-fp16", "onnxruntime fp16", "onnxruntime", "fp16", notes=notes)
+        elif precision == "int8":
+            if s.calib is None:
+                path = self._file("model_int8_dynamic.onnx")
+                notes = onnx_quant.quantize_dynamic(s.prepared, path)
+                v = Variant("onnxruntime-int8-dynamic", "onnxruntime int8 (dynamic)", "onnxruntime", "int8", notes=notes)
+            else:
+                return self._ort_static(precision)
+        else:
+            raise ConversionError(f"onnxruntime has no {precision} conversion (it takes fp32, fp16, int8)")
+        v.model, v.files, v.check_with = path.name, {path.name: path}, ("onnxruntime", path)
+        return v
+
+    def _ort_static(self, precision: str) -> Variant:
+        import onnx
+
+        from . import onnx_quant
+
+        s = self.s
+        calib = self._need_calib("static INT8")
+        self._say(f"onnxruntime int8: calibrating on {len(calib)} samples ({s.calib_method})")
+        quantizer = onnx_quant.StaticQuantizer(s.prepared, s.input_name, calib, method=s.calib_method,
+                                               work_dir=s.work)
+        try:
+            path = quantizer.quantize(self._file("model_int8.onnx"), exclude=s.exclude)
+            v = Variant("onnxruntime-int8", f"onnxruntime int8 (static QDQ, per-channel, {s.calib_method})",
+                        "onnxruntime", "int8", model=path.name, files={path.name: path},
+                        check_with=("onnxruntime", path))
+            if s.exclude:
+                v.notes.append(f"kept float by request: {', '.join(s.exclude)}")
+            v.notes.append(f"calibrated on {len(calib)} samples ({s.calib_method})")
+            if s.comparator is None:
+                return v
+            self.check(v)
+            if v.within(s.budget) or not v.ok:
+                return v
+            # the guard: rank on a keep-activations QDQ model by surgery, step with real re-quantization
+            float_model = onnx.load(str(s.prepared))
+            keep_path = quantizer.quantize(self._file("ranking_qdq.onnx"), exclude=s.exclude, keep_activations=True)
+            ranking_model = onnx.load(str(keep_path))
+            candidates = [n for n in onnx_quant.quantized_layers(ranking_model) if n not in s.exclude]
+            sub = self._subset_comparator()
+            scratch = self._file("ranking_trial.onnx")
+
+            def rank_eval(excluded: Sequence[str]) -> float:
+                onnx.save(onnx_quant.revert_layers(ranking_model, float_model, excluded), str(scratch))
+                return self._drop(sub, "onnxruntime", scratch)
+
+            trial = self._file("guard_trial.onnx")
+
+            def evaluate(excluded: Sequence[str]) -> float:
+                if not excluded:
+                    return v.comparison.drop
+                quantizer.quantize(trial, exclude=list(s.exclude) + list(excluded))
+                return self._drop(s.comparator, "onnxruntime", trial)
+
+            latency = None
+            if s.measure:
+                def latency(excluded: Sequence[str]) -> float:
+                    import runtimes
+
+                    quantizer.quantize(trial, exclude=list(s.exclude) + list(excluded))
+                    with runtimes.load(trial, backend="onnxruntime", threads=s.threads) as rt:
+                        return self._latency(rt)["p50_ms"]
+
+            guard = keep_sensitive_layers_float(candidates, evaluate, s.budget, rank_evaluate=rank_eval,
+                                                max_steps=s.guard_steps, latency=latency,
+                                                float_latency_ms=self._float_best_ms, progress=self._say)
+            v.guard = guard
+            if guard.excluded:
+                final = quantizer.quantize(self._file("model_int8_mixed.onnx"), exclude=list(s.exclude) + guard.excluded)
+                path.unlink()
+                mixed = Variant("onnxruntime-int8-mixed", f"onnxruntime int8 with {len(guard.excluded)} layers float",
+                                "onnxruntime", "mixed", model=final.name, files={final.name: final},
+                                check_with=("onnxruntime", final), guard=guard, notes=v.notes)
+                mixed.notes.append(f"kept float by the accuracy guard: {', '.join(guard.excluded)}")
+                self.check(mixed)
+                return mixed
+            return v
+        finally:
+            quantizer.close()
+            for scratch_name in ("ranking_qdq.onnx", "ranking_trial.onnx", "guard_trial.onnx"):
+                self._file(scratch_name).unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- openvino
+    def _ov_model(self) -> Any:
+        from . import openvino_ir
+
+        if self._ov_float is None:
+            self._ov_float = openvino_ir.read_onnx(self.s.prepared)
+        return self._ov_float
+
+    def _build_openvino(self, precision: str) -> Variant:
+        from . import openvino_ir
+
+        if precision in ("fp32", "bf16"):
+            xml = self._file("model.xml")
+            if not xml.is_file():
+                openvino_ir.save_ir(self._ov_model(), xml)
+            if precision == "fp32":
+                v = Variant("openvino-fp32", "openvino fp32 IR", "openvino", "fp32", runtime_precision="fp32")
+            else:
+                v = Variant("openvino-bf16", "openvino fp32 IR run with bf16 hint", "openvino", "fp32",
+                            runtime_precision="bf16",
+                            notes=["bf16 is a runtime precision: the fp32 IR with INFERENCE_PRECISION_HINT=bf16 "
+                                   "(AMX / AVX-512 BF16 CPUs); the manifest's runtime.precision asks for it"])
+        elif precision == "fp16":
+            xml = self._file("model_fp16.xml")
+            openvino_ir.save_ir(self._ov_model(), xml, compress_to_fp16=True)
+            v = Variant("openvino-fp16", "openvino fp16 IR (fp16 weights)", "openvino", "fp16", runtime_precision="fp16")
+        elif precision in ("int8", "int8+bf16"):
+            return self._ov_int8_variant(precision)
+        else:
+            raise ConversionError(f"OpenVINO has no {precision} conversion (it takes fp32, fp16, bf16, int8)")
+        v.model = xml.name
+        v.files = {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
+        v.check_with = ("openvino", xml)
+        return v
+
+    def _ov_int8_variant(self, precision: str) -> Variant:
+        """NNCF INT8 (built once); "int8+bf16" runs the same IR with a bf16 hint for its float parts."""
+        from . import openvino_ir
+
+        s = self.s
+        hint = "bf16" if precision == "int8+bf16" else "int8"
+        if self._ov_int8 is None:
+            calib = self._need_calib("OpenVINO INT8")
+            self._say(f"openvino int8: NNCF on {len(calib)} samples")
+            q = openvino_ir.quantize(self._ov_model(), calib, ignored=s.exclude)
+            xml = openvino_ir.save_ir(q, self._file("model_int8.xml"))
+            self._ov_int8 = (q, xml)
+        q, xml = self._ov_int8
+        suffix = " run with bf16 hint (float parts in bf16)" if hint == "bf16" else ""
+        key = "openvino-int8" + ("+bf16" if hint == "bf16" else "")
+        v = Variant(key, "openvino int8 IR (NNCF)" + suffix, "openvino", "int8", runtime_precision=hint)
+        v.notes.append(f"NNCF post-training quantization on {len(s.calib)} samples")
+        self._ov_files(v, xml)
+        if s.comparator is None:
+            return v
+        self.check(v)
+        if v.within(s.budget) or not v.ok:
+            return v
+        if self._ov_int8_guard is not None:  # the same IR was guarded already (other hint)
+            return self._ov_mixed(v, self._ov_int8_guard, hint)
+        if s.accuracy_control == "nncf":
+            guard_xml = self._ov_nncf_control(v)
+            if guard_xml is None:
+                return v
+            return self._ov_from_file(v, guard_xml, hint, "NNCF accuracy control")
+        float_model = self._ov_model()
+        candidates = [n for n in openvino_ir.quantized_layers(q) if n not in s.exclude]
+        sub = self._subset_comparator()
+        scratch = self._file("ov_trial.xml")
+
+        def trial_drop(comparator: Comparator, excluded: Sequence[str]) -> float:
+            openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, float_model), scratch)
+            return self._drop(comparator, "openvino", scratch, hint)
+
+        def evaluate(excluded: Sequence[str]) -> float:
+            return v.comparison.drop if not excluded else trial_drop(s.comparator, excluded)
+
+        latency = None
+        if s.measure:
+            def latency(excluded: Sequence[str]) -> float:
+                import runtimes
+
+                openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, float_model), scratch)
+                with runtimes.load(scratch, backend="openvino", precision=hint, threads=s.threads) as rt:
+                    return self._latency(rt)["p50_ms"]
+
+        try:
+            guard = keep_sensitive_layers_float(candidates, evaluate, s.budget,
+                                                rank_evaluate=lambda ex: trial_drop(sub, ex),
+                                                max_steps=s.guard_steps, latency=latency,
+                                                float_latency_ms=self._float_best_ms, progress=self._say)
+        finally:
+            for f in (scratch, scratch.with_suffix(".bin")):
+                f.unlink(missing_ok=True)
+        self._ov_int8_guard = guard
+        v.guard = guard
+        return self._ov_mixed(v, guard, hint)
+
+    def _ov_files(self, v: Variant, xml: Path) -> None:
+        v.model = xml.name
+        v.files = {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
+        v.check_with = ("openvino", xml)
+
+    def _ov_mixed(self, v: Variant, guard: GuardReport, hint: str) -> Variant:
+        from . import openvino_ir
+
+        v.guard = guard
+        if not guard.excluded:
+            return v
+        xml = self._file("model_int8_mixed.xml")
+        if not xml.is_file():
+            q, _ = self._ov_int8
+            openvino_ir.save_ir(openvino_ir.revert_layers(q, guard.excluded, self._ov_model()), xml)
+        return self._ov_from_file(v, xml, hint, "the accuracy guard", guard.excluded)
+
+    def _ov_from_file(self, v: Variant, xml: Path, hint: str, by: str, layers: Sequence[str] = ()) -> Variant:
+        mixed = Variant(v.key + "-mixed", v.name + (f" with {len(layers)} layers float" if layers else f" ({by})"),
+                        "openvino", "mixed", runtime_precision=hint, guard=v.guard, notes=list(v.notes))
+        if layers:
+            mixed.notes.append(f"kept float by {by}: {', '.join(layers)}")
+        self._ov_files(mixed, xml)
+        self.check(mixed)
+        return mixed
+
+    def _ov_nncf_control(self, v: Variant) -> Optional[Path]:
+        from . import openvino_ir
+        from .compare import cosine
+
+        s = self.s
+        cmp = s.comparator
+        if not isinstance(cmp.samples, np.ndarray):
+            v.notes.append("NNCF accuracy control needs array samples; skipped")
+            return None
+        refs = [next(iter(r.values())) for r in cmp.reference_outputs]
+
+        def validate(compiled: Any, data: Any) -> float:
+            outs = [compiled(x)[0] for x in data]
+            if cmp.task == "classification":
+                return float(np.mean([np.argmax(o) == np.argmax(r) for o, r in zip(outs, refs)]))
+            return float(np.mean([cosine(o, r) for o, r in zip(outs, refs)]))
+
+        self._say("openvino int8: NNCF accuracy-controlled quantization (slow: ranks every quantizer)")
+        q = openvino_ir.quantize_with_accuracy_control(self._ov_model(), s.calib, cmp.samples, validate, s.budget,
+                                                       max_steps=s.guard_steps, ranking_samples=s.ranking_samples)
+        return openvino_ir.save_ir(q, self._file("model_int8_nncf_ac.xml"))
+
+    # ----------------------------------------------------------------- litert
+    def _build_litert(self, precision: str, *, full_integer: bool = False) -> Variant:
+        from . import tflite
+
+        s = self.s
+        if precision not in tflite.PRECISIONS:
+            raise ConversionError(f"TFLite has no {precision} conversion (it takes {', '.join(tflite.PRECISIONS)})")
+        calib = s.calib if s.calib is not None else None
+        if calib is None:
+            if precision == "int8":
+                self._need_calib("TFLite INT8")
+            raise ConversionError("TFLite conversion (onnx2tf) needs real samples for its own output check and the "
+                                  "input shape: pass --calib with real images")
+        out = s.work / f"tflite_{precision}"
+        self._say(f"litert {precision}: onnx2tf (about a minute)")
+        result = tflite.onnx_to_tflite(s.prepared, out, precision, calib[: min(len(calib), 32)],
+                                       progress=lambda line: None)
+        path = result.path
+        v = Variant(f"litert-{precision}", f"litert {precision} (onnx2tf)", "litert", precision, layout="NHWC",
+                    notes=["TFLite models are NHWC: the bundle's preprocessing says layout NHWC"] + list(result.changes))
+        if full_integer:
+            full = result.variants.get("full_integer_quant")
+            if full is None:
+                raise ConversionError("onnx2tf made no full-integer model (needed for the Edge TPU)")
+            v.files = {full.name: full, path.name: path}
+            v.model = full.name
+        else:
+            v.files, v.model = {path.name: path}, path.name
+        v.check_with = ("litert", path)
+        return v
+
+    # ----------------------------------------------------------------- recipes
+    def _build_tensorrt(self, precision: str) -> Variant:
+        from . import tensorrt
+
+        s = self.s
+        folder = s.work / "tensorrt"
+        model = self._file("model.onnx")
+        if not model.is_file():
+            shutil.copyfile(s.prepared, model)
+        cache = None
+        files = {model.name: model}
+        if precision == "int8":
+            calib = self._need_calib("TensorRT INT8 (calibration cache)")
+            self._say(f"tensorrt int8: calibration cache from {len(calib)} samples")
+            amax = tensorrt.tensor_ranges(s.prepared, calib, s.input_name)
+            folder.mkdir(parents=True, exist_ok=True)
+            cache_path = tensorrt.write_calibration_cache(folder / "calibration.cache", amax, s.trt_version)
+            cache = "tensorrt/calibration.cache"
+            files[cache] = cache_path
+        rec = tensorrt.recipe(model.name, precision, input_name=s.input_name, input_shape=s.input_shape,
+                              calibration_cache=cache, dla_core=s.dla_core, trt_version=s.trt_version)
+        for p in tensorrt.write_recipe(folder, rec):
+            files[f"tensorrt/{p.name}"] = p
+        v = Variant(f"tensorrt-{precision}", f"tensorrt {precision} (engine built on the device)", "tensorrt",
+                    "fp32", model=model.name, files=files, runtime_precision=precision, device="GPU",
+                    check_with=("onnxruntime", model), notes=rec.notes)
+        v.not_verified.append(f"the TensorRT {precision} engine: TensorRT is not on this machine; build it with "
+                              "tensorrt/build_engine.sh on the device and compare there")
+        if precision == "int8":
+            v.not_verified.append("INT8 accuracy under TensorRT's calibration (the cache's ranges are max-abs over "
+                                  "the calibration samples)")
+        return v
+
+    def _build_edgetpu(self, precision: str) -> Variant:
+        from . import edgetpu
+
+        if precision != "int8":
+            raise ConversionError(f"the Edge TPU runs only full-integer int8 models, not {precision}")
+        v = self._build_litert("int8", full_integer=True)
+        full = v.files[v.model]
+        result = edgetpu.compile_model(full, full.parent)
+        folder = self.s.work / "edgetpu"
+        recipe_files = edgetpu.write_recipe(folder, result, full.name)
+        v.key, v.name, v.backend, v.device = "edgetpu-int8", "edgetpu int8 (full-integer TFLite)", "edgetpu", "NPU"
+        if result.compiled:
+            v.files[result.model.name] = result.model
+            v.model = result.model.name
+            v.verified.append(f"compiled with edgetpu_compiler ({result.model.name})")
+        else:
+            v.not_verified.append("edgetpu_compiler step (not installed here): run edgetpu/compile.sh")
+        for p in recipe_files:
+            v.files[f"edgetpu/{p.name}"] = p
+        v.not_verified.append("running on the Edge TPU; accuracy checked on the CPU with the integer-quantized "
+                              "TFLite (same weights and ranges, float input/output)")
+        v.notes.extend(result.notes)
+        return v
+
+
+def cleanup(paths: Sequence[Path]) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            os.unlink(p)

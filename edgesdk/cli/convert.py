@@ -1,0 +1,87 @@
+"""`edgesdk convert`: a thin layer over `edgesdk.convert.convert`."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import ConversionError
+
+
+def _shape(value: Optional[str]) -> Optional[list[int]]:
+    if not value:
+        return None
+    parts = [p for p in re.split(r"[,x\s]+", value.strip()) if p]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise ConversionError(f"--input-shape takes integers like 1,3,640,640 or 1x3x640x640, got {value!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise ConversionError(f"--input-shape dims must be >= 1, got {value!r}")
+    return dims
+
+
+@click.command("convert")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-p", "--profile", required=True, help="Device profile name or YAML file (edgesdk profiles).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to create.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16", "int8"]), default="auto",
+              show_default=True, help="auto: measure here when the profile is this host, else the profile's order.")
+@click.option("--calib", help="Calibration data: image folder, video file or .npy (real samples, never noise).")
+@click.option("--calib-size", type=int, default=64, show_default=True, help="At most this many calibration samples.")
+@click.option("--val", help="Held-out data for the accuracy check (default: a quarter of --calib, never calibrated on).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="Range estimation for onnxruntime static INT8.")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
+@click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
+@click.option("--preset", help="Known model preset (default: recognized from the file).")
+@click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
+@click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
+@click.option("--prune", type=float, help="Structured channel pruning ratio before conversion (e.g. 0.3).")
+@click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
+@click.option("--backend", "backends", multiple=True, help="Only consider this backend of the profile (repeatable).")
+@click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")
+@click.option("--accuracy-control", type=click.Choice(["edgesdk", "nncf"]), default="edgesdk", show_default=True,
+              help="INT8 over budget: own layer-sensitivity guard, or NNCF's accuracy control (OpenVINO, slow).")
+@click.option("--guard-steps", type=int, default=8, show_default=True, help="Most layers the guard tries float.")
+@click.option("--threads", type=int, help="Engine threads for checks and timing.")
+@click.option("--profiles-dir", multiple=True, type=click.Path(path_type=Path), help="Extra profile folder.")
+@click.option("-f", "--force", is_flag=True, help="Replace the output bundle if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
+            val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
+            preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
+            prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
+            threads: Optional[int], profiles_dir: tuple, force: bool, quiet: bool) -> None:
+    """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
+
+    \b
+    Example:
+      edgesdk convert ppocrv4_det.onnx -p intel-xeon-amx --calib images/ \\
+          --input-shape 1,3,640,640 -o det.bundle
+    """
+    from ..convert import _stderr
+    from ..convert import convert as run_convert
+    from ..report import text_table
+
+    result = run_convert(
+        model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
+        input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
+        exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
+        backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
+        guard_steps=guard_steps, threads=threads, force=force, profiles_dirs=list(profiles_dir) or None,
+        progress=None if quiet else _stderr)
+    rows = []
+    for v in result.report["variants"]:
+        acc = v.get("accuracy") or {}
+        lat = v.get("latency") or {}
+        rows.append([("* " if v["key"] == result.chosen.key else "  ") + v["key"], v.get("runtime_precision") or v["precision"],
+                     None if v.get("size_bytes") is None else round(v["size_bytes"] / 1e6, 3), v.get("size_ratio"),
+                     lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
+                     (v.get("error") or "")[:60]])
+    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "speed-up", "cosine", "drop", "error"], rows))
+    click.echo(f"\nchosen: {result.chosen.name} - {result.report['decision']}")
+    click.echo(f"bundle: {result.path}  (report: {result.path / 'report.md'})")

@@ -1,0 +1,631 @@
+"""`convert(...)`: a trained model -> the bundle that runs best on a device profile, checked.
+
+    from edgesdk.convert import convert
+    result = convert("ppocrv4_det.onnx", "intel-xeon-amx", "det.bundle", calib="images/",
+                     input_shape=[1, 3, 640, 640])
+    print(result.chosen.name, result.bundle.path)
+
+Steps (each recorded in the bundle's report):
+1. graph preparation passes (static shapes, opset >= 13, node names, constant folding, shape
+   inference) on the ONNX model (a PyTorch module is exported to ONNX first);
+2. optional structured pruning (`prune=RATIO`, converters.pruning) of the prepared model;
+3. calibration data (folder / video / .npy) preprocessed exactly as the bundle's PreprocessSpec
+   will preprocess at run time, split into calibration and held-out samples;
+4. candidate variants from the profile's backend preferences (formats and precisions), each
+   compared with the original on the held-out samples; INT8 over the accuracy budget keeps its
+   most sensitive layers float until the budget holds;
+5. the choice: with `precision="auto"` on the profile's own hardware, every candidate is timed
+   here and the fastest within the budget wins (INT8 is not always faster); elsewhere the
+   profile's preference order decides, among candidates within the budget;
+6. an atomic bundle write (nothing is left behind on errors or Ctrl-C) with report.md,
+   report.json and accuracy_latency.png.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .bundle import Bundle, Manifest, sha256_file, write_bundle
+from .errors import BundleError, ConversionError, EdgeSDKError
+from .preprocess import PreprocessSpec
+
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+DEFAULT_MAX_DROP = 0.02
+#: what each local backend can produce
+PRODUCES = {"onnxruntime": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
+            "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8"), "edgetpu": ("int8",)}
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"[convert] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ConvertResult:
+    bundle: Bundle
+    chosen: Any                      # converters.variants.Variant
+    variants: list[Any]
+    report: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+
+@dataclass
+class _Candidate:
+    backend: str
+    precision: str      # what VariantBuilder.build takes (incl. "bf16", "int8+bf16")
+    device: str
+    layout: str
+    rank: int           # position in the profile's preference order
+    listed: bool = True
+
+
+# --------------------------------------------------------------------------- inputs
+
+def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress) -> tuple[Path, Any]:
+    from converters.passes import load_onnx
+
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.exists():
+            raise ConversionError(f"model {str(path)!r} does not exist")
+        suffix = path.suffix.lower()
+        if suffix != ".onnx":
+            kinds = {".tflite": "TFLite", ".xml": "OpenVINO IR", ".engine": "TensorRT engine", ".pt": "PyTorch",
+                     ".pth": "PyTorch"}
+            kind = kinds.get(suffix, f"'{suffix or 'no suffix'}'")
+            raise ConversionError(
+                f"edgesdk convert takes ONNX models (or a PyTorch module from Python); {path.name} is {kind}. "
+                "Export it to ONNX first (PyTorch: converters.torch_export.export), or wrap an already converted "
+                "model in a bundle with edgesdk.presets.make_bundle")
+        return path, load_onnx(path)
+    # a PyTorch module
+    if torch_example is None:
+        raise ConversionError("converting a PyTorch module needs an example input (torch_example=torch.randn(...))")
+    from converters.torch_export import export
+
+    progress("exporting the PyTorch module to ONNX")
+    path = export(model, torch_example, work / "exported.onnx")
+    return path, load_onnx(path)
+
+
+def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Optional[PreprocessSpec],
+                  batch: int) -> tuple[str, list[int], np.dtype]:
+    from onnx import helper
+
+    from converters.passes import graph_inputs, input_dims
+
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise ConversionError(f"edgesdk convert takes single-input models; this one has {len(inputs)} inputs "
+                              f"({', '.join(i.name for i in inputs)})")
+    vi = inputs[0]
+    dims = input_dims(vi)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    if input_shape is not None:
+        shape = [int(d) for d in input_shape]
+        if len(shape) != len(dims):
+            raise ConversionError(f"--input-shape {shape} has rank {len(shape)}, the model input {vi.name!r} "
+                                  f"has rank {len(dims)} ({['?' if d is None else d for d in dims]})")
+        return vi.name, shape, dtype
+    shape = list(dims)
+    if shape and shape[0] is None:
+        shape[0] = batch
+    if None in shape and spec is not None and spec.size is not None and len(shape) == 4:
+        h, w = spec.size
+        if spec.layout == "NCHW":
+            shape[2] = shape[2] or h
+            shape[3] = shape[3] or w
+        else:
+            shape[1] = shape[1] or h
+            shape[2] = shape[2] or w
+    if None in shape:
+        shown = ["?" if d is None else d for d in dims]
+        raise ConversionError(
+            f"model input {vi.name!r} has dynamic dims {shown}; edge targets and INT8 calibration need a static "
+            f"shape: pass --input-shape, e.g. {','.join(str(d or 640) for d in [batch] + shape[1:])}")
+    return vi.name, [int(d) for d in shape], dtype
+
+
+def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[int]) -> Optional[PreprocessSpec]:
+    """The preset's preprocessing with the size fixed to the static input shape."""
+    if spec is None or len(shape) != 4:
+        return spec
+    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
+    changes: dict[str, Any] = {"size": hw}
+    if spec.resize == "none":
+        changes["resize"] = "stretch"
+    # the size is fixed now: drop the dynamic-size rounding
+    if getattr(spec, "limit_side_len", None) is not None:
+        changes["limit_side_len"] = None
+    if spec.size_multiple != 1:
+        changes["size_multiple"] = 1
+    return replace(spec, **changes)
+
+
+# --------------------------------------------------------------------------- candidates
+
+def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]], measure: bool,
+                available: Sequence[str], tflite_ok: bool) -> tuple[list[_Candidate], list[str]]:
+    """Variants to build, in the profile's preference order, and notes on what was skipped."""
+    notes: list[str] = []
+    out: list[_Candidate] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(c: _Candidate) -> None:
+        if (c.backend, c.precision) not in seen:
+            seen.add((c.backend, c.precision))
+            out.append(c)
+
+    for rank, pref in enumerate(profile.backends):
+        if backends and pref.backend not in backends:
+            continue
+        if pref.backend in ("onnxruntime", "openvino", "litert") and pref.backend not in available and measure:
+            notes.append(f"{pref.backend} is not installed here: its variants were not built")
+            continue
+        if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+            notes.append(f"{pref.backend}: the ONNX -> TFLite converter (onnx2tf) is not installed (make tflite)")
+            continue
+        wanted = list(pref.precisions) if precision == "auto" else [p for p in pref.precisions if p == precision]
+        for p in wanted:
+            if p not in PRODUCES.get(pref.backend, ()):
+                notes.append(f"{pref.backend} {p}: no converter for it")
+                continue
+            add(_Candidate(pref.backend, p, pref.device, pref.layout, rank))
+        # on AMX-class CPUs the float parts of an int8 IR can run in bf16 too: measure it
+        if (pref.backend == "openvino" and precision == "auto" and measure
+                and "bf16" in pref.precisions and "int8" in pref.precisions):
+            add(_Candidate("openvino", "int8+bf16", pref.device, pref.layout, rank))
+    if precision != "auto" and not out:
+        # the profile does not list it: build it with the first backend that can
+        for rank, pref in enumerate(profile.backends):
+            if (not backends or pref.backend in backends) and precision in PRODUCES.get(pref.backend, ()):
+                if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+                    continue
+                add(_Candidate(pref.backend, precision, pref.device, pref.layout, rank, listed=False))
+                notes.append(f"the profile lists no {precision} variant; built {pref.backend} {precision} as asked")
+                break
+    if not out:
+        raise ConversionError(
+            f"profile {profile.name} offers nothing this converter can build"
+            + (f" with precision {precision}" if precision != "auto" else "")
+            + (f" on backends {', '.join(backends)}" if backends else "")
+            + (": " + "; ".join(notes) if notes else ""))
+    return out, notes
+
+
+def _choose(variants: list[Any], candidates: list[_Candidate], budget: float, measure: bool) -> tuple[Any, str]:
+    ok = [(v, c) for v, c in zip(variants, candidates) if v.ok and v.within(budget) is not False]
+    if not ok:
+        failed = "; ".join(f"{v.name}: {v.error or f'drop {v.comparison.drop:.4f} > {budget}'}" for v in variants)
+        raise ConversionError(f"no variant could be built within the accuracy budget ({budget}): {failed}")
+    if measure:
+        timed = [(v, c) for v, c in ok if v.latency]
+        if timed:
+            best = min(timed, key=lambda vc: (vc[0].latency["p50_ms"], vc[1].rank))
+            return best[0], (f"fastest within the accuracy budget measured here "
+                             f"({best[0].latency['p50_ms']:.2f} ms p50)")
+    v, c = ok[0]
+    checked = v.comparison is not None
+    return v, ("first in the profile's preference order " + ("within the accuracy budget" if checked
+                                                             else "(accuracy not checked: no held-out samples)"))
+
+
+# --------------------------------------------------------------------------- report
+
+def _plot(path: Path, rows: list[dict[str, Any]], chosen_key: str, title: str) -> bool:
+    pts = [r for r in rows if r.get("latency") and r.get("accuracy")]
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    for r in pts:
+        x = r["latency"]["p50_ms"]
+        y = r["accuracy"]["cosine"]
+        chosen = r["key"] == chosen_key
+        ax.scatter([x], [y], s=90 if chosen else 40, marker="*" if chosen else "o",
+                   color="tab:red" if chosen else ("tab:gray" if r.get("within_budget") is False else "tab:blue"))
+        ax.annotate(r["key"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xlabel("latency p50 (ms, this machine)")
+    ax.set_ylabel("cosine similarity to the original (held-out)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _markdown(report: dict[str, Any], plotted: bool) -> str:
+    from .report import Report
+
+    r = report
+    rep = Report(f"Conversion report: {r['model']['file']} for {r['profile']['name']}")
+    chosen = r["chosen"]
+    rep.paragraph(f"**Chosen: {chosen['name']}** ({chosen['backend']}, file {chosen['precision']}, runtime "
+                  f"precision {chosen.get('runtime_precision') or chosen['precision']}) - {r['decision']}.")
+    rep.paragraph(f"Accuracy budget: drop <= {r['budget']} ({r['accuracy_measure']}). Mode: {r['mode']}. "
+                  f"Profile is this host: {r['profile']['is_this_host']}.")
+    rows = []
+    for v in r["variants"]:
+        acc = v.get("accuracy") or {}
+        lat = v.get("latency") or {}
+        rows.append([v["key"] + (" *" if v["key"] == chosen["key"] else ""), v["precision"],
+                     v.get("runtime_precision") or "-", _mb(v.get("size_bytes")), v.get("size_ratio"),
+                     lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("cosine_min"),
+                     acc.get("max_abs"), acc.get("top1_agreement"), acc.get("drop"),
+                     {True: "yes", False: "no", None: "-"}[v.get("within_budget")],
+                     (v.get("error") or "")[:120]])
+    rep.heading("Variants")
+    rep.table(["variant", "file", "runtime", "MB", "size ratio", "p50 ms", "speed-up", "cosine", "worst cos",
+               "max abs", "top-1", "drop", "in budget", "error"], rows)
+    rep.paragraph("Ratios are against onnxruntime fp32 of the prepared model, measured in the same run on this "
+                  "machine (noisy; compare within one report).")
+    if plotted:
+        rep.image("accuracy_latency.png", "accuracy against latency")
+    for v in r["variants"]:
+        g = v.get("guard")
+        if not g:
+            continue
+        rep.heading(f"Accuracy guard: {v['key']}", 3)
+        rep.paragraph(f"Initial drop {g['initial_drop']:.4f} (budget {g['budget']}); final {g['final_drop']:.4f}; "
+                      f"{g['candidates']} quantized layers ranked; stopped: {g['stopped']} ({g['seconds']} s).")
+        if g["float_layers"]:
+            rep.paragraph("Layers kept float: " + ", ".join(f"`{n}`" for n in g["float_layers"]))
+        if g["steps"]:
+            rep.table(["step", "layer", "drop after", "kept", "p50 ms"],
+                      [[i + 1, s["layer"], s["drop"], "yes" if s["kept"] else "no (put back)", s["latency_ms"]]
+                       for i, s in enumerate(g["steps"])])
+    rep.heading("Verified and not verified")
+    for v in r["variants"]:
+        items = [f"verified: {x}" for x in v.get("verified", [])] + [f"NOT verified: {x}" for x in v.get("not_verified", [])]
+        items += [f"note: {x}" for x in v.get("notes", [])]
+        if items:
+            rep.paragraph(f"**{v['key']}**")
+            rep.bullets(items)
+    rep.heading("Graph preparation")
+    rep.table(["pass", "changes", "s"], [[p["name"], "; ".join(p["changes"]) or "-", p["seconds"]] for p in r["passes"]])
+    if r.get("pruning"):
+        rep.heading("Pruning")
+        rep.paragraph(r["pruning"]["markdown"])
+    cal = r.get("calibration")
+    rep.heading("Calibration and held-out data")
+    if cal:
+        rep.bullets([f"source: {cal['source']} ({cal['kind']})",
+                     f"{cal['calibration']} samples for calibration, {cal['held_out']} held out for the accuracy "
+                     f"check ({cal['held_out_source']}); the guard's decisions use the same held-out samples",
+                     f"model input {cal['shape']} {cal['dtype']}, preprocessed with the bundle's preprocessing"])
+    else:
+        rep.paragraph("No calibration data: INT8 static variants were not built and accuracy was not checked.")
+    if r.get("notes"):
+        rep.heading("Notes")
+        rep.bullets(r["notes"])
+    return rep.to_markdown()
+
+
+def _mb(n: Optional[int]) -> Optional[float]:
+    return None if n is None else round(n / 1e6, 3)
+
+
+# --------------------------------------------------------------------------- main
+
+def convert(
+    model: Union[str, Path, Any],
+    profile: Union[str, Path, Any],
+    output: Union[str, Path],
+    precision: str = "auto",
+    calib: Union[str, Path, np.ndarray, None] = None,
+    *,
+    max_accuracy_drop: Optional[float] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    preset: Optional[str] = None,
+    preprocess: Optional[PreprocessSpec] = None,
+    task: Optional[str] = None,
+    labels: Optional[Sequence[str]] = None,
+    calib_size: int = 64,
+    val: Union[str, Path, np.ndarray, None] = None,
+    holdout: float = 0.25,
+    calib_method: str = "minmax",
+    exclude: Sequence[str] = (),
+    eval_fn: Union[str, Callable[[Any], float], None] = None,
+    prune: Optional[float] = None,
+    prune_criterion: str = "l1",
+    backends: Optional[Sequence[str]] = None,
+    measure: Optional[bool] = None,
+    accuracy_control: str = "edgesdk",
+    guard_steps: int = 8,
+    threads: Optional[int] = None,
+    bench_seconds: float = 1.0,
+    name: Optional[str] = None,
+    force: bool = False,
+    torch_example: Any = None,
+    profiles_dirs: Optional[Sequence[Union[str, Path]]] = None,
+    progress: Optional[Progress] = _stderr,
+) -> ConvertResult:
+    """Convert `model` for `profile` and write the bundle at `output` (see the module doc).
+
+    Args:
+        model: an ONNX file (or a torch.nn.Module with `torch_example`).
+        profile: a device profile name or YAML path (edgesdk.profiles).
+        output: the bundle directory to create (refused if it exists, unless `force`).
+        precision: auto | fp32 | fp16 | bf16 | int8.
+        calib: calibration data: image folder, video, .npy or array (preprocessed as the bundle will).
+        max_accuracy_drop: the budget (default 0.02): 1 - cosine, 1 - top-1 agreement for
+            classifiers, or the drop of the `eval_fn` metric.
+        input_shape: static input shape (dynamic dims must be fixed for edge targets and INT8).
+        preset: a known model preset name (default: recognized from the file).
+        preprocess / task / labels: override the preset's.
+        calib_size: at most this many calibration samples (evenly spaced).
+        val: held-out data (same kinds as calib); default: `holdout` of the calibration samples.
+        calib_method: minmax | entropy | percentile (onnxruntime static INT8).
+        exclude: node names to keep float in INT8 variants.
+        eval_fn: user metric `fn(runtime) -> float` or "module:function".
+        prune: structured channel pruning ratio before conversion (converters.pruning).
+        backends: only consider these backends of the profile.
+        measure: time candidates here (default: when `precision` is auto and the profile is this host).
+        accuracy_control: "edgesdk" (own sensitivity guard, fast) or "nncf" (OpenVINO INT8 with
+            nncf.quantize_with_accuracy_control; slow).
+        guard_steps: at most this many layers tried float by the guard.
+        threads: engine threads for checks and timing (default: the profile's, capped by this CPU).
+    """
+    from converters.compare import Comparator, load_eval_fn
+    from converters.passes import PassContext, default_passes, run_passes
+    from converters.variants import BuildSettings, VariantBuilder
+
+    from . import hostinfo, presets
+    from .calibration import load_calibration, stderr_progress
+    from .profiles import load_profile
+
+    say = progress or (lambda msg: None)
+    started = time.perf_counter()
+    if precision not in PRECISION_CHOICES:
+        raise ConversionError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    if calib_method not in ("minmax", "entropy", "percentile"):
+        raise ConversionError(f"calibration method {calib_method!r} is not one of minmax, entropy, percentile")
+    if accuracy_control not in ("edgesdk", "nncf"):
+        raise ConversionError(f"accuracy_control must be 'edgesdk' or 'nncf', got {accuracy_control!r}")
+    budget = DEFAULT_MAX_DROP if max_accuracy_drop is None else float(max_accuracy_drop)
+    if not 0.0 <= budget < 1.0:
+        raise ConversionError(f"max accuracy drop must be in [0, 1), got {budget}")
+    output = Path(output)
+    if output.exists() and not force:
+        raise BundleError(f"{output} already exists; choose another output or pass --force to replace it")
+    prof = load_profile(profile, profiles_dirs) if not hasattr(profile, "backends") else profile
+    fn = load_eval_fn(eval_fn) if isinstance(eval_fn, str) else eval_fn
+
+    import runtimes
+    from converters import tflite
+
+    available = runtimes.available_backends()
+    try:
+        this_host = hostinfo.is_this_host(prof, extra_dirs=profiles_dirs)
+    except EdgeSDKError:
+        this_host = False
+    do_measure = (precision == "auto" and this_host) if measure is None else bool(measure)
+    cpu = os.cpu_count() or 1
+    threads = threads or max(1, min(int(getattr(prof, "threads", cpu) or cpu), cpu))
+
+    work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=output.parent if output.parent.exists() else None))
+    try:
+        # 1. the model and what it is
+        src_path, model_proto = _load_model(model, work, torch_example, say)
+        pre = presets.get_preset(preset) if preset else (presets.preset_for(src_path) if isinstance(model, (str, Path)) else None)
+        spec = preprocess or (pre.preprocess if pre else None)
+        name_in, shape, dtype = _static_shape(model_proto, input_shape, spec, batch=1)
+        if spec is None:
+            from runtimes import TensorSpec
+
+            spec = presets.guess_preprocess([TensorSpec(name_in, tuple(shape), dtype)])
+        spec = _bundle_spec(spec, shape)
+        the_task = task or (pre.task if pre else "raw")
+        say(f"{src_path.name}: input {name_in} {shape}; preset {pre.name if pre else 'none'}; "
+            f"profile {prof.name} (this host: {this_host}); budget {budget}")
+
+        # 2. graph preparation
+        ctx = PassContext(input_shapes={name_in: shape}, work_dir=work)
+        prepared_model, records = run_passes(model_proto, default_passes(), ctx)
+        prepared = work / "prepared.onnx"
+        import onnx
+
+        onnx.save(prepared_model, str(prepared))
+        say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
+        prune_info = None
+        if prune:
+            from converters.pruning import channel_prune
+
+            say(f"structured channel pruning, ratio {prune} ({prune_criterion})")
+            pruned, prep = channel_prune(prepared_model, prune, criterion=prune_criterion,
+                                         input_shapes={name_in: shape})
+            onnx.save(pruned, str(prepared))
+            prune_info = {"report": prep.to_dict(), "markdown": prep.to_markdown()}
+
+        # 3. calibration and held-out data
+        calib_set = fit = held = None
+        cal_info = None
+        if calib is not None:
+            say(f"calibration data: {calib if not isinstance(calib, np.ndarray) else 'array'}")
+            calib_set = load_calibration(calib, spec, calib_size, input_shape=shape, input_dtype=dtype,
+                                         progress=stderr_progress if progress else None)
+            if val is not None:
+                fit = calib_set
+                held = load_calibration(val, spec, None, input_shape=shape, input_dtype=dtype,
+                                        progress=stderr_progress if progress else None)
+                held_source = f"--val {held.source}"
+            else:
+                fit, held = calib_set.split(holdout)
+                held_source = f"every {max(1, round(1 / max(holdout, 1e-9)))}th sample of the calibration data, never used to calibrate"
+            cal_info = {"source": calib_set.source, "kind": calib_set.kind, "calibration": len(fit),
+                        "held_out": len(held), "held_out_source": held_source, "shape": shape, "dtype": str(dtype)}
+        elif val is not None:
+            held = load_calibration(val, spec, None, input_shape=shape, input_dtype=dtype,
+                                    progress=stderr_progress if progress else None)
+        comparator = None
+        if held is not None:
+            say(f"reference outputs of the original model on {len(held)} held-out samples")
+            comparator = Comparator(src_path if isinstance(model, (str, Path)) else prepared, held.samples,
+                                    task=the_task, eval_fn=fn, reference_backend="onnxruntime")
+
+        # 4. candidates
+        cands, cand_notes = _candidates(prof, precision, backends, do_measure, available, tflite.is_available())
+        if precision == "int8" and fit is None and any(c.backend != "onnxruntime" for c in cands):
+            raise ConversionError("INT8 needs calibration data: pass --calib with a folder of real images, a video "
+                                  "or a .npy (never random noise)")
+        pref = next((p for p in prof.backends if p.backend == "tensorrt"), None)
+        settings = BuildSettings(
+            prepared=prepared, work=work / "variants", input_name=name_in, input_shape=shape,
+            calib=fit.samples if fit is not None else None, comparator=comparator, budget=budget,
+            calib_method=calib_method, exclude=list(exclude), guard_steps=guard_steps,
+            accuracy_control=accuracy_control, threads=threads, measure=do_measure, bench_seconds=bench_seconds,
+            trt_version=str(dict(prof.software).get("tensorrt", "10.3")).split()[0] if pref else "10.3.0",
+            dla_core=pref.option("dla_core") if pref else None, progress=say)
+        builder = VariantBuilder(settings)
+        baseline = None
+        if do_measure and not any((c.backend, c.precision) == ("onnxruntime", "fp32") for c in cands):
+            # ratios are against onnxruntime fp32: build it as a reference row if the profile has none
+            baseline = builder.build("onnxruntime", "fp32")
+            baseline.key, baseline.name = "baseline-onnxruntime-fp32", "onnxruntime fp32 (baseline)"
+        variants = []
+        if do_measure:
+            # float variants first: the INT8 guard stops when a float variant is as fast
+            order = sorted(range(len(cands)), key=lambda i: (cands[i].precision.startswith("int8"), i))
+        else:
+            order = list(range(len(cands)))
+        built: dict[int, Any] = {}
+        for i in order:
+            c = cands[i]
+            if not do_measure and any(v.ok and v.within(budget) is not False for v in built.values()):
+                break  # the profile's order decides: the first good variant wins
+            if c.backend in ("litert", "edgetpu") and fit is None and (held is None):
+                built[i] = _failed(c, "TFLite conversion needs real samples: pass --calib")
+                continue
+            say(f"building {c.backend} {c.precision}")
+            v = builder.build(c.backend, c.precision)
+            if c.layout == "NHWC" and v.backend not in ("litert", "edgetpu"):
+                v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
+            built[i] = v
+            status = v.error or (v.comparison.summary() if v.comparison else "built")
+            lat = f", {v.latency['p50_ms']:.2f} ms" if v.latency else ""
+            say(f"  {v.name}: {status}{lat}")
+        cand_built = [(built[i], cands[i]) for i in sorted(built)]
+        variants = [v for v, _ in cand_built]
+        chosen, decision = _choose(variants, [c for _, c in cand_built], budget, do_measure)
+
+        # 5. report and bundle
+        base_for_ratio = baseline or next((v for v in variants if v.key == "onnxruntime-fp32" and v.ok), None)
+        rows = ([baseline.to_dict(budget, base_for_ratio)] if baseline else []) + \
+               [v.to_dict(budget, base_for_ratio) for v in variants]
+        measure_kind = ("the eval function's metric" if fn else
+                        "1 - top-1 agreement" if the_task == "classification" else "1 - mean cosine similarity")
+        report: dict[str, Any] = {
+            "model": {"file": src_path.name, "sha256": sha256_file(src_path), "input": {"name": name_in, "shape": shape,
+                                                                                        "dtype": str(dtype)}},
+            "profile": {"name": prof.name, "is_this_host": this_host},
+            "mode": ("measured here: fastest within budget" if do_measure else "profile preference order"),
+            "precision_asked": precision, "budget": budget, "accuracy_measure": measure_kind,
+            "passes": [r.to_dict() for r in records], "pruning": prune_info, "calibration": cal_info,
+            "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
+            "notes": cand_notes, "threads": threads,
+            "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": cpu},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        manifest = _manifest(chosen, src_path, prof, spec, pre, the_task, labels, shape, name_in, dtype, report, name)
+
+        def write_reports(stage: Path) -> None:
+            plotted = _plot(stage / "accuracy_latency.png", rows, chosen.key,
+                            f"{src_path.name} on {prof.name}: accuracy vs latency")
+            report["seconds"] = round(time.perf_counter() - started, 1)
+            (stage / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+            (stage / "report.md").write_text(_markdown(report, plotted))
+
+        files = {rel: p for rel, p in chosen.files.items()}
+        bundle = write_bundle(output, files, manifest, overwrite=force, extra_writer=write_reports)
+        say(f"bundle written: {output} ({chosen.name}; {decision})")
+        return ConvertResult(bundle, chosen, ([baseline] if baseline else []) + variants, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _failed(c: _Candidate, why: str) -> Any:
+    from converters.variants import Variant
+
+    return Variant(f"{c.backend}-{c.precision}", f"{c.backend} {c.precision}", c.backend, c.precision, error=why)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre: Any, task: str,
+              labels: Optional[Sequence[str]], shape: list[int], input_name: str, dtype: np.dtype,
+              report: dict[str, Any], name: Optional[str]) -> Manifest:
+    import runtimes
+    from runtimes import TensorSpec
+
+    inputs = outputs = None
+    if v.check_with is not None:
+        backend, path = v.check_with
+        try:
+            with runtimes.load(path, backend=backend) as rt:
+                inputs, outputs = rt.inputs, rt.outputs
+        except EdgeSDKError:
+            inputs = None
+    if inputs is None:
+        inputs = [TensorSpec(input_name, tuple(shape), dtype)]
+        outputs = []
+    if spec is not None and v.layout != spec.layout:
+        spec = replace(spec, layout=v.layout)
+    runtime: dict[str, Any] = {"device": v.device}
+    # what to ask the runtime for: OpenVINO's hint (bf16 runs an fp32 IR in bf16); engines that
+    # run the file as stored (onnxruntime, litert) are only pinned for fp32 files
+    if v.runtime_precision:
+        runtime["precision"] = v.runtime_precision
+    elif v.precision == "fp32":
+        runtime["precision"] = "fp32"
+    if getattr(prof, "threads", None):
+        runtime["threads"] = int(prof.threads)
+    metrics: dict[str, Any] = {"size_bytes": v.size_bytes}
+    if v.comparison is not None:
+        metrics["accuracy"] = v.comparison.to_dict()
+    if v.latency is not None:
+        metrics["latency_here"] = v.latency
+    chosen = report["chosen"]
+    if "speedup" in chosen:
+        metrics["speedup_vs_onnxruntime_fp32"] = chosen["speedup"]
+    if "size_ratio" in chosen:
+        metrics["size_ratio_vs_onnxruntime_fp32"] = chosen["size_ratio"]
+    fields = pre.manifest_fields() if pre is not None else {"task": "raw", "decoder": {"type": "raw"}, "labels": []}
+    precision = v.precision if v.precision in ("fp32", "fp16", "bf16", "int8", "mixed") else "fp32"
+    return Manifest(
+        name=name or (pre.name if pre else src.stem), model=v.model, backend=v.backend, precision=precision,
+        inputs=list(inputs), outputs=list(outputs or []), task=task, preprocess=spec,
+        decoder=dict(fields.get("decoder") or {}), labels=list(labels if labels is not None else fields.get("labels") or []),
+        profile=prof.name, runtime=runtime,
+        provenance={"source_file": src.name, "source_sha256": report["model"]["sha256"],
+                    "made_by": "edgesdk.convert", "variant": v.key, "variant_name": v.name,
+                    "passes": [p["name"] for p in report["passes"]], "decision": report["decision"],
+                    "calibration": report.get("calibration"), "verified": v.verified, "not_verified": v.not_verified,
+                    **({"preset": pre.name} if pre is not None else {})},
+        metrics=metrics)
