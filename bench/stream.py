@@ -40,14 +40,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import fetch_models  # noqa: E402
 from edgesdk.predictor import Predictor  # noqa: E402
 from edgesdk.presets import make_bundle  # noqa: E402
 from edgesdk.streaming import Pipeline  # noqa: E402
 from edgesdk.streaming.sources import ProducerSource  # noqa: E402
-from streamdata import frames as real_frames  # noqa: E402
+from samplevideo import frames as real_frames  # noqa: E402
 
 PATTERN = (("page", 4), ("astronaut", 4), ("coffee", 4), ("camera", 4), ("rocket", 4), ("horse", 4))
 

@@ -20,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))  # the demo video is made by the tests' helper
 
 
 def camera_available(index: int = 0) -> bool:
@@ -53,7 +52,7 @@ def main() -> int:
     if source is None and camera_available():
         source = "cam=0"
     elif source is None:
-        from streamdata import make_video
+        from samplevideo import make_video
         source = f"demo={make_video(args.out / 'demo_faces.mp4', repeat=3).path}"
         realtime = True  # play it like a camera
         print(f"no camera found: playing {source.split('=', 1)[1]} in real time", file=sys.stderr)

@@ -19,7 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))  # the demo videos are made by the tests' helper
 
 PATTERNS = {
     "door": (("astronaut", 10), ("coffee", 10), ("camera", 10)),
@@ -48,7 +47,7 @@ def main() -> int:
         make_bundle(fetch_models.fetch(quiet=True)["blazeface_short.tflite"], bundle)
     sources, realtime, loop = list(args.source), False, False
     if not sources:
-        from streamdata import make_video
+        from samplevideo import make_video
         for name, pattern in PATTERNS.items():
             sources.append(f"{name}={make_video(args.out / f'demo_{name}.mp4', pattern, fps=15).path}")
         realtime, loop = True, True  # like cameras: real time, never ending

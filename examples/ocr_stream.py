@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))  # the demo video is made by the tests' helper
 
 DEMO = (("page", 8), ("coffee", 4), ("page", 8), ("horse", 4))
 
@@ -43,7 +42,7 @@ def main() -> int:
                     limit_side_len=args.max_side, limit_type="max")
     source = args.source
     if source is None:
-        from streamdata import make_video
+        from samplevideo import make_video
         source = f"demo={make_video(args.out / 'demo_text.mp4', DEMO, size=(480, 360)).path}"
     lines = {"frames": 0, "regions": 0}
 
