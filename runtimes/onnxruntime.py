@@ -153,6 +153,9 @@ class OnnxRuntime(Runtime):
         return dict(zip(self._output_names, values))
 
     def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
+        # run_async runs on ORT's intra-op pool, which does not exist with one thread
+        if self.threads == 1 or not hasattr(self._session, "run_async"):
+            return super()._submit_impl(feeds)
         future: Future = Future()
         names = self._output_names
 
@@ -163,8 +166,5 @@ class OnnxRuntime(Runtime):
                 future.set_result(dict(zip(names, values)))
 
         future.set_running_or_notify_cancel()
-        try:
-            self._session.run_async(names, feeds, done, None)
-        except AttributeError:  # onnxruntime older than 1.16 has no run_async
-            return super()._submit_impl(feeds)
+        self._session.run_async(names, feeds, done, None)
         return future

@@ -118,3 +118,10 @@ def test_submit_copies_the_callers_dict(tiny_models):
         future = rt.submit(feeds)
         feeds["x"] = np.full_like(x, 5)  # the caller reuses its dict at once
         np.testing.assert_array_equal(future.result(timeout=10)["y"], x + 1)
+
+
+def test_submit_with_one_thread(tiny_models):
+    # ORT's run_async needs an intra-op pool, which threads=1 does not have
+    with runtimes.load(tiny_models.add_one(), threads=1) as rt:
+        x = np.zeros((2, 3, 4, 4), np.float32)
+        np.testing.assert_array_equal(rt.submit(x).result(timeout=10)["y"], x + 1)

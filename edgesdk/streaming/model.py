@@ -8,14 +8,13 @@ engine (a Future), decode the outputs into one `Result` per image, and the batch
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import EdgeSDKError
 from ..results import Result
 
 log = logging.getLogger("edgesdk.streaming")
@@ -63,30 +62,11 @@ def from_predictor(predictor: Any) -> StreamModel:
     bundle = getattr(predictor, "bundle", None)
     name = bundle.manifest.name if bundle is not None else Path(str(rt.model_path)).name
     # the Predictor turns a preprocessed batch into the runtime's feeds (layout of converted models)
-    to_feeds = getattr(predictor, "feeds", None) or getattr(predictor, "_feeds", None)
-
-    fallback: list[ThreadPoolExecutor] = []
+    to_feeds = getattr(predictor, "feeds", None)
 
     def submit(batch: Feeds) -> "Future[dict[str, np.ndarray]]":
         feeds = to_feeds(batch) if to_feeds is not None and isinstance(batch, np.ndarray) else batch
-        if fallback:
-            return fallback[0].submit(rt.infer, feeds)
-        try:
-            return rt.submit(feeds)
-        except EdgeSDKError:
-            raise
-        except Exception as exc:  # the engine's own async call refused (seen: onnxruntime's
-            # run_async with a 1-thread pool); run the synchronous call on a worker instead
-            from runtimes.base import warn_once
-            warn_once(f"{name}: asynchronous submit failed ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:200]}); running inference on a worker thread")
-            fallback.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer"))
-            return fallback[0].submit(rt.infer, feeds)
-
-    def close() -> None:
-        for pool in fallback:
-            pool.shutdown(wait=True)
-        rt.deactivate()
+        return rt.submit(feeds)
 
     group_key = None
     pre = getattr(predictor, "preprocessor", None)
@@ -94,7 +74,7 @@ def from_predictor(predictor: Any) -> StreamModel:
         def group_key(img: np.ndarray) -> Any:
             return pre.target_size(*img.shape[:2])
     return StreamModel(preprocess=predictor.preprocess, submit=submit, decode=predictor.decode,
-                       max_batch=fixed_batch, fixed_batch=fixed_batch, name=name, close=close,
+                       max_batch=fixed_batch, fixed_batch=fixed_batch, name=name, close=rt.deactivate,
                        bundle=bundle, group_key=group_key)
 
 
