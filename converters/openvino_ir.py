@@ -39,23 +39,35 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(useful)[:300] if useful else type(exc).__name__
 
 
-def read_onnx(onnx_path: Path) -> Any:
+def read_onnx(onnx_path: Path, display_name: Optional[str] = None) -> Any:
     """ONNX -> ov.Model with OpenVINO's converter (fusions applied); unsupported ops raise clearly."""
+    import re
+
     ov = _ov()
+    name = display_name or Path(onnx_path).name
     try:
         return ov.convert_model(str(onnx_path))
-    except Exception as exc:  # OpVersion/OpConversionFailure etc. carry C++ traces
-        msg = _first_line(exc)
-        hint = ("an operator OpenVINO cannot convert" if "onversion" in msg or "not supported" in msg.lower()
-                else "the model could not be converted")
-        raise ConversionError(f"OpenVINO IR conversion of {Path(onnx_path).name} failed ({hint}): {msg}") from exc
+    except Exception as exc:  # OpConversionFailure etc. carry C++ traces
+        text = str(exc)
+        missing = re.search(r"No conversion rule found for operations:\s*([^\n]+)", text)
+        if missing:
+            raise ConversionError(
+                f"OpenVINO cannot convert {name}: it has no conversion rule for operator(s) {missing.group(1).strip()}; "
+                "pick a profile/backend that runs them (onnxruntime), or replace those operators before converting"
+            ) from exc
+        raise ConversionError(f"OpenVINO IR conversion of {name} failed: {_first_line(exc)}") from exc
 
 
 def save_ir(model: Any, xml_path: Path, compress_to_fp16: bool = False) -> Path:
+    """Save the IR; the .xml loses its indentation (about 15% of its size; XML does not care)."""
+    import re
+
     ov = _ov()
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    text = xml_path.read_text()
+    xml_path.write_text(re.sub(r">\s+<", "><", text))
     return xml_path
 
 
@@ -77,9 +89,19 @@ def _quiet_nncf() -> None:
     logging.getLogger("nncf").setLevel(logging.WARNING)
 
 
+#: op types left float in the "weighted" scope: only layers with weights get int8 inputs
+ELEMENTWISE_TYPES = ("Add", "Multiply", "Subtract", "Divide", "Interpolate", "Concat", "ReduceMean", "HSwish",
+                     "HSigmoid", "HardSigmoid", "MaxPool", "AvgPool", "Sigmoid", "Swish", "Clamp")
+
+
 def quantize(model: Any, calib: np.ndarray, *, preset: str = "performance", fast_bias_correction: bool = True,
-             ignored: Sequence[str] = (), subset_size: Optional[int] = None) -> Any:
-    """INT8 post-training quantization with `nncf.quantize` on real calibration samples."""
+             ignored: Sequence[str] = (), subset_size: Optional[int] = None, scope: str = "weighted") -> Any:
+    """INT8 post-training quantization with `nncf.quantize` on real calibration samples.
+
+    scope "weighted" quantizes only the inputs of layers with weights (convolutions, MatMul):
+    on the PP-OCRv4 detector it kept cosine 0.989 to fp32 against 0.984 for NNCF's default
+    ("all", which also quantizes element-wise ops), at the same speed.
+    """
     import nncf
 
     _quiet_nncf()
@@ -89,8 +111,11 @@ def quantize(model: Any, calib: np.ndarray, *, preset: str = "performance", fast
                           "fast_bias_correction": fast_bias_correction}
     if preset == "mixed":
         kw["preset"] = nncf.QuantizationPreset.MIXED
-    if ignored:
-        kw["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+    if scope not in ("weighted", "all"):
+        raise ConversionError(f"quantization scope must be 'weighted' or 'all', got {scope!r}")
+    types = list(ELEMENTWISE_TYPES) if scope == "weighted" else []
+    if ignored or types:
+        kw["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), types=types, validate=False)
     try:
         return nncf.quantize(model, _dataset(calib), **kw)
     except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)

@@ -109,6 +109,7 @@ class BuildSettings:
     trt_version: str = "10.3.0"
     dla_core: Optional[int] = None
     progress: Callable[[str], None] = lambda msg: None
+    model_name: Optional[str] = None        # the user's file name, for messages
 
 
 class VariantBuilder:
@@ -122,6 +123,7 @@ class VariantBuilder:
         self._ov_int8_guard: Optional[GuardReport] = None
         self._float_best_ms: Optional[float] = None
         self._subset: Optional[Comparator] = None
+        self._quantizer: Any = None
 
     # ----------------------------------------------------------------- public
     def build(self, backend: str, precision: str) -> Variant:
@@ -166,6 +168,42 @@ class VariantBuilder:
         if (v.precision in ("fp32", "fp16") and v.latency and v.within(self.s.budget) is not False
                 and (self._float_best_ms is None or v.latency["p50_ms"] < self._float_best_ms)):
             self._float_best_ms = v.latency["p50_ms"]
+
+    def remeasure(self, variants: Sequence[Variant], rounds: int = 3) -> None:
+        """Time the variants again, interleaved: round after round, each variant in turn.
+
+        A busy machine slows whatever runs at that moment; interleaving spreads that over all
+        variants, and each variant's latency is the median of its round medians (the p50 of
+        every sample is kept too)."""
+        import runtimes
+        from runtimes.timing import measure
+
+        live = []
+        try:
+            for v in variants:
+                if not v.ok or v.check_with is None:
+                    continue
+                backend, path = v.check_with
+                rt = runtimes.load(path, backend=backend, precision=v.runtime_precision,
+                                   **({"threads": self.s.threads} if self.s.threads else {}))
+                rt.activate()
+                live.append((v, rt, self._sample(rt), []))
+            per_round = max(0.2, self.s.bench_seconds / max(1, rounds))
+            for r in range(rounds):
+                for v, rt, feed, p50s in live:
+                    stats = measure(rt, feed, warmup=2 if r == 0 else 1, iterations=5, seconds=per_round)
+                    p50s.append(stats)
+            for v, rt, feed, p50s in live:
+                samples = np.concatenate([st.samples_ms for st in p50s])
+                from runtimes.timing import LatencyStats
+
+                d = LatencyStats.from_samples(samples, p50s[0].batch).to_dict()
+                d["p50_ms"] = float(np.median([st.p50 for st in p50s]))
+                d["rounds"] = rounds
+                v.latency = d
+        finally:
+            for _, rt, _, _ in live:
+                rt.deactivate()
 
     # ----------------------------------------------------------------- helpers
     def _say(self, msg: str) -> None:
@@ -235,48 +273,71 @@ class VariantBuilder:
         v.model, v.files, v.check_with = path.name, {path.name: path}, ("onnxruntime", path)
         return v
 
-    def _ort_static(self, precision: str) -> Variant:
+    def _static_quantizer(self) -> Any:
+        """One StaticQuantizer per conversion: calibration runs once, ranges are cached."""
+        from . import onnx_quant
+
+        if self._quantizer is None:
+            calib = self._need_calib("static INT8")
+            self._say(f"int8 QDQ: calibrating on {len(calib)} samples ({self.s.calib_method})")
+            self._quantizer = onnx_quant.StaticQuantizer(self.s.prepared, self.s.input_name, calib,
+                                                         method=self.s.calib_method, work_dir=self.s.work)
+        return self._quantizer
+
+    def close(self) -> None:
+        if self._quantizer is not None:
+            self._quantizer.close()
+            self._quantizer = None
+
+    def _ort_static(self, precision: str, run: str = "onnxruntime") -> Variant:
+        """Static QDQ INT8 (onnxruntime's quantizer); `run` is the engine that runs the file:
+        onnxruntime, or OpenVINO (which reads QDQ ONNX and runs it in int8)."""
         import onnx
 
         from . import onnx_quant
 
         s = self.s
-        calib = self._need_calib("static INT8")
-        self._say(f"onnxruntime int8: calibrating on {len(calib)} samples ({s.calib_method})")
-        quantizer = onnx_quant.StaticQuantizer(s.prepared, s.input_name, calib, method=s.calib_method,
-                                               work_dir=s.work)
-        try:
-            path = quantizer.quantize(self._file("model_int8.onnx"), exclude=s.exclude)
+        quantizer = self._static_quantizer()
+        hint = "int8" if run == "openvino" else None
+        tag = "" if run == "onnxruntime" else "-ov"
+        stem = f"model_int8{tag.replace('-', '_')}"
+        path = quantizer.quantize(self._file(f"{stem}.onnx"), exclude=s.exclude)
+        if run == "onnxruntime":
             v = Variant("onnxruntime-int8", f"onnxruntime int8 (static QDQ, per-channel, {s.calib_method})",
-                        "onnxruntime", "int8", model=path.name, files={path.name: path},
-                        check_with=("onnxruntime", path))
-            if s.exclude:
-                v.notes.append(f"kept float by request: {', '.join(s.exclude)}")
-            v.notes.append(f"calibrated on {len(calib)} samples ({s.calib_method})")
-            if s.comparator is None:
-                return v
-            self.check(v)
-            if v.within(s.budget) or not v.ok:
-                return v
-            # the guard: rank on a keep-activations QDQ model by surgery, step with real re-quantization
-            float_model = onnx.load(str(s.prepared))
-            keep_path = quantizer.quantize(self._file("ranking_qdq.onnx"), exclude=s.exclude, keep_activations=True)
+                        "onnxruntime", "int8")
+        else:
+            v = Variant("openvino-int8-qdq", f"openvino int8 (static QDQ ONNX, {s.calib_method})", "openvino", "int8",
+                        runtime_precision=hint)
+        v.model, v.files, v.check_with = path.name, {path.name: path}, (run, path)
+        if s.exclude:
+            v.notes.append(f"kept float by request: {', '.join(s.exclude)}")
+        v.notes.append(f"calibrated on {len(quantizer.calib)} samples ({s.calib_method}); int8 inputs for "
+                       f"{'layers with weights' if quantizer.scope == 'weighted' else 'all supported ops'}")
+        if s.comparator is None:
+            return v
+        self.check(v)
+        if v.within(s.budget) or not v.ok:
+            return v
+        # the guard: rank on a keep-activations QDQ model by surgery, step with real re-quantization
+        float_model = onnx.load(str(s.prepared))
+        scratch_files = [self._file(f"ranking_qdq{tag}.onnx"), self._file(f"ranking_trial{tag}.onnx"),
+                         self._file(f"guard_trial{tag}.onnx")]
+        keep_path, scratch, trial = scratch_files
+        try:
+            quantizer.quantize(keep_path, exclude=s.exclude, keep_activations=True)
             ranking_model = onnx.load(str(keep_path))
             candidates = [n for n in onnx_quant.quantized_layers(ranking_model) if n not in s.exclude]
             sub = self._subset_comparator()
-            scratch = self._file("ranking_trial.onnx")
 
             def rank_eval(excluded: Sequence[str]) -> float:
                 onnx.save(onnx_quant.revert_layers(ranking_model, float_model, excluded), str(scratch))
-                return self._drop(sub, "onnxruntime", scratch)
-
-            trial = self._file("guard_trial.onnx")
+                return self._drop(sub, run, scratch, hint)
 
             def evaluate(excluded: Sequence[str]) -> float:
                 if not excluded:
                     return v.comparison.drop
                 quantizer.quantize(trial, exclude=list(s.exclude) + list(excluded))
-                return self._drop(s.comparator, "onnxruntime", trial)
+                return self._drop(s.comparator, run, trial, hint)
 
             latency = None
             if s.measure:
@@ -284,34 +345,33 @@ class VariantBuilder:
                     import runtimes
 
                     quantizer.quantize(trial, exclude=list(s.exclude) + list(excluded))
-                    with runtimes.load(trial, backend="onnxruntime", threads=s.threads) as rt:
+                    with runtimes.load(trial, backend=run, precision=hint, threads=s.threads) as rt:
                         return self._latency(rt)["p50_ms"]
 
             guard = keep_sensitive_layers_float(candidates, evaluate, s.budget, rank_evaluate=rank_eval,
                                                 max_steps=s.guard_steps, latency=latency,
                                                 float_latency_ms=self._float_best_ms, progress=self._say)
-            v.guard = guard
-            if guard.excluded:
-                final = quantizer.quantize(self._file("model_int8_mixed.onnx"), exclude=list(s.exclude) + guard.excluded)
-                path.unlink()
-                mixed = Variant("onnxruntime-int8-mixed", f"onnxruntime int8 with {len(guard.excluded)} layers float",
-                                "onnxruntime", "mixed", model=final.name, files={final.name: final},
-                                check_with=("onnxruntime", final), guard=guard, notes=v.notes)
-                mixed.notes.append(f"kept float by the accuracy guard: {', '.join(guard.excluded)}")
-                self.check(mixed)
-                return mixed
-            return v
         finally:
-            quantizer.close()
-            for scratch_name in ("ranking_qdq.onnx", "ranking_trial.onnx", "guard_trial.onnx"):
-                self._file(scratch_name).unlink(missing_ok=True)
+            for f in scratch_files:
+                f.unlink(missing_ok=True)
+        v.guard = guard
+        if not guard.excluded:
+            return v
+        final = quantizer.quantize(self._file(f"{stem}_mixed.onnx"), exclude=list(s.exclude) + guard.excluded)
+        path.unlink()
+        mixed = Variant(v.key + "-mixed", v.name + f" with {len(guard.excluded)} layers float", v.backend, "mixed",
+                        model=final.name, files={final.name: final}, check_with=(run, final), guard=guard,
+                        runtime_precision=hint, notes=list(v.notes))
+        mixed.notes.append(f"kept float by the accuracy guard: {', '.join(guard.excluded)}")
+        self.check(mixed)
+        return mixed
 
     # ----------------------------------------------------------------- openvino
     def _ov_model(self) -> Any:
         from . import openvino_ir
 
         if self._ov_float is None:
-            self._ov_float = openvino_ir.read_onnx(self.s.prepared)
+            self._ov_float = openvino_ir.read_onnx(self.s.prepared, self.s.model_name)
         return self._ov_float
 
     def _build_openvino(self, precision: str) -> Variant:
@@ -334,6 +394,8 @@ class VariantBuilder:
             v = Variant("openvino-fp16", "openvino fp16 IR (fp16 weights)", "openvino", "fp16", runtime_precision="fp16")
         elif precision in ("int8", "int8+bf16"):
             return self._ov_int8_variant(precision)
+        elif precision == "int8-qdq":
+            return self._ort_static("int8", run="openvino")
         else:
             raise ConversionError(f"OpenVINO has no {precision} conversion (it takes fp32, fp16, bf16, int8)")
         v.model = xml.name

@@ -153,3 +153,24 @@ def cls_crops(split: str) -> list[np.ndarray]:
         bgr = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
         out += [bgr, cv2.rotate(bgr, cv2.ROTATE_180)]
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def cls_samples(split: str) -> np.ndarray:
+    """`cls_crops(split)` preprocessed with the PP-OCR classifier preset: N x 3 x 48 x 192 float32."""
+    from edgesdk.preprocess import Preprocessor
+    from edgesdk.presets import get_preset
+
+    batch, _ = Preprocessor(get_preset("ppocr_cls").preprocess)(cls_crops(split))
+    return batch
+
+
+@functools.lru_cache(maxsize=None)
+def det_samples(split: str, n: int, size: int) -> np.ndarray:
+    """`text_scenes(split, n)` preprocessed like the PP-OCRv4 detector preset at size x size."""
+    from edgesdk.preprocess import PreprocessSpec, Preprocessor
+
+    spec = PreprocessSpec(size=(size, size), resize="stretch", color="BGR", scale=1 / 255,
+                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW")
+    batch, _ = Preprocessor(spec)(text_scenes(split, n, size=(size, size)))
+    return batch
