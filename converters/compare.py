@@ -15,6 +15,7 @@ is better), e.g. `--eval mypkg.metrics:accuracy`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -108,8 +109,6 @@ def load_eval_fn(spec: str) -> EvalFn:
     module, _, name = spec.rpartition(":")
     try:
         if module.endswith(".py"):
-            import importlib.util
-
             path = Path(module)
             loader_spec = importlib.util.spec_from_file_location(path.stem, path)
             if loader_spec is None or loader_spec.loader is None or not path.is_file():
