@@ -47,3 +47,44 @@ def no_faces() -> list[np.ndarray]:
     """Real photographs without people."""
     p = photos()
     return [p["coffee"], p["chelsea"], p["rocket"], p["page"]]
+
+
+
+def square(img: np.ndarray) -> np.ndarray:
+    """Center-crop to a square (no stretching of faces)."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return img[top:top + s, left:left + s]
+
+
+def text_photos() -> dict[str, np.ndarray]:
+    """Real photographs that contain text (for checking a text detector)."""
+    p = photos()
+    return {"page": p["page"], "text": p["text"]}
+
+
+def calibration_images(folder, count: int = 24):
+    """Write real calibration images (text and scenes, tiled from the photographs) to `folder`.
+
+    Tiles of the text photographs and whole scene photographs, so a detector's calibration
+    sees text, edges and plain backgrounds like its inputs will. Returns the folder.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    p = photos()
+    images = []
+    for name in ("page", "text"):
+        img = p[name]
+        h, w = img.shape[:2]
+        for k in range(6):
+            s = int(min(h, w) * (0.5 + 0.08 * k))
+            top, left = (k * 37) % max(1, h - s + 1), (k * 53) % max(1, w - s + 1)
+            images.append((f"{name}_tile{k}", img[top:top + s, left:left + s]))
+    for name in ("coins", "camera", "astronaut", "coffee", "rocket", "horse", "chelsea", "motorcycle_left"):
+        images.append((name, p[name]))
+    for name, img in images[:count]:
+        cv2.imwrite(str(folder / f"{name}.png"), img)
+    return folder
