@@ -7,8 +7,8 @@ layers kept float (ONNX QDQ: `onnx_quant.revert_layers`; OpenVINO: `openvino_ir.
 2. Rank: revert each quantized layer alone and measure how much of the drop it wins back
    (on a few held-out samples, for speed).
 3. Greedy: keep the best-ranked layer float, measure on all held-out samples; a layer that
-   does not help is put back. Stop when the budget holds, after `max_steps`, when no layer
-   helps, or when the mixed model is no faster than the float alternative (then fp16/bf16/
+   does not help is put back. Stop when the budget holds, after `max_steps`, after
+   `max_misses` layers in a row that did not help, or when the mixed model is no faster than the float alternative (then fp16/bf16/
    fp32 is the better answer). Every step is recorded with its drop (and latency, when the
    caller measures it), so the report says which layers stayed float and what that cost.
 """
@@ -66,6 +66,7 @@ def keep_sensitive_layers_float(
     *,
     rank_evaluate: Optional[Evaluate] = None,
     max_steps: int = 8,
+    max_misses: int = 3,
     latency: Optional[Callable[[Sequence[str]], float]] = None,
     float_latency_ms: Optional[float] = None,
     progress: Optional[Callable[[str], None]] = None,
@@ -96,6 +97,7 @@ def keep_sensitive_layers_float(
 
     excluded: list[str] = []
     current = drop0
+    misses = 0
     queue = [name for name, gain in ranking if gain > 0]
     if not queue:
         report.stopped = "no single layer kept float reduces the drop"
@@ -110,7 +112,12 @@ def keep_sensitive_layers_float(
         report.steps.append(GuardStep(name, trial if kept else list(excluded), drop, kept, lat))
         say(f"step {len(report.steps)}: {name} float -> drop {drop:.4f}" + ("" if kept else " (no better: put back)"))
         if not kept:
+            misses += 1
+            if misses >= max_misses:
+                report.stopped = f"{max_misses} layers in a row did not help"
+                break
             continue
+        misses = 0
         excluded, current = trial, drop
         if current <= budget:
             report.stopped = "within budget"

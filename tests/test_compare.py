@@ -199,3 +199,16 @@ def test_guard_on_the_real_classifier(cls_model, tmp_path):
     drops = [initial] + [s.drop for s in kept]
     assert all(b < a for a, b in zip(drops, drops[1:]))
     assert rep.final_drop < initial and set(rep.excluded) <= set(layers)
+
+
+def test_guard_gives_up_after_layers_in_a_row_that_do_not_help():
+    calls = []
+
+    def evaluate(excluded):
+        calls.append(list(excluded))
+        return 0.05  # nothing helps on the full held-out set
+
+    rep = keep_sensitive_layers_float(list("abcdef"), evaluate, budget=0.01,
+                                      rank_evaluate=lambda ex: 0.05 - 0.001 * len(ex), max_misses=3)
+    assert [s.kept for s in rep.steps] == [False, False, False] and "3 layers in a row" in rep.stopped
+    assert rep.excluded == [] and rep.final_drop == 0.05

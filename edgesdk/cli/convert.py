@@ -48,6 +48,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               help="INT8 over budget: own layer-sensitivity guard, or NNCF's accuracy control (OpenVINO, slow).")
 @click.option("--guard-steps", type=int, default=8, show_default=True, help="Most layers the guard tries float.")
 @click.option("--threads", type=int, help="Engine threads for checks and timing.")
+@click.option("--bench-seconds", type=float, default=1.0, show_default=True,
+              help="Time spent timing each variant (split over 3 interleaved rounds at the end).")
 @click.option("--profiles-dir", multiple=True, type=click.Path(path_type=Path), help="Extra profile folder.")
 @click.option("-f", "--force", is_flag=True, help="Replace the output bundle if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -55,7 +57,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
             prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
-            threads: Optional[int], profiles_dir: tuple, force: bool, quiet: bool) -> None:
+            threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool) -> None:
     """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
 
     \b
@@ -72,7 +74,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
-        guard_steps=guard_steps, threads=threads, force=force, profiles_dirs=list(profiles_dir) or None,
+        guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr)
     rows = []
     for v in result.report["variants"]:
