@@ -53,6 +53,9 @@ class Variant:
     error: Optional[str] = None
     build_seconds: float = 0.0
     ran_precision: Optional[str] = None  # what the runtime said it ran
+    #: integer-input models (Edge TPU): the input dtype and (scale, zero_point) the device feeds
+    input_dtype: Optional[str] = None
+    input_quantization: Optional[tuple[float, int]] = None
 
     @property
     def size_bytes(self) -> int:
@@ -533,15 +536,20 @@ class VariantBuilder:
         self._say(f"litert {precision}: onnx2tf (about a minute)")
         result = tflite.onnx_to_tflite(s.prepared, out, precision, calib[: min(len(calib), 32)],
                                        progress=lambda line: None)
-        path = result.path
+        path = result.path.rename(out / f"model_{precision}.tflite")
         v = Variant(f"litert-{precision}", f"litert {precision} (onnx2tf)", "litert", precision, layout="NHWC",
                     notes=["TFLite models are NHWC: the bundle's preprocessing says layout NHWC"] + list(result.changes))
+        if precision == "int8":
+            v.notes.append("onnx2tf's INT8 cannot keep single layers float: over the budget, the profile's next "
+                           "precision is the answer")
         if full_integer:
             full = result.variants.get("full_integer_quant")
             if full is None:
                 raise ConversionError("onnx2tf made no full-integer model (needed for the Edge TPU)")
+            full = full.rename(out / "model_full_integer_quant.tflite")
             v.files = {full.name: full, path.name: path}
             v.model = full.name
+            v.input_dtype, v.input_quantization = _tflite_input_quantization(full)
         else:
             v.files, v.model = {path.name: path}, path.name
         v.check_with = ("litert", path)
@@ -603,6 +611,20 @@ class VariantBuilder:
                               "TFLite (same weights and ranges, float input/output)")
         v.notes.extend(result.notes)
         return v
+
+
+def _tflite_input_quantization(path: Path) -> tuple[Optional[str], Optional[tuple[float, int]]]:
+    """Input dtype and (scale, zero_point) of a TFLite model (full-integer models take int8/uint8)."""
+    try:
+        from runtimes.litert import import_interpreter
+
+        interpreter_cls, _, _ = import_interpreter()
+        detail = interpreter_cls(model_path=str(path)).get_input_details()[0]
+    except (ImportError, ValueError, RuntimeError, EdgeSDKError):
+        return None, None
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return dtype, ((float(scale), int(zero)) if scale else None)
 
 
 def cleanup(paths: Sequence[Path]) -> None:

@@ -594,18 +594,20 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
     from runtimes import TensorSpec
 
     inputs = outputs = None
-    if v.check_with is not None:
-        backend, path = v.check_with
-        try:
-            with runtimes.load(path, backend=backend) as rt:
-                inputs, outputs = rt.inputs, rt.outputs
-        except EdgeSDKError:
-            inputs = None
+    # the specs of the file the bundle ships, read here with an engine that runs it
+    local = {"tensorrt": "onnxruntime", "edgetpu": "litert"}.get(v.backend, v.backend)
+    try:
+        with runtimes.load(v.files[v.model], backend=local) as rt:
+            inputs, outputs = rt.inputs, rt.outputs
+    except EdgeSDKError:
+        inputs = None
     if inputs is None:
         inputs = [TensorSpec(input_name, tuple(shape), dtype)]
         outputs = []
     if spec is not None and v.layout != spec.layout:
         spec = replace(spec, layout=v.layout)
+    if spec is not None and v.input_dtype and v.input_dtype != spec.dtype:
+        spec = replace(spec, dtype=v.input_dtype, quantization=v.input_quantization)
     runtime: dict[str, Any] = {"device": v.device}
     # what to ask the runtime for: OpenVINO's hint (bf16 runs an fp32 IR in bf16); engines that
     # run the file as stored (onnxruntime, litert) are only pinned for fp32 files
