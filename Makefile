@@ -4,6 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
+TFLITE  := $(VENV)/.tflite
 MODELS  := .cache/models/.fetched
 PYTEST_ARGS ?=
 
@@ -18,7 +19,7 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -c constraints.txt -e '.[all]'
+	$(PYTHON) -m pip install -q -c constraints.txt -e '.[all,torch]'
 	touch $@
 
 venv: $(STAMP)
@@ -32,10 +33,11 @@ models: $(MODELS)
 system-deps:
 	@bash tools/install_system_deps.sh
 
-test: venv models system-deps
+# the tests cover every converter, so they install the optional TFLite one too
+test: venv models system-deps tflite
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-demo: venv models system-deps
+demo: venv models system-deps tflite
 	$(PYTHON) examples/demo.py
 
 bench: venv models
@@ -43,8 +45,11 @@ bench: venv models
 	@for b in bench/convert.py bench/stream.py; do \
 	  if [ -f $$b ]; then $(PYTHON) $$b || exit 1; fi; done
 
-tflite: venv
-	bash tools/install_tflite_converter.sh $(PYTHON)
+$(TFLITE): tools/install_tflite_converter.sh $(STAMP)
+	bash tools/install_tflite_converter.sh $(PYTHON) >/dev/null
+	touch $@
+
+tflite: $(TFLITE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache out
