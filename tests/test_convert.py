@@ -301,3 +301,26 @@ def test_coral_gets_a_full_integer_model_and_the_compile_step(cls_model, cls_ima
     assert res.chosen.comparison.top1_agreement >= 0.85
     assert (res.path / "edgetpu" / "compile.sh").read_text().count("edgetpu_compiler") == 1
     assert any("edgetpu_compiler" in s for s in res.report["chosen"]["not_verified"] + res.report["chosen"]["verified"])
+
+
+def test_user_metric_on_labelled_data_from_the_cli(cls_model, cls_images, tmp_path, capsys):
+    metric = tmp_path / "mymetric.py"
+    metric.write_text(
+        "import numpy as np\n"
+        "from convdata import cls_samples\n\n"
+        "def accuracy(runtime):\n"
+        "    '''Top-1 accuracy on real crops: upright = label 0, rotated = label 1 (180).'''\n"
+        "    x = cls_samples('heldout')\n"
+        "    y = np.arange(len(x)) % 2\n"
+        "    name = runtime.outputs[0].name\n"
+        "    pred = np.concatenate([runtime.infer(x[i:i + 1])[name] for i in range(len(x))])\n"
+        "    return float((pred.argmax(1) == y).mean())\n")
+    out = tmp_path / "b"
+    code, err = _run(["convert", str(cls_model), "-p", "intel-xeon-amx", "--calib", str(cls_images), "-o", str(out),
+                      "--eval", f"{metric}:accuracy", "--max-accuracy-drop", "0.05", "-q"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy_measure"] == "the eval function's metric" and report["budget"] == 0.05
+    acc = report["chosen"]["accuracy"]
+    assert acc["kind"] == "metric" and acc["metric_name"] == "accuracy"
+    assert 0.6 <= acc["reference_metric"] <= 1.0 and acc["drop"] <= 0.05
