@@ -453,16 +453,6 @@ def convert(
 
         onnx.save(prepared_model, str(prepared))
         say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
-        prune_info = None
-        if prune:
-            from converters.pruning import channel_prune
-
-            say(f"structured channel pruning, ratio {prune} ({prune_criterion})")
-            pruned, prep = channel_prune(prepared_model, prune, criterion=prune_criterion,
-                                         input_shapes={name_in: shape})
-            onnx.save(pruned, str(prepared))
-            prune_info = {"report": prep.to_dict(), "markdown": prep.to_markdown()}
-
         # 3. calibration and held-out data
         calib_set = fit = held = None
         cal_info = None
@@ -488,6 +478,18 @@ def convert(
             say(f"reference outputs of the original model on {len(held)} held-out samples")
             comparator = Comparator(src_path if isinstance(model, (str, Path)) else prepared, held.samples,
                                     task=the_task, eval_fn=fn, reference_backend="onnxruntime")
+
+        prune_info = None
+        if prune:
+            from converters.pruning import channel_prune
+
+            say(f"structured channel pruning, ratio {prune} ({prune_criterion})"
+                + (", biases compensated on the calibration samples" if fit is not None else ""))
+            pruned, prep = channel_prune(prepared_model, prune, criterion=prune_criterion,
+                                         input_shapes={name_in: shape},
+                                         calib=fit.samples if fit is not None else None)
+            onnx.save(pruned, str(prepared))
+            prune_info = {"report": prep.to_dict(), "markdown": prep.to_markdown()}
 
         # 4. candidates
         cands, cand_notes = _candidates(prof, precision, backends, do_measure, available, tflite.is_available())

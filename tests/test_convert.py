@@ -280,6 +280,7 @@ needs_onnx2tf = pytest.mark.skipif("not __import__('converters.tflite', fromlist
 
 
 @pytest.mark.slow
+@pytest.mark.tflite_convert
 @needs_onnx2tf
 def test_raspberry_pi_gets_an_nhwc_tflite_bundle(cls_model, cls_images, tmp_path):
     res = convert(cls_model, "raspberry-pi-5", tmp_path / "pi", precision="fp32", calib=cls_images, progress=None)
@@ -290,6 +291,7 @@ def test_raspberry_pi_gets_an_nhwc_tflite_bundle(cls_model, cls_images, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.tflite_convert
 @needs_onnx2tf
 def test_coral_gets_a_full_integer_model_and_the_compile_step(cls_model, cls_images, tmp_path):
     # the Edge TPU runs int8 only: accept what 8-bit costs on 16 held-out crops (one flip = 0.0625)
@@ -324,3 +326,18 @@ def test_user_metric_on_labelled_data_from_the_cli(cls_model, cls_images, tmp_pa
     acc = report["chosen"]["accuracy"]
     assert acc["kind"] == "metric" and acc["metric_name"] == "accuracy"
     assert 0.6 <= acc["reference_metric"] <= 1.0 and acc["drop"] <= 0.05
+
+
+def test_pruning_goes_through_the_same_accuracy_guard(det_model, det_images, tmp_path):
+    """10% structured pruning of the detector, no fine-tuning: fewer FLOPs, and the guard measures
+    (and by default refuses) what it costs; a user who accepts the drop gets the bundle."""
+    kw = dict(precision="fp32", calib=det_images, input_shape=[1, 3, 320, 320], prune=0.1,
+              backends=["onnxruntime"], progress=None)
+    with pytest.raises(ConversionError, match="accuracy budget"):
+        convert(det_model, "intel-xeon-amx", tmp_path / "refused", **kw)
+    assert _leftovers(tmp_path) == []
+    res = convert(det_model, "intel-xeon-amx", tmp_path / "pruned", max_accuracy_drop=0.99, **kw)
+    pr = res.report["pruning"]["report"]
+    assert pr["flops_ratio"] < 0.95 and pr["params_ratio"] < 0.95
+    assert res.chosen.comparison.drop > 0.02  # reported, not hidden
+    assert "## Pruning" in (res.path / "report.md").read_text()
