@@ -39,13 +39,20 @@ def to_fp16(src: Path, dst: Path, keep_io_types: bool = True,
 
     model = onnx.load(str(src))
     blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(op_block_list or ())
+    import warnings
+
     try:
-        out = float16.convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=blocked)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # one warning per weight value outside fp16's range
+            out = float16.convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=blocked)
     except Exception as exc:  # onnxconverter-common raises plain exceptions on odd graphs
         raise ConversionError(f"fp16 conversion of {Path(src).name} failed: {_first_line(exc)}") from exc
+    truncated = sum("truncated" in str(w.message) for w in caught)
     onnx.save(out, str(dst))
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in blocked})
     notes = ["inputs/outputs kept fp32" if keep_io_types else "inputs/outputs fp16"]
+    if truncated:
+        notes.append(f"{truncated} tiny weight values (|w| < 1e-7) rounded to +-1e-7, the smallest fp16 kept")
     if kept:
         notes.append(f"ops kept fp32 (not safe in fp16 for onnxruntime): {', '.join(kept)}")
     return notes

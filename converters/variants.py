@@ -56,6 +56,7 @@ class Variant:
     #: integer-input models (Edge TPU): the input dtype and (scale, zero_point) the device feeds
     input_dtype: Optional[str] = None
     input_quantization: Optional[tuple[float, int]] = None
+    checked: bool = False
 
     @property
     def size_bytes(self) -> int:
@@ -141,7 +142,7 @@ class VariantBuilder:
         except ConversionError as exc:
             variant = Variant(f"{backend}-{precision}", f"{backend} {precision}", backend, precision, error=str(exc))
         variant.build_seconds = time.perf_counter() - start
-        if variant.ok and variant.check_with is not None:
+        if variant.ok and variant.check_with is not None and not variant.checked:
             self.check(variant)
         return variant
 
@@ -150,6 +151,7 @@ class VariantBuilder:
         import runtimes
 
         backend, path = v.check_with
+        v.checked = True
         kw: dict[str, Any] = {"precision": v.runtime_precision}
         if self.s.threads:
             kw["threads"] = self.s.threads

@@ -341,3 +341,29 @@ def test_pruning_goes_through_the_same_accuracy_guard(det_model, det_images, tmp
     assert pr["flops_ratio"] < 0.95 and pr["params_ratio"] < 0.95
     assert res.chosen.comparison.drop > 0.02  # reported, not hidden
     assert "## Pruning" in (res.path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_nncf_accuracy_control_path(cls_model, tmp_path):
+    """--accuracy-control nncf: OpenVINO INT8 through nncf.quantize_with_accuracy_control (~40 s)."""
+    import onnx
+
+    from converters.compare import Comparator
+    from converters.passes import PassContext, default_passes, load_onnx, run_passes
+    from converters.variants import BuildSettings, VariantBuilder
+
+    model, _ = run_passes(load_onnx(cls_model), default_passes(), PassContext(input_shapes={"x": [1, 3, 48, 192]}))
+    prepared = tmp_path / "p.onnx"
+    onnx.save(model, str(prepared))
+    cmp = Comparator(cls_model, cls_samples("heldout")[:8])  # cosine-based: NNCF validates mean cosine
+    b = VariantBuilder(BuildSettings(prepared=prepared, work=tmp_path / "w", input_name="x", input_shape=[1, 3, 48, 192],
+                                     calib=cls_samples("calibration"), comparator=cmp, budget=0.001,
+                                     accuracy_control="nncf", guard_steps=2, ranking_samples=4))
+    v = b.build("openvino", "int8")
+    assert v.ok and v.key == "openvino-int8-mixed" and "NNCF accuracy control" in v.name
+    from converters import openvino_ir
+
+    plain = openvino_ir.save_ir(openvino_ir.quantize(openvino_ir.read_onnx(prepared), cls_samples("calibration"),
+                                                     scope="all"), tmp_path / "plain.xml")
+    plain_drop = cmp.compare(plain, backend="openvino", precision="int8").drop
+    assert plain_drop > 0.001 and v.comparison.drop < plain_drop, (plain_drop, v.comparison.drop)
