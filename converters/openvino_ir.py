@@ -45,6 +45,9 @@ def read_onnx(onnx_path: Path, display_name: Optional[str] = None) -> Any:
 
     ov = _ov()
     name = display_name or Path(onnx_path).name
+    # ov.convert_model sets the ROOT logger to ERROR (ovc's init_logger), which would silence
+    # every warning the application logs afterwards: put the level back.
+    root_level = logging.root.level
     try:
         return ov.convert_model(str(onnx_path))
     except Exception as exc:  # OpConversionFailure etc. carry C++ traces
@@ -56,6 +59,8 @@ def read_onnx(onnx_path: Path, display_name: Optional[str] = None) -> Any:
                 "pick a profile/backend that runs them (onnxruntime), or replace those operators before converting"
             ) from exc
         raise ConversionError(f"OpenVINO IR conversion of {name} failed: {_first_line(exc)}") from exc
+    finally:
+        logging.root.setLevel(root_level)
 
 
 def save_ir(model: Any, xml_path: Path, compress_to_fp16: bool = False) -> Path:
