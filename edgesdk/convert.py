@@ -617,7 +617,9 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
         runtime["precision"] = v.runtime_precision
     elif v.precision == "fp32":
         runtime["precision"] = "fp32"
-    if getattr(prof, "threads", None):
+    if report.get("mode", "").startswith("measured here"):
+        runtime["threads"] = int(report["threads"])  # what the choice was measured with, on this machine
+    elif getattr(prof, "threads", None):
         runtime["threads"] = int(prof.threads)
     metrics: dict[str, Any] = {"size_bytes": v.size_bytes}
     if v.comparison is not None:
