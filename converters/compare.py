@@ -11,6 +11,12 @@ is better), e.g. `--eval mypkg.metrics:accuracy`.
   user metric given:  metric(original) - metric(converted)
   classification:     1 - top-1 agreement
   otherwise:          1 - mean cosine similarity (worst output)
+
+Per-sample cosine is only meaningful where the original says something: a text detector's
+probability map on a photo without text is ~0 everywhere, and noise of 1e-5 there gives any
+cosine at all. Samples whose reference output has less than `INFORMATIVE_NORM` of the largest
+reference norm among the held-out samples are left out of the per-sample cosines (they still
+count in max/mean abs error and in the pooled cosine); how many were left out is reported.
 """
 from __future__ import annotations
 
@@ -25,6 +31,10 @@ import numpy as np
 from .errors import ConversionError
 
 EvalFn = Callable[[Any], float]
+
+#: a sample's reference output below this fraction of the largest reference norm carries no
+#: signal for a per-sample cosine (see the module docstring)
+INFORMATIVE_NORM = 0.05
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,6 +58,8 @@ class OutputComparison:
     cosine_pooled: float
     max_abs: float
     mean_abs: float
+    #: samples left out of the per-sample cosines (reference output ~0)
+    uninformative: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -88,6 +100,9 @@ class Comparison:
 
     def summary(self) -> str:
         parts = [f"cosine {self.cosine:.4f} (worst sample {self.cosine_min:.4f})", f"max abs err {self.max_abs:.4g}"]
+        skipped = max((o.uninformative for o in self.outputs), default=0)
+        if skipped:
+            parts.append(f"{skipped} of {self.samples} samples ~0 in the original: left out of the cosine")
         if self.top1_agreement is not None:
             parts.append(f"top-1 agreement {self.top1_agreement:.1%}")
         if self.metric is not None:
@@ -225,7 +240,7 @@ class Comparator:
         names = list(ref[0])
         results = []
         for pos, name in enumerate(names):
-            cos, max_abs, sum_abs, count = [], 0.0, 0.0, 0
+            cos, norms, max_abs, sum_abs, count = [], [], 0.0, 0.0, 0
             a_all, b_all = [], []
             for r, o in zip(ref, outputs):
                 a = np.asarray(r[name], np.float64)
@@ -238,15 +253,17 @@ class Comparator:
                                           f"{a.size} in the original")
                 b = b.reshape(a.shape) if a.shape != b.shape else b
                 cos.append(cosine(a, b))
+                norms.append(float(np.linalg.norm(a)))
                 diff = np.abs(a - b)
                 max_abs = max(max_abs, float(diff.max()) if diff.size else 0.0)
                 sum_abs += float(diff.sum())
                 count += diff.size
                 a_all.append(a.ravel())
                 b_all.append(b.ravel())
-            results.append(OutputComparison(name, float(np.mean(cos)), float(np.min(cos)),
+            informative = [c for c, n in zip(cos, norms) if n >= INFORMATIVE_NORM * max(norms)] or cos
+            results.append(OutputComparison(name, float(np.mean(informative)), float(np.min(informative)),
                                             cosine(np.concatenate(a_all), np.concatenate(b_all)),
-                                            max_abs, sum_abs / max(count, 1)))
+                                            max_abs, sum_abs / max(count, 1), len(cos) - len(informative)))
         top1 = None
         if self.task == "classification":
             name = names[0]

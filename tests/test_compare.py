@@ -212,3 +212,23 @@ def test_guard_gives_up_after_layers_in_a_row_that_do_not_help():
                                       rank_evaluate=lambda ex: 0.05 - 0.001 * len(ex), max_misses=3)
     assert [s.kept for s in rep.steps] == [False, False, False] and "3 layers in a row" in rep.stopped
     assert rep.excluded == [] and rep.final_drop == 0.05
+
+
+def test_samples_without_signal_do_not_decide_the_cosine():
+    """A detector map that is ~0 (a photo without text) must not make float noise look like a
+    large accuracy drop; a real disagreement on a sample with signal still counts."""
+    from converters.compare import Comparator
+
+    rng = np.random.default_rng(0)
+    signal = rng.random((1, 1, 32, 32)).astype(np.float32)
+    empty = np.full((1, 1, 32, 32), 1e-6, np.float32)
+    reference = [{"maps": signal}, {"maps": empty}]
+    comp = Comparator.__new__(Comparator)
+    comp.reference_outputs, comp.task, comp.kind = reference, "text_detection", None
+    comp.eval_fn, comp.reference_metric, comp.metric_name = None, None, None
+    noisy = [{"maps": signal + 1e-6}, {"maps": empty + rng.random(empty.shape).astype(np.float32) * 1e-5}]
+    result = comp.compare_outputs(noisy)
+    assert result.outputs[0].uninformative == 1
+    assert result.drop < 1e-4
+    wrong = [{"maps": rng.random(signal.shape).astype(np.float32)}, {"maps": empty}]
+    assert comp.compare_outputs(wrong).drop > 0.1
