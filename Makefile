@@ -40,10 +40,12 @@ test: venv models system-deps tflite
 demo: venv models system-deps tflite
 	$(PYTHON) examples/demo.py
 
-bench: venv models
-	$(PYTHON) bench/runtime_overhead.py
-	@for b in bench/convert.py bench/stream.py; do \
-	  if [ -f $$b ]; then $(PYTHON) $$b || exit 1; fi; done
+# ratios measured in one run each; tables also land in out/bench_*.md
+bench: venv models tflite
+	mkdir -p out
+	$(PYTHON) bench/runtime_overhead.py --markdown out/bench_runtime.md
+	$(PYTHON) bench/convert.py --models cls,det --markdown out/bench_convert.md
+	$(PYTHON) bench/stream.py --markdown out/bench_stream.md
 
 $(TFLITE): tools/install_tflite_converter.sh $(STAMP)
 	bash tools/install_tflite_converter.sh $(PYTHON) >/dev/null
