@@ -281,10 +281,9 @@ def two_outputs(tmp_path):
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "public-api"])
 def test_outputs_and_inputs_keep_their_names_on_both_call_paths(two_outputs, tiny_models, direct):
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    with runtimes.load(two_outputs, backend="openvino") as rt, \
-            runtimes.load(tiny_models.two_inputs(), backend="openvino") as mul:
-        if not direct:
-            rt._direct = mul._direct = None
+    with runtimes.load(two_outputs, backend="openvino", direct_call=direct) as rt, \
+            runtimes.load(tiny_models.two_inputs(), backend="openvino", direct_call=direct) as mul:
+        assert (rt._direct is not None) == direct
         out = rt.infer(x)
         assert list(out) == ["zeta", "alpha"]
         np.testing.assert_array_equal(out["zeta"], x + 1)
