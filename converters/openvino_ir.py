@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from . import engine_telemetry
 from .errors import ConversionError
 
 #: ops whose inputs NNCF quantizes and that the guard may keep float ("layers")
@@ -26,6 +27,7 @@ LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
 
 
 def _ov():
+    engine_telemetry.disable()
     try:
         import openvino as ov
     except ImportError as exc:
@@ -84,6 +86,7 @@ def to_ir(onnx_path: Path, xml_path: Path, precision: str = "fp32") -> Path:
 
 
 def _dataset(samples: np.ndarray):
+    engine_telemetry.disable()
     import nncf
 
     return nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
@@ -107,6 +110,7 @@ def quantize(model: Any, calib: np.ndarray, *, preset: str = "performance", fast
     on the PP-OCRv4 detector it kept cosine 0.989 to fp32 against 0.984 for NNCF's default
     ("all", which also quantizes element-wise ops), at the same speed.
     """
+    engine_telemetry.disable()
     import nncf
 
     _quiet_nncf()
@@ -137,6 +141,7 @@ def quantize_with_accuracy_control(model: Any, calib: np.ndarray, held_out: np.n
     Thorough but slow (every ranking step compiles and runs the model once per quantizer group);
     the converter's own guard (`converters.sensitivity`) is the default.
     """
+    engine_telemetry.disable()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
