@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests and demo need (ffmpeg, an MQTT broker, and
-# GStreamer's RTSP server for the loopback RTSP test). Skips what is already there;
+# Installs the system packages the tests and demo need (ffmpeg, an MQTT broker, GStreamer's
+# RTSP server for the loopback RTSP test, and the fleet engines: an OCI registry, Mender's
+# artifact tool and client, htpasswd for the registry's basic-auth test). Skips what is already there;
 # without root or apt it says what is missing and carries on (those tests skip).
 set -u
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v mender-artifact >/dev/null 2>&1 || need+=(mender-artifact)
+command -v mender >/dev/null 2>&1 || need+=(mender-client)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
   || need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 if [ ${#need[@]} -eq 0 ]; then

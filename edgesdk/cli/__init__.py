@@ -33,6 +33,7 @@ COMMANDS = {
     "uninstall": "device:uninstall",
     "provision": "device:provision",
 }
+COMMANDS.update({c: f"fleet:{c.replace('-', '_')}" for c in ("push", "pull", "install", "mender-artifact", "canary")})
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,122 @@
+"""Fleet commands: push/pull packages to an OCI registry, `install oci://...`, Mender artifacts, canary.
+
+Registry options are shared: --username with the password from --password-stdin or the
+EDGESDK_REGISTRY_PASSWORD environment variable (never a command-line argument: it would show in
+`ps`), --ca for a private CA's certificate, --plain-http for a registry without TLS (ORAS's flag).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+PASSWORD_ENV = "EDGESDK_REGISTRY_PASSWORD"
+
+
+def _err(message: str) -> None:
+    if message.startswith("WARNING"):
+        click.secho(message, err=True, fg="red", bold=True)
+    else:
+        click.echo(message, err=True)
+
+
+def registry_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--username", help="Registry user (basic auth, or the token service's login)."),
+        click.option("--password-stdin", is_flag=True,
+                     help=f"Read the registry password from stdin (or set {PASSWORD_ENV})."),
+        click.option("--ca", type=click.Path(dir_okay=False, path_type=Path),
+                     help="PEM certificate of the CA that signed the registry's certificate (self-signed too)."),
+        click.option("--plain-http", is_flag=True, help="Talk HTTP, not HTTPS (a registry without TLS)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def make_registry(source: str, username: Optional[str], password_stdin: bool, ca: Optional[Path],
+                  plain_http: bool) -> Any:
+    from ..errors import ConfigError
+    from ..fleet.ociref import parse_ref
+    from ..fleet.registry import Credentials, Registry
+
+    ref = parse_ref(source)
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else os.environ.get(PASSWORD_ENV)
+    if password is not None and username is None:
+        raise ConfigError("a registry password was given but no --username; pass --username USER too")
+    creds = Credentials(username, password or "") if username is not None else None
+    if plain_http and ca is not None:
+        raise ConfigError("--plain-http and --ca contradict each other: a CA certificate is for TLS")
+    return Registry(ref.host, creds, ca=ca, plain_http=plain_http)
+
+
+@click.command()
+@click.argument("package", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", metavar="oci://HOST[:PORT]/REPO:TAG")
+@registry_options
+def push(package: Path, target: str, **reg: Any) -> None:
+    """Upload PACKAGE (.edgepkg) to an OCI registry as an ORAS-style artifact and tag it."""
+    from ..fleet.oci import push as _push
+    t = _push(package, target, registry=make_registry(target, **reg), progress=_err)
+    click.echo(f"pushed {t.ref} ({t.size} bytes{', blob already there' if t.reused else ''})")
+
+
+@click.command()
+@click.argument("source", metavar="oci://HOST[:PORT]/REPO[:TAG][@sha256:DIGEST]")
+@click.option("-o", "--output", "out_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Directory to save the package in.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@registry_options
+def pull(source: str, out_dir: Path, as_json: bool, **reg: Any) -> None:
+    """Download a package from an OCI registry (resumes a partial download; digest-verified)."""
+    from ..fleet.oci import pull as _pull
+    t = _pull(source, out_dir, registry=make_registry(source, **reg), progress=_err)
+    if as_json:
+        click.echo(json.dumps({"ref": t.ref, "path": str(t.path), "manifest_digest": t.manifest_digest,
+                               "blob_digest": t.blob_digest, "size": t.size, "bytes_moved": t.bytes_moved,
+                               "annotations": t.annotations}, indent=2))
+    else:
+        click.echo(f"{t.path} ({t.ref}, {t.size} bytes)")
+
+
+def _install_command() -> click.Command:
+    """`edgesdk install`, taking oci:// too: pull into the root's downloads, then the usual install.
+
+    Built around the device command (not a copy of it), so its options stay the device helper's.
+    """
+    from . import device
+
+    base = device.install
+
+    def callback(package: str, username: Optional[str], password_stdin: bool, ca: Optional[Path],
+                 plain_http: bool, **rest: Any) -> Any:
+        from ..fleet.ociref import is_oci
+        if not is_oci(package):
+            if username or password_stdin or ca or plain_http:
+                from ..errors import ConfigError
+                raise ConfigError("--username/--password-stdin/--ca/--plain-http are for oci:// packages only")
+            return base.callback(package=package, **rest)
+        from ..fleet.oci import pull as _pull
+        from ..provision.store import Store
+        store = Store(rest["root"])
+        store.init()  # refuses a root that is not ours before anything is downloaded into it
+        downloads = store.downloads / "oci"
+        t = _pull(package, downloads, registry=make_registry(package, username, password_stdin, ca, plain_http),
+                  progress=_err)
+        try:
+            return base.callback(package=str(t.path), **rest)
+        finally:
+            t.path.unlink(missing_ok=True)  # installed (or refused): the verified copy lives in releases/
+
+    cmd = click.Command("install", callback=callback, params=list(base.params),
+                        help=(base.help or "") + "\n\nPACKAGE may also be oci://HOST[:PORT]/REPO:TAG[@sha256:DIGEST] "
+                        "(pulled and digest-checked first; registry options below).")
+    registry_options(cmd.callback)  # attaches the options' click params to the function ...
+    cmd.params += list(reversed(getattr(cmd.callback, "__click_params__", [])))  # ... which we move onto cmd
+    return cmd
+
+
+install = _install_command()
