@@ -120,3 +120,40 @@ def _install_command() -> click.Command:
 
 
 install = _install_command()
+
+
+@click.command("mender-artifact")
+@click.argument("package", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-t", "--device-type", "device_types", multiple=True, required=True,
+              help="Mender device type the artifact is for (repeat for several).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The artifact to write, e.g. ocr-cls-1.2.0.mender.")
+@click.option("-n", "--artifact-name", help="Mender artifact name (default: NAME-VERSION of the package).")
+@click.option("-k", "--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Sign the artifact with this Mender signing key (mender-artifact -k).")
+@click.option("--force", is_flag=True, help="Overwrite the output.")
+def mender_artifact(package: Path, device_types: tuple[str, ...], output: Path, artifact_name: Optional[str],
+                    key: Optional[Path], force: bool) -> None:
+    """Wrap PACKAGE into a Mender artifact for the `edgesdk` update module (runs mender-artifact)."""
+    from ..fleet.mender import write_artifact
+    r = write_artifact(package, device_types, output, artifact_name=artifact_name, signing_key=key, overwrite=force)
+    click.echo(f"wrote {r.path}: artifact {r.artifact_name} ({r.package} {r.version}) for device type(s) "
+               f"{', '.join(r.device_types)}; the device needs the edgesdk update module (edgesdk mender-setup)")
+
+
+@click.command("mender-setup")
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Install root the module installs into, e.g. /var/lib/edgesdk/ocr-cls.")
+@click.option("--trusted-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory of trusted *.pub keys.")
+@click.option("--profile", help="Device profile for the health check.")
+@click.option("--modules-dir", default="/usr/share/mender/modules/v3", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where the Mender client looks for modules.")
+@click.option("--config", default="/etc/edgesdk/mender.json", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Where the module's device config goes.")
+def mender_setup(root: Path, trusted_keys: Optional[Path], profile: Optional[str], modules_dir: Path,
+                 config: Path) -> None:
+    """Install the `edgesdk` Mender update module on this device."""
+    from ..fleet.mender import install_module
+    script = install_module(root, trusted_keys, modules_dir=modules_dir, config=config, profile=profile)
+    click.echo(f"installed the edgesdk update module {script} (config {config}, root {root})")
