@@ -49,7 +49,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 class MosquittoBroker:
     def __init__(self, port: Optional[int] = None, persistence: bool = False, extra_config: str = "",
-                 workdir: Optional[Path] = None, anonymous: bool = True) -> None:
+                 workdir: Optional[Path] = None, anonymous: bool = True, tls: Any = None,
+                 users: Optional[dict] = None, require_certificate: bool = False, config: Optional[str] = None) -> None:
+        """`tls`: (ca_cert_path, server Pair) from tests/certs.py for a TLS listener; `users`: a password
+        file; `require_certificate`: clients must present a certificate signed by the CA (its CN is
+        the username); `config`: a whole config of our own (e.g. edgesdk.fleet.broker's)."""
         exe = find_mosquitto()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (run tools/install_system_deps.sh)")
@@ -62,6 +66,7 @@ class MosquittoBroker:
         os.chmod(self.dir, 0o777)  # mosquitto started as root drops to its own user
         self.log = self.dir / "mosquitto.log"
         lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'true' if anonymous else 'false'}",
+                 *self._security(tls, users, require_certificate),
                  "max_queued_messages 100000", "max_inflight_messages 100",
                  f"persistence {'true' if persistence else 'false'}",
                  f"persistence_location {self.dir}/", "persistence_file broker.db",
@@ -70,8 +75,23 @@ class MosquittoBroker:
         if os.geteuid() == 0:
             lines.append("user root")  # keep root, so the files in our folder stay writable
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n" + extra_config)
+        self.conf.write_text(config if config is not None else "\n".join(lines) + "\n" + extra_config)
         self.proc: Optional[subprocess.Popen] = None
+
+    def _security(self, tls: Any, users: Optional[dict], require_certificate: bool) -> list[str]:
+        lines = []
+        if tls is not None:
+            ca, server = tls
+            lines += [f"cafile {ca}", f"certfile {server.cert}", f"keyfile {server.key}"]
+            if require_certificate:
+                lines += ["require_certificate true", "use_identity_as_username true"]
+        if users:
+            path = self.dir / "passwd"
+            path.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(path)], check=True, capture_output=True)  # hashes in place
+            path.chmod(0o644)
+            lines.append(f"password_file {path}")
+        return lines
 
     @property
     def url(self) -> str:
@@ -171,7 +191,9 @@ class Subscriber:
     """QoS 1 subscriber with a persistent session (clean_session False) that re-subscribes on
     every connect and records every JSON payload it receives."""
 
-    def __init__(self, port: int, topic: str, client_id: str = "test-subscriber") -> None:
+    def __init__(self, port: int, topic: str, client_id: str = "test-subscriber", ca: Any = None,
+                 cert: Any = None, key: Any = None, username: Optional[str] = None,
+                 password: Optional[str] = None, key_field: str = "frame_index") -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -182,6 +204,11 @@ class Subscriber:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                         protocol=mqtt.MQTTv311)
         c.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None)
+        if username is not None:
+            c.username_pw_set(username, password)
+        self.key_field = key_field
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
@@ -208,14 +235,14 @@ class Subscriber:
 
     def ids(self) -> list[int]:
         with self.cond:
-            return [m["frame_index"] for m in self.messages]
+            return [m[self.key_field] for m in self.messages]
 
     def wait_for(self, ids: set[int], timeout: float = 15.0) -> set[int]:
         """Wait until every id in ``ids`` arrived; returns the ones still missing."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                missing = ids - {m["frame_index"] for m in self.messages}
+                missing = ids - {m[self.key_field] for m in self.messages}
                 left = deadline - time.monotonic()
                 if not missing or left <= 0:
                     return missing

@@ -215,7 +215,10 @@ def test_broker_refusing_the_client_fails_at_once(tmp_path):
     ("mqtt://127.0.0.1/a?queue=10&inflight=11", "inflight must be within 1 and queue"),
     ("mqtt://127.0.0.1/a?backoff_min=5&backoff_max=1", "backoff"),
     ("mqtt://127.0.0.1/a?wait=-1", "wait and close_timeout"),
-    ("mqtts://127.0.0.1/a", "only plain mqtt"),
+    ("ws://127.0.0.1/a", "websockets is not supported"),
+    ("mqtt://127.0.0.1/a?ca=/etc/hostname", "TLS options; use mqtts://"),
+    ("mqtts://127.0.0.1/a?cert=/etc/hostname", "needs both cert= and key="),
+    ("mqtts://127.0.0.1/a?ca=/no/such/ca.crt", "no such file"),
 ])
 def test_bad_mqtt_urls_are_refused(url, match):
     with pytest.raises(SinkError, match=match):

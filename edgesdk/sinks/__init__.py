@@ -86,11 +86,11 @@ def make_sink(spec: Union[str, os.PathLike, Callable[..., Any], Sink], **options
         from .window import WindowSink
         title = s.split(":", 1)[1] if ":" in s else ""
         return WindowSink(title=title or "EdgeSDK", **options)
-    if low.startswith("mqtt://"):
+    if low.startswith(("mqtt://", "mqtts://")):
         from .mqtt import MqttSink
         return MqttSink.from_url(s, **options)
-    if "://" in low and low.split("://", 1)[0] in ("mqtts", "ws", "wss"):
-        raise _unknown(spec, "only plain mqtt:// is supported")
+    if "://" in low and low.split("://", 1)[0] in ("ws", "wss"):
+        raise _unknown(spec, "MQTT over websockets is not supported; use mqtt:// or mqtts://")
     if low.startswith("metrics:") and not low.startswith("metrics://"):
         from .prometheus import PrometheusSink
         return PrometheusSink(_port(s.split(":", 1)[1], spec), **options)

@@ -5,6 +5,12 @@ URL form (what ``--sink`` takes)::
     mqtt://[user:password@]host[:port]/topic[?qos=1&client_id=cam-7&queue=1000&inflight=20&wait=5
                                              &keepalive=30&retain=0&backoff_min=0.5&backoff_max=30
                                              &close_timeout=5]
+    mqtts://[user:password@]host[:8883]/topic[?ca=ca.crt&cert=client.crt&key=client.key&...]
+
+``mqtts://`` is MQTT over TLS (port 8883 by default): the broker's certificate is verified against
+``ca`` (or the system's CAs without it) including its host name; ``cert``/``key`` present a client
+certificate (for brokers with ``require_certificate true``). The password can come from the
+environment variable ``EDGESDK_MQTT_PASSWORD`` instead of the URL (which `ps` would show).
 
 The topic may contain ``{source_id}`` (``mqtt://broker/cams/{source_id}/results``).
 
@@ -53,7 +59,9 @@ log = logging.getLogger("edgesdk.sinks")
 
 WARN_EVERY_S = 10.0
 URL_OPTIONS = ("qos", "client_id", "queue", "inflight", "wait", "keepalive", "retain", "backoff_min",
-               "backoff_max", "close_timeout")
+               "backoff_max", "close_timeout", "ca", "cert", "key")
+PASSWORD_ENV = "EDGESDK_MQTT_PASSWORD"
+
 
 
 def _import_paho() -> Any:
@@ -73,7 +81,8 @@ class MqttSink(Sink):
                  wait: float = 5.0,
                  keepalive: int = 30, retain: bool = False, username: Optional[str] = None,
                  password: Optional[str] = None, backoff_min: float = 0.5, backoff_max: float = 30.0,
-                 close_timeout: float = 5.0) -> None:
+                 close_timeout: float = 5.0, tls: bool = False, ca: Optional[str] = None,
+                 cert: Optional[str] = None, key: Optional[str] = None) -> None:
         if not topic or "+" in topic or "#" in topic:
             raise SinkError(f"MQTT sink: topic {topic!r} must be non-empty and contain no wildcards (+, #)")
         try:
@@ -93,7 +102,9 @@ class MqttSink(Sink):
             raise SinkError(f"MQTT sink: need a host and a port within 1-65535, got {host!r}:{port}")
         if float(wait) < 0 or float(close_timeout) < 0 or int(keepalive) < 1:
             raise SinkError("MQTT sink: wait and close_timeout must be >= 0 and keepalive >= 1 s")
-        super().__init__(f"mqtt://{host}:{port}/{topic}")
+        _check_tls_files(tls, ca, cert, key)
+        super().__init__(f"{'mqtts' if tls else 'mqtt'}://{host}:{port}/{topic}")
+        self.tls, self.ca, self.cert, self.key = bool(tls), ca, cert, key
         self.host, self.port, self.topic = host, int(port), topic
         self.qos, self.queue, self.inflight, self.wait = int(qos), int(queue), int(inflight), float(wait)
         self.keepalive, self.retain = int(keepalive), bool(retain)
@@ -117,10 +128,11 @@ class MqttSink(Sink):
         if "#" in url:  # urlsplit would silently cut it off as a fragment
             raise SinkError(f"MQTT sink: {url!r}: a topic to publish to cannot contain wildcards (+, #)")
         parts = urlsplit(url)
-        if parts.scheme.lower() != "mqtt":
-            raise SinkError(f"MQTT sink: {url!r} is not an mqtt:// URL (mqtts:// is not supported yet)")
+        if parts.scheme.lower() not in ("mqtt", "mqtts"):
+            raise SinkError(f"MQTT sink: {url!r} is not an mqtt:// URL (nor mqtts:// for TLS)")
+        tls = parts.scheme.lower() == "mqtts"
         try:
-            port = parts.port or 1883
+            port = parts.port or (8883 if tls else 1883)
         except ValueError as e:
             raise SinkError(f"MQTT sink: bad port in {url!r}: {e}") from e
         host = parts.hostname
@@ -133,15 +145,17 @@ class MqttSink(Sink):
             raise SinkError(f"MQTT sink: unknown option(s) {unknown} in {url!r}; accepted: {', '.join(URL_OPTIONS)}")
         kw: dict[str, Any] = {}
         conv = {"qos": int, "queue": int, "inflight": int, "keepalive": int, "wait": float, "backoff_min": float,
-                "backoff_max": float, "close_timeout": float, "client_id": str,
+                "backoff_max": float, "close_timeout": float, "client_id": str, "ca": str, "cert": str, "key": str,
                 "retain": lambda v: v.lower() in ("1", "true", "yes")}
         for key, values in query.items():
             try:
                 kw[key] = conv[key](values[-1])
             except ValueError as e:
                 raise SinkError(f"MQTT sink: option {key}={values[-1]!r} in {url!r} is not valid: {e}") from e
-        kw.update(username=unquote(parts.username) if parts.username else None,
-                  password=unquote(parts.password) if parts.password else None)
+        if not tls and any(k in kw for k in ("ca", "cert", "key")):
+            raise SinkError(f"MQTT sink: {url!r}: ca/cert/key are TLS options; use mqtts://")
+        password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV) if parts.username else None
+        kw.update(username=unquote(parts.username) if parts.username else None, password=password, tls=tls)
         kw.update(overrides)
         return cls(host, port, topic, **kw)
 
@@ -202,6 +216,12 @@ class MqttSink(Sink):
         client.reconnect_delay_set(self.backoff[0], self.backoff[1])  # type: ignore[arg-type]
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
+        if self.tls:
+            try:
+                client.tls_set(ca_certs=self.ca, certfile=self.cert, keyfile=self.key)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError: a file that is not PEM
+                raise SinkError(f"MQTT sink: cannot use the TLS files (ca={self.ca}, cert={self.cert}, "
+                                f"key={self.key}): {e}") from e
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -221,6 +241,8 @@ class MqttSink(Sink):
             ok, problem = self._connected, self._refused or self._last_problem or "no answer"
         if not ok:
             self._shutdown()
+            if self.tls and self._refused is None:
+                problem = _tls_problem(self.host, self.port, self.ca, self.cert, self.key) or problem
             raise SinkError(f"MQTT sink: cannot connect to the broker at {self.host}:{self.port} within "
                             f"{self.wait:g} s ({problem}). Check that the broker runs and the address is right, "
                             "or add ?wait=0 to start anyway and queue results until it is reachable")
@@ -270,3 +292,39 @@ class MqttSink(Sink):
         client.loop_stop()
         with self._cond:
             self._connected = False
+
+
+def _check_tls_files(tls: bool, ca: Optional[str], cert: Optional[str], key: Optional[str]) -> None:
+    if not tls:
+        if ca or cert or key:
+            raise SinkError("MQTT sink: ca/cert/key need TLS (mqtts:// or tls=True)")
+        return
+    if (cert is None) != (key is None):
+        raise SinkError("MQTT sink: a client certificate needs both cert= and key=")
+    for what, path in (("ca", ca), ("cert", cert), ("key", key)):
+        if path is not None and not os.path.isfile(path):
+            raise SinkError(f"MQTT sink: {what}={path}: no such file")
+
+
+def _tls_problem(host: str, port: int, ca: Optional[str], cert: Optional[str], key: Optional[str]) -> str:
+    """Why a TLS connection fails, from one handshake of our own (paho's loop only says 'failed')."""
+    import ssl
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        with socket.create_connection((host, port), timeout=3) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
+            s.settimeout(1)
+            try:
+                s.recv(1)  # TLS 1.3 reports a refused (or missing) client certificate only here
+            except socket.timeout:
+                return ""
+            return ""
+    except ssl.SSLCertVerificationError as e:
+        return (f"the broker's certificate is not trusted ({e.verify_message}); if it is self-signed or from a "
+                "private CA, add ?ca=CA.crt with the certificate that signed it")
+    except ssl.SSLError as e:
+        hint = "" if cert else "; a broker that requires client certificates needs ?cert=...&key=..."
+        return f"TLS handshake failed: {e.reason or e}{hint}"
+    except OSError:
+        return ""
