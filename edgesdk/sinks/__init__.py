@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Callable, Union
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import SinkError
 from .base import AsyncSink, Sink, encode_result
@@ -103,7 +103,9 @@ def make_sink(spec: Union[str, os.PathLike, Callable[..., Any], Sink], **options
             raise _unknown(spec, "bad port") from None
         if port is None or parts.path not in ("", "/"):
             raise _unknown(spec, "write prometheus://HOST:PORT")
-        return PrometheusSink(port, parts.hostname or "0.0.0.0", **options)
+        from .prometheus import DEFAULT_HOST, auth_from_url
+        auth = auth_from_url(unquote(parts.username or ""), unquote(parts.password or ""))
+        return PrometheusSink(port, parts.hostname or DEFAULT_HOST, basic_auth=auth, **options)
     if Path(s).suffix.lower() in JSONL_SUFFIXES:
         return JsonlSink(s, **options)
     path, _, query = s.partition("?")

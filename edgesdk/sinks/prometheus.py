@@ -20,10 +20,18 @@ Non-numbers are ignored. The last snapshot is what a scrape sees.
 
 `MetricsServer.shared(port)` returns the process's server on that port (creating it), so
 ``--metrics-port 9100`` and ``--sink metrics:9100`` can use the same endpoint.
+
+The endpoint binds 127.0.0.1 unless told otherwise (``host="0.0.0.0"``, or
+``prometheus://0.0.0.0:9100``): a scraper on the network is a decision, not a default.
+``basic_auth=(user, password)`` (or ``prometheus://user:password@HOST:PORT``; the password may
+come from ``EDGESDK_METRICS_PASSWORD``) answers 401 to scrapes without those credentials.
 """
 from __future__ import annotations
 
+import base64
 import collections
+import hmac
+import os
 import re
 import threading
 import time
@@ -35,6 +43,9 @@ from .base import Sink
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 FPS_WINDOW_S = 5.0
+DEFAULT_HOST = "127.0.0.1"
+PASSWORD_ENV = "EDGESDK_METRICS_PASSWORD"
+Auth = Optional[tuple[str, str]]
 
 
 def _import_prometheus() -> Any:
@@ -149,7 +160,8 @@ class MetricsServer:
     _shared: dict[tuple[str, int], "MetricsServer"] = {}
     _shared_lock = threading.Lock()
 
-    def __init__(self, port: int = 9100, host: str = "0.0.0.0", prefix: str = "edgesdk") -> None:
+    def __init__(self, port: int = 9100, host: str = DEFAULT_HOST, prefix: str = "edgesdk",
+                 basic_auth: Auth = None) -> None:
         pc = _import_prometheus()
         if not 0 <= int(port) <= 65535:
             raise SinkError(f"metrics port must be within 0-65535, got {port}")
@@ -161,8 +173,9 @@ class MetricsServer:
         self._lock = threading.Lock()
         self._users = 0
         self._key: Optional[tuple[str, int]] = None
+        self._auth = basic_auth
         try:
-            self._httpd, self._thread = pc.start_http_server(int(port), addr=host, registry=self.registry)
+            self._httpd, self._thread = _serve(pc, int(port), host, self.registry, basic_auth)
         except OSError as e:
             raise SinkError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; the port is probably "
                             "in use: pick another (--metrics-port) or stop what holds it") from e
@@ -174,13 +187,15 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     @classmethod
-    def shared(cls, port: int, host: str = "0.0.0.0") -> "MetricsServer":
+    def shared(cls, port: int, host: str = DEFAULT_HOST, basic_auth: Auth = None) -> "MetricsServer":
         """The server this process runs on ``host:port``, started on first use (reference-counted:
         each caller calls `close()` once; the last one stops it)."""
         with cls._shared_lock:
             server = cls._shared.get((host, int(port))) if int(port) else None
+            if server is not None and basic_auth is not None and server._auth != basic_auth:
+                raise SinkError(f"metrics on {host}:{port} already run with other credentials; use one set")
             if server is None:
-                server = cls(port, host)
+                server = cls(port, host, basic_auth=basic_auth)
                 server._key = (host, server.port)
                 cls._shared[server._key] = server
             server._users += 1
@@ -223,15 +238,16 @@ class MetricsServer:
 class PrometheusSink(Sink):
     """Per-result metrics on a `MetricsServer` (``metrics:PORT`` or ``prometheus://HOST:PORT``)."""
 
-    def __init__(self, port: int = 9100, host: str = "0.0.0.0", server: Optional[MetricsServer] = None) -> None:
+    def __init__(self, port: int = 9100, host: str = DEFAULT_HOST, server: Optional[MetricsServer] = None,
+                 basic_auth: Auth = None) -> None:
         super().__init__(f"prometheus://{host}:{port}" if server is None else f"prometheus://{server.host}:{server.port}")
-        self.port, self.host = int(port), host
+        self.port, self.host, self.basic_auth = int(port), host, basic_auth
         self.server: Optional[MetricsServer] = server
         self._owns_server = server is None
 
     def _open_impl(self) -> None:
         if self.server is None:
-            self.server = MetricsServer.shared(self.port, self.host)
+            self.server = MetricsServer.shared(self.port, self.host, self.basic_auth)
             self.name = f"prometheus://{self.host}:{self.server.port}"
 
     def _write_impl(self, frame: Optional[Frame], result: Result) -> None:
@@ -241,3 +257,45 @@ class PrometheusSink(Sink):
     def _close_impl(self) -> None:
         if self._owns_server and self.server is not None:
             self.server.close()
+
+
+def _serve(pc: Any, port: int, host: str, registry: Any, basic_auth: Auth) -> tuple[Any, threading.Thread]:
+    """prometheus_client's server, behind HTTP basic auth when credentials are given."""
+    if basic_auth is None:
+        return pc.start_http_server(port, addr=host, registry=registry)
+    from http.server import ThreadingHTTPServer
+
+    from prometheus_client.exposition import MetricsHandler
+
+    user, password = basic_auth
+    if not user or not password:
+        raise SinkError("metrics basic auth needs a non-empty user and password")
+    expected = ("Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()).encode()
+    base = MetricsHandler.factory(registry)
+
+    class _AuthHandler(base):  # type: ignore[valid-type, misc]
+        def do_GET(self) -> None:
+            given = (self.headers.get("Authorization") or "").encode()
+            if not hmac.compare_digest(given, expected):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="edgesdk metrics"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer((host, port), _AuthHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True, name="edgesdk-metrics")
+    thread.start()
+    return httpd, thread
+
+
+def auth_from_url(username: Optional[str], password: Optional[str]) -> Auth:
+    """(user, password) from a URL's user info, the password possibly from EDGESDK_METRICS_PASSWORD."""
+    if not username:
+        return None
+    password = password or os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise SinkError(f"metrics user {username!r} needs a password: in the URL or in {PASSWORD_ENV}")
+    return username, password
