@@ -165,7 +165,8 @@ def test_make_sink_forms(tmp_path):
     assert isinstance(w, WindowSink) and w.title == "Front door"
     assert make_sink("window").title == "EdgeSDK"
     p = make_sink("metrics:9100")
-    assert isinstance(p, PrometheusSink) and (p.host, p.port) == ("0.0.0.0", 9100)
+    assert isinstance(p, PrometheusSink) and (p.host, p.port) == ("127.0.0.1", 9100)  # loopback unless told
+    assert make_sink("prometheus://0.0.0.0:9100").host == "0.0.0.0"
     p = make_sink("prometheus://127.0.0.1:9200")
     assert (p.host, p.port) == ("127.0.0.1", 9200)
     existing = JsonlSink(tmp_path / "x.jsonl")
