@@ -157,3 +157,42 @@ def mender_setup(root: Path, trusted_keys: Optional[Path], profile: Optional[str
     from ..fleet.mender import install_module
     script = install_module(root, trusted_keys, modules_dir=modules_dir, config=config, profile=profile)
     click.echo(f"installed the edgesdk update module {script} (config {config}, root {root})")
+
+
+CANARY_REJECTED_EXIT = 12
+
+
+@click.command()
+@click.argument("package", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Install root on the device (it must have a current release to compare with).")
+@click.option("--source", required=True, help="Live frames: camera index, rtsp://..., video file, image folder/glob.")
+@click.option("--frames", default=50, show_default=True, type=click.IntRange(min=1), help="Frames to compare.")
+@click.option("--seconds", default=60.0, show_default=True, type=float, help="Stop after this long at most.")
+@click.option("--metric", type=click.Choice(["top1", "box_f1", "cosine"]),
+              help="Agreement metric (default by task: classification top1, detection box_f1, raw cosine).")
+@click.option("--threshold", default=0.95, show_default=True, type=float, help="Mean agreement needed to commit.")
+@click.option("--min-frames", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Fewer frames compared than this: no decision, nothing installed.")
+@click.option("--trusted-keys", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory of trusted *.pub keys.")
+@click.option("--profile", help="Device profile for the health checks.")
+@click.option("--allow-downgrade", is_flag=True, help="Accept a lower version than the current one.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the canary report here as JSON.")
+def canary(package: Path, root: Path, source: str, frames: int, seconds: float, metric: Optional[str],
+           threshold: float, min_frames: int, trusted_keys: Optional[Path], profile: Optional[str],
+           allow_downgrade: bool, report_path: Optional[Path]) -> None:
+    """Shadow-run PACKAGE beside the current release on live frames; install it only if they agree.
+
+    Exit 0: committed; exit 12: the agreement was below --threshold and the current release stays.
+    """
+    from ..fleet.canary import CanaryPolicy, canary_install
+    policy = CanaryPolicy(frames=frames, seconds=seconds, metric=metric, threshold=threshold,
+                          min_frames=min(min_frames, frames))
+    r = canary_install(package, root, source, policy, trusted_keys=trusted_keys, profile=profile,
+                       report_path=report_path, progress=_err, allow_downgrade=allow_downgrade)
+    click.echo(f"canary {r.decision.upper()}: {r.reason}" + (f"; {r.install_message}" if r.install_message else
+                                                              f"; {r.current} stays current"))
+    if not r.passed:
+        sys.exit(CANARY_REJECTED_EXIT)
