@@ -33,7 +33,7 @@ COMMANDS = {
     "uninstall": "device:uninstall",
     "provision": "device:provision",
 }
-COMMANDS.update({c: f"fleet:{c.replace('-', '_')}" for c in ("push", "pull", "install", "mender-artifact", "mender-setup", "canary")})
+COMMANDS.update({c: f"fleet:{c.replace('-', '_')}" for c in ("push", "pull", "install", "provision", "mender-artifact", "mender-setup", "canary")})
 
 
 class LazyGroup(click.Group):

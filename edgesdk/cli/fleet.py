@@ -196,3 +196,34 @@ def canary(package: Path, root: Path, source: str, frames: int, seconds: float, 
                                                               f"; {r.current} stays current"))
     if not r.passed:
         sys.exit(CANARY_REJECTED_EXIT)
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Change nothing; report drift from the spec (exit 3 if any).")
+@click.option("--dry-run", is_flag=True, help="Change nothing; print what would change and the unit files.")
+def provision(spec_path: Path, check: bool, dry_run: bool) -> None:
+    """Make this device match a deployment spec (packages, systemd units, local MQTT broker, Mender module)."""
+    from ..fleet import provisioning as fleet
+    from ..provision.provision import apply, check as _check
+    from ..provision.spec import load_spec
+    from ..provision.systemd import systemctl, systemctl_available
+    from .device import DRIFT_EXIT
+    spec = load_spec(spec_path)
+    if check:
+        drift = _check(spec).drift + fleet.drift(spec)
+        if drift:
+            click.echo("\n".join(f"drift: {d}" for d in drift))
+            sys.exit(DRIFT_EXIT)
+        click.echo("no drift: the device matches the spec")
+        return
+    report = apply(spec, dry_run=dry_run, progress=_err)
+    changes, broker_changed = fleet.apply(spec, dry_run=dry_run)
+    if broker_changed and spec.broker.service and systemctl_available(spec.manage):
+        systemctl("restart", spec.broker.service)
+        changes.append(f"restarted {spec.broker.service}")
+    if dry_run:
+        for path, content in report.units.items():
+            click.echo(f"# {path}\n{content}")
+    all_changes = report.changes + changes
+    click.echo("\n".join(all_changes) if all_changes else "no changes")

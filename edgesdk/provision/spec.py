@@ -26,6 +26,9 @@
           args: []                    # more arguments for `edgesdk run`
           environment: {OMP_NUM_THREADS: "2"}
 
+Optional fleet sections, `broker:` (the device-local mosquitto bridged upstream) and `mender:`
+(the edgesdk update module), are parsed by `edgesdk.fleet.provisioning`, which documents them.
+
 Every error names the file and the key (e.g. `packages[0].run.batching`).
 """
 from __future__ import annotations
@@ -87,6 +90,8 @@ class DeploymentSpec:
     unit_dir: Path = Path("/etc/systemd/system")
     manage: str = "auto"
     source: Optional[Path] = None
+    broker: Any = None  # edgesdk.fleet.provisioning.BrokerSection
+    mender: Any = None  # edgesdk.fleet.provisioning.MenderSection
 
     def package_root(self, pkg: PackageSpec) -> Path:
         return self.root / pkg.name
@@ -206,7 +211,7 @@ def _check_profile(top: _Keys, profile: str, base: Path) -> str:
 def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> DeploymentSpec:
     base = base or Path.cwd()
     top = _Keys(data, where, "", ("profile", "root", "trusted_keys", "allow_unsigned", "keep", "user", "group",
-                                  "edgesdk", "systemd", "packages"))
+                                  "edgesdk", "systemd", "packages", "broker", "mender"))
     root = _path(top.get("root", str, required=True), base)
     allow_unsigned = top.get("allow_unsigned", bool, False)
     keys = top.get("trusted_keys", str)
@@ -239,11 +244,21 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
     profile = top.get("profile", str)
     if profile is not None:
         profile = _check_profile(top, profile, base)
+    broker, mender = _fleet_sections(top.data, where, base, tuple(p.name for p in pkgs))
     return DeploymentSpec(
-        root=root, packages=pkgs, trusted_keys=_path(keys, base) if keys else None, allow_unsigned=allow_unsigned,
+        broker=broker, mender=mender, root=root, packages=pkgs, trusted_keys=_path(keys, base) if keys else None, allow_unsigned=allow_unsigned,
         profile=profile, keep=keep, user=user, group=group, edgesdk=command,
         unit_dir=_path(sysd.get("unit_dir", str, "/etc/systemd/system"), base),
         manage={True: "true", False: "false"}.get(manage, manage), source=None)
+
+
+def _fleet_sections(data: dict, where: str, base: Path, names: tuple[str, ...]) -> tuple[Any, Any]:
+    if data.get("broker") is None and data.get("mender") is None:
+        return None, None
+    from ..fleet.provisioning import parse_broker, parse_mender  # only specs that use them need the fleet code
+    broker = parse_broker(data["broker"], where, base) if data.get("broker") is not None else None
+    mender = parse_mender(data["mender"], where, base, names) if data.get("mender") is not None else None
+    return broker, mender
 
 
 def load_spec(path: PathLike) -> DeploymentSpec:
