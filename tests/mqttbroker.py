@@ -75,7 +75,10 @@ class MosquittoBroker:
         if os.geteuid() == 0:
             lines.append("user root")  # keep root, so the files in our folder stay writable
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(config if config is not None else "\n".join(lines) + "\n" + extra_config)
+        # a config of our own logs to our file too: stderr is a pipe nobody reads, and a full pipe
+        # stops mosquitto dead (seen with 50 devices connecting)
+        own = config + f"\nlog_dest file {self.log}\n" if config is not None else None
+        self.conf.write_text(own if own is not None else "\n".join(lines) + "\n" + extra_config)
         self.proc: Optional[subprocess.Popen] = None
 
     def _security(self, tls: Any, users: Optional[dict], require_certificate: bool) -> list[str]:
@@ -100,12 +103,13 @@ class MosquittoBroker:
     def start(self, timeout: float = 10.0) -> "MosquittoBroker":
         if self.proc is not None and self.proc.poll() is None:
             return self
+        self._stderr = open(self.dir / "stderr.log", "ab")  # a file: a pipe nobody drains would block it
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=self._stderr)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                err = (self.dir / "stderr.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}\n{self.tail_log()}")
             if port_open(self.port):
                 return self
@@ -162,8 +166,9 @@ class MosquittoBroker:
         self.start()
 
     def _reap(self) -> None:
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
+            self._stderr = None
         self.proc = None
         deadline = time.monotonic() + 5
         while port_open(self.port) and time.monotonic() < deadline:

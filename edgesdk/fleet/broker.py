@@ -61,7 +61,8 @@ def _check(uplink: Uplink, device_id: str, topics: Sequence[str], listen_port: i
 
 def local_broker_config(uplink: Uplink, device_id: str, persistence_dir: PathLike,
                         topics: Sequence[str] = ("edgesdk/#",), listen_port: int = 1883,
-                        max_queued: int = 100000, run_as: Optional[str] = None) -> str:
+                        max_queued: int = 100000, run_as: Optional[str] = None,
+                        log_file: Optional[PathLike] = None) -> str:
     """mosquitto.conf for the device: a loopback listener, persistence, and a QoS 1 bridge upstream."""
     _check(uplink, device_id, topics, listen_port)
     lines = [
@@ -75,6 +76,10 @@ def local_broker_config(uplink: Uplink, device_id: str, persistence_dir: PathLik
     ]
     if run_as:
         lines.append(f"user {run_as}")
+    # stderr (the journal under systemd) unless a file is named; not every connection, which a
+    # busy device would write thousands of times a day
+    lines += [f"log_dest file {log_file}" if log_file else "log_dest stderr",
+              "log_type error", "log_type warning", "log_type notice", "connection_messages false"]
     lines += [
         "", f"connection edgesdk-uplink-{device_id}", f"address {uplink.host}:{int(uplink.port)}",
         f"remote_clientid edgesdk-bridge-{device_id}", "cleansession false", "bridge_protocol_version mqttv311",
