@@ -123,7 +123,7 @@ def test_push_resumes_an_interrupted_upload(registry, art, monkeypatch):
         if method == "PATCH":
             calls["n"] += 1
             if calls["n"] == 2:
-                raise RegistryError(f"cannot reach registry {self.host}: connection reset (injected)")
+                raise RegistryError(f"cannot reach registry {self.host}: connection reset (injected)", transient=True)
         return real(self, method, url, headers, data, ok, what)
 
     monkeypatch.setattr(Registry, "request", flaky)

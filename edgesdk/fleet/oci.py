@@ -156,7 +156,7 @@ def _upload_blob(reg: Registry, ref: OciRef, path: Path, digest: str, size: int,
                     offset = _range_end(resp.headers.get("Range"), offset + len(chunk))
             except RegistryError as exc:
                 failures += 1
-                if failures > RETRIES or "HTTP 4" in str(exc) and "HTTP 416" not in str(exc):
+                if failures > RETRIES or not (exc.transient or exc.status == 416):  # 416: offsets disagree
                     raise
                 offset, location = _upload_status(reg, location, offset)
                 progress(f"{path.name}: upload interrupted ({exc}); resuming at byte {offset}")
@@ -262,7 +262,7 @@ def _download_blob(reg: Registry, ref: OciRef, layer: dict, final: Path, progres
             moved += _download_range(reg, ref, want, part, size, progress)
         except RegistryError as exc:
             failures += 1
-            if failures > RETRIES or "cannot reach" not in str(exc) and "connection" not in str(exc):
+            if failures > RETRIES or not exc.transient:
                 raise
             progress(f"{final.name}: download interrupted ({exc}); resuming")
             time.sleep(min(0.1 * 2 ** failures, 3.0))
@@ -313,9 +313,11 @@ def _download_range(reg: Registry, ref: OciRef, digest: str, part: Path, size: i
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
-        raise RegistryError(f"registry {ref.host}: connection lost during blob {digest}: {exc}") from exc
+        raise RegistryError(f"registry {ref.host}: connection lost during blob {digest}: {exc}",
+                            transient=True) from exc
     if offset + got < size:
-        raise RegistryError(f"registry {ref.host}: connection closed at byte {offset + got} of {size}")
+        raise RegistryError(f"registry {ref.host}: connection closed at byte {offset + got} of {size}",
+                            transient=True)
     return got
 
 

@@ -26,7 +26,13 @@ PathLike = Union[str, Path]
 
 
 class RegistryError(PackageError):
-    """The registry could not be reached, refused us, or answered something unusable."""
+    """The registry could not be reached, refused us, or answered something unusable.
+
+    `transient`: worth retrying (connection lost, HTTP 5xx); a 4xx or a bad answer is not."""
+
+    def __init__(self, message: str, status: Optional[int] = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.transient = status, transient
 
 
 @dataclass
@@ -106,16 +112,22 @@ class Registry:
                 raise RegistryError(f"cannot reach registry {self.host} ({self.scheme}): {reason}; check the "
                                     "address and that the registry runs" +
                                     ("" if self.scheme == "http" else " (a registry without TLS needs "
-                                     "--plain-http)")) from exc
+                                     "--plain-http)"), transient=True) from exc
             if data:
                 self.bytes_sent += len(data)
             if resp.status not in ok:
                 resp.close()
-                raise RegistryError(f"registry {self.host}: {method} {what or url} answered HTTP {resp.status}")
+                raise RegistryError(f"registry {self.host}: {method} {what or url} answered HTTP {resp.status}",
+                                    resp.status)
             return resp
         raise AssertionError("unreachable")
 
     def _status_error(self, exc: urllib.error.HTTPError, url: str, what: str) -> RegistryError:
+        err = self._status_message(exc, url, what)
+        err.status, err.transient = exc.code, exc.code >= 500
+        return err
+
+    def _status_message(self, exc: urllib.error.HTTPError, url: str, what: str) -> RegistryError:
         detail = _error_detail(exc)
         if exc.code == 401:
             if self.credentials is None:
