@@ -41,11 +41,12 @@ demo: venv models system-deps tflite
 	$(PYTHON) examples/demo.py
 
 # ratios measured in one run each; tables also land in out/bench_*.md
-bench: venv models tflite
+bench: venv models tflite system-deps
 	mkdir -p out
 	$(PYTHON) bench/runtime_overhead.py --markdown out/bench_runtime.md
 	$(PYTHON) bench/convert.py --models cls,det --markdown out/bench_convert.md
 	$(PYTHON) bench/stream.py --markdown out/bench_stream.md
+	$(PYTHON) bench/fleet.py --devices 50 --parallel 2 --markdown out/bench_fleet.md
 
 $(TFLITE): tools/install_tflite_converter.sh $(STAMP)
 	bash tools/install_tflite_converter.sh $(PYTHON) >/dev/null

@@ -102,3 +102,32 @@ def test_box_f1_and_top1():
     assert metric_for("detection") == "box_f1" and metric_for("raw") == "cosine"
     with pytest.raises(ConfigError, match="not one of"):
         metric_for("raw", "accuracy")
+
+
+def test_box_f1_canary_on_real_face_detectors(blazeface_model, tmp_path):
+    """BlazeFace short-range vs full-range (two real models) on real photos with and without a face:
+    they agree; a copy that sees nothing (score threshold 1.0) agrees only where there is no face."""
+    from edgesdk.presets import make_bundle
+    from realdata import photos as all_photos
+
+    ph = all_photos()
+    a = ph["astronaut"]
+    images = [a, cv2.flip(a, 1), a[0:300, 50:400], cv2.resize(a, (256, 256)), ph["coffee"], ph["rocket"],
+              ph["horse"], ph["chelsea"]]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        cv2.imwrite(str(folder / f"{i}.png"), np.ascontiguousarray(im))
+    short = make_bundle(blazeface_model, tmp_path / "short", preset="blazeface_short").path
+    full = make_bundle(blazeface_model.with_name("blazeface_full.tflite"), tmp_path / "full",
+                       preset="blazeface_full").path
+    blind = tmp_path / "blind"
+    make_bundle(blazeface_model, blind, preset="blazeface_short")
+    manifest = json.loads((blind / "manifest.json").read_text())
+    manifest["decoder"]["score_threshold"] = 1.0
+    (blind / "manifest.json").write_text(json.dumps(manifest))
+    policy = CanaryPolicy(frames=8, min_frames=8)
+    metric, task, scores, _ = shadow_compare(short, full, str(folder), policy)
+    assert (metric, task) == ("box_f1", "detection") and scores == [1.0] * 8
+    _, _, scores, _ = shadow_compare(short, blind, str(folder), policy)
+    assert scores == [0.0] * 4 + [1.0] * 4  # the four face frames lost, the four empty ones agree

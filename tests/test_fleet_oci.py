@@ -216,3 +216,118 @@ def test_tls_and_basic_auth(secure_registry, tls, art, device, tmp_path):
     r = edgesdk("install", src, "--ca", tls.cert, "--username", "ci", "--password-stdin", "--root", device,
                 "--trusted-keys", art.trusted, stdin="s3cret\n")
     assert r.returncode == 0 and "1.1.0" in r.stdout, r.stderr
+
+
+def test_bearer_token_challenge_is_answered(tmp_path):
+    """Registries such as ghcr.io or Harbor answer 401 `Bearer realm=...`: the token is fetched from the
+    realm with the user's credentials and the request repeated with it (a stand-in HTTP server here)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/token"):
+                ok = self.headers.get("Authorization") == Credentials("ci", "pw").basic()
+                body = json.dumps({"token": "t0k"}).encode() if ok else b"{}"
+                self.send_response(200 if ok else 401)
+            elif self.headers.get("Authorization") == "Bearer t0k":
+                body = b"{}"
+                self.send_response(200)
+            else:
+                body = b""
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/token",'
+                                 'service="reg",scope="repository:edge/cls:pull"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reg = Registry(f"127.0.0.1:{port}", Credentials("ci", "pw"), plain_http=True)
+        reg.request("GET", f"http://127.0.0.1:{port}/v2/edge/cls/manifests/1").close()
+        assert any(p.startswith("/token?") and "scope=repository%3Aedge%2Fcls%3Apull" in p for p, _ in seen)
+        bad = Registry(f"127.0.0.1:{port}", Credentials("ci", "nope"), plain_http=True)
+        with pytest.raises(RegistryError, match="token service .* refused"):
+            bad.request("GET", f"http://127.0.0.1:{port}/v2/edge/cls/manifests/1")
+    finally:
+        server.shutdown()
+
+
+class CuttingProxy:
+    """TCP proxy to the registry that drops the first connection after `cut` bytes sent back."""
+
+    def __init__(self, upstream_port: int, cut: int) -> None:
+        import socket
+        import threading
+        self.upstream, self.cut, self.cuts = upstream_port, cut, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            limit = self.cut if self.cuts == 0 else None
+            threading.Thread(target=self._pipe, args=(client, up, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, client, limit), daemon=True).start()
+
+    def _pipe(self, src, dst, limit) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) > limit and len(data) > 1000:
+                    dst.sendall(data[: max(limit - sent, 0)])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        import socket
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's recv, sends FIN now
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_pull_survives_a_dropped_connection(registry, art, tmp_path):
+    """The registry's answer is cut after 200 kB: the pull resumes with Range and the file is whole."""
+    pkg = art.pkgs["1.0.0"]
+    oci.push(pkg, f"oci://{registry.host}/edge/cut:1", plain(registry))
+    reg = plain(registry)
+    digest, manifest = oci.resolve(reg, parse_ref(f"oci://{registry.host}/edge/cut:1"))
+    proxy = CuttingProxy(registry.port, 200_000)
+    try:
+        said = []
+        # the manifest comes first (small); then the blob, whose first connection is cut
+        got = oci.pull(f"oci://127.0.0.1:{proxy.port}/edge/cut@{digest}", tmp_path, plain_http=True,
+                       progress=said.append)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and any("resuming at byte" in s for s in said), said
+    assert got.path.read_bytes() == pkg.read_bytes() and got.bytes_moved == pkg.stat().st_size

@@ -21,6 +21,7 @@ upload asks the registry how much it has and goes on from there. Downloads go to
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -256,10 +257,10 @@ def _download_blob(reg: Registry, ref: OciRef, layer: dict, final: Path, progres
     if _read_json(meta).get("digest") != want:
         part.unlink(missing_ok=True)  # a partial download of another blob
         atomic_write(meta, json.dumps({"digest": want, "source": str(ref)}))
-    moved, failures, restarted = 0, 0, False
+    failures, restarted, counter = 0, False, [0]  # counter: bytes received, also by attempts that broke off
     while True:
         try:
-            moved += _download_range(reg, ref, want, part, size, progress)
+            _download_range(reg, ref, want, part, size, progress, counter)
         except RegistryError as exc:
             failures += 1
             if failures > RETRIES or not exc.transient:
@@ -281,17 +282,18 @@ def _download_blob(reg: Registry, ref: OciRef, layer: dict, final: Path, progres
     os.replace(part, final)
     meta.unlink(missing_ok=True)
     fsync_dir(final.parent)
-    return moved, False
+    return counter[0], False
 
 
-def _download_range(reg: Registry, ref: OciRef, digest: str, part: Path, size: int, progress: Progress) -> int:
-    """Append to `part` from where it ends; returns the bytes received."""
+def _download_range(reg: Registry, ref: OciRef, digest: str, part: Path, size: int, progress: Progress,
+                    counter: list) -> None:
+    """Append to `part` from where it ends, adding what arrives to `counter[0]`."""
     offset = part.stat().st_size if part.exists() else 0
     if offset > size:
         part.unlink()
         offset = 0
     if offset == size:
-        return 0
+        return
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     got, t0, last = 0, time.monotonic(), 0.0
     try:
@@ -307,18 +309,18 @@ def _download_range(reg: Registry, ref: OciRef, digest: str, part: Path, size: i
                     break
                 out.write(chunk)
                 got += len(chunk)
+                counter[0] += len(chunk)
                 if time.monotonic() - last > 2:
                     last = time.monotonic()
                     progress(_eta(part.name, offset + got, size, t0))
             out.flush()
             os.fsync(out.fileno())
-    except OSError as exc:
-        raise RegistryError(f"registry {ref.host}: connection lost during blob {digest}: {exc}",
+    except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
+        raise RegistryError(f"registry {ref.host}: connection lost during blob {digest}: {exc!r}",
                             transient=True) from exc
     if offset + got < size:
         raise RegistryError(f"registry {ref.host}: connection closed at byte {offset + got} of {size}",
                             transient=True)
-    return got
 
 
 def _read_json(path: Path) -> dict:
