@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import click
 
@@ -24,17 +24,21 @@ def _err(message: str) -> None:
         click.echo(message, err=True)
 
 
-def registry_options(f: Callable) -> Callable:
-    for opt in reversed([
-        click.option("--username", help="Registry user (basic auth, or the token service's login)."),
-        click.option("--password-stdin", is_flag=True,
+def _registry_params() -> list[click.Option]:
+    return [
+        click.Option(["--username"], help="Registry user (basic auth, or the token service's login)."),
+        click.Option(["--password-stdin"], is_flag=True,
                      help=f"Read the registry password from stdin (or set {PASSWORD_ENV})."),
-        click.option("--ca", type=click.Path(dir_okay=False, path_type=Path),
+        click.Option(["--ca"], type=click.Path(dir_okay=False, path_type=Path),
                      help="PEM certificate of the CA that signed the registry's certificate (self-signed too)."),
-        click.option("--plain-http", is_flag=True, help="Talk HTTP, not HTTPS (a registry without TLS)."),
-    ]):
-        f = opt(f)
-    return f
+        click.Option(["--plain-http"], is_flag=True, help="Talk HTTP, not HTTPS (a registry without TLS)."),
+    ]
+
+
+def registry_options(cmd: click.Command) -> click.Command:
+    """Add the registry options to a command (apply above @click.command)."""
+    cmd.params += _registry_params()
+    return cmd
 
 
 def make_registry(source: str, username: Optional[str], password_stdin: bool, ca: Optional[Path],
@@ -53,10 +57,10 @@ def make_registry(source: str, username: Optional[str], password_stdin: bool, ca
     return Registry(ref.host, creds, ca=ca, plain_http=plain_http)
 
 
+@registry_options
 @click.command()
 @click.argument("package", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("target", metavar="oci://HOST[:PORT]/REPO:TAG")
-@registry_options
 def push(package: Path, target: str, **reg: Any) -> None:
     """Upload PACKAGE (.edgepkg) to an OCI registry as an ORAS-style artifact and tag it."""
     from ..fleet.oci import push as _push
@@ -64,12 +68,12 @@ def push(package: Path, target: str, **reg: Any) -> None:
     click.echo(f"pushed {t.ref} ({t.size} bytes{', blob already there' if t.reused else ''})")
 
 
+@registry_options
 @click.command()
 @click.argument("source", metavar="oci://HOST[:PORT]/REPO[:TAG][@sha256:DIGEST]")
 @click.option("-o", "--output", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Directory to save the package in.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@registry_options
 def pull(source: str, out_dir: Path, as_json: bool, **reg: Any) -> None:
     """Download a package from an OCI registry (resumes a partial download; digest-verified)."""
     from ..fleet.oci import pull as _pull
@@ -111,12 +115,9 @@ def _install_command() -> click.Command:
         finally:
             t.path.unlink(missing_ok=True)  # installed (or refused): the verified copy lives in releases/
 
-    cmd = click.Command("install", callback=callback, params=list(base.params),
-                        help=(base.help or "") + "\n\nPACKAGE may also be oci://HOST[:PORT]/REPO:TAG[@sha256:DIGEST] "
-                        "(pulled and digest-checked first; registry options below).")
-    registry_options(cmd.callback)  # attaches the options' click params to the function ...
-    cmd.params += list(reversed(getattr(cmd.callback, "__click_params__", [])))  # ... which we move onto cmd
-    return cmd
+    return click.Command("install", callback=callback, params=list(base.params) + _registry_params(),
+                         help=(base.help or "") + "\n\nPACKAGE may also be oci://HOST[:PORT]/REPO:TAG[@sha256:DIGEST] "
+                         "(pulled and digest-checked first; registry options below).")
 
 
 install = _install_command()
