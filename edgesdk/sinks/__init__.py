@@ -5,8 +5,9 @@ Accepted specs:
   - ``out.jsonl`` (or ``.ndjson``)                            -> `JsonlSink` (live, line-atomic)
   - ``out.mp4`` / ``out.avi`` [``?fps=25&source=cam0``]        -> `VideoSink` (annotated, atomic)
   - ``mqtt://[user:pw@]host[:port]/topic[?qos=1&...]``        -> `MqttSink`
+    (``mqtts://...?ca=ca.crt[&cert=c.crt&key=c.key]`` over TLS)
   - ``window`` or ``window:TITLE``                            -> `WindowSink`
-  - ``metrics:PORT`` or ``prometheus://HOST:PORT``            -> `PrometheusSink`
+  - ``metrics:PORT`` or ``prometheus://[user:pw@]HOST:PORT``  -> `PrometheusSink` (127.0.0.1 by default)
   - a `Sink` instance is returned as it is.
 Keyword arguments go to the sink's constructor (``make_sink("out.mp4", fps=15)``).
 The MQTT, Prometheus, video and window sinks import their libraries only when made.
@@ -23,7 +24,8 @@ from .base import AsyncSink, Sink, encode_result
 from .callback import CallbackSink
 from .jsonl import JsonlSink
 
-SPEC_FORMS = ("out.jsonl", "out.mp4", "out.avi", "mqtt://HOST:PORT/TOPIC", "window", "metrics:PORT",
+SPEC_FORMS = ("out.jsonl", "out.mp4", "out.avi", "mqtt://HOST:PORT/TOPIC", "mqtts://HOST:PORT/TOPIC", "window",
+              "metrics:PORT",
               "prometheus://HOST:PORT", "a callable(frame, result)")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 VIDEO_SUFFIXES = (".mp4", ".avi")
