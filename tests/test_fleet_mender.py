@@ -42,13 +42,13 @@ needs_mender = pytest.mark.skipif(bool(_why_not()), reason=_why_not() or "ok")
 class Device:
     """A Mender client in standalone mode with its data in `folder` and the edgesdk module installed."""
 
-    def __init__(self, folder: Path, trusted: Path) -> None:
+    def __init__(self, folder: Path, trusted: Path, **conf) -> None:
         self.folder, self.root = folder, folder / "edgesdk"
         self.data = folder / "mender-data"
         self.data.mkdir(parents=True)
         (self.data / "device_type").write_text(f"device_type={DEVICE_TYPE}\n")
         self.conf = folder / "mender.conf"
-        self.conf.write_text(json.dumps({"DeviceTypeFile": str(self.data / "device_type")}))
+        self.conf.write_text(json.dumps({"DeviceTypeFile": str(self.data / "device_type"), **conf}))
         self.module = mender.install_module(self.root, trusted, modules_dir=MODULES, config=folder / "edgesdk.json",
                                             pythonpath=str(ROOT))
 
@@ -71,7 +71,7 @@ def device(tmp_path, art):
     ARTIFACT_INFO.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT_INFO.write_text("artifact_name=factory-image\n")
     try:
-        yield Device(tmp_path / "dev", art.trusted)
+        yield lambda **conf: Device(tmp_path / "dev", art.trusted, **conf)
     finally:
         if saved_info is None:
             ARTIFACT_INFO.unlink(missing_ok=True)
@@ -91,6 +91,7 @@ def artifact(pkg: Path, out: Path, device_type: str = DEVICE_TYPE) -> Path:
 
 @needs_mender
 def test_install_commit_then_rollback_with_the_real_client(device, art, tmp_path):
+    device = device()
     a1 = artifact(art.pkgs["1.0.0"], tmp_path / "cls-1.0.0.mender")
     read = subprocess.run(["mender-artifact", "read", str(a1)], capture_output=True, text=True).stdout
     assert DEVICE_TYPE in read and "Type:   edgesdk" in read and "rootfs-image.ppocr_cls.version: 1.0.0" in read
@@ -109,6 +110,7 @@ def test_install_commit_then_rollback_with_the_real_client(device, art, tmp_path
 
 @needs_mender
 def test_failing_package_is_rolled_back_and_the_current_release_untouched(device, art, tmp_path):
+    device = device()
     assert device.mender("install", artifact(art.pkgs["1.0.0"], tmp_path / "good.mender")).returncode == 0
     assert device.mender("commit").returncode == 0
     before = device.releases()
@@ -122,6 +124,7 @@ def test_failing_package_is_rolled_back_and_the_current_release_untouched(device
 
 @needs_mender
 def test_artifact_for_another_device_type_is_refused(device, art, tmp_path):
+    device = device()
     install(art.pkgs["1.0.0"], device.root, trusted_keys=art.trusted, **QUIET)
     before = device.releases()
     r = device.mender("install", artifact(art.pkgs["1.1.0"], tmp_path / "other.mender", device_type="other-board"))
@@ -157,3 +160,20 @@ def test_mender_artifact_refusals(art, tmp_path, monkeypatch):
     with pytest.raises(PackageError, match="mender-artifact is not installed"):
         mender.write_artifact(art.pkgs["1.0.0"], [DEVICE_TYPE], tmp_path / "y.mender")
     assert not list(tmp_path.glob(".y.mender*"))
+
+
+@needs_mender
+def test_signed_artifacts_and_an_unsigned_one_refused(device, art, tmp_path):
+    """mender-artifact -k signs; a client with ArtifactVerifyKey installs it and refuses an unsigned one."""
+    key, pub = tmp_path / "mender.key", tmp_path / "mender.pub"
+    subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", str(key)], check=True)
+    subprocess.run(["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)], check=True, capture_output=True)
+    device = device(ArtifactVerifyKey=str(pub))
+    signed = tmp_path / "signed.mender"
+    r = edgesdk("mender-artifact", art.pkgs["1.0.0"], "-t", DEVICE_TYPE, "-o", signed, "-k", key)
+    assert r.returncode == 0, r.stderr
+    assert device.mender("install", signed).returncode == 0 and device.current() == "1.0.0"
+    assert device.mender("commit").returncode == 0
+    r = device.mender("install", artifact(art.pkgs["1.1.0"], tmp_path / "unsigned.mender"))
+    assert r.returncode != 0 and "signature" in r.stderr.lower()
+    assert device.current() == "1.0.0"
