@@ -98,13 +98,9 @@ class Registry:
                 if exc.code in ok:
                     return exc  # an HTTPError is a response too (e.g. 404 for a HEAD probe)
                 raise self._status_error(exc, url, what) from exc
-            except ssl.SSLCertVerificationError as exc:
-                raise RegistryError(
-                    f"the certificate of registry {self.host} is not trusted ({exc.verify_message}); if it is "
-                    "self-signed or from a private CA, pass --ca CA.pem with the certificate that signed it") from exc
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", exc)
-                if isinstance(reason, ssl.SSLCertVerificationError):
+                if isinstance(reason, ssl.SSLCertVerificationError):  # urllib wraps it, or not
                     raise RegistryError(
                         f"the certificate of registry {self.host} is not trusted ({reason.verify_message}); if it "
                         "is self-signed or from a private CA, pass --ca CA.pem with the certificate that signed "
