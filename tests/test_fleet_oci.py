@@ -93,7 +93,7 @@ def test_install_from_oci_then_by_digest(registry, art, tmp_path):
     r = edgesdk("install", f"oci://{registry.host}/edge/cls:1.1.0", "--plain-http", "--root", root,
                 "--trusted-keys", art.trusted)
     assert r.returncode == 0, r.stderr
-    assert installed(root) == "1.1.0" and not list((root / "downloads" / "oci").iterdir())
+    assert installed(root) == "1.1.0" and not list((root / "downloads" / "oci").glob("*.edgepkg*"))  # only .pull.lock
     r = edgesdk("install", f"oci://{registry.host}/edge/cls@{t.manifest_digest}", "--plain-http", "--root", root,
                 "--trusted-keys", art.trusted)
     assert r.returncode == 0 and "already installed" in r.stdout, r.stderr
@@ -149,7 +149,7 @@ def _refused(root, source, *extra, stdin: str = "", env: dict | None = None) -> 
     assert r.returncode == PackageError.exit_code, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and r.stderr.splitlines()[-1].startswith("error: ")
     assert installed(root) == "1.0.0" and sorted(p.name for p in (root / "releases").iterdir()) == before
-    assert not [p for p in (root / "downloads").rglob("*") if p.is_file() and not p.name.endswith(".part.json")]
+    assert not [p for p in (root / "downloads").rglob("*") if p.is_file() and not p.name.endswith((".part.json", ".pull.lock"))]
     return r.stderr
 
 
@@ -331,3 +331,24 @@ def test_pull_survives_a_dropped_connection(registry, art, tmp_path):
         proxy.close()
     assert proxy.cuts == 1 and any("resuming at byte" in s for s in said), said
     assert got.path.read_bytes() == pkg.read_bytes() and got.bytes_moved == pkg.stat().st_size
+
+
+def test_two_pulls_into_one_folder_wait_for_each_other(registry, art, tmp_path):
+    import threading
+    oci.push(art.pkgs["1.0.0"], f"oci://{registry.host}/edge/twice:1", plain(registry))
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(oci.pull(f"oci://{registry.host}/edge/twice:1", tmp_path, plain(registry)))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 3
+    assert sum(r.bytes_moved for r in results) == art.pkgs["1.0.0"].stat().st_size  # one downloaded, two reused
+    assert (tmp_path / art.pkgs["1.0.0"].name).read_bytes() == art.pkgs["1.0.0"].read_bytes()

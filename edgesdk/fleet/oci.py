@@ -20,6 +20,8 @@ upload asks the registry how much it has and goes on from there. Downloads go to
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -27,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from ..bundle import sha256_file
 from ..provision.fsutil import atomic_write, fsync_dir
@@ -243,10 +245,25 @@ def pull(source: str, dest_dir: PathLike, registry: Optional[Registry] = None, p
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / title
-    moved, reused = _download_blob(reg, ref, layer, final, progress)
+    with _pull_lock(dest, progress):  # two pulls into one folder would write one .part at once
+        moved, reused = _download_blob(reg, ref, layer, final, progress)
     progress(f"pulled {ref} ({digest}) to {final}" + (" (already complete)" if reused else f", {moved} bytes"))
     return Transfer(f"oci://{ref.host}/{ref.repo}@{digest}", digest, layer["digest"], layer["size"], moved, final,
                     dict(manifest.get("annotations") or {}), reused)
+
+
+@contextlib.contextmanager
+def _pull_lock(dest: Path, progress: Progress) -> Iterator[None]:
+    fd = os.open(dest / ".pull.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another pull into {dest}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _download_blob(reg: Registry, ref: OciRef, layer: dict, final: Path, progress: Progress) -> tuple[int, bool]:
