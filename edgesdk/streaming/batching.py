@@ -56,6 +56,8 @@ class QueueView:
     timestamps: tuple[float, ...] = ()
     #: capture time of the oldest queued frame of a lossless source (never dropped)
     oldest_lossless: Optional[float] = None
+    #: sources with at least one queued frame (an overloaded batch is split over these)
+    lanes: int = 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Plan:
     stale_before: Optional[float] = None
     #: take nothing before this time, then plan again (just-in-time batching)
     not_before: Optional[float] = None
+    #: overload: keep only each live source's newest this many frames (the rest are superseded)
+    keep_per_lane: Optional[int] = None
 
 
 class BatchPolicy(abc.ABC):
@@ -358,16 +362,19 @@ class AdaptiveBatching(BatchPolicy):
             self.probes += int(size != best)
         self.target = best = size
         cutoff = device_free + cost - self.budget
+        keep = None
         if len(ts_desc) > 2 * best and view.arrival_rate * cost > best:
             # Overloaded (frames arrive faster than batches of this size are done, and more
-            # than two batches wait): some frames will be dropped anyway, so drop the oldest
-            # and run the newest. Same throughput, far lower latency, room left for jitter.
-            cutoff = max(cutoff, ts_desc[best - 1])
+            # than two batches wait): some frames will be dropped anyway, so each live
+            # source keeps only its newest share of the batch. Same throughput, far lower
+            # latency, and every source still gets its turn (the buffer serves the lanes
+            # round-robin; a global "newest N" cut would starve the same cameras forever).
+            keep = max(1, math.ceil(best / max(1, view.lanes)))
         if ts_desc:
             cutoff = min(cutoff, ts_desc[0])  # always run the newest frame: keep measuring
         fresh = [t for t in ts if t >= cutoff]
-        if len(fresh) >= best:
-            return Plan(best, view.now, stale_before=cutoff)
+        if len(fresh) >= best or keep is not None:
+            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep)
         # wait for the rest, but not beyond the latest start that keeps the oldest within budget
         oldest = min(fresh) if fresh else view.now
         return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)

@@ -1,7 +1,11 @@
 """Bounded frame buffers between the source threads and the batcher.
 
 One lane per source, all behind one lock and condition, so the batcher can wait for
-"N frames from any source" and take them oldest first across sources. A live lane
+"N frames from any source". When everything queued fits in the batch it is taken oldest
+first; when it does not (overload), lanes are served by deficit round-robin (each lane
+earns `weight` frames per round, the heaviest one frame), so every source gets its share
+however its capture phase lines up with the batcher's (oldest-first would always favour
+the same cameras, and a global "newest N" cut always starves the same ones). A live lane
 (camera, stream) drops its oldest frame when full, so a slow consumer never makes a
 camera fall behind real time; each drop is counted. A lossless lane (file, folder)
 blocks its producer instead. Memory is bounded by the sum of the lane capacities.
@@ -28,6 +32,9 @@ class _Lane:
     dropped: int = 0
     received: int = 0
     high_water: int = 0
+    #: share under overload (deficit round-robin); 1.0 for every lane is an even split
+    weight: float = 1.0
+    deficit: float = 0.0
 
 
 class FrameBuffer:
@@ -46,15 +53,32 @@ class FrameBuffer:
         self._closed = False
         self._on_drop = on_drop
         self._arrivals: deque[float] = deque(maxlen=rate_window)
+        self._rr = 0  # deficit round-robin: the lane to visit next
+        self._rr_charged = False  # that lane already got this round's quantum
 
     # ------------------------------------------------------------------ producers
-    def add_source(self, source_id: str, capacity: int, drop_oldest: bool) -> None:
+    def add_source(self, source_id: str, capacity: int, drop_oldest: bool, weight: float = 1.0) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity for {source_id!r} must be >= 1, got {capacity}")
+        if not weight > 0 or weight == float("inf"):
+            raise ValueError(f"weight of source {source_id!r} must be a finite number > 0, got {weight}")
         with self._cond:
             if source_id in self._lanes:
                 raise ValueError(f"source id {source_id!r} is used twice; give each source its own name")
-            self._lanes[source_id] = _Lane(source_id, capacity, drop_oldest)
+            self._lanes[source_id] = _Lane(source_id, capacity, drop_oldest, weight=float(weight))
+            self._cond.notify_all()
+
+    def remove_source(self, source_id: str) -> list[Frame]:
+        """Forget a source's lane (it was removed from a running pipeline); returns the
+        frames it still held so the caller can count them."""
+        with self._cond:
+            lane = self._lanes.pop(source_id, None)
+            if lane is None:
+                return []
+            self._count -= len(lane.frames)
+            self._rr, self._rr_charged = 0, False
+            self._cond.notify_all()
+            return list(lane.frames)
 
     def put(self, frame: Frame, timeout: Optional[float] = None) -> bool:
         """Add a frame. Live lanes never block; lossless lanes wait for room.
@@ -128,28 +152,66 @@ class FrameBuffer:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            taken: list[Frame] = []
-            heads = [(lane.frames[0].timestamp, i, lane) for i, lane in enumerate(self._lanes.values()) if lane.frames]
-            heapq.heapify(heads)
-            while heads and len(taken) < n:
-                _, i, lane = heapq.heappop(heads)
-                taken.append(lane.frames.popleft())
-                if lane.frames:
-                    heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
+            taken = self._take_all() if self._count <= n else self._take_fair(n)
             self._count -= len(taken)
             if taken:
                 self._cond.notify_all()  # room for blocked producers
             return taken
 
-    def drop_stale(self, before: float) -> list[Frame]:
+    def _take_all(self) -> list[Frame]:
+        """Everything queued, oldest capture first across sources (lock held)."""
+        taken: list[Frame] = []
+        heads = [(lane.frames[0].timestamp, i, lane) for i, lane in enumerate(self._lanes.values()) if lane.frames]
+        heapq.heapify(heads)
+        while heads:
+            _, i, lane = heapq.heappop(heads)
+            taken.append(lane.frames.popleft())
+            if lane.frames:
+                heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
+        for lane in self._lanes.values():
+            lane.deficit = 0.0
+        return taken
+
+    def _take_fair(self, n: int) -> list[Frame]:
+        """`n` of more queued frames by deficit round-robin over the lanes (lock held).
+        The round position and deficits carry over between calls: a batch smaller than
+        the number of sources continues where the previous one stopped."""
+        lanes = list(self._lanes.values())
+        top = max(lane.weight for lane in lanes)
+        taken: list[Frame] = []
+        while len(taken) < n and any(lane.frames for lane in lanes):
+            self._rr %= len(lanes)
+            lane = lanes[self._rr]
+            if not lane.frames:
+                lane.deficit, self._rr_charged = 0.0, False
+                self._rr += 1
+                continue
+            if not self._rr_charged:
+                lane.deficit += lane.weight / top
+                self._rr_charged = True
+            while lane.deficit >= 1.0 - 1e-9 and lane.frames and len(taken) < n:
+                taken.append(lane.frames.popleft())
+                lane.deficit -= 1.0
+            if len(taken) < n or lane.deficit < 1.0 - 1e-9 or not lane.frames:
+                if not lane.frames:
+                    lane.deficit = 0.0
+                self._rr, self._rr_charged = self._rr + 1, False
+        taken.sort(key=lambda f: f.timestamp)
+        return taken
+
+    def drop_stale(self, before: Optional[float], keep_newest: Optional[int] = None) -> list[Frame]:
         """Remove frames of live lanes captured before `before` (they would miss the latency
-        target anyway); lossless lanes keep every frame. Returns the removed frames."""
+        target anyway) and, with `keep_newest`, all but each live lane's newest that many
+        (overload: a frame superseded by a newer one of the same camera); lossless lanes
+        keep every frame. Returns the removed frames."""
         stale: list[Frame] = []
         with self._cond:
             for lane in self._lanes.values():
                 if not lane.drop_oldest:
                     continue
-                while lane.frames and lane.frames[0].timestamp < before:
+                while lane.frames and before is not None and lane.frames[0].timestamp < before:
+                    stale.append(lane.frames.popleft())
+                while keep_newest is not None and len(lane.frames) > max(1, keep_newest):
                     stale.append(lane.frames.popleft())
             self._count -= len(stale)
             if stale:
@@ -189,6 +251,11 @@ class FrameBuffer:
             # a stalled source lowers the rate as time passes without arrivals
             span = max(last - first, 1e-6) + max(0.0, now - last - (last - first) / (len(self._arrivals) - 1))
             return (len(self._arrivals) - 1) / span
+
+    def active_lanes(self) -> int:
+        """Lanes holding at least one frame (the overload split is over these)."""
+        with self._cond:
+            return sum(1 for lane in self._lanes.values() if lane.frames)
 
     def sizes(self) -> dict[str, int]:
         with self._cond:
