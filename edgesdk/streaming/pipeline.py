@@ -18,9 +18,9 @@ A second Ctrl-C abandons the queued frames (in-flight ones still complete).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -29,11 +29,14 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from ..errors import ConfigError, EdgeSDKError
 from ..results import Frame, Result
-from .batching import BatchPolicy, QueueView, batch_limit, make_policy
+from .batching import AdaptiveBatching, BatchPolicy, QueueView, batch_limit, make_policy
 from .buffer import FrameBuffer
 from .model import StreamModel, load_stream_model
+from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
+from .sinkset import SinkSet
 from .sources import Backoff, Source, SourceReader, make_source, unique_ids
-from .stats import PipelineStats, markdown, status_line
+from .sources.state import STATE_CODES, SourceState
+from .stats import PipelineStats, markdown
 
 log = logging.getLogger("edgesdk.streaming")
 
@@ -69,12 +72,16 @@ class RunReport:
     buffer_capacity: dict[str, int] = field(default_factory=dict)
     #: each sink's own counters after it was closed: written, dropped, errors, high_water...
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: sinks that lost output (a video writer that could not open...): the run failed
+    sink_errors: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         text = markdown(self.stats)
         text += f"\n- stopped: {self.stop_reason}\n- batching: {self.policy}\n"
         for err in self.source_errors:
             text += f"- source error: {err}\n"
+        for err in self.sink_errors:
+            text += f"- sink error: {err}\n"
         return text
 
 
@@ -103,6 +110,12 @@ class Pipeline:
         sink_queue: frames each sink may hold before dropping.
         profile: a device profile (or name) whose max_batch limits batching.
         reconnect: backoff for streams/cameras that drop.
+        weights: source id -> share of the engine under overload (> 0; default 1 each).
+        observers: more `Observer`s of the live statistics (see observers.py).
+
+    Sources can be added and removed while it runs (`add_source`, `remove_source`); each
+    has a state (connecting, live, reconnecting, ended, failed) in the statistics.
+    `Pipeline.from_spec(dict)` builds one from a provisioning-style description.
     """
 
     def __init__(
@@ -128,6 +141,8 @@ class Pipeline:
         backend: Optional[str] = None,
         profile: Any = None,
         reconnect: Optional[Backoff] = None,
+        weights: Optional[dict[str, float]] = None,
+        observers: Sequence[Observer] = (),
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -139,6 +154,7 @@ class Pipeline:
             raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
+        self.weights = {str(k): check_weight(k, w) for k, w in (weights or {}).items()}
         self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
         self._model_spec = model
         self._backend = backend
@@ -158,15 +174,16 @@ class Pipeline:
         self.reconnect = reconnect
 
         self.stats = PipelineStats()
-        self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop(f"buffer_full:{sid}", n))
+        self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop("buffer_full", n, source=sid))
         self.sources: list[Source] = []
         self.readers: list[SourceReader] = []
+        self.states: dict[str, SourceState] = {}
         self.model: Optional[StreamModel] = None
         self._owns_model = False
-        self._sinks_all: list[Any] = []
-        self._sinks_by_source: dict[str, list[Any]] = {}
-        self._sink_stats: dict[str, dict[str, Any]] = {}
-        self._metrics: Any = None
+        self.sinks = SinkSet(self._sink_specs, sink_queue, on_open=self._sink_opened)
+        self._observers: list[Observer] = list(observers)
+        self._slo: Optional[SloWatch] = None
+        self._sources_lock = threading.Lock()
         self._stop = threading.Event()  # sources stop reading
         self._abort = threading.Event()  # abandon queued frames
         self._done = threading.Event()  # everything finished and closed
@@ -186,27 +203,22 @@ class Pipeline:
         self._finish_lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
-    def _open_sinks(self) -> None:
-        if not self._sink_specs:
-            return
-        from ..sinks import AsyncSink, make_sink
+    def _sink_opened(self, name: str, wrapped: Any) -> None:
+        self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: w.stats.get("dropped", 0))
 
-        def wrap(spec: Any, sid: Optional[str]) -> Any:
-            if isinstance(spec, str) and sid is not None:
-                spec = spec.replace("{source}", sid)
-            sink = make_sink(spec)
-            wrapped = sink if isinstance(sink, AsyncSink) else AsyncSink(sink, self.sink_queue)
-            wrapped.open()
-            name = getattr(sink, "name", str(spec))
-            self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: w.stats.get("dropped", 0))
-            return wrapped
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> "Pipeline":
+        """A pipeline from a provisioning-style description::
 
-        for spec in self._sink_specs:
-            if isinstance(spec, str) and "{source}" in spec:
-                for src in self.sources:
-                    self._sinks_by_source.setdefault(src.source_id, []).append(wrap(spec, src.source_id))
-            else:
-                self._sinks_all.append(wrap(spec, None))
+            {"model": "bundle/", "sources": ["cam0=0", {"id": "door", "uri": "rtsp://...", "weight": 2}],
+             "sinks": ["out_{source}.jsonl"], "batching": "adaptive", "slo_ms": 200, ...}
+
+        Other keys are `Pipeline` keyword arguments; `overrides` win over the spec."""
+        from .spec import parse_spec
+
+        model, sources, sinks, kwargs = parse_spec(spec)
+        kwargs.update(overrides)
+        return cls(model, sources, sinks, **kwargs)
 
     def _profile_limit(self) -> Optional[int]:
         prof = self.profile
@@ -240,13 +252,16 @@ class Pipeline:
                 self.sources.append(make_source(spec, None if isinstance(spec, (str, int)) else f"src{i}",
                                                 realtime=self.realtime))
             unique_ids(self.sources)
+            for src in self.sources:
+                src.weight = self.weights.get(src.source_id, src.weight)
+            unknown = set(self.weights) - {src.source_id for src in self.sources}
+            if unknown:
+                raise ConfigError(f"weight given for unknown source(s) {', '.join(sorted(unknown))}; "
+                                  f"sources are {', '.join(src.source_id for src in self.sources)}")
             self.model, self._owns_model = load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
-            self._open_sinks()
-            if self.metrics_port is not None:
-                from ..sinks.prometheus import MetricsServer
-
-                self._metrics = MetricsServer.shared(self.metrics_port)
+            self.sinks.open([src.source_id for src in self.sources])
+            self._make_observers()
             # sources last: a camera or stream opened before a slow model load would
             # start with seconds of stale frames
             for src in self.sources:
@@ -255,17 +270,15 @@ class Pipeline:
             self._close_all()
             self._done.set()
             raise
-        cap = self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
         for src in self.sources:
-            self.buffer.add_source(src.source_id, cap, drop_oldest=src.live)
+            self._add_lane(src)
+        self.stats.gauge("source_states", self._source_states)
         self.stats.gauge("queued", lambda: self.buffer.sizes())
         self.stats.gauge("inflight", lambda: self._inflight)
         self.stats.gauge("batching", self.policy.describe)
         self.stats.started = time.time()
         for src in self.sources:
-            reader = SourceReader(src, self.buffer, self.stats, self._stop, loop=self.loop, realtime=self.realtime,
-                                  max_frames=self.max_frames, backoff=self.reconnect)
-            self.readers.append(reader)
+            self.readers.append(self._reader(src, opened=True))
         self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
                          threading.Thread(target=self._complete_loop, name="completion", daemon=True),
                          threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)]
@@ -276,13 +289,74 @@ class Pipeline:
         log.info("pipeline started: %d source(s), batching %s", len(self.sources), self.policy.describe())
         return self
 
+    def _make_observers(self) -> None:
+        if self.metrics_port is not None:
+            from ..sinks.prometheus import MetricsServer
+
+            self._observers.append(MetricsPublisher(MetricsServer.shared(self.metrics_port)))
+        if self.show_status:
+            self._observers.append(StatusLine())
+        if isinstance(self.policy, AdaptiveBatching):
+            self._slo = SloWatch(self.policy.slo_s * 1000.0, [s.source_id for s in self.sources if not s.live])
+
+    def _add_lane(self, src: Source) -> None:
+        cap = self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
+        self.buffer.add_source(src.source_id, cap, drop_oldest=src.live, weight=src.weight)
+
+    def _reader(self, src: Source, opened: bool) -> SourceReader:
+        """A reader thread (not started) with its own stop event, so one source can be removed."""
+        state = self.states[src.source_id] = SourceState(src.source_id)
+        return SourceReader(src, self.buffer, self.stats, threading.Event(), loop=self.loop, realtime=self.realtime,
+                            max_frames=self.max_frames, backoff=self.reconnect, state=state, opened=opened)
+
+    def _source_states(self) -> dict[str, dict[str, Any]]:
+        weights = {src.source_id: src.weight for src in self.sources}
+        # state_code: the state as a number for metrics (Prometheus has no string gauges)
+        return {sid: {**st.describe(), "state_code": STATE_CODES[st.state], "weight": weights.get(sid, 1.0)}
+                for sid, st in list(self.states.items())}
+
     # ------------------------------------------------------------------ control
+    def add_source(self, spec: Any, name: Optional[str] = None, weight: float = 1.0) -> str:
+        """Add a source to the running pipeline; returns its id. It is opened in its own
+        thread (state ``connecting``, then ``live``, or ``failed`` with the reason)."""
+        if not self.running or self._stop.is_set():
+            raise ConfigError("add_source needs a running pipeline (call start() first; it has not stopped)")
+        src = make_source(spec, name, realtime=self.realtime)
+        src.weight = check_weight(src.source_id, weight)
+        with self._sources_lock:
+            if src.source_id in self.states:
+                raise ConfigError(f"a source named {src.source_id!r} is already in the pipeline; give it "
+                                  "another name (NAME=SPEC)")
+            self.sinks.add_source(src.source_id)
+            self._add_lane(src)
+            self.sources.append(src)
+            reader = self._reader(src, opened=False)
+            self.readers.append(reader)
+        reader.start()
+        log.info("source added: %s", src.describe())
+        return src.source_id
+
+    def remove_source(self, source_id: str, timeout: float = 10.0) -> None:
+        """Stop one source of the running pipeline; its queued frames are dropped (counted as
+        ``removed``), its statistics are kept, its per-source sinks are closed."""
+        reader = next((r for r in self.readers if r.source.source_id == source_id and r.is_alive()), None)
+        if reader is None:
+            known = ", ".join(sorted(self.states)) or "none"
+            raise ConfigError(f"no running source named {source_id!r} (sources: {known})")
+        reader.stop_event.set()
+        reader.join(timeout)
+        self.stats.drop("removed", len(self.buffer.remove_source(source_id)), source=source_id)
+        self.sinks.remove_source(source_id)
+        log.info("source removed: %s", source_id)
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop capturing; queued and in-flight frames are finished and delivered."""
         if not self._stop.is_set():
             self.stop_reason = self.stop_reason or reason
             log.info("stopping: %s", reason)
             self._stop.set()
+            for r in list(self.readers):
+                r.stop_event.set()
 
     def abort(self, reason: str = "aborted") -> None:
         """Stop now: queued frames are dropped (counted); in-flight batches still finish."""
@@ -299,7 +373,11 @@ class Pipeline:
         return self._started and not self._done.is_set()
 
     def snapshot(self) -> dict[str, Any]:
-        return self.stats.snapshot()
+        """The live statistics, with the SLO verdict when batching has a latency target."""
+        snap = self.stats.snapshot()
+        if self._slo is not None:
+            self._slo.update(snap)
+        return snap
 
     def __enter__(self) -> "Pipeline":
         return self.start()
@@ -341,14 +419,18 @@ class Pipeline:
         errors = [r.error for r in self.readers if r.error is not None]
         if errors:
             raise errors[0]
+        sink_error = self.sinks.error()
+        if sink_error is not None:
+            raise sink_error
         return report
 
     def report(self) -> RunReport:
         return RunReport(
-            stats=self.stats.snapshot(), stop_reason=self.stop_reason or "running",
+            stats=self.snapshot(), stop_reason=self.stop_reason or "running",
             source_errors=[str(r.error) for r in self.readers if r.error is not None],
             policy=self.policy.describe(), buffer_high_water=self.buffer.high_water(),
-            buffer_capacity=self.buffer.capacities(), sinks=dict(self._sink_stats),
+            buffer_capacity=self.buffer.capacities(), sinks=dict(self.sinks.stats),
+            sink_errors=list(self.sinks.errors),
         )
 
     # ------------------------------------------------------------------ threads
@@ -359,7 +441,7 @@ class Pipeline:
         stamps, oldest_lossless = self.buffer.queue_times()
         return QueueView(now=now, queued=len(stamps), oldest=stamps[0] if stamps else None,
                          arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight,
-                         timestamps=stamps, oldest_lossless=oldest_lossless)
+                         timestamps=stamps, oldest_lossless=oldest_lossless, lanes=self.buffer.active_lanes())
 
     def _acquire_slot(self) -> bool:
         while not self._slots.acquire(timeout=0.1):
@@ -389,10 +471,9 @@ class Pipeline:
                         self._progress.wait(min(delay, 0.5))
                         self._progress.clear()
                     continue
-                if plan.stale_before is not None:
-                    stale = buffer.drop_stale(plan.stale_before)
-                    if stale:
-                        stats.drop("stale", len(stale))
+                if plan.stale_before is not None or plan.keep_per_lane is not None:
+                    for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane):
+                        stats.drop("stale", 1, source=f.source_id)
                 frames = buffer.take(plan.size, plan.deadline)
                 if not frames:
                     continue
@@ -414,9 +495,8 @@ class Pipeline:
         finally:
             if have_slot:
                 self._slots.release()
-            left = buffer.take(10**9, time.time())
-            if left:
-                stats.drop("aborted", len(left))
+            for f in buffer.take(10**9, time.time()):
+                stats.drop("aborted", 1, source=f.source_id)
             self._inflight_q.put(None)
 
     def _groups(self, frames: list[Frame]) -> list[list[Frame]]:
@@ -549,36 +629,32 @@ class Pipeline:
             result.meta.setdefault("batch_size", len(batch.frames))
             result.meta.setdefault("latency_ms", round((t_decoded - frame.timestamp) * 1000, 2))
             result.meta.setdefault("infer_ms", round(((batch.t_done or t_decoded) - batch.t_submit) * 1000, 3))
+            if "position_s" in frame.meta:  # files: where in the video, besides the wall clock
+                result.meta.setdefault("position_s", frame.meta["position_s"])
             if self.on_result is not None:
                 self.on_result(frame, result)
-            for sink in self._sinks_all:
-                sink.write(frame, result)
-            for sink in self._sinks_by_source.get(sid, ()):
-                sink.write(frame, result)
+            self.sinks.write(frame, result)
             e2e = time.time() - frame.timestamp
             self.stats.frame_out(sid, e2e)
             latencies.append(e2e)
         return latencies
 
     def _monitor_loop(self) -> None:
-        """Status line, metrics, duration limit, and the natural end (every source finished)."""
-        tty = self.show_status
-        last_metrics = 0.0
+        """Observers (status line, metrics, SLO watch), duration limit, and the natural end
+        (every source finished)."""
         while not self._done.wait(0.5):
             now = time.time()
             if self.duration is not None and now - self.stats.started >= self.duration:
                 self.stop(f"duration {self.duration:g} s")
             if not self._stop.is_set() and self.readers and all(not r.is_alive() for r in self.readers):
                 self.stop_reason = self.stop_reason or "sources ended"
-            if tty:
-                sys.stderr.write("\r" + status_line(self.stats.snapshot()) + "\x1b[K")
-                sys.stderr.flush()
-            if self._metrics is not None and now - last_metrics >= 1.0:
-                self._metrics.update(self.stats.snapshot())
-                last_metrics = now
-        if tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            snap = self.snapshot()
+            for obs in list(self._observers):
+                try:
+                    obs.update(snap)
+                except Exception:  # an observer's bug must not stop the run
+                    log.exception("observer %r failed", obs)
+                    self._observers.remove(obs)
 
     def _finish(self) -> None:
         """After the last batch: stop readers, close sinks and model, mark done."""
@@ -587,6 +663,8 @@ class Pipeline:
                 return
             self._closed = True
         self._stop.set()
+        for r in list(self.readers):
+            r.stop_event.set()
         self.buffer.close()
         if not self.stop_reason:
             self.stop_reason = "sources ended"
@@ -595,27 +673,34 @@ class Pipeline:
             if r.is_alive():
                 log.warning("%s did not stop within 10 s", r.name)
         self.stats.stop()
-        if self._metrics is not None:
-            self._metrics.update(self.stats.snapshot())
         self._close_all()
         self._done.set()
 
     def _close_all(self) -> None:
-        failed = self._fatal is not None
-        for sink in self._sinks_all + [s for group in self._sinks_by_source.values() for s in group]:
-            try:
-                # after a fatal error, file sinks drop their unfinished output instead of publishing it
-                sink.abort() if failed else sink.close()
-            except EdgeSDKError as exc:
-                log.error("closing sink %s failed: %s", getattr(sink, "name", sink), exc)
-            self._sink_stats[getattr(sink, "name", str(sink))] = dict(getattr(sink, "stats", {}))
-        self._sinks_all, self._sinks_by_source = [], {}
+        # after a fatal error, file sinks drop their unfinished output instead of publishing it
+        self.sinks.close(failed=self._fatal is not None)
         for src in self.sources:
             src.close()
         if self.model is not None and self._owns_model and self.model.close is not None:
             self.model.close()
-        if self._metrics is not None and hasattr(self._metrics, "close"):
-            self._metrics.close()
+        snap = self.snapshot()
+        for obs in self._observers:
+            try:
+                obs.close(snap)
+            except Exception:
+                log.exception("observer %r failed at the end", obs)
+
+
+def check_weight(source_id: Any, weight: Any) -> float:
+    """A source's weight as a float; `ConfigError` unless finite and > 0."""
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not (w > 0 and math.isfinite(w)):
+        raise ConfigError(f"weight of source {source_id!r} must be a finite number > 0, got {weight!r} "
+                          "(1 is an even share; 2 gets twice the frames of a 1 under overload)")
+    return w
 
 
 def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:
