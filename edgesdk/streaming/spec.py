@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from .sources.base import Source
 
 SOURCE_KEYS = {"id", "uri", "weight"}
 
 
 def _source(entry: Any, i: int, weights: dict[str, float]) -> Any:
-    if isinstance(entry, (str, int)):
-        return entry
+    if isinstance(entry, (str, int, Source)):
+        return entry  # a built Source (Python API) is taken as it is
     if not isinstance(entry, dict):
         raise ConfigError(f"stream spec: sources[{i}] must be a string or a table with uri (and id, weight), "
                           f"got {type(entry).__name__}")
