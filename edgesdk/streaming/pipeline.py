@@ -31,6 +31,7 @@ from ..errors import ConfigError, EdgeSDKError
 from ..results import Frame, Result
 from .batching import AdaptiveBatching, BatchPolicy, QueueView, batch_limit, make_policy
 from .buffer import FrameBuffer
+from .gate import ChangeGate, make_gate
 from .model import StreamModel, load_stream_model
 from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
 from .sinkset import SinkSet
@@ -58,6 +59,19 @@ class _Batch:
     t_pre: float  # preprocess seconds
     t_submit: float
     t_done: Optional[float] = None
+    #: per frame: True if the engine ran on it, False if the change gate reuses a result
+    inferred: Optional[list[bool]] = None
+
+    @property
+    def count(self) -> int:
+        """Frames the engine ran on."""
+        return len(self.frames) if self.inferred is None else sum(self.inferred)
+
+
+def _done_future() -> "Future[dict]":
+    fut: "Future[dict]" = Future()
+    fut.set_result({})
+    return fut
 
 
 @dataclass
@@ -112,6 +126,8 @@ class Pipeline:
         reconnect: backoff for streams/cameras that drop.
         weights: source id -> share of the engine under overload (> 0; default 1 each).
         observers: more `Observer`s of the live statistics (see observers.py).
+        gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
+            that barely changed and re-emits the last result marked cached (see gate.py).
 
     Sources can be added and removed while it runs (`add_source`, `remove_source`); each
     has a state (connecting, live, reconnecting, ended, failed) in the statistics.
@@ -143,6 +159,9 @@ class Pipeline:
         reconnect: Optional[Backoff] = None,
         weights: Optional[dict[str, float]] = None,
         observers: Sequence[Observer] = (),
+        gate: Union[None, str, ChangeGate] = None,
+        gate_threshold: Optional[float] = None,
+        gate_max_age_s: Optional[float] = None,
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -155,6 +174,8 @@ class Pipeline:
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
         self.weights = {str(k): check_weight(k, w) for k, w in (weights or {}).items()}
+        self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
+        self._last_result: dict[str, tuple[int, Result]] = {}
         self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
         self._model_spec = model
         self._backend = backend
@@ -276,6 +297,8 @@ class Pipeline:
         self.stats.gauge("queued", lambda: self.buffer.sizes())
         self.stats.gauge("inflight", lambda: self._inflight)
         self.stats.gauge("batching", self.policy.describe)
+        if self.gate is not None:
+            self.stats.gauge("gate", self.gate.describe)
         self.stats.started = time.time()
         for src in self.sources:
             self.readers.append(self._reader(src, opened=True))
@@ -347,6 +370,8 @@ class Pipeline:
         reader.join(timeout)
         self.stats.drop("removed", len(self.buffer.remove_source(source_id)), source=source_id)
         self.sinks.remove_source(source_id)
+        if self.gate is not None:
+            self.gate.forget(source_id)
         log.info("source removed: %s", source_id)
 
     def stop(self, reason: str = "stopped") -> None:
@@ -512,12 +537,16 @@ class Pipeline:
     def _submit(self, frames: list[Frame]) -> bool:
         assert self.model is not None
         model, stats = self.model, self.stats
-        n = len(frames)
         t_take = time.time()
         for f in frames:
             stats.stage("queue", t_take - f.timestamp)
+        inferred = [self.gate.decide(f) for f in frames] if self.gate is not None else None
+        run_on = frames if inferred is None else [f for f, keep in zip(frames, inferred) if keep]
+        n = len(run_on)
+        if not run_on:  # every frame reuses a result: nothing for the engine
+            return self._queue_batch(_Batch(frames, [], _done_future(), 0, t_take, 0.0, t_take, t_take, inferred))
         try:
-            feeds, transforms = model.preprocess([f.image for f in frames])
+            feeds, transforms = model.preprocess([f.image for f in run_on])
             feeds, size = model.pad(feeds, n)
         except EdgeSDKError as exc:
             log.error("preprocess failed for %d frame(s) (dropped): %s", n, exc)
@@ -534,17 +563,20 @@ class Pipeline:
             stats.error("infer")
             self._failed(exc)
             return False
-        batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit)
+        batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit, inferred=inferred)
 
         def done(_f: Future, b: _Batch = batch) -> None:
             b.t_done = time.time()
 
         future.add_done_callback(done)
-        predicted = self.policy.predict_device(size) or 0.0
+        stats.batch(n)
+        return self._queue_batch(batch)
+
+    def _queue_batch(self, batch: _Batch) -> bool:
+        predicted = (self.policy.predict_device(batch.size) or 0.0) if batch.size else 0.0
         with self._busy_lock:
             self._inflight += 1
-            self._busy_until = max(self._busy_until, t_submit) + predicted
-        stats.batch(n)
+            self._busy_until = max(self._busy_until, batch.t_submit) + predicted
         self._inflight_q.put(batch)
         return True
 
@@ -557,20 +589,23 @@ class Pipeline:
                 batch = self._inflight_q.get()
                 if batch is None:
                     break
-                n = len(batch.frames)
+                n = batch.count
                 try:
                     outputs = batch.future.result()
                 except Exception as exc:  # the engine's error, surfaced from the future
                     self._batch_done(time.time())
                     self._slots.release()
-                    stats.drop("error:infer", n)
+                    stats.drop("error:infer", len(batch.frames))
                     stats.error("infer")
-                    log.error("inference failed for %d frame(s) (dropped): %s", n, exc)
+                    log.error("inference failed for %d frame(s) (dropped): %s", len(batch.frames), exc)
                     self._failed(exc)
                     continue
                 t_done = batch.t_done or time.time()
                 self._batch_done(t_done)
                 self._slots.release()
+                if n == 0:  # the change gate reused results for every frame
+                    self._deliver(batch, [], time.time())
+                    continue
                 with self._busy_lock:
                     self._consecutive_errors = 0
                 device_s = t_done - max(batch.t_submit, prev_done)
@@ -588,7 +623,7 @@ class Pipeline:
                 t1 = time.time()
                 stats.stage("decode", t1 - t0, n)
                 latencies = self._deliver(batch, results, t1)
-                stats.stage("sink", time.time() - t1, n)
+                stats.stage("sink", time.time() - t1, len(batch.frames))
                 policy.observe(batch.size, device_s, batch.t_pre + (t1 - t0), latencies, time.time())
         except Exception as exc:
             log.exception("completion thread failed")
@@ -616,10 +651,33 @@ class Pipeline:
                 self._busy_until = t_done
         self._progress.set()
 
+    def _with_cached(self, batch: _Batch, results: list[Result]) -> list[Optional[Result]]:
+        """One result per frame of the batch: fresh ones in order, the gate's skipped frames
+        get the last fresh result of their source (marked cached), None if there is none."""
+        if batch.inferred is None:
+            return list(results)
+        fresh = iter(results)
+        out: list[Optional[Result]] = []
+        for frame, ran in zip(batch.frames, batch.inferred):
+            if ran:
+                res = next(fresh, None)
+                if res is not None:
+                    self._last_result[frame.source_id] = (frame.index, res)
+                out.append(res)
+            else:
+                last = self._last_result.get(frame.source_id)
+                out.append(ChangeGate.cached(last[1], last[0]) if last is not None else None)
+        return out
+
     def _deliver(self, batch: _Batch, results: list[Result], t_decoded: float) -> list[float]:
         latencies = []
-        for frame, result in zip(batch.frames, results):
+        for frame, result in zip(batch.frames, self._with_cached(batch, results)):
             sid = frame.source_id
+            if result is None:  # skipped by the gate after its reference failed: nothing to re-emit
+                self.stats.drop("error:gate", 1, source=sid)
+                continue
+            if result.meta.get("cached"):
+                self.stats.cached(sid)
             last = self._last_index.get(sid, -1)
             if frame.index <= last:  # would be a bug: results must come out in capture order
                 log.error("result for %s frame %d after frame %d", sid, frame.index, last)
