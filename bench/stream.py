@@ -120,7 +120,7 @@ class Samples:
                           "device_batch_ms": float(np.mean(self.device_batch_ms))})
 
 
-def run_pipeline(pred: Predictor, frames: list[np.ndarray], sources: int, fps: Optional[float], seconds: float,
+def run_pipeline(pred: Any, frames: list[np.ndarray], sources: int, fps: Optional[float], seconds: float,
                  warmup: float, into: Samples, **policy: Any) -> None:
     """Run for `seconds`; add what was delivered between warmup and the end to `into`."""
     rec: list[tuple[float, float]] = []
@@ -152,7 +152,7 @@ def run_pipeline(pred: Predictor, frames: list[np.ndarray], sources: int, fps: O
     into.device_batch_ms.append(snap["device_batch"]["p50_ms"])
 
 
-def compare(pred: Predictor, frames: list[np.ndarray], configs: list[tuple[str, dict]], sources: int,
+def compare(pred: Any, frames: list[np.ndarray], configs: list[tuple[str, dict]], sources: int,
             fps: Optional[float], seconds: float, warmup: float, rounds: int, title: str) -> list[RunResult]:
     """Every configuration `rounds` times, interleaved (machine noise hits all alike)."""
     samples = {name: Samples() for name, _ in configs}
@@ -281,6 +281,22 @@ def cameras(pred: Predictor, frames: list[np.ndarray], seconds: float, warmup: f
     return lines
 
 
+def replicas_part(bundle: str, frames: list[np.ndarray], seconds: float, warmup: float, rounds: int,
+                  backend: Optional[str]) -> list[str]:
+    """5. N engine replicas x 1 thread against one engine with N threads (same total), files
+    read as fast as possible, fixed batch 4. Reported, not a target: on a box whose cores
+    are shared with other work the ratio says little beyond this run."""
+    cores = os.cpu_count() or 1
+    n = min(2, cores) if cores < 4 else 4
+    configs = [(f"1 engine x {n} threads", {"batching": "fixed", "batch": 4, "threads": n, "backend": backend}),
+               (f"{n} replicas x 1 thread", {"batching": "fixed", "batch": 4, "threads": 1, "replicas": n,
+                                             "backend": backend})]
+    rows = compare(bundle, frames, configs, 2, None, seconds, warmup, rounds, "replicas")
+    ratio = rows[1].throughput / max(rows[0].throughput, 1e-9)
+    return [f"## 5. Replicas: {n} engines behind one batcher vs one engine, {n} threads in total", "",
+            table(rows, None), "", f"Replicas / one engine throughput: {ratio:.2f} (same run, interleaved).", ""]
+
+
 def policies(batch: int, max_wait_ms: float, slo_ms: float, fixed_sizes: tuple[int, ...]) -> list[tuple[str, dict]]:
     out: list[tuple[str, dict]] = [("none", {"batching": "none"})]
     out += [(f"fixed {n}", {"batching": "fixed", "batch": n}) for n in fixed_sizes]
@@ -300,8 +316,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each run")
     ap.add_argument("--rounds", type=int, default=3, help="runs per policy, interleaved (median throughput)")
     ap.add_argument("--quick", action="store_true", help="short runs, one round (development)")
-    ap.add_argument("--part", choices=["all", "cameras"], default="all",
-                    help="cameras: only part 4 (many live sources on one engine)")
+    ap.add_argument("--part", choices=["all", "cameras", "replicas"], default="all",
+                    help="cameras: only part 4 (many live sources on one engine); replicas: only part 5")
     ap.add_argument("--cameras-size", type=int, default=224,
                     help="det input side for part 4: large enough that 8 x 15 fps overloads this box")
     ap.add_argument("--markdown", type=Path, default=ROOT / "out" / "bench_stream.md")
@@ -344,6 +360,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.part == "cameras":
         lines += cameras_part()
+        return finish(lines, checks, args.markdown, pred)
+    if args.part == "replicas":
+        lines += replicas_part(str(bundle), frames, seconds, warmup, rounds, args.backend)
         return finish(lines, checks, args.markdown, pred)
 
     # ---- 1. stage times and the overlapped pipeline
@@ -426,6 +445,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               table(rows_over, slo_over), ""]
 
     lines += cameras_part()
+    lines += replicas_part(str(bundle), frames, seconds, warmup, rounds, args.backend)
     lines += [f"Adaptive's learned device curve in the overload run (ms per batch size): "
               f"{adaptive.extra['policy'].get('device_ms')}", ""]
     return finish(lines, checks, args.markdown, pred)

@@ -238,3 +238,30 @@ def test_from_spec_builds_sources_weights_and_batching():
 def test_from_spec_refuses_bad_descriptions(spec, match):
     with pytest.raises(ConfigError, match=match):
         Pipeline.from_spec(spec)
+
+
+# ---------------------------------------------------------------------------- replicas
+def test_replicas_above_the_cores_or_without_a_path_are_refused():
+    from edgesdk.streaming.replicas import check_replicas, threads_per_replica
+    with pytest.raises(ConfigError, match="--replicas 3 is more than the 2 CPU cores"):
+        check_replicas(3, cores=2)
+    with pytest.raises(ConfigError, match="more than the"):
+        Pipeline(FakeModel(), ["x"], replicas=10_000)
+    with pytest.raises(ConfigError, match="bundle directory or model file"):
+        Pipeline(FakeModel(), ["x"], replicas=2) if __import__("os").cpu_count() >= 2 else check_replicas(0)
+    assert threads_per_replica(2, None, cores=8) == 4 and threads_per_replica(2, 1, cores=8) == 1
+
+
+def test_replicated_submit_spreads_batches_over_the_engines():
+    from edgesdk.streaming.model import StreamModel
+    from edgesdk.streaming.replicas import Replicated
+    fakes = [FakeModel(a_ms=20, c_ms=0) for _ in range(2)]
+    rep = Replicated([StreamModel(f.preprocess, f.submit, f.decode) for f in fakes])
+    t0 = time.time()
+    futs = [rep.submit(np.zeros(1, np.float32)) for _ in range(4)]
+    for fut in futs:
+        fut.result()
+    assert [len(f.sizes) for f in fakes] == [2, 2]
+    assert time.time() - t0 < 0.07  # two at a time: ~40 ms, not the 80 ms of one engine
+    for f in fakes:
+        f.close()

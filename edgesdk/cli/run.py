@@ -95,7 +95,10 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--duration", type=FiniteFloat(0, lo_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop each source after N frames.")
 @click.option("--backend", default=None, help="Engine to use instead of the bundle's (onnxruntime, openvino, litert).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Engine threads (of each replica; default with --replicas: cores / replicas).")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Engine instances behind the one batcher (at most the CPU cores).")
 @click.option("--buffer", "buffer_size", type=click.IntRange(min=1), default=None,
               help="Frames buffered per source (default max(8, 2 x batch)).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=2, show_default=True,
@@ -109,7 +112,7 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
         gate_max_age_s: Optional[float], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
-        threads: Optional[int], buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
+        threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
         status: Optional[bool], report_path: Optional[Path]) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
@@ -130,7 +133,7 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
-                    gate_max_age_s=gate_max_age_s, **runtime_kw)
+                    gate_max_age_s=gate_max_age_s, replicas=replicas, **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     try:
         report = pipe.run()

@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from ..errors import ConfigError, EdgeSDKError
@@ -33,6 +34,7 @@ from .batching import AdaptiveBatching, BatchPolicy, QueueView, batch_limit, mak
 from .buffer import FrameBuffer
 from .gate import ChangeGate, make_gate
 from .model import StreamModel, load_stream_model
+from .replicas import check_replicas, replicate, threads_per_replica
 from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
 from .sinkset import SinkSet
 from .sources import Backoff, Source, SourceReader, make_source, unique_ids
@@ -128,6 +130,8 @@ class Pipeline:
         observers: more `Observer`s of the live statistics (see observers.py).
         gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
             that barely changed and re-emits the last result marked cached (see gate.py).
+        replicas: engine instances of the model behind the batcher (a bundle or model path;
+            at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
 
     Sources can be added and removed while it runs (`add_source`, `remove_source`); each
     has a state (connecting, live, reconnecting, ended, failed) in the statistics.
@@ -162,6 +166,7 @@ class Pipeline:
         gate: Union[None, str, ChangeGate] = None,
         gate_threshold: Optional[float] = None,
         gate_max_age_s: Optional[float] = None,
+        replicas: int = 1,
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -171,6 +176,12 @@ class Pipeline:
             raise ConfigError("a pipeline needs at least one source (--source)")
         if max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.replicas = check_replicas(replicas)
+        if self.replicas > 1:
+            if not isinstance(model, (str, Path)):
+                raise ConfigError("replicas need a bundle directory or model file to load several times")
+            # every replica busy and one batch ready behind them
+            max_inflight = max(max_inflight, self.replicas + 1)
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
         self.weights = {str(k): check_weight(k, w) for k, w in (weights or {}).items()}
@@ -279,7 +290,7 @@ class Pipeline:
             if unknown:
                 raise ConfigError(f"weight given for unknown source(s) {', '.join(sorted(unknown))}; "
                                   f"sources are {', '.join(src.source_id for src in self.sources)}")
-            self.model, self._owns_model = load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
+            self.model, self._owns_model = self._load_model()
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
             self.sinks.open([src.source_id for src in self.sources])
             self._make_observers()
@@ -311,6 +322,12 @@ class Pipeline:
             r.start()
         log.info("pipeline started: %d source(s), batching %s", len(self.sources), self.policy.describe())
         return self
+
+    def _load_model(self) -> tuple[StreamModel, bool]:
+        if self.replicas == 1:
+            return load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
+        kw = dict(self._runtime_kw, threads=threads_per_replica(self.replicas, self._runtime_kw.get("threads")))
+        return replicate(lambda: load_stream_model(self._model_spec, self._backend, **kw)[0], self.replicas), True
 
     def _make_observers(self) -> None:
         if self.metrics_port is not None:
