@@ -85,6 +85,9 @@ def _write_json(path: Path, data: dict) -> None:
                    "(default 0.02).")
 @click.option("--gate-max-age-s", type=FiniteFloat(0, lo_open=True), default=None,
               help="--gate change: run a fresh inference at least this often per source (default 2 s).")
+@click.option("--then", "then", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="BUNDLE",
+              help="Cascade: run this bundle on the crops of the first bundle's detections (e.g. face landmarks after a face "
+                   "detector); results per detection under 'then'. Repeatable.")
 @click.option("--sink", "sinks", multiple=True, metavar="SINK",
               help=f"One of: {sink_forms()}. '{{source}}' in a file name makes one per source. Repeatable.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -110,7 +113,7 @@ def _write_json(path: Path, data: dict) -> None:
               help="Write the final statistics as JSON here.")
 def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
-        gate_max_age_s: Optional[float], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool,
+        gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
         threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
         status: Optional[bool], report_path: Optional[Path]) -> None:
@@ -133,7 +136,8 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
-                    gate_max_age_s=gate_max_age_s, replicas=replicas, **runtime_kw)
+                    gate_max_age_s=gate_max_age_s, replicas=replicas, then=[str(p) for p in then],
+                    **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     try:
         report = pipe.run()

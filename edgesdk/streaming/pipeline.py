@@ -32,6 +32,7 @@ from ..errors import ConfigError, EdgeSDKError
 from ..results import Frame, Result
 from .batching import AdaptiveBatching, BatchPolicy, QueueView, batch_limit, make_policy
 from .buffer import FrameBuffer
+from .cascade import Cascade, load_stage
 from .gate import ChangeGate, make_gate
 from .model import StreamModel, load_stream_model
 from .replicas import check_replicas, replicate, threads_per_replica
@@ -130,6 +131,8 @@ class Pipeline:
         observers: more `Observer`s of the live statistics (see observers.py).
         gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
             that barely changed and re-emits the last result marked cached (see gate.py).
+        then: cascade bundles run on the crops of the first bundle's detections, results in
+            ``result.then[stage]`` (see cascade.py).
         replicas: engine instances of the model behind the batcher (a bundle or model path;
             at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
 
@@ -167,6 +170,7 @@ class Pipeline:
         gate_threshold: Optional[float] = None,
         gate_max_age_s: Optional[float] = None,
         replicas: int = 1,
+        then: Sequence[Any] = (),
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -187,6 +191,8 @@ class Pipeline:
         self.weights = {str(k): check_weight(k, w) for k, w in (weights or {}).items()}
         self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
         self._last_result: dict[str, tuple[int, Result]] = {}
+        self._then_specs = list(then)
+        self.cascade: Optional[Cascade] = None
         self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
         self._model_spec = model
         self._backend = backend
@@ -292,6 +298,11 @@ class Pipeline:
                                   f"sources are {', '.join(src.source_id for src in self.sources)}")
             self.model, self._owns_model = self._load_model()
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
+            if self._then_specs:
+                self.cascade = Cascade([], self.stats)
+                self.cascade.check_first(self.model)
+                for spec in self._then_specs:
+                    self.cascade.stages.append(load_stage(spec, self._backend, **self._runtime_kw))
             self.sinks.open([src.source_id for src in self.sources])
             self._make_observers()
             # sources last: a camera or stream opened before a slow model load would
@@ -637,6 +648,10 @@ class Pipeline:
                     stats.drop("error:decode", n)
                     stats.error("decode")
                     continue
+                if self.cascade is not None:
+                    ran = batch.frames if batch.inferred is None else \
+                        [f for f, r in zip(batch.frames, batch.inferred) if r]
+                    self.cascade.run(ran, results)
                 t1 = time.time()
                 stats.stage("decode", t1 - t0, n)
                 latencies = self._deliver(batch, results, t1)
@@ -758,6 +773,8 @@ class Pipeline:
             src.close()
         if self.model is not None and self._owns_model and self.model.close is not None:
             self.model.close()
+        if self.cascade is not None:
+            self.cascade.close()
         snap = self.snapshot()
         for obs in self._observers:
             try:
