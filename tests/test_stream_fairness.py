@@ -266,3 +266,18 @@ def test_replicated_submit_spreads_batches_over_the_engines():
     assert time.time() - t0 < 0.07  # two at a time: ~40 ms, not the 80 ms of one engine
     for f in fakes:
         f.close()
+
+
+def test_a_video_added_to_a_realtime_pipeline_plays_at_its_own_rate(tmp_path):
+    clip = make_video(tmp_path / "late.mp4", (("astronaut", 40),), fps=15.0)
+    pipe = Pipeline(FakeModel(a_ms=0.5, c_ms=0.1), [ProducerSource(_endless(), "cam", live=True, fps=20)],
+                    realtime=True, loop=True)
+    pipe.start()
+    try:
+        pipe.add_source(f"late={clip.path}")
+        time.sleep(1.5)
+        got = pipe.snapshot()["sources"]["late"]["frames_in"]
+    finally:
+        pipe.stop("test")
+        pipe.wait(10)
+    assert 10 <= got <= 26  # ~1.5 s at 15 fps (its rate is known only once opened), not as fast as it decodes

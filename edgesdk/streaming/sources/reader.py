@@ -115,14 +115,15 @@ class SourceReader(threading.Thread):
 
     def run(self) -> None:
         src = self.source
-        period = 1.0 / src.fps if self.realtime and src.fps else 0.0
-        next_t = time.monotonic()
         try:
             if not self._opened:
                 if not self._connect():
                     self.ended_reason = "stopped" if self.error is None else "error"
                     return
                 self.state.to(LIVE, "connected")
+            # after open: a file's native rate is known only once it is open
+            period = 1.0 / src.fps if self.realtime and src.fps else 0.0
+            next_t = time.monotonic()
             while not self.stop_event.is_set():
                 if self.max_frames is not None and self.frames >= self.max_frames:
                     self.ended_reason = "max_frames"
