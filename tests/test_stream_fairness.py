@@ -281,3 +281,39 @@ def test_a_video_added_to_a_realtime_pipeline_plays_at_its_own_rate(tmp_path):
         pipe.stop("test")
         pipe.wait(10)
     assert 10 <= got <= 26  # ~1.5 s at 15 fps (its rate is known only once opened), not as fast as it decodes
+
+
+def test_control_endpoint_adds_lists_and_removes_sources(tmp_path):
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    clip = make_video(tmp_path / "door.mp4", (("astronaut", 20),), fps=15.0)
+    pipe = Pipeline(FakeModel(), [ProducerSource(_endless(), "cam", live=True, fps=30)], realtime=True,
+                    control_port=0)
+    pipe.start()
+    base = f"http://127.0.0.1:{pipe.control.port}/sources"
+
+    def call(method: str, url: str, body=None):
+        req = urllib.request.Request(url, method=method, data=None if body is None else _json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, _json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _json.loads(e.read())
+
+    try:
+        assert call("POST", base, {"uri": str(clip.path), "id": "door", "weight": 2}) == (201, {"id": "door"})
+        assert call("POST", base, {"uri": str(clip.path), "id": "door"})[0] == 400  # name taken
+        assert "finite number > 0" in call("POST", base, {"uri": str(clip.path), "id": "x", "weight": 0})[1]["error"]
+        assert call("POST", base, {"nope": 1})[0] == 400
+        time.sleep(0.5)
+        status, states = call("GET", base)
+        assert status == 200 and states["door"]["state"] in ("live", "ended") and states["cam"]["state"] == "live"
+        assert call("DELETE", base + "/door")[0] in (200, 404)  # 404 if its 20 frames already ended
+        assert call("DELETE", base + "/ghost")[0] == 404
+    finally:
+        pipe.stop("test")
+        pipe.wait(10)
+    assert pipe.report().stats["sources"]["door"]["frames_in"] > 0

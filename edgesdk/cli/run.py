@@ -92,6 +92,9 @@ def _write_json(path: Path, data: dict) -> None:
               help=f"One of: {sink_forms()}. '{{source}}' in a file name makes one per source. Repeatable.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve pipeline statistics for Prometheus on this port.")
+@click.option("--control", "control_port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Local control endpoint on 127.0.0.1:PORT: GET/POST /sources, DELETE /sources/NAME "
+                   "(add and remove sources while running).")
 @click.option("--loop", is_flag=True, help="Files and folders: start again at the end.")
 @click.option("--realtime", is_flag=True,
               help="Files and folders: play at their native frame rate and drop frames like a camera.")
@@ -113,7 +116,8 @@ def _write_json(path: Path, data: dict) -> None:
               help="Write the final statistics as JSON here.")
 def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
-        gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool,
+        gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
+        control_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
         threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
         status: Optional[bool], report_path: Optional[Path]) -> None:
@@ -137,6 +141,7 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
                     gate_max_age_s=gate_max_age_s, replicas=replicas, then=[str(p) for p in then],
+                    control_port=control_port,
                     **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     try:

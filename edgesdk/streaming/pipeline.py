@@ -133,6 +133,7 @@ class Pipeline:
             that barely changed and re-emits the last result marked cached (see gate.py).
         then: cascade bundles run on the crops of the first bundle's detections, results in
             ``result.then[stage]`` (see cascade.py).
+        control_port: serve add/remove/states of sources on 127.0.0.1:PORT (see control.py).
         replicas: engine instances of the model behind the batcher (a bundle or model path;
             at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
 
@@ -171,6 +172,7 @@ class Pipeline:
         gate_max_age_s: Optional[float] = None,
         replicas: int = 1,
         then: Sequence[Any] = (),
+        control_port: Optional[int] = None,
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -192,6 +194,8 @@ class Pipeline:
         self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
         self._last_result: dict[str, tuple[int, Result]] = {}
         self._then_specs = list(then)
+        self.control_port = control_port
+        self.control: Any = None
         self.cascade: Optional[Cascade] = None
         self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
         self._model_spec = model
@@ -331,6 +335,15 @@ class Pipeline:
             t.start()
         for r in self.readers:
             r.start()
+        if self.control_port is not None:
+            from .control import ControlServer
+
+            try:
+                self.control = ControlServer(self, self.control_port)
+            except EdgeSDKError:
+                self.abort("control endpoint")
+                self.wait(10)
+                raise
         log.info("pipeline started: %d source(s), batching %s", len(self.sources), self.policy.describe())
         return self
 
@@ -767,6 +780,8 @@ class Pipeline:
         self._done.set()
 
     def _close_all(self) -> None:
+        if self.control is not None:
+            self.control.close()
         # after a fatal error, file sinks drop their unfinished output instead of publishing it
         self.sinks.close(failed=self._fatal is not None)
         for src in self.sources:
