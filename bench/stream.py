@@ -248,7 +248,8 @@ def cameras(pred: Predictor, frames: list[np.ndarray], seconds: float, warmup: f
     cap, cap_b = capacity_alone(pred, frames, min(seconds, 3.0), min(warmup, 1.0))
     log(f"capacity alone: {cap:.1f} fps (fixed {cap_b})")
     lines = ["## 4. Cameras: many live sources, adaptive batching, SLO 200 ms", "",
-             f"Engine capacity alone in this run: {cap:.1f} fps (lossless, fixed batch {cap_b}, the best of 1/4/8).", ""]
+             f"Engine capacity alone in this run: {cap:.1f} fps (lossless, fixed batch {cap_b}, "
+             "the best of 1/4/8).", ""]
     for title, rates in (("8 x 15 fps", [15.0] * 8), ("1 x 30 fps + 7 x 5 fps", [30.0] + [5.0] * 7)):
         log(f"cameras: {title}")
         res = camera_run(pred, frames, rates, seconds, warmup, slo)

@@ -50,8 +50,12 @@ def test_face_detector_then_landmarks_on_two_sources(bundles, tmp_path):
         assert _iou(box, child.boxes[0]) >= 0.5  # the mesh sits on the face, in frame pixels
     assert report.stats["stages"]["then:face_landmark"]["count"] > 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    det = next(d for line in lines for d in line["detections"])
-    assert len(det["then"]["face_landmark"]["detections"][0]["keypoints"]) == 468
+    dets = [d for line in lines for d in line["detections"]]
+    assert len(dets) == len(faces) and all("face_landmark" in d["then"] for d in dets)
+    marked = [d["then"]["face_landmark"] for d in dets if d["then"]["face_landmark"]
+              and d["then"]["face_landmark"]["detections"]]
+    assert len(marked) == len(with_marks)
+    assert all(len(m["detections"][0]["keypoints"]) == 468 for m in marked)
 
 
 def test_crop_is_enlarged_squared_and_clipped():

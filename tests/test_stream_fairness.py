@@ -317,3 +317,15 @@ def test_control_endpoint_adds_lists_and_removes_sources(tmp_path):
         pipe.stop("test")
         pipe.wait(10)
     assert pipe.report().stats["sources"]["door"]["frames_in"] > 0
+
+
+def test_states_slo_and_cache_counts_become_prometheus_metrics():
+    from edgesdk.sinks.prometheus import _SnapshotCollector
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 80
+    report = run(FakeModel(a_ms=3), [ProducerSource(frames, "a")], batching="adaptive", slo_ms=5)
+    collector = _SnapshotCollector("edgesdk_pipeline")
+    collector.snapshot = report.stats
+    metrics = {m.name: m for m in collector.collect()}
+    assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
+    assert metrics["edgesdk_pipeline_slo_missed"].samples[0].value == 1
+    assert "edgesdk_pipeline_sources_a_cached" in metrics

@@ -86,8 +86,8 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--gate-max-age-s", type=FiniteFloat(0, lo_open=True), default=None,
               help="--gate change: run a fresh inference at least this often per source (default 2 s).")
 @click.option("--then", "then", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="BUNDLE",
-              help="Cascade: run this bundle on the crops of the first bundle's detections (e.g. face landmarks after a face "
-                   "detector); results per detection under 'then'. Repeatable.")
+              help="Cascade: run this bundle on the crops of the first bundle's detections "
+                   "(e.g. face landmarks after a face detector); results per detection under 'then'. Repeatable.")
 @click.option("--sink", "sinks", multiple=True, metavar="SINK",
               help=f"One of: {sink_forms()}. '{{source}}' in a file name makes one per source. Repeatable.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,

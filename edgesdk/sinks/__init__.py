@@ -119,7 +119,8 @@ class SinkKind:
 
 #: every string sink form, tried in order; `--help` and errors are made from it.
 SINK_KINDS: tuple[SinkKind, ...] = (
-    SinkKind("out.jsonl", lambda low: "://" not in low and Path(low).suffix in JSONL_SUFFIXES, lambda s, spec, o: JsonlSink(s, **o)),
+    SinkKind("out.jsonl", lambda low: "://" not in low and Path(low).suffix in JSONL_SUFFIXES,
+             lambda s, spec, o: JsonlSink(s, **o)),
     SinkKind("out.mp4|out.avi[?fps=F&source=ID&fourcc=XXXX]",
              lambda low: "://" not in low and Path(low.partition("?")[0]).suffix in VIDEO_SUFFIXES, _video),
     SinkKind("window[:TITLE]", lambda low: low == "window" or low.startswith("window:"), _window),

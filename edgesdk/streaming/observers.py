@@ -97,7 +97,8 @@ class SloWatch:
         if busy >= 0.85:
             return ("engine overloaded",
                     f"the engine was busy {busy * 100:.0f}% of the time: more frames are offered than it can run "
-                    "within the target; fewer/slower sources, a smaller model or input, --replicas, or a larger --slo-ms")
+                    "within the target; fewer/slower sources, a smaller model or input, --replicas, "
+                    "or a larger --slo-ms")
         return ("host-side delay",
                 f"the engine was busy only {busy * 100:.0f}%: time goes to preprocessing, decoding, sinks or other "
                 "programs on this machine (see the per-stage table)")

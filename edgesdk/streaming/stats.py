@@ -278,7 +278,8 @@ def markdown(snap: dict[str, Any]) -> str:
         lines.append(f"- errors: {snap['errors']}")
     slo = snap.get("slo")
     if slo and slo.get("missed"):
-        lines.append(f"- **latency target missed**: p99 {slo['p99_ms']:.0f} ms > {slo['slo_ms']:.0f} ms: {slo['cause']}")
+        lines.append(f"- **latency target missed**: p99 {slo['p99_ms']:.0f} ms > {slo['slo_ms']:.0f} ms: "
+                     f"{slo['cause']}")
     if snap.get("cached"):
         lines.append(f"- results re-emitted from the change gate's cache: {snap['cached']}")
     lines += ["", "| stage | count | p50 ms | p99 ms |", "|---|---:|---:|---:|"]

@@ -117,5 +117,6 @@ def unique_ids(sources: list[Source]) -> None:
             seen[base] = 0
 
 
-__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids", "CameraSource", "StreamSource", "VideoFileSource",
+__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids",
+           "CameraSource", "StreamSource", "VideoFileSource",
            "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES"]
