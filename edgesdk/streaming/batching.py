@@ -58,6 +58,8 @@ class QueueView:
     oldest_lossless: Optional[float] = None
     #: sources with at least one queued frame (an overloaded batch is split over these)
     lanes: int = 1
+    #: capture time of the newest frame of the source the buffer serves next (fairness)
+    next_fair: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,10 @@ class AdaptiveBatching(BatchPolicy):
             # round-robin; a global "newest N" cut would starve the same cameras forever).
             keep = max(1, math.ceil(best / max(1, view.lanes)))
         if ts_desc:
-            cutoff = min(cutoff, ts_desc[0])  # always run the newest frame: keep measuring
+            # always run a frame, late or not (keep measuring): the newest of the source whose
+            # turn it is (the newest overall would always be the camera whose capture phase
+            # comes last)
+            cutoff = min(cutoff, view.next_fair if view.next_fair is not None else ts_desc[0])
         fresh = [t for t in ts if t >= cutoff]
         if len(fresh) >= best or keep is not None:
             return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep)

@@ -2,10 +2,14 @@
 
 One lane per source, all behind one lock and condition, so the batcher can wait for
 "N frames from any source". When everything queued fits in the batch it is taken oldest
-first; when it does not (overload), lanes are served by deficit round-robin (each lane
-earns `weight` frames per round, the heaviest one frame), so every source gets its share
-however its capture phase lines up with the batcher's (oldest-first would always favour
-the same cameras, and a global "newest N" cut always starves the same ones). A live lane
+first; when it does not (overload), lanes are served by weighted fair queueing (stride
+scheduling): each lane has a pass value that grows by 1/weight per frame served, and the
+lane with the lowest pass goes next (ties: the oldest frame). A camera that offers
+little is served whenever it has a frame, the others share the rest in proportion to
+their weights (max-min fairness), however the capture phases line up with the batcher
+(oldest-first would always favour the same cameras, and a global "newest N" cut always
+starves the same ones). An idle lane's credit is capped at one frame, so a source that
+comes back cannot take a burst. A live lane
 (camera, stream) drops its oldest frame when full, so a slow consumer never makes a
 camera fall behind real time; each drop is counted. A lossless lane (file, folder)
 blocks its producer instead. Memory is bounded by the sum of the lane capacities.
@@ -32,9 +36,10 @@ class _Lane:
     dropped: int = 0
     received: int = 0
     high_water: int = 0
-    #: share under overload (deficit round-robin); 1.0 for every lane is an even split
+    #: share under overload (fair queueing); 1.0 for every lane is an even split
     weight: float = 1.0
-    deficit: float = 0.0
+    #: stride scheduling: grows by 1/weight per frame served; the lowest goes next
+    pass_: float = 0.0
 
 
 class FrameBuffer:
@@ -53,8 +58,7 @@ class FrameBuffer:
         self._closed = False
         self._on_drop = on_drop
         self._arrivals: deque[float] = deque(maxlen=rate_window)
-        self._rr = 0  # deficit round-robin: the lane to visit next
-        self._rr_charged = False  # that lane already got this round's quantum
+        self._vt = 0.0  # virtual time: the pass value of the last frame served
 
     # ------------------------------------------------------------------ producers
     def add_source(self, source_id: str, capacity: int, drop_oldest: bool, weight: float = 1.0) -> None:
@@ -76,7 +80,6 @@ class FrameBuffer:
             if lane is None:
                 return []
             self._count -= len(lane.frames)
-            self._rr, self._rr_charged = 0, False
             self._cond.notify_all()
             return list(lane.frames)
 
@@ -158,6 +161,20 @@ class FrameBuffer:
                 self._cond.notify_all()  # room for blocked producers
             return taken
 
+    def _serve(self, lane: _Lane) -> Frame:
+        """Pop the lane's oldest frame and advance its pass (lock held)."""
+        start = max(lane.pass_, self._vt - 1.0)  # idle credit capped at one frame
+        lane.pass_ = start + 1.0 / lane.weight
+        self._vt = max(self._vt, start)
+        return lane.frames.popleft()
+
+    def _next_lane(self) -> Optional[_Lane]:
+        """The backlogged lane with the lowest pass (ties: the oldest head frame; lock held)."""
+        backlogged = [lane for lane in self._lanes.values() if lane.frames]
+        if not backlogged:
+            return None
+        return min(backlogged, key=lambda l: (max(l.pass_, self._vt - 1.0), l.frames[0].timestamp))
+
     def _take_all(self) -> list[Frame]:
         """Everything queued, oldest capture first across sources (lock held)."""
         taken: list[Frame] = []
@@ -165,37 +182,19 @@ class FrameBuffer:
         heapq.heapify(heads)
         while heads:
             _, i, lane = heapq.heappop(heads)
-            taken.append(lane.frames.popleft())
+            taken.append(self._serve(lane))
             if lane.frames:
                 heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
-        for lane in self._lanes.values():
-            lane.deficit = 0.0
         return taken
 
     def _take_fair(self, n: int) -> list[Frame]:
-        """`n` of more queued frames by deficit round-robin over the lanes (lock held).
-        The round position and deficits carry over between calls: a batch smaller than
-        the number of sources continues where the previous one stopped."""
-        lanes = list(self._lanes.values())
-        top = max(lane.weight for lane in lanes)
+        """`n` of more queued frames, the lowest pass first (lock held; see module doc)."""
         taken: list[Frame] = []
-        while len(taken) < n and any(lane.frames for lane in lanes):
-            self._rr %= len(lanes)
-            lane = lanes[self._rr]
-            if not lane.frames:
-                lane.deficit, self._rr_charged = 0.0, False
-                self._rr += 1
-                continue
-            if not self._rr_charged:
-                lane.deficit += lane.weight / top
-                self._rr_charged = True
-            while lane.deficit >= 1.0 - 1e-9 and lane.frames and len(taken) < n:
-                taken.append(lane.frames.popleft())
-                lane.deficit -= 1.0
-            if len(taken) < n or lane.deficit < 1.0 - 1e-9 or not lane.frames:
-                if not lane.frames:
-                    lane.deficit = 0.0
-                self._rr, self._rr_charged = self._rr + 1, False
+        while len(taken) < n:
+            lane = self._next_lane()
+            if lane is None:
+                break
+            taken.append(self._serve(lane))
         taken.sort(key=lambda f: f.timestamp)
         return taken
 
@@ -251,6 +250,12 @@ class FrameBuffer:
             # a stalled source lowers the rate as time passes without arrivals
             span = max(last - first, 1e-6) + max(0.0, now - last - (last - first) / (len(self._arrivals) - 1))
             return (len(self._arrivals) - 1) / span
+
+    def next_fair_newest(self) -> Optional[float]:
+        """Capture time of the newest frame of the lane that is served next (lowest pass)."""
+        with self._cond:
+            lane = self._next_lane()
+            return lane.frames[-1].timestamp if lane is not None else None
 
     def active_lanes(self) -> int:
         """Lanes holding at least one frame (the overload split is over these)."""

@@ -507,7 +507,8 @@ class Pipeline:
         stamps, oldest_lossless = self.buffer.queue_times()
         return QueueView(now=now, queued=len(stamps), oldest=stamps[0] if stamps else None,
                          arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight,
-                         timestamps=stamps, oldest_lossless=oldest_lossless, lanes=self.buffer.active_lanes())
+                         timestamps=stamps, oldest_lossless=oldest_lossless, lanes=self.buffer.active_lanes(),
+                         next_fair=self.buffer.next_fair_newest())
 
     def _acquire_slot(self) -> bool:
         while not self._slots.acquire(timeout=0.1):
