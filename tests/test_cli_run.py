@@ -101,3 +101,17 @@ def test_gated_run_reports_cached_results_states_and_video_at_source_rate(bundle
     cap = cv2.VideoCapture(str(video))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0, abs=0.01)
     cap.release()
+
+
+def test_then_cascade_from_the_cli_and_its_bad_input(bundle, clip, tmp_path, model_paths):
+    from edgesdk.presets import make_bundle
+    marks = make_bundle(model_paths["face_landmark.tflite"], tmp_path / "lm").path
+    out = tmp_path / "faces.jsonl"
+    proc = _run(str(bundle), "--source", str(clip.path), "--then", str(marks), "--sink", str(out))
+    assert proc.returncode == 0, proc.stderr
+    dets = [d for line in out.read_text().splitlines() for d in json.loads(line)["detections"]]
+    assert dets and all("face_landmark" in d["then"] for d in dets)
+    cls = make_bundle(model_paths["ppocr_cls.onnx"], tmp_path / "cls").path
+    proc = _run(str(cls), "--source", str(clip.path), "--then", str(marks))
+    assert proc.returncode == 2 and "needs a first bundle that detects" in proc.stderr
+    assert "Traceback" not in proc.stderr
