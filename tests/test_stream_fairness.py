@@ -192,7 +192,8 @@ def test_missed_slo_is_said_with_its_cause_once(caplog):
 
 def test_slo_met_is_not_reported_as_missed():
     srcs = [ProducerSource(_endless(), "cam", live=True, fps=30)]
-    report = run(FakeModel(a_ms=1, c_ms=1), srcs, batching="adaptive", slo_ms=200, realtime=True, duration=2.5)
+    # a generous target: this checks the verdict, not the machine (shared, noisy)
+    report = run(FakeModel(a_ms=1, c_ms=1), srcs, batching="adaptive", slo_ms=2000, realtime=True, duration=2.5)
     assert report.stats["slo"]["missed"] is False
     assert "SLO MISSED" not in status_line(report.stats)
 
@@ -254,18 +255,28 @@ def test_replicas_above_the_cores_or_without_a_path_are_refused():
 
 
 def test_replicated_submit_spreads_batches_over_the_engines():
+    """Two replicas run at once: each engine waits at a barrier for the other, which only
+    passes if both batches are on their engines together (no timing assumptions)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from edgesdk.streaming.model import StreamModel
     from edgesdk.streaming.replicas import Replicated
-    fakes = [FakeModel(a_ms=20, c_ms=0) for _ in range(2)]
-    rep = Replicated([StreamModel(f.preprocess, f.submit, f.decode) for f in fakes])
-    t0 = time.time()
-    futs = [rep.submit(np.zeros(1, np.float32)) for _ in range(4)]
-    for fut in futs:
-        fut.result()
-    assert [len(f.sizes) for f in fakes] == [2, 2]
-    assert time.time() - t0 < 0.07  # two at a time: ~40 ms, not the 80 ms of one engine
-    for f in fakes:
-        f.close()
+    barrier = threading.Barrier(2, timeout=5)
+    pools = [ThreadPoolExecutor(1) for _ in range(2)]
+    used: list = []
+
+    def engine(k):
+        def submit(feeds):
+            used.append(k)
+            return pools[k].submit(lambda: barrier.wait() is not None and {"k": k})
+        return StreamModel(lambda imgs: (imgs, []), submit, lambda o, t: [])
+
+    rep = Replicated([engine(0), engine(1)])
+    futs = [rep.submit(None) for _ in range(4)]
+    assert [f.result(timeout=10)["k"] for f in futs] and sorted(used) == [0, 0, 1, 1]
+    for p in pools:
+        p.shutdown()
 
 
 def test_a_video_added_to_a_realtime_pipeline_plays_at_its_own_rate(tmp_path):
