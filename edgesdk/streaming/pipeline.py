@@ -18,7 +18,6 @@ A second Ctrl-C abandons the queued frames (in-flight ones still complete).
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import signal
 import threading
@@ -38,8 +37,9 @@ from .model import StreamModel, load_stream_model
 from .replicas import check_replicas, replicate, threads_per_replica
 from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
 from .sinkset import SinkSet
-from .sources import Backoff, Source, SourceReader, make_source, unique_ids
-from .sources.state import STATE_CODES, SourceState
+from .sourceset import SourceSet, check_weight  # noqa: F401 (check_weight: part of this module's API)
+from .sources import Backoff, Source, SourceReader
+from .sources.state import SourceState
 from .stats import PipelineStats, markdown
 
 log = logging.getLogger("edgesdk.streaming")
@@ -190,7 +190,6 @@ class Pipeline:
             max_inflight = max(max_inflight, self.replicas + 1)
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
-        self.weights = {str(k): check_weight(k, w) for k, w in (weights or {}).items()}
         self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
         self._last_result: dict[str, tuple[int, Result]] = {}
         self._then_specs = list(then)
@@ -217,15 +216,14 @@ class Pipeline:
 
         self.stats = PipelineStats()
         self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop("buffer_full", n, source=sid))
-        self.sources: list[Source] = []
-        self.readers: list[SourceReader] = []
-        self.states: dict[str, SourceState] = {}
+        self.source_set = SourceSet(self._source_specs, self.buffer, self.stats, self._lane_capacity,
+                                    weights=weights, realtime=realtime, loop=loop, max_frames=max_frames,
+                                    backoff=reconnect)
         self.model: Optional[StreamModel] = None
         self._owns_model = False
         self.sinks = SinkSet(self._sink_specs, sink_queue, on_open=self._sink_opened)
         self._observers: list[Observer] = list(observers)
         self._slo: Optional[SloWatch] = None
-        self._sources_lock = threading.Lock()
         self._stop = threading.Event()  # sources stop reading
         self._abort = threading.Event()  # abandon queued frames
         self._done = threading.Event()  # everything finished and closed
@@ -290,16 +288,7 @@ class Pipeline:
             return self
         self._started = True
         try:
-            for i, spec in enumerate(self._source_specs):
-                self.sources.append(make_source(spec, None if isinstance(spec, (str, int)) else f"src{i}",
-                                                realtime=self.realtime))
-            unique_ids(self.sources)
-            for src in self.sources:
-                src.weight = self.weights.get(src.source_id, src.weight)
-            unknown = set(self.weights) - {src.source_id for src in self.sources}
-            if unknown:
-                raise ConfigError(f"weight given for unknown source(s) {', '.join(sorted(unknown))}; "
-                                  f"sources are {', '.join(src.source_id for src in self.sources)}")
+            self.source_set.build()
             self.model, self._owns_model = self._load_model()
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
             if self._then_specs:
@@ -307,34 +296,29 @@ class Pipeline:
                 self.cascade.check_first(self.model)
                 for spec in self._then_specs:
                     self.cascade.stages.append(load_stage(spec, self._backend, **self._runtime_kw))
-            self.sinks.open([src.source_id for src in self.sources])
+            self.sinks.open(self.source_set.ids)
             self._make_observers()
             # sources last: a camera or stream opened before a slow model load would
             # start with seconds of stale frames
-            for src in self.sources:
-                src.open()
+            self.source_set.open()
         except BaseException:
             self._close_all()
             self._done.set()
             raise
-        for src in self.sources:
-            self._add_lane(src)
-        self.stats.gauge("source_states", self._source_states)
+        self.stats.gauge("source_states", self.source_set.describe)
         self.stats.gauge("queued", lambda: self.buffer.sizes())
         self.stats.gauge("inflight", lambda: self._inflight)
         self.stats.gauge("batching", self.policy.describe)
         if self.gate is not None:
             self.stats.gauge("gate", self.gate.describe)
         self.stats.started = time.time()
-        for src in self.sources:
-            self.readers.append(self._reader(src, opened=True))
+        # lanes before the dispatcher: a buffer without lanes counts as exhausted
+        self.source_set.start()
         self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
                          threading.Thread(target=self._complete_loop, name="completion", daemon=True),
                          threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)]
         for t in self._threads:
             t.start()
-        for r in self.readers:
-            r.start()
         if self.control_port is not None:
             from .control import ControlServer
 
@@ -361,23 +345,26 @@ class Pipeline:
         if self.show_status:
             self._observers.append(StatusLine())
         if isinstance(self.policy, AdaptiveBatching):
-            self._slo = SloWatch(self.policy.slo_s * 1000.0, [s.source_id for s in self.sources if not s.live])
+            self._slo = SloWatch(self.policy.slo_s * 1000.0, self.source_set.lossless_ids())
 
-    def _add_lane(self, src: Source) -> None:
-        cap = self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
-        self.buffer.add_source(src.source_id, cap, drop_oldest=src.live, weight=src.weight)
+    def _lane_capacity(self) -> int:
+        return self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
 
-    def _reader(self, src: Source, opened: bool) -> SourceReader:
-        """A reader thread (not started) with its own stop event, so one source can be removed."""
-        state = self.states[src.source_id] = SourceState(src.source_id)
-        return SourceReader(src, self.buffer, self.stats, threading.Event(), loop=self.loop, realtime=self.realtime,
-                            max_frames=self.max_frames, backoff=self.reconnect, state=state, opened=opened)
+    @property
+    def sources(self) -> list[Source]:
+        return self.source_set.sources
 
-    def _source_states(self) -> dict[str, dict[str, Any]]:
-        weights = {src.source_id: src.weight for src in self.sources}
-        # state_code: the state as a number for metrics (Prometheus has no string gauges)
-        return {sid: {**st.describe(), "state_code": STATE_CODES[st.state], "weight": weights.get(sid, 1.0)}
-                for sid, st in list(self.states.items())}
+    @property
+    def readers(self) -> list[SourceReader]:
+        return self.source_set.readers
+
+    @property
+    def states(self) -> dict[str, SourceState]:
+        return self.source_set.states
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.source_set.weights
 
     # ------------------------------------------------------------------ control
     def add_source(self, spec: Any, name: Optional[str] = None, weight: float = 1.0) -> str:
@@ -385,31 +372,12 @@ class Pipeline:
         thread (state ``connecting``, then ``live``, or ``failed`` with the reason)."""
         if not self.running or self._stop.is_set():
             raise ConfigError("add_source needs a running pipeline (call start() first; it has not stopped)")
-        src = make_source(spec, name, realtime=self.realtime)
-        src.weight = check_weight(src.source_id, weight)
-        with self._sources_lock:
-            if src.source_id in self.states:
-                raise ConfigError(f"a source named {src.source_id!r} is already in the pipeline; give it "
-                                  "another name (NAME=SPEC)")
-            self.sinks.add_source(src.source_id)
-            self._add_lane(src)
-            self.sources.append(src)
-            reader = self._reader(src, opened=False)
-            self.readers.append(reader)
-        reader.start()
-        log.info("source added: %s", src.describe())
-        return src.source_id
+        return self.source_set.add(spec, name, weight, before_start=self.sinks.add_source)
 
     def remove_source(self, source_id: str, timeout: float = 10.0) -> None:
         """Stop one source of the running pipeline; its queued frames are dropped (counted as
         ``removed``), its statistics are kept, its per-source sinks are closed."""
-        reader = next((r for r in self.readers if r.source.source_id == source_id and r.is_alive()), None)
-        if reader is None:
-            known = ", ".join(sorted(self.states)) or "none"
-            raise ConfigError(f"no running source named {source_id!r} (sources: {known})")
-        reader.stop_event.set()
-        reader.join(timeout)
-        self.stats.drop("removed", len(self.buffer.remove_source(source_id)), source=source_id)
+        self.stats.drop("removed", self.source_set.remove(source_id, timeout), source=source_id)
         self.sinks.remove_source(source_id)
         if self.gate is not None:
             self.gate.forget(source_id)
@@ -421,8 +389,7 @@ class Pipeline:
             self.stop_reason = self.stop_reason or reason
             log.info("stopping: %s", reason)
             self._stop.set()
-            for r in list(self.readers):
-                r.stop_event.set()
+            self.source_set.stop()
 
     def abort(self, reason: str = "aborted") -> None:
         """Stop now: queued frames are dropped (counted); in-flight batches still finish."""
@@ -482,7 +449,7 @@ class Pipeline:
         report = self.report()
         if self._fatal is not None:
             raise self._fatal
-        errors = [r.error for r in self.readers if r.error is not None]
+        errors = self.source_set.errors
         if errors:
             raise errors[0]
         sink_error = self.sinks.error()
@@ -493,7 +460,7 @@ class Pipeline:
     def report(self) -> RunReport:
         return RunReport(
             stats=self.snapshot(), stop_reason=self.stop_reason or "running",
-            source_errors=[str(r.error) for r in self.readers if r.error is not None],
+            source_errors=[str(e) for e in self.source_set.errors],
             policy=self.policy.describe(), buffer_high_water=self.buffer.high_water(),
             buffer_capacity=self.buffer.capacities(), sinks=dict(self.sinks.stats),
             sink_errors=list(self.sinks.errors),
@@ -750,7 +717,7 @@ class Pipeline:
             now = time.time()
             if self.duration is not None and now - self.stats.started >= self.duration:
                 self.stop(f"duration {self.duration:g} s")
-            if not self._stop.is_set() and self.readers and all(not r.is_alive() for r in self.readers):
+            if not self._stop.is_set() and self.source_set.all_ended:
                 self.stop_reason = self.stop_reason or "sources ended"
             snap = self.snapshot()
             for obs in list(self._observers):
@@ -767,15 +734,11 @@ class Pipeline:
                 return
             self._closed = True
         self._stop.set()
-        for r in list(self.readers):
-            r.stop_event.set()
+        self.source_set.stop()
         self.buffer.close()
         if not self.stop_reason:
             self.stop_reason = "sources ended"
-        for r in self.readers:
-            r.join(timeout=10)
-            if r.is_alive():
-                log.warning("%s did not stop within 10 s", r.name)
+        self.source_set.join(10)
         self.stats.stop()
         self._close_all()
         self._done.set()
@@ -785,8 +748,7 @@ class Pipeline:
             self.control.close()
         # after a fatal error, file sinks drop their unfinished output instead of publishing it
         self.sinks.close(failed=self._fatal is not None)
-        for src in self.sources:
-            src.close()
+        self.source_set.close()
         if self.model is not None and self._owns_model and self.model.close is not None:
             self.model.close()
         if self.cascade is not None:
@@ -797,18 +759,6 @@ class Pipeline:
                 obs.close(snap)
             except Exception:
                 log.exception("observer %r failed at the end", obs)
-
-
-def check_weight(source_id: Any, weight: Any) -> float:
-    """A source's weight as a float; `ConfigError` unless finite and > 0."""
-    try:
-        w = float(weight)
-    except (TypeError, ValueError):
-        w = float("nan")
-    if not (w > 0 and math.isfinite(w)):
-        raise ConfigError(f"weight of source {source_id!r} must be a finite number > 0, got {weight!r} "
-                          "(1 is an even share; 2 gets twice the frames of a 1 under overload)")
-    return w
 
 
 def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:
