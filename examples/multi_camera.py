@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Several cameras through one model: frames of all sources are batched together, each
-source's results come back to it in order (one annotated video per camera), and the
-pipeline's statistics are served for Prometheus.
+"""Several cameras through one model: frames of all sources are batched together and
+shared fairly under overload (--weight NAME=W gives one more), each source's results
+come back to it in order (one annotated video per camera), face landmarks run on the
+detected faces (--landmarks: a cascade), and the pipeline's statistics are served for
+Prometheus. With the demo videos, a fourth camera joins after 3 s and leaves after 6 s
+(add_source / remove_source on the running pipeline); each camera's state is reported.
 
     python examples/multi_camera.py                                  # 3 demo "cameras" (videos)
     python examples/multi_camera.py --source door=rtsp://10.0.0.5/live --source desk=0 \\
@@ -35,16 +38,25 @@ def main() -> int:
     ap.add_argument("--mqtt", default=None, help="also publish results, e.g. mqtt://127.0.0.1:1883/faces")
     ap.add_argument("--metrics-port", type=int, default=None)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--weight", action="append", default=[], help="NAME=W: share under overload (default 1)")
+    ap.add_argument("--landmarks", action="store_true", help="cascade: 468 face-mesh landmarks per detected face")
+    ap.add_argument("--gate", action="store_true", help="skip inference on frames that barely changed")
     args = ap.parse_args()
 
     import fetch_models
     from edgesdk.presets import make_bundle
-    from edgesdk.streaming import run
+    from edgesdk.streaming import Pipeline
 
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = args.out / "blazeface_bundle"
+    models = fetch_models.fetch(quiet=True)
     if not bundle.exists():
-        make_bundle(fetch_models.fetch(quiet=True)["blazeface_short.tflite"], bundle)
+        make_bundle(models["blazeface_short.tflite"], bundle)
+    then = []
+    if args.landmarks:
+        then.append(args.out / "landmark_bundle")
+        if not then[0].exists():
+            make_bundle(models["face_landmark.tflite"], then[0])
     sources, realtime, loop = list(args.source), False, False
     if not sources:
         from samplevideo import make_video
@@ -54,9 +66,32 @@ def main() -> int:
     sinks = [str(args.out / "results.jsonl"), str(args.out / "out_{source}.mp4")]
     if args.mqtt:
         sinks.append(args.mqtt)
-    report = run(bundle, sources, sinks, batching="adaptive", slo_ms=args.slo_ms, realtime=realtime, loop=loop,
-                 duration=args.duration, metrics_port=args.metrics_port, status=sys.stderr.isatty())
+    weights = {name: float(w) for name, _, w in (x.partition("=") for x in args.weight)}
+    pipe = Pipeline(bundle, sources, sinks, batching="adaptive", slo_ms=args.slo_ms, realtime=realtime, loop=loop,
+                    duration=args.duration, metrics_port=args.metrics_port, status=sys.stderr.isatty(),
+                    weights=weights, then=[str(t) for t in then], gate="change" if args.gate else None)
+    if not args.source:
+        import threading
+        import time
+        from samplevideo import make_video
+
+        late = make_video(args.out / "demo_porch.mp4", (("camera", 10), ("coffee", 10)), fps=15).path
+
+        def come_and_go() -> None:
+            time.sleep(3)
+            if pipe.running:
+                pipe.add_source(f"porch={late}")
+            time.sleep(3)
+            if pipe.running:
+                pipe.remove_source("porch")
+
+        pipe.start()
+        threading.Thread(target=come_and_go, daemon=True).start()
+    report = pipe.run()
     print(report.markdown())
+    for sid, row in report.stats["sources"].items():
+        print(f"{sid}: {row.get('state')} ({row.get('reason', '')}), {row['frames_out']} results, "
+              f"{row['cached']} from the gate's cache, dropped {row['drops'] or 0}")
     print(f"outputs in {args.out} (one video per source: out_<name>.mp4)")
     return 0
 

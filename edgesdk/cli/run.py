@@ -1,12 +1,61 @@
-"""`edgesdk run`: stream one or more sources through a bundle into sinks."""
+"""`edgesdk run`: stream one or more sources through a bundle into sinks.
+
+The --source and --sink help is made from the source and sink tables
+(edgesdk/streaming/sources, edgesdk/sinks), so it lists exactly what is accepted.
+"""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
+
+from ..sinks import sink_forms
+from ..streaming.sources import source_forms
+
+
+class FiniteFloat(click.ParamType):
+    """A float that must be finite (no inf/nan) and within [lo, hi] (lo excluded if lo_open)."""
+
+    name = "number"
+
+    def __init__(self, lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def _range(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"<= {self.hi:g}"
+        return " and ".join(x for x in (lo, hi) if x)
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number; give a plain number {self._range()}".rstrip(), param, ctx)
+        low_bad = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+        if low_bad or (self.hi is not None and v > self.hi):
+            self.fail(f"{value!r} is out of range: it must be {self._range()}", param, ctx)
+        return v
+
+
+def _weights(values: tuple[str, ...]) -> dict[str, float]:
+    """--weight NAME=W values as {name: weight}; one-line errors naming the bad value."""
+    out: dict[str, float] = {}
+    positive = FiniteFloat(0, lo_open=True)
+    for text in values:
+        name, sep, num = text.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{text!r}: write NAME=WEIGHT, NAME being a --source name", param_hint="--weight")
+        try:
+            out[name] = positive.convert(num, None, None)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"{text!r}: {exc.message}", param_hint="--weight") from None
+    return out
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -18,29 +67,44 @@ def _write_json(path: Path, data: dict) -> None:
 @click.command("run")
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--source", "sources", multiple=True, required=True, metavar="SRC",
-              help="Camera index or /dev/videoN, video file, rtsp:// or http:// URL, image folder or glob; "
-                   "NAME=SRC names it. Repeat for several sources.")
+              help=f"One of: {source_forms()}. NAME=SRC names it. Repeat for several sources.")
+@click.option("--weight", "weights", multiple=True, metavar="NAME=W",
+              help="Share of the engine for source NAME when it is overloaded (> 0, default 1 each).")
 @click.option("--batching", type=click.Choice(["none", "fixed", "adaptive"]), default="none", show_default=True,
               help="none: one frame per call; fixed: --batch N (with --max-wait-ms); adaptive: meet --slo-ms.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Fixed batch size; for adaptive the largest batch allowed (default 16).")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=None,
+@click.option("--max-wait-ms", type=FiniteFloat(0), default=None,
               help="Fixed batching: send a partial batch once its oldest frame waited this long.")
-@click.option("--slo-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--slo-ms", type=FiniteFloat(0, lo_open=True), default=None,
               help="Adaptive batching: end-to-end latency target in ms (capture to result).")
+@click.option("--gate", type=click.Choice(["none", "change"]), default=None,
+              help="change: skip inference on frames that barely changed; their result is the last one, marked cached.")
+@click.option("--gate-threshold", type=FiniteFloat(0, 1), default=None,
+              help="--gate change: mean pixel change (fraction of full scale, 0-1) below which a frame is skipped "
+                   "(default 0.02).")
+@click.option("--gate-max-age-s", type=FiniteFloat(0, lo_open=True), default=None,
+              help="--gate change: run a fresh inference at least this often per source (default 2 s).")
+@click.option("--then", "then", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="BUNDLE",
+              help="Cascade: run this bundle on the crops of the first bundle's detections "
+                   "(e.g. face landmarks after a face detector); results per detection under 'then'. Repeatable.")
 @click.option("--sink", "sinks", multiple=True, metavar="SINK",
-              help="out.jsonl, out.mp4, mqtt://HOST:PORT/TOPIC, window, metrics:PORT; '{source}' in a "
-                   "file name makes one per source. Repeatable.")
+              help=f"One of: {sink_forms()}. '{{source}}' in a file name makes one per source. Repeatable.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve pipeline statistics for Prometheus on this port.")
+@click.option("--control", "control_port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Local control endpoint on 127.0.0.1:PORT: GET/POST /sources, DELETE /sources/NAME "
+                   "(add and remove sources while running).")
 @click.option("--loop", is_flag=True, help="Files and folders: start again at the end.")
 @click.option("--realtime", is_flag=True,
               help="Files and folders: play at their native frame rate and drop frames like a camera.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many seconds.")
+@click.option("--duration", type=FiniteFloat(0, lo_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop each source after N frames.")
 @click.option("--backend", default=None, help="Engine to use instead of the bundle's (onnxruntime, openvino, litert).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Engine threads (of each replica; default with --replicas: cores / replicas).")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Engine instances behind the one batcher (at most the CPU cores).")
 @click.option("--buffer", "buffer_size", type=click.IntRange(min=1), default=None,
               help="Frames buffered per source (default max(8, 2 x batch)).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=2, show_default=True,
@@ -50,19 +114,22 @@ def _write_json(path: Path, data: dict) -> None:
               help="One-line live status on stderr (default: when stderr is a terminal).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the final statistics as JSON here.")
-def run(bundle: Path, sources: tuple[str, ...], batching: str, batch: Optional[int], max_wait_ms: Optional[float],
-        slo_ms: Optional[float], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool, realtime: bool,
-        duration: Optional[float], max_frames: Optional[int], backend: Optional[str], threads: Optional[int],
-        buffer_size: Optional[int], max_inflight: int, profile: Optional[str], status: Optional[bool],
-        report_path: Optional[Path]) -> None:
+def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batching: str, batch: Optional[int],
+        max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
+        gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
+        control_port: Optional[int], loop: bool,
+        realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
+        threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
+        status: Optional[bool], report_path: Optional[Path]) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
     Stops when every source has ended, after --duration, or on Ctrl-C / SIGTERM: frames
     in flight are finished and the sinks closed (a second Ctrl-C drops the queued ones).
+    Exits non-zero when a source cannot be opened or fails, or a file sink lost output.
 
     \b
     edgesdk run faces/ --source 0 --sink faces.jsonl --sink out.mp4
-    edgesdk run faces/ --source door=rtsp://10.0.0.5/live --source cam0=0 \\
+    edgesdk run faces/ --source door=rtsp://10.0.0.5/live --source cam0=0 --weight door=2 \\
         --batching adaptive --slo-ms 50 --sink mqtt://127.0.0.1:1883/faces --metrics-port 9100
     """
     from ..streaming.pipeline import Pipeline
@@ -72,6 +139,9 @@ def run(bundle: Path, sources: tuple[str, ...], batching: str, batch: Optional[i
                     slo_ms=slo_ms, max_inflight=max_inflight, loop=loop, realtime=realtime, buffer_size=buffer_size,
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
+                    weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
+                    gate_max_age_s=gate_max_age_s, replicas=replicas, then=[str(p) for p in then],
+                    control_port=control_port,
                     **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     try:
@@ -80,5 +150,6 @@ def run(bundle: Path, sources: tuple[str, ...], batching: str, batch: Optional[i
         if report_path is not None:
             rep = pipe.report()
             _write_json(report_path, {"stats": rep.stats, "stop_reason": rep.stop_reason, "policy": rep.policy,
-                                      "source_errors": rep.source_errors})
+                                      "source_errors": rep.source_errors, "sinks": rep.sinks,
+                                      "sink_errors": rep.sink_errors})
     click.echo(report.markdown())

@@ -5,9 +5,8 @@ Accepted specs:
   - ``out.jsonl`` (or ``.ndjson``)                            -> `JsonlSink` (live, line-atomic)
   - ``out.mp4`` / ``out.avi`` [``?fps=25&source=cam0``]        -> `VideoSink` (annotated, atomic)
   - ``mqtt://[user:pw@]host[:port]/topic[?qos=1&...]``        -> `MqttSink`
-    (``mqtts://...?ca=ca.crt[&cert=c.crt&key=c.key]`` over TLS)
   - ``window`` or ``window:TITLE``                            -> `WindowSink`
-  - ``metrics:PORT`` or ``prometheus://[user:pw@]HOST:PORT``  -> `PrometheusSink` (127.0.0.1 by default)
+  - ``metrics:PORT`` or ``prometheus://HOST:PORT``            -> `PrometheusSink`
   - a `Sink` instance is returned as it is.
 Keyword arguments go to the sink's constructor (``make_sink("out.mp4", fps=15)``).
 The MQTT, Prometheus, video and window sinks import their libraries only when made.
@@ -15,6 +14,7 @@ The MQTT, Prometheus, video and window sinks import their libraries only when ma
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,15 +24,13 @@ from .base import AsyncSink, Sink, encode_result
 from .callback import CallbackSink
 from .jsonl import JsonlSink
 
-SPEC_FORMS = ("out.jsonl", "out.mp4", "out.avi", "mqtt://HOST:PORT/TOPIC", "mqtts://HOST:PORT/TOPIC", "window",
-              "metrics:PORT",
-              "prometheus://HOST:PORT", "a callable(frame, result)")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 VIDEO_SUFFIXES = (".mp4", ".avi")
 _LAZY = {"VideoSink": "video", "WindowSink": "window", "MqttSink": "mqtt", "PrometheusSink": "prometheus",
          "MetricsServer": "prometheus"}
 
-__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS",
+__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS", "SINK_KINDS",
+           "SinkKind", "sink_forms",
            *_LAZY]
 
 
@@ -70,6 +68,79 @@ def _video_options(query: str, spec: str) -> dict[str, Any]:
     return out
 
 
+def _window(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    from .window import WindowSink
+    title = s.split(":", 1)[1] if ":" in s else ""
+    return WindowSink(title=title or "EdgeSDK", **options)
+
+
+def _mqtt(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    from .mqtt import MqttSink
+    return MqttSink.from_url(s, **options)
+
+
+def _unsupported_mqtt(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    raise _unknown(spec, "MQTT over websockets is not supported; use mqtt:// or mqtts://")
+
+
+def _metrics(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    from .prometheus import PrometheusSink
+    return PrometheusSink(_port(s.split(":", 1)[1], spec), **options)
+
+
+def _prometheus(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    from .prometheus import PrometheusSink
+    parts = urlsplit(s)
+    try:
+        port = parts.port
+    except ValueError:
+        raise _unknown(spec, "bad port") from None
+    if port is None or parts.path not in ("", "/"):
+        raise _unknown(spec, "write prometheus://HOST:PORT")
+    from .prometheus import DEFAULT_HOST, auth_from_url
+    auth = auth_from_url(unquote(parts.username or ""), unquote(parts.password or ""))
+    return PrometheusSink(port, parts.hostname or DEFAULT_HOST, basic_auth=auth, **options)
+
+
+def _video(s: str, spec: str, options: dict[str, Any]) -> Sink:
+    from .video import VideoSink
+    path, _, query = s.partition("?")
+    return VideoSink(path, **{**_video_options(query, spec), **options})
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    """One row of the sink table: the form shown in help, how to recognise a spec (given
+    it lower-cased), and how to build it."""
+
+    form: str
+    matches: Callable[[str], bool]
+    build: Callable[[str, str, dict[str, Any]], Sink]
+    listed: bool = True  # False: a row that only explains a refusal
+
+
+#: every string sink form, tried in order; `--help` and errors are made from it.
+SINK_KINDS: tuple[SinkKind, ...] = (
+    SinkKind("out.jsonl", lambda low: "://" not in low and Path(low).suffix in JSONL_SUFFIXES,
+             lambda s, spec, o: JsonlSink(s, **o)),
+    SinkKind("out.mp4|out.avi[?fps=F&source=ID&fourcc=XXXX]",
+             lambda low: "://" not in low and Path(low.partition("?")[0]).suffix in VIDEO_SUFFIXES, _video),
+    SinkKind("window[:TITLE]", lambda low: low == "window" or low.startswith("window:"), _window),
+    SinkKind("mqtt://[USER:PW@]HOST[:PORT]/TOPIC", lambda low: low.startswith("mqtt://"), _mqtt),
+    SinkKind("mqtts://[USER:PW@]HOST[:PORT]/TOPIC[?ca=F&cert=F&key=F]", lambda low: low.startswith("mqtts://"), _mqtt),
+    SinkKind("ws", lambda low: "://" in low and low.split("://", 1)[0] in ("ws", "wss"),
+             _unsupported_mqtt, listed=False),
+    SinkKind("metrics:PORT", lambda low: low.startswith("metrics:") and not low.startswith("metrics://"), _metrics),
+    SinkKind("prometheus://[USER:PW@]HOST:PORT", lambda low: low.startswith("prometheus://"), _prometheus),
+)
+SPEC_FORMS = tuple(k.form for k in SINK_KINDS if k.listed) + ("a callable(frame, result)",)
+
+
+def sink_forms() -> str:
+    """The accepted sink forms, for --help and error messages."""
+    return ", ".join(SPEC_FORMS)
+
+
 def make_sink(spec: Union[str, os.PathLike, Callable[..., Any], Sink], **options: Any) -> Sink:
     """Build a sink from a spec (see the module doc). Raises `SinkError` for an unknown form."""
     if isinstance(spec, Sink):
@@ -81,37 +152,9 @@ def make_sink(spec: Union[str, os.PathLike, Callable[..., Any], Sink], **options
             return CallbackSink(spec, **options)
         raise _unknown(spec, f"a {type(spec).__name__} is neither a string nor a callable")
     s = spec.strip()
-    low = s.lower()
     if not s:
         raise _unknown(spec, "empty")
-    if low == "window" or low.startswith("window:"):
-        from .window import WindowSink
-        title = s.split(":", 1)[1] if ":" in s else ""
-        return WindowSink(title=title or "EdgeSDK", **options)
-    if low.startswith(("mqtt://", "mqtts://")):
-        from .mqtt import MqttSink
-        return MqttSink.from_url(s, **options)
-    if "://" in low and low.split("://", 1)[0] in ("ws", "wss"):
-        raise _unknown(spec, "MQTT over websockets is not supported; use mqtt:// or mqtts://")
-    if low.startswith("metrics:") and not low.startswith("metrics://"):
-        from .prometheus import PrometheusSink
-        return PrometheusSink(_port(s.split(":", 1)[1], spec), **options)
-    if low.startswith("prometheus://"):
-        from .prometheus import PrometheusSink
-        parts = urlsplit(s)
-        try:
-            port = parts.port
-        except ValueError:
-            raise _unknown(spec, "bad port") from None
-        if port is None or parts.path not in ("", "/"):
-            raise _unknown(spec, "write prometheus://HOST:PORT")
-        from .prometheus import DEFAULT_HOST, auth_from_url
-        auth = auth_from_url(unquote(parts.username or ""), unquote(parts.password or ""))
-        return PrometheusSink(port, parts.hostname or DEFAULT_HOST, basic_auth=auth, **options)
-    if Path(s).suffix.lower() in JSONL_SUFFIXES:
-        return JsonlSink(s, **options)
-    path, _, query = s.partition("?")
-    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
-        from .video import VideoSink
-        return VideoSink(path, **{**_video_options(query, spec), **options})
+    for kind in SINK_KINDS:
+        if kind.matches(s.lower()):
+            return kind.build(s, spec, options)
     raise _unknown(spec)

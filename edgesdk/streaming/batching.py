@@ -56,6 +56,10 @@ class QueueView:
     timestamps: tuple[float, ...] = ()
     #: capture time of the oldest queued frame of a lossless source (never dropped)
     oldest_lossless: Optional[float] = None
+    #: sources with at least one queued frame (an overloaded batch is split over these)
+    lanes: int = 1
+    #: capture time of the newest frame of the source the buffer serves next (fairness)
+    next_fair: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class Plan:
     stale_before: Optional[float] = None
     #: take nothing before this time, then plan again (just-in-time batching)
     not_before: Optional[float] = None
+    #: overload: keep only each live source's newest this many frames (the rest are superseded)
+    keep_per_lane: Optional[int] = None
 
 
 class BatchPolicy(abc.ABC):
@@ -331,6 +337,7 @@ class AdaptiveBatching(BatchPolicy):
         largest = min(self.max_batch, max(self.device.points(), default=1) + 1)
         feasible = [b for b in range(1, largest + 1) if self._start_if_feasible(b, view, ts_desc) is not None]
         best = self._largest_efficient(feasible) if feasible else 0
+        best = max(best, self._keeping_up(view, ts_desc, largest))
         size = best = max(best, 1)  # 0: not even one frame makes it: drop the late ones, send the freshest
         probe = self._dispatches + 1 >= self._next_probe
         if probe:
@@ -357,20 +364,42 @@ class AdaptiveBatching(BatchPolicy):
             self._next_probe = self._dispatches + self.probe_every
             self.probes += int(size != best)
         self.target = best = size
-        cutoff = device_free + cost - self.budget
-        if len(ts_desc) > 2 * best and view.arrival_rate * cost > best:
+        # Stale: frames that would miss the SLO itself (with the planning margin). The
+        # shrinking budget decides batch sizes only; dropping by it would throw frames away
+        # while the engine still had room for them.
+        cutoff = device_free + cost - self.slo_s * self.margin
+        keep = None
+        if len(ts_desc) > 2 * best and view.arrival_rate > self._capacity(largest):
             # Overloaded (frames arrive faster than batches of this size are done, and more
-            # than two batches wait): some frames will be dropped anyway, so drop the oldest
-            # and run the newest. Same throughput, far lower latency, room left for jitter.
-            cutoff = max(cutoff, ts_desc[best - 1])
+            # than two batches wait): some frames will be dropped anyway, so each live
+            # source keeps only its newest share of the batch. Same throughput, far lower
+            # latency, and every source still gets its turn (the buffer serves the lanes
+            # round-robin; a global "newest N" cut would starve the same cameras forever).
+            keep = max(1, math.ceil(best / max(1, view.lanes)))
         if ts_desc:
-            cutoff = min(cutoff, ts_desc[0])  # always run the newest frame: keep measuring
+            # always run a frame, late or not (keep measuring): the newest of the source whose
+            # turn it is (the newest overall would always be the camera whose capture phase
+            # comes last)
+            cutoff = min(cutoff, view.next_fair if view.next_fair is not None else ts_desc[0])
         fresh = [t for t in ts if t >= cutoff]
-        if len(fresh) >= best:
-            return Plan(best, view.now, stale_before=cutoff)
+        if len(fresh) >= best or keep is not None:
+            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep)
         # wait for the rest, but not beyond the latest start that keeps the oldest within budget
         oldest = min(fresh) if fresh else view.now
         return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)
+
+    def _capacity(self, largest: int) -> float:
+        """Frames/s the engine does at its most efficient size up to `largest` (as planned)."""
+        return max(b / max(self._cost(b) or 1e-9, 1e-9) for b in range(1, largest + 1))
+
+    def _keeping_up(self, view: QueueView, ts_desc: list[float], largest: int) -> int:
+        """The smallest size whose throughput matches the arrival rate, if it still meets
+        the SLO itself (0 if none): under a shrunk budget, small batches that fall behind
+        would drop frames the engine could have run."""
+        for b in range(1, largest + 1):
+            if b / max(self._cost(b) or 1e-9, 1e-9) >= view.arrival_rate:
+                return b if self._start_if_feasible(b, view, ts_desc, self.slo_s * self.margin) is not None else 0
+        return 0
 
     def _largest_efficient(self, sizes: list[int], tolerance: float = 0.05) -> int:
         """The largest of `sizes` whose frames per second is within `tolerance` of the best

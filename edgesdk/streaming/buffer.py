@@ -1,7 +1,15 @@
 """Bounded frame buffers between the source threads and the batcher.
 
 One lane per source, all behind one lock and condition, so the batcher can wait for
-"N frames from any source" and take them oldest first across sources. A live lane
+"N frames from any source". When everything queued fits in the batch it is taken oldest
+first; when it does not (overload), lanes are served by weighted fair queueing (stride
+scheduling): each lane has a pass value that grows by 1/weight per frame served, and the
+lane with the lowest pass goes next (ties: the oldest frame). A camera that offers
+little is served whenever it has a frame, the others share the rest in proportion to
+their weights (max-min fairness), however the capture phases line up with the batcher
+(oldest-first would always favour the same cameras, and a global "newest N" cut always
+starves the same ones). An idle lane's credit is capped at one frame, so a source that
+comes back cannot take a burst. A live lane
 (camera, stream) drops its oldest frame when full, so a slow consumer never makes a
 camera fall behind real time; each drop is counted. A lossless lane (file, folder)
 blocks its producer instead. Memory is bounded by the sum of the lane capacities.
@@ -28,6 +36,10 @@ class _Lane:
     dropped: int = 0
     received: int = 0
     high_water: int = 0
+    #: share under overload (fair queueing); 1.0 for every lane is an even split
+    weight: float = 1.0
+    #: stride scheduling: grows by 1/weight per frame served; the lowest goes next
+    pass_: float = 0.0
 
 
 class FrameBuffer:
@@ -46,15 +58,30 @@ class FrameBuffer:
         self._closed = False
         self._on_drop = on_drop
         self._arrivals: deque[float] = deque(maxlen=rate_window)
+        self._vt = 0.0  # virtual time: the pass value of the last frame served
 
     # ------------------------------------------------------------------ producers
-    def add_source(self, source_id: str, capacity: int, drop_oldest: bool) -> None:
+    def add_source(self, source_id: str, capacity: int, drop_oldest: bool, weight: float = 1.0) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity for {source_id!r} must be >= 1, got {capacity}")
+        if not weight > 0 or weight == float("inf"):
+            raise ValueError(f"weight of source {source_id!r} must be a finite number > 0, got {weight}")
         with self._cond:
             if source_id in self._lanes:
                 raise ValueError(f"source id {source_id!r} is used twice; give each source its own name")
-            self._lanes[source_id] = _Lane(source_id, capacity, drop_oldest)
+            self._lanes[source_id] = _Lane(source_id, capacity, drop_oldest, weight=float(weight))
+            self._cond.notify_all()
+
+    def remove_source(self, source_id: str) -> list[Frame]:
+        """Forget a source's lane (it was removed from a running pipeline); returns the
+        frames it still held so the caller can count them."""
+        with self._cond:
+            lane = self._lanes.pop(source_id, None)
+            if lane is None:
+                return []
+            self._count -= len(lane.frames)
+            self._cond.notify_all()
+            return list(lane.frames)
 
     def put(self, frame: Frame, timeout: Optional[float] = None) -> bool:
         """Add a frame. Live lanes never block; lossless lanes wait for room.
@@ -128,28 +155,62 @@ class FrameBuffer:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            taken: list[Frame] = []
-            heads = [(lane.frames[0].timestamp, i, lane) for i, lane in enumerate(self._lanes.values()) if lane.frames]
-            heapq.heapify(heads)
-            while heads and len(taken) < n:
-                _, i, lane = heapq.heappop(heads)
-                taken.append(lane.frames.popleft())
-                if lane.frames:
-                    heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
+            taken = self._take_all() if self._count <= n else self._take_fair(n)
             self._count -= len(taken)
             if taken:
                 self._cond.notify_all()  # room for blocked producers
             return taken
 
-    def drop_stale(self, before: float) -> list[Frame]:
+    def _serve(self, lane: _Lane) -> Frame:
+        """Pop the lane's oldest frame and advance its pass (lock held)."""
+        start = max(lane.pass_, self._vt - 1.0)  # idle credit capped at one frame
+        lane.pass_ = start + 1.0 / lane.weight
+        self._vt = max(self._vt, start)
+        return lane.frames.popleft()
+
+    def _next_lane(self) -> Optional[_Lane]:
+        """The backlogged lane with the lowest pass (ties: the oldest head frame; lock held)."""
+        backlogged = [lane for lane in self._lanes.values() if lane.frames]
+        if not backlogged:
+            return None
+        return min(backlogged, key=lambda l: (max(l.pass_, self._vt - 1.0), l.frames[0].timestamp))
+
+    def _take_all(self) -> list[Frame]:
+        """Everything queued, oldest capture first across sources (lock held)."""
+        taken: list[Frame] = []
+        heads = [(lane.frames[0].timestamp, i, lane) for i, lane in enumerate(self._lanes.values()) if lane.frames]
+        heapq.heapify(heads)
+        while heads:
+            _, i, lane = heapq.heappop(heads)
+            taken.append(self._serve(lane))
+            if lane.frames:
+                heapq.heappush(heads, (lane.frames[0].timestamp, i, lane))
+        return taken
+
+    def _take_fair(self, n: int) -> list[Frame]:
+        """`n` of more queued frames, the lowest pass first (lock held; see module doc)."""
+        taken: list[Frame] = []
+        while len(taken) < n:
+            lane = self._next_lane()
+            if lane is None:
+                break
+            taken.append(self._serve(lane))
+        taken.sort(key=lambda f: f.timestamp)
+        return taken
+
+    def drop_stale(self, before: Optional[float], keep_newest: Optional[int] = None) -> list[Frame]:
         """Remove frames of live lanes captured before `before` (they would miss the latency
-        target anyway); lossless lanes keep every frame. Returns the removed frames."""
+        target anyway) and, with `keep_newest`, all but each live lane's newest that many
+        (overload: a frame superseded by a newer one of the same camera); lossless lanes
+        keep every frame. Returns the removed frames."""
         stale: list[Frame] = []
         with self._cond:
             for lane in self._lanes.values():
                 if not lane.drop_oldest:
                     continue
-                while lane.frames and lane.frames[0].timestamp < before:
+                while lane.frames and before is not None and lane.frames[0].timestamp < before:
+                    stale.append(lane.frames.popleft())
+                while keep_newest is not None and len(lane.frames) > max(1, keep_newest):
                     stale.append(lane.frames.popleft())
             self._count -= len(stale)
             if stale:
@@ -189,6 +250,17 @@ class FrameBuffer:
             # a stalled source lowers the rate as time passes without arrivals
             span = max(last - first, 1e-6) + max(0.0, now - last - (last - first) / (len(self._arrivals) - 1))
             return (len(self._arrivals) - 1) / span
+
+    def next_fair_newest(self) -> Optional[float]:
+        """Capture time of the newest frame of the lane that is served next (lowest pass)."""
+        with self._cond:
+            lane = self._next_lane()
+            return lane.frames[-1].timestamp if lane is not None else None
+
+    def active_lanes(self) -> int:
+        """Lanes holding at least one frame (the overload split is over these)."""
+        with self._cond:
+            return sum(1 for lane in self._lanes.values() if lane.frames)
 
     def sizes(self) -> dict[str, int]:
         with self._cond:

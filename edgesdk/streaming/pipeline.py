@@ -20,20 +20,27 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from ..errors import ConfigError, EdgeSDKError
 from ..results import Frame, Result
-from .batching import BatchPolicy, QueueView, batch_limit, make_policy
+from .batching import AdaptiveBatching, BatchPolicy, QueueView, batch_limit, make_policy
 from .buffer import FrameBuffer
+from .cascade import Cascade, load_stage
+from .gate import ChangeGate, make_gate
 from .model import StreamModel, load_stream_model
-from .sources import Backoff, Source, SourceReader, make_source, unique_ids
-from .stats import PipelineStats, markdown, status_line
+from .replicas import check_replicas, replicate, threads_per_replica
+from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
+from .sinkset import SinkSet
+from .sourceset import SourceSet, check_weight  # noqa: F401 (check_weight: part of this module's API)
+from .sources import Backoff, Source, SourceReader
+from .sources.state import SourceState
+from .stats import PipelineStats, markdown
 
 log = logging.getLogger("edgesdk.streaming")
 
@@ -55,6 +62,19 @@ class _Batch:
     t_pre: float  # preprocess seconds
     t_submit: float
     t_done: Optional[float] = None
+    #: per frame: True if the engine ran on it, False if the change gate reuses a result
+    inferred: Optional[list[bool]] = None
+
+    @property
+    def count(self) -> int:
+        """Frames the engine ran on."""
+        return len(self.frames) if self.inferred is None else sum(self.inferred)
+
+
+def _done_future() -> "Future[dict]":
+    fut: "Future[dict]" = Future()
+    fut.set_result({})
+    return fut
 
 
 @dataclass
@@ -69,12 +89,16 @@ class RunReport:
     buffer_capacity: dict[str, int] = field(default_factory=dict)
     #: each sink's own counters after it was closed: written, dropped, errors, high_water...
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: sinks that lost output (a video writer that could not open...): the run failed
+    sink_errors: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         text = markdown(self.stats)
         text += f"\n- stopped: {self.stop_reason}\n- batching: {self.policy}\n"
         for err in self.source_errors:
             text += f"- source error: {err}\n"
+        for err in self.sink_errors:
+            text += f"- sink error: {err}\n"
         return text
 
 
@@ -103,6 +127,19 @@ class Pipeline:
         sink_queue: frames each sink may hold before dropping.
         profile: a device profile (or name) whose max_batch limits batching.
         reconnect: backoff for streams/cameras that drop.
+        weights: source id -> share of the engine under overload (> 0; default 1 each).
+        observers: more `Observer`s of the live statistics (see observers.py).
+        gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
+            that barely changed and re-emits the last result marked cached (see gate.py).
+        then: cascade bundles run on the crops of the first bundle's detections, results in
+            ``result.then[stage]`` (see cascade.py).
+        control_port: serve add/remove/states of sources on 127.0.0.1:PORT (see control.py).
+        replicas: engine instances of the model behind the batcher (a bundle or model path;
+            at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
+
+    Sources can be added and removed while it runs (`add_source`, `remove_source`); each
+    has a state (connecting, live, reconnecting, ended, failed) in the statistics.
+    `Pipeline.from_spec(dict)` builds one from a provisioning-style description.
     """
 
     def __init__(
@@ -128,6 +165,14 @@ class Pipeline:
         backend: Optional[str] = None,
         profile: Any = None,
         reconnect: Optional[Backoff] = None,
+        weights: Optional[dict[str, float]] = None,
+        observers: Sequence[Observer] = (),
+        gate: Union[None, str, ChangeGate] = None,
+        gate_threshold: Optional[float] = None,
+        gate_max_age_s: Optional[float] = None,
+        replicas: int = 1,
+        then: Sequence[Any] = (),
+        control_port: Optional[int] = None,
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -137,8 +182,20 @@ class Pipeline:
             raise ConfigError("a pipeline needs at least one source (--source)")
         if max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.replicas = check_replicas(replicas)
+        if self.replicas > 1:
+            if not isinstance(model, (str, Path)):
+                raise ConfigError("replicas need a bundle directory or model file to load several times")
+            # every replica busy and one batch ready behind them
+            max_inflight = max(max_inflight, self.replicas + 1)
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
+        self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
+        self._last_result: dict[str, tuple[int, Result]] = {}
+        self._then_specs = list(then)
+        self.control_port = control_port
+        self.control: Any = None
+        self.cascade: Optional[Cascade] = None
         self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
         self._model_spec = model
         self._backend = backend
@@ -158,15 +215,15 @@ class Pipeline:
         self.reconnect = reconnect
 
         self.stats = PipelineStats()
-        self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop(f"buffer_full:{sid}", n))
-        self.sources: list[Source] = []
-        self.readers: list[SourceReader] = []
+        self.buffer = FrameBuffer(on_drop=lambda sid, n: self.stats.drop("buffer_full", n, source=sid))
+        self.source_set = SourceSet(self._source_specs, self.buffer, self.stats, self._lane_capacity,
+                                    weights=weights, realtime=realtime, loop=loop, max_frames=max_frames,
+                                    backoff=reconnect)
         self.model: Optional[StreamModel] = None
         self._owns_model = False
-        self._sinks_all: list[Any] = []
-        self._sinks_by_source: dict[str, list[Any]] = {}
-        self._sink_stats: dict[str, dict[str, Any]] = {}
-        self._metrics: Any = None
+        self.sinks = SinkSet(self._sink_specs, sink_queue, on_open=self._sink_opened)
+        self._observers: list[Observer] = list(observers)
+        self._slo: Optional[SloWatch] = None
         self._stop = threading.Event()  # sources stop reading
         self._abort = threading.Event()  # abandon queued frames
         self._done = threading.Event()  # everything finished and closed
@@ -186,27 +243,22 @@ class Pipeline:
         self._finish_lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
-    def _open_sinks(self) -> None:
-        if not self._sink_specs:
-            return
-        from ..sinks import AsyncSink, make_sink
+    def _sink_opened(self, name: str, wrapped: Any) -> None:
+        self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: w.stats.get("dropped", 0))
 
-        def wrap(spec: Any, sid: Optional[str]) -> Any:
-            if isinstance(spec, str) and sid is not None:
-                spec = spec.replace("{source}", sid)
-            sink = make_sink(spec)
-            wrapped = sink if isinstance(sink, AsyncSink) else AsyncSink(sink, self.sink_queue)
-            wrapped.open()
-            name = getattr(sink, "name", str(spec))
-            self.stats.gauge(f"drops.sink_full:{name}", lambda w=wrapped: w.stats.get("dropped", 0))
-            return wrapped
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> "Pipeline":
+        """A pipeline from a provisioning-style description::
 
-        for spec in self._sink_specs:
-            if isinstance(spec, str) and "{source}" in spec:
-                for src in self.sources:
-                    self._sinks_by_source.setdefault(src.source_id, []).append(wrap(spec, src.source_id))
-            else:
-                self._sinks_all.append(wrap(spec, None))
+            {"model": "bundle/", "sources": ["cam0=0", {"id": "door", "uri": "rtsp://...", "weight": 2}],
+             "sinks": ["out_{source}.jsonl"], "batching": "adaptive", "slo_ms": 200, ...}
+
+        Other keys are `Pipeline` keyword arguments; `overrides` win over the spec."""
+        from .spec import parse_spec
+
+        model, sources, sinks, kwargs = parse_spec(spec)
+        kwargs.update(overrides)
+        return cls(model, sources, sinks, **kwargs)
 
     def _profile_limit(self) -> Optional[int]:
         prof = self.profile
@@ -236,53 +288,108 @@ class Pipeline:
             return self
         self._started = True
         try:
-            for i, spec in enumerate(self._source_specs):
-                self.sources.append(make_source(spec, None if isinstance(spec, (str, int)) else f"src{i}",
-                                                realtime=self.realtime))
-            unique_ids(self.sources)
-            self.model, self._owns_model = load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
+            self.source_set.build()
+            self.model, self._owns_model = self._load_model()
             self.policy.limit(batch_limit(self.model.max_batch, self._profile_limit()))
-            self._open_sinks()
-            if self.metrics_port is not None:
-                from ..sinks.prometheus import MetricsServer
-
-                self._metrics = MetricsServer.shared(self.metrics_port)
+            if self._then_specs:
+                self.cascade = Cascade([], self.stats)
+                self.cascade.check_first(self.model)
+                for spec in self._then_specs:
+                    self.cascade.stages.append(load_stage(spec, self._backend, **self._runtime_kw))
+            self.sinks.open(self.source_set.ids)
+            self._make_observers()
             # sources last: a camera or stream opened before a slow model load would
             # start with seconds of stale frames
-            for src in self.sources:
-                src.open()
+            self.source_set.open()
         except BaseException:
             self._close_all()
             self._done.set()
             raise
-        cap = self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
-        for src in self.sources:
-            self.buffer.add_source(src.source_id, cap, drop_oldest=src.live)
+        self.stats.gauge("source_states", self.source_set.describe)
         self.stats.gauge("queued", lambda: self.buffer.sizes())
         self.stats.gauge("inflight", lambda: self._inflight)
         self.stats.gauge("batching", self.policy.describe)
+        if self.gate is not None:
+            self.stats.gauge("gate", self.gate.describe)
         self.stats.started = time.time()
-        for src in self.sources:
-            reader = SourceReader(src, self.buffer, self.stats, self._stop, loop=self.loop, realtime=self.realtime,
-                                  max_frames=self.max_frames, backoff=self.reconnect)
-            self.readers.append(reader)
+        # lanes before the dispatcher: a buffer without lanes counts as exhausted
+        self.source_set.start()
         self._threads = [threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True),
                          threading.Thread(target=self._complete_loop, name="completion", daemon=True),
                          threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)]
         for t in self._threads:
             t.start()
-        for r in self.readers:
-            r.start()
+        if self.control_port is not None:
+            from .control import ControlServer
+
+            try:
+                self.control = ControlServer(self, self.control_port)
+            except EdgeSDKError:
+                self.abort("control endpoint")
+                self.wait(10)
+                raise
         log.info("pipeline started: %d source(s), batching %s", len(self.sources), self.policy.describe())
         return self
 
+    def _load_model(self) -> tuple[StreamModel, bool]:
+        if self.replicas == 1:
+            return load_stream_model(self._model_spec, self._backend, **self._runtime_kw)
+        kw = dict(self._runtime_kw, threads=threads_per_replica(self.replicas, self._runtime_kw.get("threads")))
+        return replicate(lambda: load_stream_model(self._model_spec, self._backend, **kw)[0], self.replicas), True
+
+    def _make_observers(self) -> None:
+        if self.metrics_port is not None:
+            from ..sinks.prometheus import MetricsServer
+
+            self._observers.append(MetricsPublisher(MetricsServer.shared(self.metrics_port)))
+        if self.show_status:
+            self._observers.append(StatusLine())
+        if isinstance(self.policy, AdaptiveBatching):
+            self._slo = SloWatch(self.policy.slo_s * 1000.0, self.source_set.lossless_ids())
+
+    def _lane_capacity(self) -> int:
+        return self.buffer_size or max(DEFAULT_BUFFER, 2 * self.policy.max_batch)
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.source_set.sources
+
+    @property
+    def readers(self) -> list[SourceReader]:
+        return self.source_set.readers
+
+    @property
+    def states(self) -> dict[str, SourceState]:
+        return self.source_set.states
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.source_set.weights
+
     # ------------------------------------------------------------------ control
+    def add_source(self, spec: Any, name: Optional[str] = None, weight: float = 1.0) -> str:
+        """Add a source to the running pipeline; returns its id. It is opened in its own
+        thread (state ``connecting``, then ``live``, or ``failed`` with the reason)."""
+        if not self.running or self._stop.is_set():
+            raise ConfigError("add_source needs a running pipeline (call start() first; it has not stopped)")
+        return self.source_set.add(spec, name, weight, before_start=self.sinks.add_source)
+
+    def remove_source(self, source_id: str, timeout: float = 10.0) -> None:
+        """Stop one source of the running pipeline; its queued frames are dropped (counted as
+        ``removed``), its statistics are kept, its per-source sinks are closed."""
+        self.stats.drop("removed", self.source_set.remove(source_id, timeout), source=source_id)
+        self.sinks.remove_source(source_id)
+        if self.gate is not None:
+            self.gate.forget(source_id)
+        log.info("source removed: %s", source_id)
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop capturing; queued and in-flight frames are finished and delivered."""
         if not self._stop.is_set():
             self.stop_reason = self.stop_reason or reason
             log.info("stopping: %s", reason)
             self._stop.set()
+            self.source_set.stop()
 
     def abort(self, reason: str = "aborted") -> None:
         """Stop now: queued frames are dropped (counted); in-flight batches still finish."""
@@ -299,7 +406,11 @@ class Pipeline:
         return self._started and not self._done.is_set()
 
     def snapshot(self) -> dict[str, Any]:
-        return self.stats.snapshot()
+        """The live statistics, with the SLO verdict when batching has a latency target."""
+        snap = self.stats.snapshot()
+        if self._slo is not None:
+            self._slo.update(snap)
+        return snap
 
     def __enter__(self) -> "Pipeline":
         return self.start()
@@ -338,17 +449,21 @@ class Pipeline:
         report = self.report()
         if self._fatal is not None:
             raise self._fatal
-        errors = [r.error for r in self.readers if r.error is not None]
+        errors = self.source_set.errors
         if errors:
             raise errors[0]
+        sink_error = self.sinks.error()
+        if sink_error is not None:
+            raise sink_error
         return report
 
     def report(self) -> RunReport:
         return RunReport(
-            stats=self.stats.snapshot(), stop_reason=self.stop_reason or "running",
-            source_errors=[str(r.error) for r in self.readers if r.error is not None],
+            stats=self.snapshot(), stop_reason=self.stop_reason or "running",
+            source_errors=[str(e) for e in self.source_set.errors],
             policy=self.policy.describe(), buffer_high_water=self.buffer.high_water(),
-            buffer_capacity=self.buffer.capacities(), sinks=dict(self._sink_stats),
+            buffer_capacity=self.buffer.capacities(), sinks=dict(self.sinks.stats),
+            sink_errors=list(self.sinks.errors),
         )
 
     # ------------------------------------------------------------------ threads
@@ -359,7 +474,8 @@ class Pipeline:
         stamps, oldest_lossless = self.buffer.queue_times()
         return QueueView(now=now, queued=len(stamps), oldest=stamps[0] if stamps else None,
                          arrival_rate=self.buffer.arrival_rate(now), busy_until=max(busy, now), inflight=inflight,
-                         timestamps=stamps, oldest_lossless=oldest_lossless)
+                         timestamps=stamps, oldest_lossless=oldest_lossless, lanes=self.buffer.active_lanes(),
+                         next_fair=self.buffer.next_fair_newest())
 
     def _acquire_slot(self) -> bool:
         while not self._slots.acquire(timeout=0.1):
@@ -389,10 +505,9 @@ class Pipeline:
                         self._progress.wait(min(delay, 0.5))
                         self._progress.clear()
                     continue
-                if plan.stale_before is not None:
-                    stale = buffer.drop_stale(plan.stale_before)
-                    if stale:
-                        stats.drop("stale", len(stale))
+                if plan.stale_before is not None or plan.keep_per_lane is not None:
+                    for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane):
+                        stats.drop("stale", 1, source=f.source_id)
                 frames = buffer.take(plan.size, plan.deadline)
                 if not frames:
                     continue
@@ -414,9 +529,8 @@ class Pipeline:
         finally:
             if have_slot:
                 self._slots.release()
-            left = buffer.take(10**9, time.time())
-            if left:
-                stats.drop("aborted", len(left))
+            for f in buffer.take(10**9, time.time()):
+                stats.drop("aborted", 1, source=f.source_id)
             self._inflight_q.put(None)
 
     def _groups(self, frames: list[Frame]) -> list[list[Frame]]:
@@ -432,12 +546,16 @@ class Pipeline:
     def _submit(self, frames: list[Frame]) -> bool:
         assert self.model is not None
         model, stats = self.model, self.stats
-        n = len(frames)
         t_take = time.time()
         for f in frames:
             stats.stage("queue", t_take - f.timestamp)
+        inferred = [self.gate.decide(f) for f in frames] if self.gate is not None else None
+        run_on = frames if inferred is None else [f for f, keep in zip(frames, inferred) if keep]
+        n = len(run_on)
+        if not run_on:  # every frame reuses a result: nothing for the engine
+            return self._queue_batch(_Batch(frames, [], _done_future(), 0, t_take, 0.0, t_take, t_take, inferred))
         try:
-            feeds, transforms = model.preprocess([f.image for f in frames])
+            feeds, transforms = model.preprocess([f.image for f in run_on])
             feeds, size = model.pad(feeds, n)
         except EdgeSDKError as exc:
             log.error("preprocess failed for %d frame(s) (dropped): %s", n, exc)
@@ -454,17 +572,20 @@ class Pipeline:
             stats.error("infer")
             self._failed(exc)
             return False
-        batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit)
+        batch = _Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit, inferred=inferred)
 
         def done(_f: Future, b: _Batch = batch) -> None:
             b.t_done = time.time()
 
         future.add_done_callback(done)
-        predicted = self.policy.predict_device(size) or 0.0
+        stats.batch(n)
+        return self._queue_batch(batch)
+
+    def _queue_batch(self, batch: _Batch) -> bool:
+        predicted = (self.policy.predict_device(batch.size) or 0.0) if batch.size else 0.0
         with self._busy_lock:
             self._inflight += 1
-            self._busy_until = max(self._busy_until, t_submit) + predicted
-        stats.batch(n)
+            self._busy_until = max(self._busy_until, batch.t_submit) + predicted
         self._inflight_q.put(batch)
         return True
 
@@ -477,20 +598,23 @@ class Pipeline:
                 batch = self._inflight_q.get()
                 if batch is None:
                     break
-                n = len(batch.frames)
+                n = batch.count
                 try:
                     outputs = batch.future.result()
                 except Exception as exc:  # the engine's error, surfaced from the future
                     self._batch_done(time.time())
                     self._slots.release()
-                    stats.drop("error:infer", n)
+                    stats.drop("error:infer", len(batch.frames))
                     stats.error("infer")
-                    log.error("inference failed for %d frame(s) (dropped): %s", n, exc)
+                    log.error("inference failed for %d frame(s) (dropped): %s", len(batch.frames), exc)
                     self._failed(exc)
                     continue
                 t_done = batch.t_done or time.time()
                 self._batch_done(t_done)
                 self._slots.release()
+                if n == 0:  # the change gate reused results for every frame
+                    self._deliver(batch, [], time.time())
+                    continue
                 with self._busy_lock:
                     self._consecutive_errors = 0
                 device_s = t_done - max(batch.t_submit, prev_done)
@@ -505,10 +629,14 @@ class Pipeline:
                     stats.drop("error:decode", n)
                     stats.error("decode")
                     continue
+                if self.cascade is not None:
+                    ran = batch.frames if batch.inferred is None else \
+                        [f for f, r in zip(batch.frames, batch.inferred) if r]
+                    self.cascade.run(ran, results)
                 t1 = time.time()
                 stats.stage("decode", t1 - t0, n)
                 latencies = self._deliver(batch, results, t1)
-                stats.stage("sink", time.time() - t1, n)
+                stats.stage("sink", time.time() - t1, len(batch.frames))
                 policy.observe(batch.size, device_s, batch.t_pre + (t1 - t0), latencies, time.time())
         except Exception as exc:
             log.exception("completion thread failed")
@@ -536,10 +664,33 @@ class Pipeline:
                 self._busy_until = t_done
         self._progress.set()
 
+    def _with_cached(self, batch: _Batch, results: list[Result]) -> list[Optional[Result]]:
+        """One result per frame of the batch: fresh ones in order, the gate's skipped frames
+        get the last fresh result of their source (marked cached), None if there is none."""
+        if batch.inferred is None:
+            return list(results)
+        fresh = iter(results)
+        out: list[Optional[Result]] = []
+        for frame, ran in zip(batch.frames, batch.inferred):
+            if ran:
+                res = next(fresh, None)
+                if res is not None:
+                    self._last_result[frame.source_id] = (frame.index, res)
+                out.append(res)
+            else:
+                last = self._last_result.get(frame.source_id)
+                out.append(ChangeGate.cached(last[1], last[0]) if last is not None else None)
+        return out
+
     def _deliver(self, batch: _Batch, results: list[Result], t_decoded: float) -> list[float]:
         latencies = []
-        for frame, result in zip(batch.frames, results):
+        for frame, result in zip(batch.frames, self._with_cached(batch, results)):
             sid = frame.source_id
+            if result is None:  # skipped by the gate after its reference failed: nothing to re-emit
+                self.stats.drop("error:gate", 1, source=sid)
+                continue
+            if result.meta.get("cached"):
+                self.stats.cached(sid)
             last = self._last_index.get(sid, -1)
             if frame.index <= last:  # would be a bug: results must come out in capture order
                 log.error("result for %s frame %d after frame %d", sid, frame.index, last)
@@ -549,36 +700,32 @@ class Pipeline:
             result.meta.setdefault("batch_size", len(batch.frames))
             result.meta.setdefault("latency_ms", round((t_decoded - frame.timestamp) * 1000, 2))
             result.meta.setdefault("infer_ms", round(((batch.t_done or t_decoded) - batch.t_submit) * 1000, 3))
+            if "position_s" in frame.meta:  # files: where in the video, besides the wall clock
+                result.meta.setdefault("position_s", frame.meta["position_s"])
             if self.on_result is not None:
                 self.on_result(frame, result)
-            for sink in self._sinks_all:
-                sink.write(frame, result)
-            for sink in self._sinks_by_source.get(sid, ()):
-                sink.write(frame, result)
+            self.sinks.write(frame, result)
             e2e = time.time() - frame.timestamp
             self.stats.frame_out(sid, e2e)
             latencies.append(e2e)
         return latencies
 
     def _monitor_loop(self) -> None:
-        """Status line, metrics, duration limit, and the natural end (every source finished)."""
-        tty = self.show_status
-        last_metrics = 0.0
+        """Observers (status line, metrics, SLO watch), duration limit, and the natural end
+        (every source finished)."""
         while not self._done.wait(0.5):
             now = time.time()
             if self.duration is not None and now - self.stats.started >= self.duration:
                 self.stop(f"duration {self.duration:g} s")
-            if not self._stop.is_set() and self.readers and all(not r.is_alive() for r in self.readers):
+            if not self._stop.is_set() and self.source_set.all_ended:
                 self.stop_reason = self.stop_reason or "sources ended"
-            if tty:
-                sys.stderr.write("\r" + status_line(self.stats.snapshot()) + "\x1b[K")
-                sys.stderr.flush()
-            if self._metrics is not None and now - last_metrics >= 1.0:
-                self._metrics.update(self.stats.snapshot())
-                last_metrics = now
-        if tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            snap = self.snapshot()
+            for obs in list(self._observers):
+                try:
+                    obs.update(snap)
+                except Exception:  # an observer's bug must not stop the run
+                    log.exception("observer %r failed", obs)
+                    self._observers.remove(obs)
 
     def _finish(self) -> None:
         """After the last batch: stop readers, close sinks and model, mark done."""
@@ -587,35 +734,31 @@ class Pipeline:
                 return
             self._closed = True
         self._stop.set()
+        self.source_set.stop()
         self.buffer.close()
         if not self.stop_reason:
             self.stop_reason = "sources ended"
-        for r in self.readers:
-            r.join(timeout=10)
-            if r.is_alive():
-                log.warning("%s did not stop within 10 s", r.name)
+        self.source_set.join(10)
         self.stats.stop()
-        if self._metrics is not None:
-            self._metrics.update(self.stats.snapshot())
         self._close_all()
         self._done.set()
 
     def _close_all(self) -> None:
-        failed = self._fatal is not None
-        for sink in self._sinks_all + [s for group in self._sinks_by_source.values() for s in group]:
-            try:
-                # after a fatal error, file sinks drop their unfinished output instead of publishing it
-                sink.abort() if failed else sink.close()
-            except EdgeSDKError as exc:
-                log.error("closing sink %s failed: %s", getattr(sink, "name", sink), exc)
-            self._sink_stats[getattr(sink, "name", str(sink))] = dict(getattr(sink, "stats", {}))
-        self._sinks_all, self._sinks_by_source = [], {}
-        for src in self.sources:
-            src.close()
+        if self.control is not None:
+            self.control.close()
+        # after a fatal error, file sinks drop their unfinished output instead of publishing it
+        self.sinks.close(failed=self._fatal is not None)
+        self.source_set.close()
         if self.model is not None and self._owns_model and self.model.close is not None:
             self.model.close()
-        if self._metrics is not None and hasattr(self._metrics, "close"):
-            self._metrics.close()
+        if self.cascade is not None:
+            self.cascade.close()
+        snap = self.snapshot()
+        for obs in self._observers:
+            try:
+                obs.close(snap)
+            except Exception:
+                log.exception("observer %r failed at the end", obs)
 
 
 def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:

@@ -90,6 +90,8 @@ class PipelineStats:
         self._in_by_source: Counter[str] = Counter()
         self._out_by_source: Counter[str] = Counter()
         self._drops: Counter[str] = Counter()
+        self._drops_by_source: dict[str, Counter[str]] = {}
+        self._cached_by_source: Counter[str] = Counter()
         self._batches: Counter[int] = Counter()
         self._reconnects: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
@@ -128,11 +130,20 @@ class PipelineStats:
             self._device_busy += seconds
             self._device.add(seconds)
 
-    def drop(self, reason: str, n: int = 1) -> None:
-        """Count dropped frames. Reasons: buffer_full:<source>, stale, sink_full:<sink>, error:<stage>."""
+    def drop(self, reason: str, n: int = 1, source: Optional[str] = None) -> None:
+        """Count dropped frames. Reasons: buffer_full, stale, superseded, removed, aborted,
+        sink_full:<sink>, error:<stage>. With `source` the total is kept as
+        ``reason:source`` and the source's own table gets ``reason``."""
         if n:
             with self._lock:
-                self._drops[reason] += n
+                self._drops[f"{reason}:{source}" if source is not None else reason] += n
+                if source is not None:
+                    self._drops_by_source.setdefault(source, Counter())[reason] += n
+
+    def cached(self, source_id: str, n: int = 1) -> None:
+        """Results re-emitted from the cache (change gate) instead of a fresh inference."""
+        with self._lock:
+            self._cached_by_source[source_id] += n
 
     def batch(self, size: int) -> None:
         with self._lock:
@@ -153,6 +164,23 @@ class PipelineStats:
 
     def stop(self) -> None:
         self.stopped = time.time()
+
+    def _sources(self, elapsed: float, states: dict[str, Any]) -> dict[str, Any]:
+        """Per-source counters (lock held): in, out, fps out, e2e, drops by reason, cached, state."""
+        ids = set(self._in_by_source) | set(self._out_by_source) | set(self._reconnects) | set(states)
+        out: dict[str, Any] = {}
+        for sid in sorted(ids):
+            row: dict[str, Any] = {
+                "frames_in": self._in_by_source[sid], "frames_out": self._out_by_source[sid],
+                "fps_out": round(self._out_by_source[sid] / elapsed, 2),
+                "e2e": self._e2e_by_source[sid].summary_ms() if sid in self._e2e_by_source else None,
+                "reconnects": self._reconnects[sid],
+                "drops": dict(sorted(self._drops_by_source.get(sid, Counter()).items())),
+                "cached": self._cached_by_source[sid]}
+            if sid in states:
+                row.update(states[sid])
+            out[sid] = row
+        return out
 
     # ------------------------------------------------------------------ reading
     @property
@@ -194,12 +222,7 @@ class PipelineStats:
                 "fps_out_now": round(self._out.rate(now, self.started), 2),
                 "e2e": self._e2e.summary_ms(),
                 "stages": {name: w.summary_ms() for name, w in self._stages.items()},
-                "sources": {
-                    sid: {"frames_in": self._in_by_source[sid], "frames_out": self._out_by_source[sid],
-                          "e2e": self._e2e_by_source[sid].summary_ms() if sid in self._e2e_by_source else None,
-                          "reconnects": self._reconnects[sid]}
-                    for sid in sorted(set(self._in_by_source) | set(self._out_by_source) | set(self._reconnects))
-                },
+                "sources": self._sources(elapsed, gauge_values.get("source_states") or {}),
                 "drops": dict(sorted(drops.items())),
                 "dropped": sum(drops.values()),
                 "batch_sizes": batches,
@@ -208,7 +231,9 @@ class PipelineStats:
                 "batch_mean": round(sum(b * n for b, n in batches.items()) / n_batches, 2) if n_batches else 0.0,
                 "reconnects": sum(self._reconnects.values()),
                 "errors": dict(self._errors),
-                "gauges": {k: v for k, v in gauge_values.items() if not k.startswith("drops.")},
+                "cached": sum(self._cached_by_source.values()),
+                "gauges": {k: v for k, v in gauge_values.items()
+                           if not k.startswith("drops.") and k != "source_states"},
             }
 
 
@@ -225,6 +250,14 @@ def status_line(snap: dict[str, Any], width: int = 160) -> str:
             f" | batch {snap['batch_mean']:4.1f} | dropped {snap['dropped']}" + (f" ({drop_txt})" if drop_txt else ""))
     if snap["reconnects"]:
         line += f" | reconnects {snap['reconnects']}"
+    if snap.get("cached"):
+        line += f" | cached {snap['cached']}"
+    states = Counter(s.get("state") for s in snap["sources"].values() if s.get("state"))
+    if states and set(states) != {"live"}:
+        line += " | sources " + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+    slo = snap.get("slo")
+    if slo and slo.get("missed"):
+        line += f" | SLO MISSED p99 {slo['p99_ms']:.0f} > {slo['slo_ms']:.0f} ms ({slo['cause_short']})"
     return line[:width]
 
 
@@ -243,13 +276,21 @@ def markdown(snap: dict[str, Any]) -> str:
         lines.append(f"- reconnects: {snap['reconnects']}")
     if snap["errors"]:
         lines.append(f"- errors: {snap['errors']}")
+    slo = snap.get("slo")
+    if slo and slo.get("missed"):
+        lines.append(f"- **latency target missed**: p99 {slo['p99_ms']:.0f} ms > {slo['slo_ms']:.0f} ms: "
+                     f"{slo['cause']}")
+    if snap.get("cached"):
+        lines.append(f"- results re-emitted from the change gate's cache: {snap['cached']}")
     lines += ["", "| stage | count | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
     for name, s in list(snap["stages"].items()) + [("end-to-end", snap["e2e"])]:
         if s["count"]:
             lines.append(f"| {name} | {s['count']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |")
     if len(snap["sources"]) > 1:
-        lines += ["", "| source | in | out | e2e p99 ms | reconnects |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "| source | in | out | e2e p99 ms | reconnects | dropped | state |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for sid, s in snap["sources"].items():
             p99 = s["e2e"]["p99_ms"] if s["e2e"] else 0.0
-            lines.append(f"| {sid} | {s['frames_in']} | {s['frames_out']} | {p99:.1f} | {s['reconnects']} |")
+            lines.append(f"| {sid} | {s['frames_in']} | {s['frames_out']} | {p99:.1f} | {s['reconnects']} "
+                         f"| {sum(s['drops'].values())} | {s.get('state', '')} |")
     return "\n".join(lines) + "\n"

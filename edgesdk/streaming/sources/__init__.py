@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ...errors import SourceError
 from .base import Source
@@ -33,6 +34,52 @@ def split_name(spec: str) -> tuple[Optional[str], str]:
     return None, spec
 
 
+@dataclass(frozen=True)
+class SourceKind:
+    """One row of the source table: the spec form shown in help, how to recognise it, how
+    to build it (text: the spec without its ``name=`` prefix; sid: that name or None)."""
+
+    form: str
+    matches: Callable[[str], bool]
+    build: Callable[[str, Optional[str], bool, Optional[float]], Source]
+
+
+def _is_stream(text: str) -> bool:
+    m = _SCHEME.match(text)
+    return bool(m) and m.group(1).lower() in STREAM_SCHEMES
+
+
+def _is_images(text: str) -> bool:
+    path = Path(text)
+    return is_glob(text) or path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _stem(text: str) -> str:
+    path = Path(text)
+    return path.stem or path.name or "images"
+
+
+#: every source form, tried in order; the first whose `matches` says yes builds it. `--help`
+#: and error messages are made from this table, so they cannot drift from what is accepted.
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("camera index (0, 1...)", str.isdigit,
+               lambda t, sid, rt, fps: CameraSource(int(t), sid or f"cam{t}", fps=fps)),
+    SourceKind("/dev/videoN", lambda t: t.startswith("/dev/video"),
+               lambda t, sid, rt, fps: CameraSource(t, sid or Path(t).name, fps=fps)),
+    SourceKind(f"stream URL ({', '.join(s + '://' for s in STREAM_SCHEMES[:6])}...)", _is_stream,
+               lambda t, sid, rt, fps: StreamSource(t, sid or "stream", fps=fps)),
+    SourceKind("image folder, glob or image file", _is_images,
+               lambda t, sid, rt, fps: ImageFolderSource(t, sid or _stem(t), realtime=rt, fps=fps)),
+    SourceKind("video file", lambda t: Path(t).is_file(),
+               lambda t, sid, rt, fps: VideoFileSource(Path(t), sid or _stem(t), realtime=rt, fps=fps)),
+)
+
+
+def source_forms() -> str:
+    """The accepted source forms, for --help and error messages."""
+    return ", ".join(k.form for k in SOURCE_KINDS)
+
+
 def make_source(spec: Union[str, int, Any], source_id: Optional[str] = None, *, realtime: bool = False,
                 fps: Optional[float] = None, live: Optional[bool] = None) -> Source:
     """Build the source a spec names (see module doc); `SourceError` if it names nothing."""
@@ -45,31 +92,17 @@ def make_source(spec: Union[str, int, Any], source_id: Optional[str] = None, *, 
                           "a URL, a glob, a callable or an iterable of images")
     if isinstance(spec, int):
         return CameraSource(spec, source_id or f"cam{spec}", fps=fps)
-    text = str(spec)
-    name, text = split_name(text)
-    sid = source_id or name
-    if text.isdigit():
-        return CameraSource(int(text), sid or f"cam{text}", fps=fps)
-    if text.startswith("/dev/video"):
-        return CameraSource(text, sid or Path(text).name, fps=fps)
+    name, text = split_name(str(spec))
     m = _SCHEME.match(text)
-    if m:
-        scheme = m.group(1).lower()
-        if scheme == "file":
-            text = text[len("file://"):]
-        elif scheme in STREAM_SCHEMES:
-            return StreamSource(text, sid or "stream", fps=fps)
-        else:
-            raise SourceError(f"source {text!r}: unknown scheme {scheme!r}; streams use one of "
-                              f"{', '.join(STREAM_SCHEMES)}")
-    path = Path(text)
-    stem = path.stem or path.name or "images"
-    if is_glob(text) or path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-        return ImageFolderSource(text, sid or stem, realtime=realtime, fps=fps)
-    if path.is_file():
-        return VideoFileSource(path, sid or stem, realtime=realtime, fps=fps)
-    raise SourceError(f"source {text!r} is not a camera index, /dev/video device, stream URL "
-                      f"({', '.join(STREAM_SCHEMES[:6])}...), existing video/image file, folder or glob")
+    if m and m.group(1).lower() == "file":
+        text = text[len("file://"):]
+    elif m and m.group(1).lower() not in STREAM_SCHEMES:
+        raise SourceError(f"source {text!r}: unknown scheme {m.group(1).lower()!r}; streams use one of "
+                          f"{', '.join(STREAM_SCHEMES)}")
+    for kind in SOURCE_KINDS:
+        if kind.matches(text):
+            return kind.build(text, source_id or name, realtime, fps)
+    raise SourceError(f"source {text!r} is not any of: {source_forms()} (does the file exist?)")
 
 
 def unique_ids(sources: list[Source]) -> None:
@@ -84,5 +117,6 @@ def unique_ids(sources: list[Source]) -> None:
             seen[base] = 0
 
 
-__all__ = ["Source", "make_source", "split_name", "unique_ids", "CameraSource", "StreamSource", "VideoFileSource",
+__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids",
+           "CameraSource", "StreamSource", "VideoFileSource",
            "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES"]

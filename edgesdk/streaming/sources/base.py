@@ -28,6 +28,8 @@ class Source(abc.ABC):
     reconnects = False
 
     def __init__(self, source_id: str, spec: str, live: bool = False, fps: Optional[float] = None) -> None:
+        #: share of the engine under overload relative to the other sources (> 0)
+        self.weight = 1.0
         self.source_id = source_id
         self.spec = spec
         self.live = live
@@ -47,6 +49,10 @@ class Source(abc.ABC):
     def rewind(self) -> bool:
         """Start again from the first frame (looping). False if this source cannot."""
         return False
+
+    def position(self) -> Optional[float]:
+        """Seconds into the file of the frame just read (files); None for live sources."""
+        return None
 
     def describe(self) -> str:
         return f"{self.kind} {self.spec!r} ({self.source_id})"

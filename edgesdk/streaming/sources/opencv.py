@@ -81,6 +81,16 @@ class VideoFileSource(_CaptureSource):
         super().__init__(source_id, str(path), str(path), live=realtime, fps=fps)
         self.api = cv2.CAP_FFMPEG
 
+    def position(self) -> Optional[float]:
+        # POS_MSEC after a read is the time of the next frame in some backends: use the frame count
+        if self._cap is None:
+            return None
+        index = self._cap.get(cv2.CAP_PROP_POS_FRAMES) - 1
+        if self.fps and index >= 0:
+            return index / self.fps
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1000.0 if ms and ms > 0 else None
+
     def rewind(self) -> bool:
         if self._cap is not None and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
             return True

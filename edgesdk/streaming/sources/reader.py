@@ -12,6 +12,7 @@ from ...results import Frame
 from ..buffer import FrameBuffer
 from ..stats import PipelineStats
 from .base import Source
+from .state import CONNECTING, ENDED, FAILED, LIVE, RECONNECTING, SourceState
 
 log = logging.getLogger("edgesdk.streaming")
 
@@ -46,7 +47,8 @@ class SourceReader(threading.Thread):
     def __init__(self, source: Source, buffer: FrameBuffer, stats: PipelineStats, stop: threading.Event,
                  loop: bool = False, realtime: bool = False, max_frames: Optional[int] = None,
                  backoff: Optional[Backoff] = None,
-                 on_event: Optional[Callable[[str, str], None]] = None) -> None:
+                 on_event: Optional[Callable[[str, str], None]] = None,
+                 state: Optional[SourceState] = None, opened: bool = True) -> None:
         super().__init__(name=f"source-{source.source_id}", daemon=True)
         self.source = source
         self.buffer = buffer
@@ -61,19 +63,40 @@ class SourceReader(threading.Thread):
         self.reconnects = 0
         self.error: Optional[BaseException] = None
         self.ended_reason = ""
+        self.state = state or SourceState(source.source_id)
+        self._opened = opened  # the pipeline opened it already (the first sources, to fail fast)
+        if opened:
+            self.state.to(LIVE, "opened")
 
     def _event(self, kind: str, message: str) -> None:
         log.info("%s: %s", self.source.describe(), message)
         if self.on_event is not None:
             self.on_event(kind, message)
 
+    def _connect(self) -> bool:
+        """Open a source added to a running pipeline, in this thread (connecting state);
+        streams and cameras retry with the backoff, the others get one attempt."""
+        src = self.source
+        try:
+            src.open()
+        except SourceError as exc:
+            if not src.reconnects:
+                self.error = exc
+                return False
+            return self._retry(exc, "never connected")
+        return True
+
     def _reconnect(self) -> bool:
         src = self.source
         src.close()
         self.stats.reconnect(src.source_id)
         self.reconnects += 1
+        self.state.to(RECONNECTING, "stream lost")
         self._event("disconnected", "stream lost; reconnecting")
-        last: Optional[BaseException] = None
+        return self._retry(None, "lost and not back")
+
+    def _retry(self, last: Optional[BaseException], what: str) -> bool:
+        src = self.source
         for delay in self.backoff.delays():
             if self.stop_event.wait(delay):
                 return False
@@ -83,17 +106,24 @@ class SourceReader(threading.Thread):
                 last = exc
                 log.debug("%s: reconnect failed: %s", src.describe(), exc)
                 continue
+            self.state.to(LIVE, "connected")
             self._event("reconnected", "stream back")
             return True
-        self.error = SourceError(f"{src.describe()}: lost and not back after "
-                                 f"{self.backoff.attempts} reconnect attempts ({last})")
+        self.error = SourceError(f"{src.describe()}: {what} after {self.backoff.attempts} reconnect attempts ({last}); "
+                                 "check the address and that the device or server is up")
         return False
 
     def run(self) -> None:
         src = self.source
-        period = 1.0 / src.fps if self.realtime and src.fps else 0.0
-        next_t = time.monotonic()
         try:
+            if not self._opened:
+                if not self._connect():
+                    self.ended_reason = "stopped" if self.error is None else "error"
+                    return
+                self.state.to(LIVE, "connected")
+            # after open: a file's native rate is known only once it is open
+            period = 1.0 / src.fps if self.realtime and src.fps else 0.0
+            next_t = time.monotonic()
             while not self.stop_event.is_set():
                 if self.max_frames is not None and self.frames >= self.max_frames:
                     self.ended_reason = "max_frames"
@@ -117,7 +147,7 @@ class SourceReader(threading.Thread):
                         next_t += period
                     else:  # fell behind (slow decode): do not burst to catch up
                         next_t = now + period
-                frame = Frame(src.source_id, self.frames, time.time(), img)
+                frame = Frame(src.source_id, self.frames, time.time(), img, self._meta())
                 self.frames += 1
                 if not self.buffer.put(frame):
                     break  # buffer closed: the pipeline is stopping (this frame was never taken in)
@@ -136,4 +166,17 @@ class SourceReader(threading.Thread):
             self.buffer.end(src.source_id)
             if self.error is not None:
                 log.error("%s", self.error)
+            self.state.to(FAILED if self.error is not None else ENDED, self.ended_reason or "stopped")
             self._event("ended", self.ended_reason or "stopped")
+
+    def _meta(self) -> dict:
+        """What a frame says about its source: the native frame rate (a video sink writes
+        at it, not at the processing rate) and, for files, the position in the video."""
+        src = self.source
+        meta: dict = {}
+        if src.fps and not src.reconnects:
+            meta["fps"] = src.fps
+        pos = src.position()
+        if pos is not None:
+            meta["position_s"] = round(pos, 4)
+        return meta

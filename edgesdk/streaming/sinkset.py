@@ -1,0 +1,98 @@
+"""The sinks of a pipeline, built from specs: shared ones, and one per source for a spec
+with ``{source}`` (made again for a source added to a running pipeline). Each is wrapped
+in an `AsyncSink` so a slow one drops (counted) and never stalls the engine.
+
+Closing collects every sink's counters and errors: a sink that failed to write (a video
+writer that could not open, say) makes the run fail after everything was closed, instead
+of a run that "succeeded" with its output missing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional
+
+from ..errors import EdgeSDKError, SinkError
+from ..results import Frame, Result
+
+log = logging.getLogger("edgesdk.streaming")
+
+
+class SinkSet:
+    def __init__(self, specs: list[Any], queue_size: int = 64,
+                 on_open: Optional[Callable[[str, Any], None]] = None) -> None:
+        self.specs = list(specs)
+        self.queue_size = queue_size
+        self.on_open = on_open  # (name, wrapped sink): the pipeline registers drop gauges
+        self._shared: list[Any] = []
+        self._by_source: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.errors: list[str] = []
+
+    def _open(self, spec: Any, sid: Optional[str]) -> Any:
+        from ..sinks import AsyncSink, make_sink
+
+        if isinstance(spec, str) and sid is not None:
+            spec = spec.replace("{source}", sid)
+        sink = make_sink(spec)
+        wrapped = sink if isinstance(sink, AsyncSink) else AsyncSink(sink, self.queue_size)
+        wrapped.open()
+        if self.on_open is not None:
+            self.on_open(getattr(sink, "name", str(spec)), wrapped)
+        return wrapped
+
+    @staticmethod
+    def _per_source(spec: Any) -> bool:
+        return isinstance(spec, str) and "{source}" in spec
+
+    def open(self, source_ids: list[str]) -> None:
+        for spec in self.specs:
+            if not self._per_source(spec):
+                self._shared.append(self._open(spec, None))
+        for sid in source_ids:
+            self.add_source(sid)
+
+    def add_source(self, sid: str) -> None:
+        made = [self._open(spec, sid) for spec in self.specs if self._per_source(spec)]
+        with self._lock:
+            self._by_source.setdefault(sid, []).extend(made)
+
+    def remove_source(self, sid: str) -> None:
+        with self._lock:
+            sinks = self._by_source.pop(sid, [])
+        self._close(sinks, failed=False)
+
+    def write(self, frame: Frame, result: Result) -> None:
+        for sink in self._shared:
+            sink.write(frame, result)
+        for sink in self._by_source.get(frame.source_id, ()):
+            sink.write(frame, result)
+
+    def close(self, failed: bool) -> None:
+        """Close all (abort: drop unfinished file output when the run failed)."""
+        with self._lock:
+            sinks = self._shared + [s for group in self._by_source.values() for s in group]
+            self._shared, self._by_source = [], {}
+        self._close(sinks, failed)
+
+    def _close(self, sinks: list[Any], failed: bool) -> None:
+        for sink in sinks:
+            name = getattr(sink, "name", str(sink))
+            try:
+                sink.abort() if failed else sink.close()
+            except EdgeSDKError as exc:
+                log.error("closing sink %s failed: %s", name, exc)
+                self.errors.append(f"sink {name}: {exc}")
+            last = getattr(sink, "last_error", None)
+            # a file sink that failed a write has lost output; a broker's hiccup is counted only
+            if last is not None and hasattr(getattr(sink, "sink", sink), "path"):
+                self.errors.append(f"sink {name}: {last}")
+            self.stats[name] = dict(getattr(sink, "stats", {}))
+
+    def error(self) -> Optional[SinkError]:
+        """The failure to report after the run, if any sink lost output."""
+        if not self.errors:
+            return None
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return SinkError(f"{self.errors[0]}{more}; the run's output is incomplete")

@@ -1,0 +1,51 @@
+"""A pipeline described as data (a provisioning spec's ``stream`` section, a JSON file):
+what `Pipeline.from_spec` reads. Sources are strings (``"cam0=0"``) or tables
+``{"id": ..., "uri": ..., "weight": ...}``; everything else is a `Pipeline` keyword.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .sources.base import Source
+
+SOURCE_KEYS = {"id", "uri", "weight"}
+
+
+def _source(entry: Any, i: int, weights: dict[str, float]) -> Any:
+    if isinstance(entry, (str, int, Source)):
+        return entry  # a built Source (Python API) is taken as it is
+    if not isinstance(entry, dict):
+        raise ConfigError(f"stream spec: sources[{i}] must be a string or a table with uri (and id, weight), "
+                          f"got {type(entry).__name__}")
+    extra = set(entry) - SOURCE_KEYS
+    if extra or "uri" not in entry:
+        raise ConfigError(f"stream spec: sources[{i}] needs 'uri' and may have only {sorted(SOURCE_KEYS)}; "
+                          f"got {sorted(entry)}")
+    uri = str(entry["uri"])
+    if "id" in entry:
+        uri = f"{entry['id']}={uri}"
+        if "weight" in entry:
+            weights[str(entry["id"])] = entry["weight"]
+    elif "weight" in entry:
+        raise ConfigError(f"stream spec: sources[{i}] has a weight but no id; name it so the weight can apply")
+    return uri
+
+
+def parse_spec(spec: dict[str, Any]) -> tuple[Any, list[Any], list[Any], dict[str, Any]]:
+    """(model, sources, sinks, keyword arguments) from a stream description."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"stream spec must be a table (dict), got {type(spec).__name__}")
+    rest = dict(spec)
+    if "model" not in rest:
+        raise ConfigError("stream spec: 'model' (a bundle directory or model file) is missing")
+    model = rest.pop("model")
+    raw_sources = rest.pop("sources", None)
+    if not raw_sources or not isinstance(raw_sources, list):
+        raise ConfigError("stream spec: 'sources' must be a non-empty list")
+    weights: dict[str, float] = dict(rest.pop("weights", {}) or {})
+    sources = [_source(e, i, weights) for i, e in enumerate(raw_sources)]
+    sinks = list(rest.pop("sinks", []) or [])
+    if weights:
+        rest["weights"] = weights
+    return model, sources, sinks, rest

@@ -1,0 +1,342 @@
+"""Many cameras on one box: fair shares under overload (deficit round-robin, weights),
+source states, sources added and removed while running, the SLO watch, honest sinks,
+`Pipeline.from_spec`. Stand-in model (tests/streamfakes.py); real-model numbers are in
+bench/stream.py's "cameras" section."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+
+from edgesdk.errors import ConfigError, SinkError, SourceError
+from edgesdk.results import Frame
+from edgesdk.streaming import Pipeline, run
+from edgesdk.streaming.buffer import FrameBuffer
+from edgesdk.streaming.sources import Backoff, ProducerSource, VideoFileSource
+from edgesdk.streaming.sources.base import Source
+from edgesdk.streaming.sources.state import IllegalTransition, SourceState
+from edgesdk.streaming.stats import markdown, status_line
+from streamdata import make_video
+from streamfakes import FakeModel
+
+
+def _frame(sid: str, i: int, ts: float) -> Frame:
+    return Frame(sid, i, ts, np.zeros((2, 2, 3), np.uint8))
+
+
+def _endless(value: int = 0):
+    img = np.full((4, 4, 3), value, np.uint8)
+    while True:
+        yield img
+
+
+# ---------------------------------------------------------------------------- buffer: DRR
+def test_overloaded_take_serves_every_lane_in_turn_across_batches():
+    """Eight lanes, batches of three: oldest-first would serve the earliest-phase lanes
+    every time; round-robin carries its position over, so each lane gets its turn."""
+    buf = FrameBuffer()
+    for k in range(8):
+        buf.add_source(f"c{k}", 4, drop_oldest=True)
+    served: Counter = Counter()
+    for rnd in range(12):
+        for k in range(8):  # c0 always captures first (the phase that used to win)
+            buf.put(_frame(f"c{k}", rnd, rnd + k * 0.001))
+        for _ in range(2):
+            served.update(f.source_id for f in buf.take(3, 0))
+        buf.drop_stale(None, keep_newest=1)  # overload: only each lane's newest survives
+    assert set(served) == {f"c{k}" for k in range(8)}
+    assert max(served.values()) - min(served.values()) <= 1
+
+
+def test_weights_split_an_overloaded_engine_proportionally():
+    buf = FrameBuffer()
+    buf.add_source("a", 100, drop_oldest=False)
+    buf.add_source("b", 100, drop_oldest=False, weight=2.0)
+    buf.add_source("c", 100, drop_oldest=False, weight=0.5)
+    for i in range(60):
+        for sid in "abc":
+            buf.put(_frame(sid, i, float(i)))
+    got = Counter(f.source_id for _ in range(14) for f in buf.take(5, 0))
+    assert got["b"] == 2 * got["a"] and got["a"] == 2 * got["c"]
+
+
+def test_take_within_capacity_keeps_every_frame_oldest_first():
+    buf = FrameBuffer()
+    buf.add_source("a", 10, drop_oldest=True)
+    buf.add_source("b", 10, drop_oldest=True)
+    buf.put(_frame("b", 0, 2.0))
+    buf.put(_frame("a", 0, 1.0))
+    assert [f.source_id for f in buf.take(5, 0)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("weight", [0, -1, float("nan"), float("inf")])
+def test_weight_must_be_finite_and_positive(weight):
+    with pytest.raises(ValueError, match="finite number > 0"):
+        FrameBuffer().add_source("a", 4, drop_oldest=True, weight=weight)
+    with pytest.raises(ConfigError, match="weight of source 'cam'.*finite number > 0"):
+        Pipeline(FakeModel(), ["x"], weights={"cam": weight})
+
+
+def test_weight_for_an_unknown_source_is_refused():
+    with pytest.raises(ConfigError, match="unknown source.*nope"):
+        run(FakeModel(), [ProducerSource([np.zeros((2, 2, 3), np.uint8)], "a")], weights={"nope": 2})
+
+
+# ---------------------------------------------------------------------------- pipeline fairness
+def test_eight_overloaded_cameras_each_get_their_share_and_every_drop_is_counted():
+    """8 x 15 fps into a device that runs about 80 fps: every camera is served (the old
+    global newest-N cut starved the same ones), each drop is counted per source."""
+    srcs = [ProducerSource(_endless(k), f"cam{k}", live=True, fps=15) for k in range(8)]
+    report = run(FakeModel(a_ms=4, c_ms=12), srcs, batching="adaptive", slo_ms=200, realtime=True, duration=4)
+    per = report.stats["sources"]
+    out = [per[f"cam{k}"]["frames_out"] for k in range(8)]
+    # bench/stream.py holds the 1.1 target; here only starvation is checked, robust to a box
+    # shared with other work (the old oldest-first + newest-N cut gave 1.8 on this fake, 0 frames in the issue)
+    assert min(out) > 0 and max(out) / min(out) <= 1.5, out
+    for sid, row in per.items():
+        queued = report.stats["gauges"]["queued"].get(sid, 0)
+        assert row["frames_in"] == row["frames_out"] + sum(row["drops"].values()) + queued, (sid, row)
+        assert set(row["drops"]) <= {"stale", "buffer_full", "aborted"}
+
+
+# ---------------------------------------------------------------------------- source states
+class NeverConnects(Source):
+    kind = "stream"
+    reconnects = True
+
+    def __init__(self) -> None:
+        super().__init__("ghost", "rtsp://ghost/live", live=True)
+        self.attempts = 0
+
+    def open(self) -> None:
+        self.attempts += 1
+        raise SourceError("ghost: connection refused")
+
+    def read(self):
+        return None
+
+
+def test_state_table_refuses_transitions_it_does_not_allow():
+    st = SourceState("a")
+    st.to("live")
+    st.to("reconnecting")
+    st.to("live")
+    st.to("ended")
+    with pytest.raises(IllegalTransition):
+        st.to("live")
+
+
+def test_a_source_added_while_running_that_never_connects_fails_visibly_not_as_a_zombie():
+    ghost = NeverConnects()
+    pipe = Pipeline(FakeModel(), [ProducerSource(_endless(), "cam", live=True, fps=50)], realtime=True,
+                    reconnect=Backoff(initial=0.01, maximum=0.02, attempts=3))
+    pipe.start()
+    try:
+        assert pipe.add_source(ghost) == "ghost"
+        deadline = time.time() + 5
+        while pipe.states["ghost"].state != "failed" and time.time() < deadline:
+            time.sleep(0.02)
+        snap = pipe.snapshot()
+        assert snap["sources"]["ghost"]["state"] == "failed" and snap["sources"]["cam"]["state"] == "live"
+        assert "never connected after 3 reconnect attempts" in snap["sources"]["ghost"]["reason"] or \
+            ghost.attempts == 4
+        assert "1 failed" in status_line(snap)
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(10)
+    assert any("never connected" in e for e in pipe.report().source_errors)
+
+
+def test_add_and_remove_a_source_on_a_running_pipeline_keeps_its_stats():
+    got: Counter = Counter()
+    pipe = Pipeline(FakeModel(), [ProducerSource(_endless(), "cam", live=True, fps=100)], realtime=True,
+                    on_result=lambda f, r: got.update([f.source_id]))
+    pipe.start()
+    try:
+        with pytest.raises(ConfigError, match="already in the pipeline"):
+            pipe.add_source(ProducerSource(_endless(), "cam", live=True, fps=100))
+        pipe.add_source(ProducerSource(_endless(9), "door", live=True, fps=100), weight=2)
+        deadline = time.time() + 5
+        while got["door"] < 10 and time.time() < deadline:
+            time.sleep(0.02)
+        pipe.remove_source("door")
+        with pytest.raises(ConfigError, match="no running source named 'door'"):
+            pipe.remove_source("door")
+        time.sleep(0.2)  # what was in flight is delivered
+        n, cam = got["door"], got["cam"]
+        time.sleep(0.3)
+        assert got["door"] == n and got["cam"] > cam and pipe.running  # door is gone, cam goes on
+    finally:
+        pipe.stop("test")
+        pipe.wait(10)
+    row = pipe.report().stats["sources"]["door"]
+    assert row["frames_out"] >= 10 and row["state"] == "ended" and row["weight"] == 2.0
+    with pytest.raises(ConfigError, match="running pipeline"):
+        pipe.add_source(ProducerSource(_endless(), "late"))
+
+
+# ---------------------------------------------------------------------------- honest streams
+def test_missed_slo_is_said_with_its_cause_once(caplog):
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 150
+    with caplog.at_level(logging.WARNING, logger="edgesdk.streaming"):
+        report = run(FakeModel(a_ms=3, c_ms=1), [ProducerSource(frames, "clip")], batching="adaptive", slo_ms=5)
+    slo = report.stats["slo"]
+    assert slo["missed"] and slo["p99_ms"] > 5 and "files read as fast as possible" == slo["cause_short"]
+    assert "latency target missed" in markdown(report.stats)
+    assert sum("latency target missed" in r.message for r in caplog.records) == 1
+
+
+def test_slo_met_is_not_reported_as_missed():
+    srcs = [ProducerSource(_endless(), "cam", live=True, fps=30)]
+    # a generous target: this checks the verdict, not the machine (shared, noisy)
+    report = run(FakeModel(a_ms=1, c_ms=1), srcs, batching="adaptive", slo_ms=2000, realtime=True, duration=2.5)
+    assert report.stats["slo"]["missed"] is False
+    assert "SLO MISSED" not in status_line(report.stats)
+
+
+def test_video_source_frames_carry_fps_and_position_and_the_video_sink_keeps_the_source_rate(tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", fps=15.0)
+    positions = []
+    out = tmp_path / "annotated.avi"
+    report = run(FakeModel(a_ms=0.1, c_ms=0.1), [VideoFileSource(clip.path, "clip")], [str(out)],
+                 on_result=lambda f, r: positions.append((f.meta["fps"], r.meta["position_s"])))
+    assert report.stats["frames_out"] == len(clip)
+    assert positions[0] == (15.0, 0.0) and positions[-1][1] == pytest.approx((len(clip) - 1) / 15.0, abs=1e-3)
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0, abs=0.01)  # not the processing rate
+    cap.release()
+
+
+def test_a_video_writer_that_cannot_open_fails_the_run_and_leaves_no_file(tmp_path):
+    out = tmp_path / "out.mp4"
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 5
+    with pytest.raises(SinkError, match="could not open a 'ZZZZ' writer"):
+        run(FakeModel(), [ProducerSource(frames, "a")], [f"{out}?fourcc=ZZZZ&fps=10"])
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- from_spec
+def test_from_spec_builds_sources_weights_and_batching():
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 3
+    spec = {"model": FakeModel(), "sources": [{"id": "door", "uri": "x", "weight": 3}], "batching": "fixed",
+            "batch": 2}
+    pipe = Pipeline.from_spec(spec)
+    assert pipe.weights == {"door": 3.0} and pipe.policy.max_batch == 2
+    pipe = Pipeline.from_spec({"model": FakeModel(), "sources": [ProducerSource(frames, "a")]})
+    assert pipe.run().stats["frames_out"] == 3
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"sources": ["0"]}, "'model'"),
+    ({"model": "m", "sources": []}, "non-empty list"),
+    ({"model": "m", "sources": [{"url": "x"}]}, "needs 'uri'"),
+    ({"model": "m", "sources": [{"uri": "x", "weight": 2}]}, "no id"),
+    ({"model": "m", "sources": [3.5]}, "string or a table"),
+])
+def test_from_spec_refuses_bad_descriptions(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        Pipeline.from_spec(spec)
+
+
+# ---------------------------------------------------------------------------- replicas
+def test_replicas_above_the_cores_or_without_a_path_are_refused():
+    from edgesdk.streaming.replicas import check_replicas, threads_per_replica
+    with pytest.raises(ConfigError, match="--replicas 3 is more than the 2 CPU cores"):
+        check_replicas(3, cores=2)
+    with pytest.raises(ConfigError, match="more than the"):
+        Pipeline(FakeModel(), ["x"], replicas=10_000)
+    with pytest.raises(ConfigError, match="bundle directory or model file"):
+        Pipeline(FakeModel(), ["x"], replicas=2) if __import__("os").cpu_count() >= 2 else check_replicas(0)
+    assert threads_per_replica(2, None, cores=8) == 4 and threads_per_replica(2, 1, cores=8) == 1
+
+
+def test_replicated_submit_spreads_batches_over_the_engines():
+    """Two replicas run at once: each engine waits at a barrier for the other, which only
+    passes if both batches are on their engines together (no timing assumptions)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgesdk.streaming.model import StreamModel
+    from edgesdk.streaming.replicas import Replicated
+    barrier = threading.Barrier(2, timeout=5)
+    pools = [ThreadPoolExecutor(1) for _ in range(2)]
+    used: list = []
+
+    def engine(k):
+        def submit(feeds):
+            used.append(k)
+            return pools[k].submit(lambda: barrier.wait() is not None and {"k": k})
+        return StreamModel(lambda imgs: (imgs, []), submit, lambda o, t: [])
+
+    rep = Replicated([engine(0), engine(1)])
+    futs = [rep.submit(None) for _ in range(4)]
+    assert [f.result(timeout=10)["k"] for f in futs] and sorted(used) == [0, 0, 1, 1]
+    for p in pools:
+        p.shutdown()
+
+
+def test_a_video_added_to_a_realtime_pipeline_plays_at_its_own_rate(tmp_path):
+    clip = make_video(tmp_path / "late.mp4", (("astronaut", 40),), fps=15.0)
+    pipe = Pipeline(FakeModel(a_ms=0.5, c_ms=0.1), [ProducerSource(_endless(), "cam", live=True, fps=20)],
+                    realtime=True, loop=True)
+    pipe.start()
+    try:
+        pipe.add_source(f"late={clip.path}")
+        time.sleep(1.5)
+        got = pipe.snapshot()["sources"]["late"]["frames_in"]
+    finally:
+        pipe.stop("test")
+        pipe.wait(10)
+    assert 10 <= got <= 26  # ~1.5 s at 15 fps (its rate is known only once opened), not as fast as it decodes
+
+
+def test_control_endpoint_adds_lists_and_removes_sources(tmp_path):
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    clip = make_video(tmp_path / "door.mp4", (("astronaut", 20),), fps=15.0)
+    pipe = Pipeline(FakeModel(), [ProducerSource(_endless(), "cam", live=True, fps=30)], realtime=True,
+                    control_port=0)
+    pipe.start()
+    base = f"http://127.0.0.1:{pipe.control.port}/sources"
+
+    def call(method: str, url: str, body=None):
+        req = urllib.request.Request(url, method=method, data=None if body is None else _json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, _json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _json.loads(e.read())
+
+    try:
+        assert call("POST", base, {"uri": str(clip.path), "id": "door", "weight": 2}) == (201, {"id": "door"})
+        assert call("POST", base, {"uri": str(clip.path), "id": "door"})[0] == 400  # name taken
+        assert "finite number > 0" in call("POST", base, {"uri": str(clip.path), "id": "x", "weight": 0})[1]["error"]
+        assert call("POST", base, {"nope": 1})[0] == 400
+        time.sleep(0.5)
+        status, states = call("GET", base)
+        assert status == 200 and states["door"]["state"] in ("live", "ended") and states["cam"]["state"] == "live"
+        assert call("DELETE", base + "/door")[0] in (200, 404)  # 404 if its 20 frames already ended
+        assert call("DELETE", base + "/ghost")[0] == 404
+    finally:
+        pipe.stop("test")
+        pipe.wait(10)
+    assert pipe.report().stats["sources"]["door"]["frames_in"] > 0
+
+
+def test_states_slo_and_cache_counts_become_prometheus_metrics():
+    from edgesdk.sinks.prometheus import _SnapshotCollector
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 80
+    report = run(FakeModel(a_ms=3), [ProducerSource(frames, "a")], batching="adaptive", slo_ms=5)
+    collector = _SnapshotCollector("edgesdk_pipeline")
+    collector.snapshot = report.stats
+    metrics = {m.name: m for m in collector.collect()}
+    assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
+    assert metrics["edgesdk_pipeline_slo_missed"].samples[0].value == 1
+    assert "edgesdk_pipeline_sources_a_cached" in metrics
