@@ -85,7 +85,7 @@ def test_help_lists_every_source_and_sink_form_from_the_tables():
     for kind in SINK_KINDS:
         if kind.listed:
             assert kind.form in text
-    assert "prometheus://HOST:PORT" in text
+    assert "prometheus://[USER:PW@]HOST:PORT" in text and "mqtts://" in text
 
 
 def test_gated_run_reports_cached_results_states_and_video_at_source_rate(bundle, clip, tmp_path):
