@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -21,11 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..bundle import sha256_file
 from ..errors import PackageError
 from .extract import Limits, iter_members
+from .jsonsafe import loads_bounded
 from .keys import check_signature, load_trusted_keys
 from .package import MANIFEST_NAME, SIGNATURE_NAME, PackageManifest, package_id
 
 PathLike = Union[str, Path]
-_META_MAX = 4 << 20
+_META_MAX = 4 << 20  # edgepkg.json: ~150 bytes a file, 10,000 files at most
+_SIGNATURE_MAX = 4096  # edgepkg.sig is ~200 bytes: algorithm, key id, 88 characters of base64
 UNSIGNED_WARNING = ("WARNING: installing a package WITHOUT a trusted signature (--allow-unsigned). Anyone "
                     "who can hand this device a file can run code on it. Use this for development only.")
 
@@ -53,10 +54,10 @@ class VerifiedPackage:
         return self.key_id is not None
 
 
-def _read_small(data, name: str, what: str) -> bytes:
-    blob = data.read(_META_MAX + 1)
-    if len(blob) > _META_MAX:
-        raise PackageError(f"{what}: {name} is larger than {_META_MAX} bytes")
+def _read_small(data, name: str, what: str, limit: int) -> bytes:
+    blob = data.read(limit + 1)
+    if len(blob) > limit:
+        raise PackageError(f"{what}: {name} is larger than {limit} bytes; refusing the package")
     return blob
 
 
@@ -70,10 +71,10 @@ def check_signature_doc(sig_bytes: Optional[bytes], manifest_bytes: bytes,
                                "--allow-unsigned for development only")
         return None, [UNSIGNED_WARNING]
     try:
-        doc = json.loads(sig_bytes.decode("utf-8"))
+        doc = loads_bounded(sig_bytes, f"{what}: {SIGNATURE_NAME}", _SIGNATURE_MAX, max_depth=1)
         algorithm, kid = doc["algorithm"], str(doc["key_id"])
         signature = base64.b64decode(doc["signature"], validate=True)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
+    except (KeyError, TypeError, binascii.Error) as exc:
         raise PackageError(f"{what}: {SIGNATURE_NAME} is malformed ({exc}); refusing the package") from exc
     if algorithm != "ed25519":
         raise PackageError(f"{what}: signature algorithm {algorithm!r} is not supported (ed25519 only)")
@@ -108,10 +109,10 @@ def verify_package(path: PathLike, trusted_keys: Union[None, PathLike, dict[str,
             if m.name != MANIFEST_NAME or data is None:
                 raise PackageError(f"{what} is not an EdgeSDK package: its first member is {m.name!r}, not "
                                    f"{MANIFEST_NAME} (make packages with `edgesdk pack`)")
-            manifest_bytes = _read_small(data, MANIFEST_NAME, what)
+            manifest_bytes = _read_small(data, MANIFEST_NAME, what, _META_MAX)
             continue
         if index == 1 and m.name == SIGNATURE_NAME and data is not None:
-            sig_bytes = _read_small(data, SIGNATURE_NAME, what)
+            sig_bytes = _read_small(data, SIGNATURE_NAME, what, _SIGNATURE_MAX)
             continue
         if manifest is None:
             # The signature is judged before the first payload byte is read.
