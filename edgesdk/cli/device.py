@@ -7,6 +7,7 @@ healthy current release; `provision --check` exits 3 when the device drifted fro
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,13 @@ def _exit(code: int) -> None:
     # SystemExit, not click's Exit: the root runs click with standalone_mode=False, where an Exit
     # code is returned rather than used, and `python -m edgesdk` would then exit 0
     sys.exit(code)
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
+    """FloatRange lets nan through (every comparison with it is false): refuse it here."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}", ctx=ctx, param=param)
+    return value
 
 
 def _err(message: str) -> None:
@@ -55,8 +63,10 @@ def keygen(out_dir: Path, name: str, force: bool) -> None:
 @click.option("--sample", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Health-check input: an image (through the bundle's preprocessing), .npy or .npz. "
                    "Default: a seeded synthetic input.")
-@click.option("--rtol", type=float, help="Health-check relative tolerance (default by the bundle's precision).")
-@click.option("--atol", type=float, help="Health-check absolute tolerance (default by the bundle's precision).")
+@click.option("--rtol", type=click.FloatRange(0, 1e6), callback=_finite,
+              help="Health-check relative tolerance (default by the bundle's precision).")
+@click.option("--atol", type=click.FloatRange(0, 1e6), callback=_finite,
+              help="Health-check absolute tolerance (default by the bundle's precision).")
 @click.option("--name", help="Package name (default: the bundle's name).")
 @click.option("--force", is_flag=True, help="Overwrite the output.")
 def pack(bundle: Path, output: Path, key: Optional[Path], unsigned: bool, version: str, sample: Optional[Path],
@@ -118,9 +128,15 @@ def _profile_option(f):
 @click.option("--sha256", help="Expected sha256 of the package file (checked after download).")
 @click.option("--allow-unsigned", is_flag=True, help="Accept a package without a trusted signature (development).")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a lower version than the current one.")
-@click.option("--lock-timeout", type=float, help="Seconds to wait for another install (default: wait).")
+@click.option("--allow-reinstall", is_flag=True, help="Accept a package of the current version with different "
+                                                      "content (by default one version names one content).")
+@click.option("--max-download-bytes", type=click.IntRange(min=1),
+              help="Largest package a URL may send (default: what the extraction limits allow, 8 GiB + headers).")
+@click.option("--lock-timeout", type=click.FloatRange(0, 1e9), callback=_finite,
+              help="Seconds to wait for another install (default: wait).")
 def install(package: str, root: Path, trusted_keys: Optional[Path], keep: int, profile: Optional[str],
-            sha256: Optional[str], allow_unsigned: bool, allow_downgrade: bool, lock_timeout: Optional[float]) -> None:
+            sha256: Optional[str], allow_unsigned: bool, allow_downgrade: bool, allow_reinstall: bool,
+            max_download_bytes: Optional[int], lock_timeout: Optional[float]) -> None:
     """Install PACKAGE (a file or an http(s) URL): verify, switch atomically, health-check, roll back on failure."""
     from ..provision.install import install as _install
 
@@ -129,7 +145,7 @@ def install(package: str, root: Path, trusted_keys: Optional[Path], keep: int, p
 
     r = _install(package, root, trusted_keys=trusted_keys, keep=keep, profile=profile, sha256=sha256,
                  allow_unsigned=allow_unsigned, allow_downgrade=allow_downgrade, lock_timeout=lock_timeout,
-                 progress=progress)
+                 progress=progress, allow_reinstall=allow_reinstall, max_download_bytes=max_download_bytes)
     click.echo(r.message)
 
 
@@ -171,7 +187,11 @@ def status(root: Path, as_json: bool, no_verify: bool, check_health: bool, profi
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
     else:
-        lines = [f"root: {st['root']}" + (" (another EdgeSDK command is running)" if st["busy"] else "")]
+        lines = [f"root: {st['root']}" + (" (another EdgeSDK command is running)" if st["busy"] else "")
+                 + (" (read-only: nothing recovered or rewritten)" if st.get("read_only") else "")]
+        if st.get("pending"):
+            lines.append(f"pending: an interrupted switch to {st['pending'].get('release')} awaits recovery "
+                         "(run `edgesdk status` as the root's owner on a writable root)")
         lines += [f"recovered: {a}" for a in st["recovered"]]
         lines += _describe("current", st["current"]) + _describe("previous", st["previous"])
         lines.append(f"releases on disk: {', '.join(st['releases']) or 'none'}")

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -112,9 +113,17 @@ class PackageManifest:
         for key in ("input", "expected", "rtol", "atol"):
             if key not in self.health:
                 raise PackageError(f"{where}: health.{key} is missing (repack with `edgesdk pack`)")
+        for key in ("rtol", "atol"):
+            check_tolerance(self.health[key], f"{where}: health.{key}")
         for key in ("input", "expected"):
             if self.health[key] not in self.files:
                 raise PackageError(f"{where}: health.{key} names {self.health[key]!r}, which is not in files")
+
+
+def check_tolerance(value: Any, what: str) -> None:
+    """A health-check tolerance: a finite number >= 0 (nan would make every comparison pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PackageError(f"{what} must be a finite number >= 0, got {value!r}")
 
 
 def bundle_problems(bundle_dir: Path, package_files: Optional[dict] = None) -> list[str]:
@@ -175,6 +184,9 @@ def pack(bundle_dir: PathLike, output: PathLike, version: str,
     array, .npy/.npz, or None for a seeded synthetic input), unless `health_sample` is given.
     """
     Version.parse(version)
+    for label, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None:
+            check_tolerance(tol, label)
     output = Path(output)
     if output.exists() and not overwrite:
         raise PackageError(f"{output} already exists; choose another -o or pass --force")
