@@ -286,3 +286,21 @@ def write_raw(path: Path, *blocks: bytes, end: bool = True) -> Path:
         if end:
             f.write(b"\0" * 1024)
     return path
+
+
+def resign(art: "Artifacts", src: Path, dest: Path, replace: dict) -> Path:
+    """A copy of a package with members' bytes replaced, its manifest updated and signed again by the
+    trusted signer: what a signer (or a stolen key) could ship, so only content checks can refuse it."""
+    import hashlib
+
+    from edgesdk.provision.keys import load_private_key, sign
+    from edgesdk.provision.package import PackageManifest
+
+    members = read_members(src)
+    manifest = PackageManifest.from_bytes(next(d for i, d in members if i.name == "edgepkg.json"))
+    for name, data in replace.items():
+        manifest.files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    body = manifest.to_bytes()
+    sig = (json.dumps(sign(load_private_key(art.signer.private_path), body)) + "\n").encode()
+    new = {"edgepkg.json": body, "edgepkg.sig": sig, **replace}
+    return repack(src, dest, lambda name, info, data: (info, new.get(name, data)))

@@ -448,7 +448,11 @@ def uninstall(root: PathLike, lock_timeout: Optional[float] = None, progress: Pr
 
 def _existing(root: PathLike) -> Store:
     store = Store(root)
-    if not store.is_store():
+    with fs_errors(store.root, "opening the install root"):
+        if store.root.is_symlink():
+            os.close(store._root_fd())  # raises the one-paragraph "is a symlink" refusal
+        found = store.is_store()
+    if not found:
         raise PackageError(f"{store.root} is not an EdgeSDK install root (nothing was installed there with "
                            "`edgesdk install`)")
     return store

@@ -44,6 +44,7 @@ RELEASE_STATE = "release.json"
 ENTRIES = {MARKER: "file", ".lock": "file", "pending.json": "file", "history.jsonl": "file",
            "releases": "dir", "staging": "dir", "downloads": "dir", "current": "link", "previous": "link"}
 _TEMP = re.compile(r"^\.(?:current|previous|pending\.json|edgesdk-root)\.tmp-\d+$")
+_INIT_MADE = {".lock", "releases", "staging", "downloads"}
 RELEASE_NAME = re.compile(r"^[0-9][0-9A-Za-z.+-]*-[0-9a-f]{12}(?:~[0-9]+)?$")
 _KIND_WORDS = {"file": "regular file", "dir": "directory", "link": "symlink"}
 _STATE_MAX = 1 << 20
@@ -93,7 +94,8 @@ class Store:
     def _refuse_foreign(self) -> None:
         if self.is_store():
             return
-        extra = [n for n in os.listdir(self.root) if n != ".lock" and not _TEMP.match(n)]
+        # what `init_locked` creates before the marker: another installer may be half way through it
+        extra = [n for n in os.listdir(self.root) if n not in _INIT_MADE and not _TEMP.match(n)]
         if extra:
             raise PackageError(f"--root {self.root} is not empty and is not an EdgeSDK install root; "
                                "choose an empty or new directory")
