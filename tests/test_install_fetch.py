@@ -134,3 +134,11 @@ def test_install_from_url_with_a_drop(art, http_server, tmp_path):
     assert st["ok"] and st["current"]["version"] == "1.1.0"
     assert list((root / "downloads").iterdir()) == []  # the download is not kept after install
     assert [q["range"] for q in http_server.requests] == [None, f"bytes={len(data) // 2}-"]
+
+
+@pytest.mark.parametrize("path", ["/.", "/..", "/", "/dir/."])
+def test_url_paths_that_name_no_file_still_download_to_a_file(art, http_server, tmp_path, path):
+    data = art.pkgs["1.0.0"].read_bytes()
+    http_server.files[path] = data
+    got = fetch(http_server.url + path, tmp_path / "dl", sha256=hashlib.sha256(data).hexdigest())
+    assert got == tmp_path / "dl" / "package.edgepkg" and got.read_bytes() == data

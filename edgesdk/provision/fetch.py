@@ -122,8 +122,9 @@ def _read_meta(path: Path) -> dict:
         return {}
 
 
-def _check_room(part: Path, size: int, more: Optional[int], max_bytes: Optional[int], url: str) -> None:
-    """Refuse going past the cap, or filling the disk (`more`: bytes still announced, if known)."""
+def _check_room(part: Path, size: int, more: Optional[int], max_bytes: Optional[int], url: str) -> int:
+    """Refuse going past the cap, or filling the disk (`more`: bytes still announced, if known).
+    Returns how many more bytes may be written before the next check."""
     if max_bytes is not None and size + (more or 0) > max_bytes:
         raise PackageError(f"download of {url} is larger than the {max_bytes}-byte cap"
                            + (f" (the server announces {size + more} bytes)" if more else "")
@@ -135,18 +136,21 @@ def _check_room(part: Path, size: int, more: Optional[int], max_bytes: Optional[
         raise PackageError(f"download of {url} would leave less than {reserve} bytes free on the file "
                            f"system of {part.parent} ({free} bytes free); stopped and removed the partial file. "
                            "Free space and run again")
+    room = min(free - reserve, _ROOM_EVERY)
+    return room if max_bytes is None else min(room, max_bytes - size + 1)
 
 
 def _write_body(resp, part: Path, mode: str, max_bytes: Optional[int], url: str) -> int:
     try:
         with open(part, mode) as out:
+            next_check = out.tell() + _check_room(part, out.tell(), 0, max_bytes, url)
             while True:
                 chunk = resp.read(_CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)
-                if out.tell() % _ROOM_EVERY < len(chunk) or (max_bytes is not None and out.tell() > max_bytes):
-                    _check_room(part, out.tell(), 0, max_bytes, url)
+                if out.tell() >= next_check:
+                    next_check = out.tell() + _check_room(part, out.tell(), 0, max_bytes, url)
             out.flush()
             os.fsync(out.fileno())
             return out.tell()
