@@ -226,3 +226,14 @@ def test_same_version_with_other_content_needs_allow_reinstall(art, root, tmp_pa
     r = edgesdk("install", other, "--root", root, "--trusted-keys", art.trusted, "--allow-reinstall")
     assert r.returncode == 0, r.stderr
     assert status(root, **QUIET)["current"]["version"] == version
+
+
+def test_a_group_writable_umask_still_makes_a_valid_root(art, tmp_path):
+    old = os.umask(0o002)
+    try:
+        root = tmp_path / "shared-umask"
+        install(art.pkgs["1.0.0"], root, art.trusted, **QUIET)
+    finally:
+        os.umask(old)
+    assert os.stat(root).st_mode & 0o022 == 0 and os.stat(root / "staging").st_mode & 0o022 == 0
+    assert status(root, **QUIET)["ok"]

@@ -88,7 +88,9 @@ class Store:
         if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
             raise PackageError(f"--root {self.root} exists and is not a directory (or is a symlink); pass a real "
                                "directory")
-        self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not self.root.exists():
+            with private_umask():
+                self.root.mkdir(mode=0o755, parents=True)
         self._refuse_foreign()
 
     def _refuse_foreign(self) -> None:
@@ -222,7 +224,7 @@ class Store:
     def manifest(self, name: str) -> PackageManifest:
         path = self.release_path(name) / MANIFEST_NAME
         try:
-            return PackageManifest.from_bytes(path.read_bytes(), str(path))
+            return PackageManifest.from_bytes(self._read_small(path, 4 << 20), str(path))
         except OSError as exc:
             raise PackageError(f"release {name}: cannot read {MANIFEST_NAME}: {exc.strerror}") from exc
 
@@ -312,8 +314,11 @@ class Store:
              on_wait: Optional[Callable[[str], None]] = None) -> Iterator[bool]:
         """Hold the root's lock (serializes installs). Yields True once held; with wait=False,
         yields False at once when another process holds it. `on_wait` hears the holder's pid."""
-        fd = self._open_lock()
+        fd = -1
+        umask = os.umask(0)
+        os.umask(umask | 0o022)  # what the lock holder creates must pass check_layout (see private_umask)
         try:
+            fd = self._open_lock()
             deadline = None if timeout is None else time.monotonic() + timeout
             told = False
             while fd >= 0:
@@ -339,6 +344,7 @@ class Store:
             self.check_layout()  # with the lock held, so no EdgeSDK command changes it meanwhile
             yield True
         finally:
+            os.umask(umask)
             if fd >= 0:
                 os.close(fd)  # closing releases the flock; the kernel releases it for a killed process too
 
@@ -402,6 +408,17 @@ class Store:
             fsync_dir(self.root)
         return removed
 
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Add 022 to the umask: nothing EdgeSDK creates in a root may be group- or world-writable."""
+    umask = os.umask(0)
+    os.umask(umask | 0o022)
+    try:
+        yield
+    finally:
+        os.umask(umask)
 
 
 def _read_only_mount(path: Path) -> bool:
