@@ -134,14 +134,16 @@ def _member(info: RawMember, what: str) -> Member:
         return Member(name, info.kind, target=info.linkname)
     kinds = {"chardev": "a character device", "blockdev": "a block device", "fifo": "a fifo",
              "contiguous": "a contiguous file"}
-    raise PackageError(f"{what}: member {shown(info.name)} is {kinds.get(info.kind, f'of tar type {info.typeflag!r}')}; "
+    kind = kinds.get(info.kind, f"of tar type {info.typeflag!r}")
+    raise PackageError(f"{what}: member {shown(info.name)} is {kind}; "
                        "packages may hold only regular files, directories and links inside the package")
 
 
 def _resolve_symlink(name: str, target: str, symlinks: set[str], what: str) -> str:
     """Resolve a symlink target against the package tree; refuse escapes and chains."""
     if not target or target.startswith("/"):
-        raise PackageError(f"{what}: symlink {shown(name)} points to {shown(target)}, an absolute path outside the package")
+        raise PackageError(f"{what}: symlink {shown(name)} points to {shown(target)}, an absolute path outside "
+                           "the package")
     parts = name.split("/")[:-1]
     for comp in target.split("/"):
         if comp in ("", "."):
@@ -191,8 +193,8 @@ class _Checker:
             except PackageError:
                 target = None
             if target is None or self.kinds.get(target) != "file":
-                raise PackageError(f"{what}: hardlink {shown(m.name)} points to {shown(m.target)}, which is not a regular "
-                                   "file earlier in the package (link escape)")
+                raise PackageError(f"{what}: hardlink {shown(m.name)} points to {shown(m.target)}, which is not a "
+                                   "regular file earlier in the package (link escape)")
         elif m.kind == "file":
             if m.size > lim.max_member_bytes:
                 raise PackageError(f"{what}: member {shown(m.name)} declares {m.size} bytes, over the limit of "
@@ -215,7 +217,8 @@ class _Checker:
         for name, target in self.symlinks.items():
             resolved = _resolve_symlink(name, target, names, self.what)
             if self.kinds.get(resolved) not in ("file", "dir", "hardlink") and resolved not in self.dirs:
-                raise PackageError(f"{self.what}: symlink {shown(name)} -> {shown(target)} points to nothing in the package")
+                raise PackageError(f"{self.what}: symlink {shown(name)} -> {shown(target)} points to nothing in "
+                                   "the package")
 
 
 def iter_members(path: PathLike, limits: Limits = Limits()) -> Iterator[tuple[Member, Optional[IO[bytes]]]]:
@@ -293,7 +296,8 @@ def extract(path: PathLike, dest: PathLike, expected: Optional[dict[str, dict]] 
                 target.mkdir(mode=0o755, parents=True, exist_ok=True)
             elif m.kind == "symlink":
                 if want is not None and want.get("symlink") != m.target:
-                    raise PackageError(f"{what}: symlink {shown(m.name)} -> {shown(m.target)} differs from the manifest")
+                    raise PackageError(f"{what}: symlink {shown(m.name)} -> {shown(m.target)} differs from the "
+                                       "manifest")
                 target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 os.symlink(m.target, target)
             else:

@@ -165,8 +165,8 @@ def install(package: PathLike, root: PathLike, trusted_keys: Any = None, keep: i
     store = Store(root)
     with fs_errors(store.root, "installing"):
         store.prepare()
-        with store.lock(timeout=lock_timeout,
-                        on_wait=lambda pid: progress(f"waiting for another EdgeSDK command (pid {pid}) on {store.root}")):
+        waiting = lambda pid: progress(f"waiting for another EdgeSDK command (pid {pid}) on {store.root}")  # noqa: E731
+        with store.lock(timeout=lock_timeout, on_wait=waiting):
             if store.read_only:
                 raise PackageError(f"cannot install into {store.root}: it is on a read-only file system or not "
                                    "writable by this user; remount it read-write or run as its owner")
