@@ -160,3 +160,40 @@ def test_install_cli_max_download_bytes(endless, art, tmp_path):
                 "--sha256", "0" * 64, "--max-download-bytes", "1000000")
     _one_paragraph(r, "larger than the 1000000-byte cap")
     assert os.listdir(tmp_path / "root" / "downloads") == []
+
+
+class _PackageThenGarbage(BaseHTTPRequestHandler):
+    """A real signed package followed by an endless tail: only the signed manifest can tell the cap."""
+    protocol_version = "HTTP/1.1"
+    package = b""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        try:
+            self.wfile.write(self.package)
+            for _ in range(1 << 15):  # 2 GiB at most
+                self.wfile.write(os.urandom(1024) * 64)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_the_signed_manifest_caps_a_download_that_does_not_end(art, tmp_path):
+    handler = type("H", (_PackageThenGarbage,), {"package": art.pkgs["1.0.0"].read_bytes()})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        root = tmp_path / "root"
+        r = edgesdk("install", f"http://127.0.0.1:{srv.server_address[1]}/pkg.edgepkg", "--root", root,
+                    "--trusted-keys", art.trusted, "--sha256", "0" * 64)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    _one_paragraph(r, "-byte cap")
+    cap = int(r.stderr.split("larger than the ")[1].split("-byte")[0])
+    assert art.pkgs["1.0.0"].stat().st_size < cap < 2 * art.pkgs["1.0.0"].stat().st_size
+    assert os.listdir(root / "downloads") == []

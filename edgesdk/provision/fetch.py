@@ -28,6 +28,7 @@ from .fsutil import atomic_write, fsync_dir
 PathLike = Union[str, Path]
 _CHUNK = 1 << 16
 _ROOM_EVERY = 4 << 20  # free space is checked every this many bytes written
+_HEAD_EVERY = 256 << 10  # how often the head of a growing download is asked for its signed size
 RESERVE_BYTES = 64 << 20  # a download never leaves less free than this (or 5% of a small disk)
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -43,13 +44,17 @@ def _name_for(url: str) -> str:
 
 
 def fetch(url: str, dest_dir: PathLike, sha256: Optional[str] = None, retries: int = 8, timeout: float = 30.0,
-          progress: Optional[Callable[[str], None]] = None, max_bytes: Optional[int] = None) -> Path:
+          progress: Optional[Callable[[str], None]] = None, max_bytes: Optional[int] = None,
+          size_from_head: Optional[Callable[[Path], Optional[int]]] = None) -> Path:
     """Download `url` into `dest_dir` and return the file's path (resuming a partial download).
 
-    The body may be at most `max_bytes` (None: no cap of its own) and may not take the file system
-    below `RESERVE_BYTES` free; past either the download stops and its `.part` is removed."""
+    The body may be at most `max_bytes` (None: no cap of its own), nor more than `size_from_head`
+    says once it can tell from the bytes so far (install passes the bound its signed manifest
+    states), and may not take the file system below `RESERVE_BYTES` free; past any of these the
+    download stops and its `.part` is removed."""
+    budget = Budget(max_bytes, size_from_head)
     try:
-        return _fetch(url, Path(dest_dir), sha256, retries, timeout, progress or (lambda _m: None), max_bytes)
+        return _fetch(url, Path(dest_dir), sha256, retries, timeout, progress or (lambda _m: None), budget)
     except PackageError:
         final = Path(dest_dir) / _name_for(url)
         for p in (final.with_name(final.name + ".part"), final.with_name(final.name + ".part.json")):
@@ -60,8 +65,23 @@ def fetch(url: str, dest_dir: PathLike, sha256: Optional[str] = None, retries: i
         raise
 
 
+class Budget:
+    """How large the body may grow: the caller's cap, tightened once the head of the file tells."""
+
+    def __init__(self, max_bytes: Optional[int], size_from_head: Optional[Callable[[Path], Optional[int]]]) -> None:
+        self.max_bytes, self._head = max_bytes, size_from_head
+
+    def update(self, part: Path) -> None:
+        if self._head is None:
+            return
+        bound = self._head(part)
+        if bound is not None:
+            self.max_bytes = bound if self.max_bytes is None else min(self.max_bytes, bound)
+            self._head = None
+
+
 def _fetch(url: str, dest_dir: Path, sha256: Optional[str], retries: int, timeout: float,
-           say: Callable[[str], None], max_bytes: Optional[int]) -> Path:
+           say: Callable[[str], None], budget: Budget) -> Path:
     if not is_url(url):
         raise PackageError(f"{url!r} is not an http:// or https:// URL")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
@@ -82,7 +102,7 @@ def _fetch(url: str, dest_dir: Path, sha256: Optional[str], retries: int, timeou
     while True:
         attempt += 1
         try:
-            _download(url, part, meta, meta_path, timeout, say, max_bytes)
+            _download(url, part, meta, meta_path, timeout, say, budget)
         except urllib.error.HTTPError as exc:
             if exc.code < 500 or attempt > retries:  # 4xx will not get better by asking again
                 raise PackageError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
@@ -136,21 +156,23 @@ def _check_room(part: Path, size: int, more: Optional[int], max_bytes: Optional[
         raise PackageError(f"download of {url} would leave less than {reserve} bytes free on the file "
                            f"system of {part.parent} ({free} bytes free); stopped and removed the partial file. "
                            "Free space and run again")
-    room = min(free - reserve, _ROOM_EVERY)
+    room = min(free - reserve, _ROOM_EVERY, _HEAD_EVERY)
     return room if max_bytes is None else min(room, max_bytes - size + 1)
 
 
-def _write_body(resp, part: Path, mode: str, max_bytes: Optional[int], url: str) -> int:
+def _write_body(resp, part: Path, mode: str, budget: Budget, url: str) -> int:
     try:
         with open(part, mode) as out:
-            next_check = out.tell() + _check_room(part, out.tell(), 0, max_bytes, url)
+            next_check = out.tell() + _check_room(part, out.tell(), 0, budget.max_bytes, url)
             while True:
                 chunk = resp.read(_CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)
                 if out.tell() >= next_check:
-                    next_check = out.tell() + _check_room(part, out.tell(), 0, max_bytes, url)
+                    out.flush()
+                    budget.update(part)
+                    next_check = out.tell() + _check_room(part, out.tell(), 0, budget.max_bytes, url)
             out.flush()
             os.fsync(out.fileno())
             return out.tell()
@@ -161,8 +183,7 @@ def _write_body(resp, part: Path, mode: str, max_bytes: Optional[int], url: str)
                            "file") from exc
 
 
-def _download(url: str, part: Path, meta: dict, meta_path: Path, timeout: float, say,
-              max_bytes: Optional[int] = None) -> None:
+def _download(url: str, part: Path, meta: dict, meta_path: Path, timeout: float, say, budget: Budget) -> None:
     """One request: append to `part` from where it ends; returns when the body is complete."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "edgesdk-fetch/1", "Accept-Encoding": "identity"}
@@ -194,11 +215,11 @@ def _download(url: str, part: Path, meta: dict, meta_path: Path, timeout: float,
             mode, offset = "wb", 0  # a server without Range support sends everything again
         length = resp.headers.get("Content-Length")
         expected_end = offset + int(length) if length is not None and length.isdigit() else None
-        _check_room(part, offset, None if expected_end is None else expected_end - offset, max_bytes, url)
+        _check_room(part, offset, None if expected_end is None else expected_end - offset, budget.max_bytes, url)
         if resp.status != 206:
             meta.update({"etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")})
             atomic_write(meta_path, json.dumps(meta))
-        size = _write_body(resp, part, mode, max_bytes, url)
+        size = _write_body(resp, part, mode, budget, url)
     if expected_end is not None and size < expected_end:
         raise ConnectionError(f"connection closed at byte {size} of {expected_end}")
 

@@ -36,7 +36,7 @@ from .fsutil import fsync_dir
 from .health import HealthCheckFailed, HealthReport
 from .package import MANIFEST_NAME, SIGNATURE_NAME, bundle_problems, package_id
 from .store import MARKER, Store, fs_errors
-from .verify import verify_package
+from .verify import signed_size_bound, verify_package
 from .version import Version
 
 log = logging.getLogger("edgesdk.provision")
@@ -173,7 +173,8 @@ def install(package: PathLike, root: PathLike, trusted_keys: Any = None, keep: i
             store.init_locked()  # under the lock: simultaneous first installs all see one store
             recover(store, profile, progress)
             _step("locked")
-            path = _local_package(package, store, sha256, max_download_bytes, limits, progress)
+            head = lambda part: signed_size_bound(part, trusted_keys, allow_unsigned)  # noqa: E731
+            path = _local_package(package, store, sha256, max_download_bytes, limits, progress, head)
             _step("verify")
             pkg = verify_package(path, trusted_keys, allow_unsigned=allow_unsigned, limits=limits)
             return _install_verified(store, pkg, str(package), keep, profile, allow_downgrade, allow_reinstall,
@@ -186,13 +187,14 @@ def check_timeout(seconds: Optional[float]) -> None:
 
 
 def _local_package(package: PathLike, store: Store, sha256: Optional[str], max_bytes: Optional[int],
-                   limits: Limits, progress: Progress) -> Path:
+                   limits: Limits, progress: Progress, size_from_head: Callable[[Path], Optional[int]]) -> Path:
     source = str(package)
     if is_url(source):
         _step("fetch")
         # a package can be no larger than what the limits let it unpack to, plus tar's headers
         cap = max_bytes if max_bytes is not None else limits.max_total_bytes + 2048 * limits.max_members
-        return fetch(source, store.downloads, sha256=sha256, progress=progress, max_bytes=cap)
+        return fetch(source, store.downloads, sha256=sha256, progress=progress, max_bytes=cap,
+                     size_from_head=size_from_head)
     path = Path(package)
     digest = sha256_file(path) if sha256 is not None else None
     if digest is not None and digest != sha256.lower():

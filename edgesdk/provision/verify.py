@@ -131,6 +131,34 @@ def verify_package(path: PathLike, trusted_keys: Union[None, PathLike, dict[str,
     return VerifiedPackage(path, manifest, manifest_bytes, sig_bytes, key_id, sha256_file(path), warnings)
 
 
+def signed_size_bound(path: PathLike, trusted_keys: Union[None, PathLike, dict[str, Ed25519PublicKey]],
+                      allow_unsigned: bool = False) -> Optional[int]:
+    """The most a package can weigh according to its signed manifest, judged from the first bytes of
+    a download in progress: None until the manifest and signature have arrived (PackageError when
+    the signature already fails). A download can then be stopped at this size."""
+    what = f"download {path}"
+    trusted = load_trusted_keys(trusted_keys) if isinstance(trusted_keys, (str, Path)) else trusted_keys
+    head: list[bytes] = []
+    try:
+        for index, (m, data) in enumerate(iter_members(path)):
+            if index == 2 or data is None or (index == 1 and m.name != SIGNATURE_NAME):
+                head.append(b"")  # a later member has begun: the head is complete
+                break
+            head.append(_read_small(data, m.name, what, _META_MAX if index == 0 else _SIGNATURE_MAX))
+    except PackageError:
+        return None  # not all there yet (or not a package: the full verification will say)
+    if len(head) < 2 or not head[-1] == b"":
+        return None
+    manifest_bytes, sig_bytes = head[0], (head[1] if len(head) == 3 else None)
+    check_signature_doc(sig_bytes, manifest_bytes, trusted, allow_unsigned, what)
+    files = PackageManifest.from_bytes(manifest_bytes, what).files.values()
+    # data padded to 512-byte blocks, each member's header and PAX header, tar's end record, and
+    # deflate's worst case for incompressible data (stored blocks: +5 bytes per 64 KiB)
+    tar = sum(-(-int(e.get("size", 0)) // 512) * 512 for e in files) + len(manifest_bytes) + len(sig_bytes or b"")
+    tar += (len(files) + 2) * 6144 + 20480
+    return tar + tar // 1000 + 65536
+
+
 def _check_member(m, data, manifest: PackageManifest, what: str) -> None:
     if m.kind == "dir":
         return
