@@ -197,3 +197,28 @@ def test_the_signed_manifest_caps_a_download_that_does_not_end(art, tmp_path):
     cap = int(r.stderr.split("larger than the ")[1].split("-byte")[0])
     assert art.pkgs["1.0.0"].stat().st_size < cap < 2 * art.pkgs["1.0.0"].stat().st_size
     assert os.listdir(root / "downloads") == []
+
+
+def test_pack_and_keygen_on_a_full_or_read_only_disk(art, tmpfs):
+    mnt = tmpfs("200k")
+    r = edgesdk("pack", art.bundle, "-o", mnt / "x.edgepkg", "--version", "1.0.0", "--key", art.signer.private_path)
+    _one_paragraph(r, "packing failed", "ENOSPC")
+    assert [p for p in os.listdir(mnt) if not p.startswith(".edgepkg-")] == []
+    _remount(mnt, "ro")
+    _one_paragraph(edgesdk("keygen", "-o", mnt / "keys"), "EROFS")
+
+
+def test_an_oversized_gzip_file_name_is_refused_before_reading(tmp_path):
+    import gzip
+    import time
+    from edgesdk.provision.extract import scan
+    pkg = tmp_path / "name.edgepkg"
+    with open(pkg, "wb") as raw:
+        raw.write(b"\x1f\x8b\x08\x08" + b"\0" * 6 + b"n" * (8 << 20))  # FNAME without its NUL
+    t0 = time.perf_counter()
+    with pytest.raises(PackageError, match="gzip header's file name or comment is longer"):
+        scan(pkg)
+    assert time.perf_counter() - t0 < 2.0
+    with open(pkg, "wb") as raw, gzip.GzipFile(filename="ok-name.tar", fileobj=raw, mode="wb") as gz:
+        gz.write(b"\0" * 1024)
+    assert scan(pkg) == []

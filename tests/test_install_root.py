@@ -237,3 +237,22 @@ def test_a_group_writable_umask_still_makes_a_valid_root(art, tmp_path):
         os.umask(old)
     assert os.stat(root).st_mode & 0o022 == 0 and os.stat(root / "staging").st_mode & 0o022 == 0
     assert status(root, **QUIET)["ok"]
+
+
+def test_a_folder_above_the_root_writable_by_others_is_refused(art, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone could rename the root away and put a symlink in its place
+    with pytest.raises(PackageError, match="a folder above the install root .* mode 0777"):
+        install(art.pkgs["1.0.0"], shared / "root", art.trusted, **QUIET)
+    os.chmod(shared, 0o1777)  # sticky, like /tmp: others cannot rename what is not theirs
+    assert install(art.pkgs["1.0.0"], shared / "root", art.trusted, **QUIET).changed
+
+
+def test_a_hard_linked_history_is_refused(art, root, tmp_path):
+    victim = _victim(tmp_path)
+    (root / "history.jsonl").unlink()
+    os.link(victim, root / "history.jsonl")
+    with pytest.raises(PackageError, match="history.jsonl has 2 hard links"):
+        install(art.pkgs["1.1.0"], root, art.trusted, **QUIET)
+    assert victim.read_text() == "precious\n"

@@ -37,6 +37,7 @@ from .tarstream import RawMember, read_members, shown
 
 PathLike = Union[str, Path]
 _CHUNK = 1 << 20
+_GZIP_HEADER_MAX = 128 << 10  # FEXTRA is at most 64 KiB; a name or comment past this is hostile
 _MAGIC = {b"\xfd7zXZ\x00": "xz", b"BZh": "bzip2", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
@@ -103,6 +104,23 @@ class _MemberData:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _check_gzip_header(raw: IO[bytes], what: str) -> None:
+    """gzip's optional file name and comment end at a NUL byte that Python's reader looks for one byte
+    at a time: a header of many megabytes costs seconds before anything is verified. Bound it here."""
+    head = raw.read(_GZIP_HEADER_MAX)
+    raw.seek(0)
+    flags = head[3] if len(head) > 3 else 0
+    pos = 10 + (2 + int.from_bytes(head[10:12], "little") if flags & 4 else 0)  # FEXTRA
+    for flag in (8, 16):  # FNAME, FCOMMENT
+        if flags & flag:
+            end = head.find(b"\0", pos)
+            if end < 0:
+                raise PackageError(f"{what}: the gzip header's file name or comment is longer than "
+                                   f"{_GZIP_HEADER_MAX} bytes; refusing the package (make packages with "
+                                   "`edgesdk pack`)")
+            pos = end + 1
 
 
 def normalize_name(name: str, what: str) -> str:
@@ -241,6 +259,8 @@ def iter_members(path: PathLike, limits: Limits = Limits()) -> Iterator[tuple[Me
                 raise PackageError(f"{what} is {kind}-compressed; EdgeSDK packages are gzip or plain tar "
                                    "(make them with `edgesdk pack`)")
         compressed = magic[:2] == b"\x1f\x8b"
+        if compressed:
+            _check_gzip_header(raw, what)
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         cap = limits.max_total_bytes + 2048 * limits.max_members + (1 << 20)  # data + headers
         capped = _CappedReader(stream, cap, what)

@@ -162,7 +162,8 @@ def _check_room(part: Path, size: int, more: Optional[int], max_bytes: Optional[
 
 def _write_body(resp, part: Path, mode: str, budget: Budget, url: str) -> int:
     try:
-        with open(part, mode) as out:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+        with os.fdopen(os.open(part, flags, 0o644), mode) as out:  # never through a planted link
             next_check = out.tell() + _check_room(part, out.tell(), 0, budget.max_bytes, url)
             while True:
                 chunk = resp.read(_CHUNK)

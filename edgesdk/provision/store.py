@@ -133,6 +133,7 @@ class Store:
     def check_layout(self) -> None:
         """Refuse a root whose entries are not what EdgeSDK made: wrong types, links where files or
         directories belong, `current` pointing anywhere but releases/, entries others may write."""
+        self._check_ancestors()
         fd = self._root_fd()
         try:
             self._check_owner(os.fstat(fd), str(self.root))
@@ -170,6 +171,18 @@ class Store:
         finally:
             os.close(rfd)
 
+    def _check_ancestors(self) -> None:
+        """Whoever may rename entries in a folder above the root can swap the root itself: each one must
+        belong to this user or root and be writable by no one else (sticky folders like /tmp excepted)."""
+        for folder in self.root.parents:
+            st = os.stat(folder)
+            sticky = bool(st.st_mode & stat.S_ISVTX)
+            if st.st_uid not in (os.geteuid(), 0) or (st.st_mode & 0o022 and not sticky):
+                raise PackageError(f"{folder}, a folder above the install root {self.root}, is owned by uid "
+                                   f"{st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: another user could swap "
+                                   f"the root. Make it belong to root (or uid {os.geteuid()}) and `chmod go-w` it, "
+                                   "or choose a root elsewhere")
+
     @staticmethod
     def _check_owner(st: os.stat_result, where: str) -> None:
         """Only this user (or root) may own and write what the installer trusts; the service user
@@ -181,6 +194,9 @@ class Store:
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
             raise PackageError(f"{where} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
                                f"run `chmod go-w {where}` (the service needs only read access)")
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            raise PackageError(f"{where} has {st.st_nlink} hard links: it may be another file of the system "
+                               "linked in. Remove it (EdgeSDK makes it again) and run the command again")
 
     def _link_target(self, which: str, fd: Optional[int] = None) -> Optional[str]:
         """The release `current`/`previous` names, checked to be exactly `releases/<release name>`."""
@@ -324,7 +340,13 @@ class Store:
             while fd >= 0:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    if self._lock_is_current(fd):
+                        break
+                    # an uninstall removed the file we waited on: lock the one that exists now
+                    os.close(fd)
+                    fd = -1
+                    fd = self._open_lock()
+                    continue
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
@@ -347,6 +369,14 @@ class Store:
             os.umask(umask)
             if fd >= 0:
                 os.close(fd)  # closing releases the flock; the kernel releases it for a killed process too
+
+    def _lock_is_current(self, fd: int) -> bool:
+        try:
+            st = os.stat(self.lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            return self.read_only  # nothing to lock on a read-only root
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _open_lock(self) -> int:
         """The lock file, never through a symlink or a fifo; read-only when the root cannot be written
@@ -442,14 +472,16 @@ _ADVICE = {
 
 
 @contextmanager
-def fs_errors(root: PathLike, doing: str) -> Iterator[None]:
-    """Turn a file-system fault (full disk, read-only mount, a replaced entry) into one paragraph."""
+def fs_errors(root: Optional[PathLike], doing: str) -> Iterator[None]:
+    """Turn a file-system fault (full disk, read-only mount, a replaced entry) into one paragraph
+    (`root`: the install root the command works on, or None for commands outside one)."""
     try:
         yield
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, "error")
         where = f" at {exc.filename}" if exc.filename else ""
         advice = _ADVICE.get(exc.errno or 0, "fix the file system problem and run the command again")
-        raise PackageError(f"{doing} in {root} failed: {exc.strerror or exc} ({name}){where}; {advice}. The "
-                           "release the device runs was not replaced by a partial one: an interrupted step is "
-                           "finished or undone by the next command that takes the lock") from exc
+        tail = ("" if root is None else " The release the device runs was not replaced by a partial one: an "
+                "interrupted step is finished or undone by the next command that takes the lock")
+        raise PackageError(f"{doing}{'' if root is None else f' in {root}'} failed: {exc.strerror or exc} ({name})"
+                           f"{where}; {advice}.{tail}") from exc

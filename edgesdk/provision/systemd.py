@@ -20,7 +20,8 @@ def unit_name(pkg: PackageSpec) -> str:
     return f"{PREFIX}{pkg.name}.service"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# C0 and C1 controls, Unicode line and paragraph separators, lone surrogates (undecodable bytes)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 #: a first word starting with one of these is read by systemd as flags, quoted or not
 EXEC_PREFIXES = "@-:+!|"
 
