@@ -113,3 +113,28 @@ def test_deeply_nested_unsigned_manifest_refused(art, tmp_path):
 def test_real_packages_still_read(art):
     names = [m.name for m in scan(art.pkgs["1.0.0"])]
     assert names[:2] == ["edgepkg.json", "edgepkg.sig"] and "bundle/ppocr_cls.onnx" in names
+
+
+@pytest.mark.parametrize("fmt", ["PAX_FORMAT", "GNU_FORMAT", "USTAR_FORMAT"])
+def test_genuine_long_and_unicode_names_in_every_tar_format(tmp_path, fmt):
+    import gzip
+    import io
+    import tarfile
+    names = ["bundle/" + "d" * 60 + "/" + "f" * 80 + ".onnx", "bundle/modèle-ü.bin", "bundle/x"]
+    if fmt == "USTAR_FORMAT":
+        names = names[:1] + names[2:]  # ustar: ASCII; a 150-character path goes into the prefix field
+    pkg = tmp_path / "ok.edgepkg"
+    with open(pkg, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=getattr(tarfile, fmt)) as tf:
+        for i, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            data = bytes([i]) * (700 * i + 1)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("bundle/" + "l" * 90)
+        link.type, link.linkname = tarfile.SYMTYPE, "x"
+        tf.addfile(link)
+    members = scan(pkg)
+    assert [m.name for m in members] == names + ["bundle/" + "l" * 90]
+    assert [m.size for m in members[:-1]] == [700 * i + 1 for i in range(len(names))]
+    assert members[-1].kind == "symlink" and members[-1].target == "x"
