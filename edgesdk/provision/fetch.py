@@ -33,6 +33,18 @@ RESERVE_BYTES = 64 << 20  # a download never leaves less free than this (or 5% o
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only: urllib would follow one to ftp:// too, outside every check here."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        if not is_url(newurl):
+            raise PackageError(f"download of {req.full_url} redirects to {newurl!r}, which is not http(s); refusing")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 def is_url(text: str) -> bool:
     return str(text).startswith(("http://", "https://"))
 
@@ -195,7 +207,7 @@ def _download(url: str, part: Path, meta: dict, meta_path: Path, timeout: float,
             headers["If-Range"] = validator
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # asked past the end: the .part is complete or stale
             length = _total_from_content_range(exc.headers.get("Content-Range"))
