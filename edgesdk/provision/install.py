@@ -415,8 +415,9 @@ def status(root: PathLike, verify: bool = True, recheck_health: bool = False, pr
             "previous": _release_status(store, store.link("previous"), verify),
             "releases": store.release_names(), "pending": store.pending(), "history": store.history(5),
         }
+    # a trial nobody is finishing (read-only here, and no other command holds the lock) is not ok
     out["ok"] = bool(out["current"] and out["current"]["healthy"] and out["current"]["complete"]
-                     and not out["pending"])
+                     and (held is False or not out["pending"]))
     return out
 
 
