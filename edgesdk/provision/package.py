@@ -173,6 +173,16 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
+def _check_pack_inputs(bundle_dir: Path, rtol: Optional[float], atol: Optional[float]) -> None:
+    for label, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None:
+            check_tolerance(tol, label)
+    problems = bundle_problems(bundle_dir)
+    if problems:  # before loading: loading would read (and hash) a file outside the bundle
+        raise PackageError(f"bundle {bundle_dir} is not self-contained, so it cannot be packed: "
+                           f"{'; '.join(problems[:3])}. A package carries only files inside the bundle")
+
+
 def pack(bundle_dir: PathLike, output: PathLike, version: str,
          key: Union[None, PathLike, Ed25519PrivateKey] = None,
          sample: _health.Sample = None, health_sample: Optional[_health.HealthSample] = None,
@@ -184,16 +194,10 @@ def pack(bundle_dir: PathLike, output: PathLike, version: str,
     array, .npy/.npz, or None for a seeded synthetic input), unless `health_sample` is given.
     """
     Version.parse(version)
-    for label, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None:
-            check_tolerance(tol, label)
+    _check_pack_inputs(Path(bundle_dir), rtol, atol)
     output = Path(output)
     if output.exists() and not overwrite:
         raise PackageError(f"{output} already exists; choose another -o or pass --force")
-    problems = bundle_problems(Path(bundle_dir))
-    if problems:  # before loading: loading would read (and hash) a file outside the bundle
-        raise PackageError(f"bundle {bundle_dir} is not self-contained, so it cannot be packed: "
-                           f"{'; '.join(problems[:3])}. A package carries only files inside the bundle")
     bundle = Bundle.load(bundle_dir)  # checks the bundle's own hashes before we vouch for it
     name = name or bundle.manifest.name
     if not _NAME.match(name):
