@@ -43,7 +43,7 @@ RELEASE_STATE = "release.json"
 
 ENTRIES = {MARKER: "file", ".lock": "file", "pending.json": "file", "history.jsonl": "file",
            "releases": "dir", "staging": "dir", "downloads": "dir", "current": "link", "previous": "link"}
-_TEMP = re.compile(r"^\.(?:current|previous|pending\.json|edgesdk-root)\.tmp-\d+$")
+_TEMP = re.compile(r"^\.(?:current|previous|pending\.json|\.edgesdk-root)\.tmp-\d+$")  # atomic_write: .NAME.tmp-PID
 _INIT_MADE = {".lock", "releases", "staging", "downloads"}
 RELEASE_NAME = re.compile(r"^[0-9][0-9A-Za-z.+-]*-[0-9a-f]{12}(?:~[0-9]+)?$")
 _KIND_WORDS = {"file": "regular file", "dir": "directory", "link": "symlink"}
@@ -90,7 +90,7 @@ class Store:
                                "directory")
         if not self.root.exists():
             with private_umask():
-                self.root.mkdir(mode=0o755, parents=True)
+                self.root.mkdir(mode=0o755, parents=True, exist_ok=True)  # another installer may win the race
         self._refuse_foreign()
 
     def _refuse_foreign(self) -> None:
