@@ -24,7 +24,8 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConversionError, EdgeSDKError
-from .preprocess import PreprocessSpec, Preprocessor, read_image
+from .imageio import read_image
+from .preprocess import PreprocessSpec, Preprocessor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

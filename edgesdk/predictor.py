@@ -23,7 +23,8 @@ from runtimes import load as load_runtime
 from .bundle import Bundle, Manifest
 from .decoders import Decoder, make_decoder
 from .errors import BundleError, InputMismatchError
-from .preprocess import Preprocessor, Transform, read_image
+from .imageio import read_image
+from .preprocess import Preprocessor, Transform
 from .results import Result
 
 log = logging.getLogger("edgesdk.predictor")

@@ -10,10 +10,9 @@ original image.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -96,19 +95,7 @@ class PreprocessSpec:
         return cls(**known)
 
 
-def read_image(path: Union[str, Path]) -> np.ndarray:
-    """Read an image file as OpenCV does (HxWx3 uint8 BGR), with errors that say what failed."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"image {str(path)!r} does not exist or is not a file")
-    if not os.access(path, os.R_OK):
-        raise SourceError(f"image {str(path)!r} is not readable (check its permissions)")
-    # imdecode from bytes: cv2.imread cannot open non-ASCII paths on some platforms
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise SourceError(f"cannot decode {str(path)!r} as an image (expected JPEG, PNG, BMP, TIFF, WebP ...)")
-    return img
+from .imageio import read_image  # noqa: E402,F401  (its home; kept importable from here)
 
 
 @dataclass

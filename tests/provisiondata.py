@@ -247,3 +247,60 @@ class FaultServer:
 
 if __name__ == "__main__" and sys.argv[1:] == ["fault-server"]:
     fault_server()
+
+
+# ----------------------------------------------------------------------------- raw tar bytes
+def raw_header(name: bytes, size: int = 0, flag: bytes = b"0", link: bytes = b"", checksum: bool = True) -> bytes:
+    """One 512-byte ustar header written by hand (tarfile refuses to write the hostile ones)."""
+    h = bytearray(512)
+    h[0:len(name[:100])] = name[:100]
+    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    h[124:136], h[136:148] = b"%011o\0" % size, b"%011o\0" % 0
+    h[148:156] = b" " * 8
+    h[156:157] = flag
+    h[157:157 + len(link)] = link
+    h[257:263], h[263:265] = b"ustar\0", b"00"
+    h[148:156] = b"%06o\0 " % (sum(h) if checksum else 1)
+    return bytes(h)
+
+
+def raw_member(name: bytes, data: bytes = b"", flag: bytes = b"0", declared: Optional[int] = None) -> bytes:
+    """Header plus data padded to the block size; `declared` overrides the size in the header."""
+    size = len(data) if declared is None else declared
+    return raw_header(name, size, flag) + data + b"\0" * (-len(data) % 512)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n += 1
+    return str(n).encode() + body
+
+
+def write_raw(path: Path, *blocks: bytes, end: bool = True) -> Path:
+    """A gzip-compressed tar made of raw blocks (and the two zero end blocks)."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        for b in blocks:
+            f.write(b)
+        if end:
+            f.write(b"\0" * 1024)
+    return path
+
+
+def resign(art: "Artifacts", src: Path, dest: Path, replace: dict) -> Path:
+    """A copy of a package with members' bytes replaced, its manifest updated and signed again by the
+    trusted signer: what a signer (or a stolen key) could ship, so only content checks can refuse it."""
+    import hashlib
+
+    from edgesdk.provision.keys import load_private_key, sign
+    from edgesdk.provision.package import PackageManifest
+
+    members = read_members(src)
+    manifest = PackageManifest.from_bytes(next(d for i, d in members if i.name == "edgepkg.json"))
+    for name, data in replace.items():
+        manifest.files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    body = manifest.to_bytes()
+    sig = (json.dumps(sign(load_private_key(art.signer.private_path), body)) + "\n").encode()
+    new = {"edgepkg.json": body, "edgepkg.sig": sig, **replace}
+    return repack(src, dest, lambda name, info, data: (info, new.get(name, data)))

@@ -134,3 +134,35 @@ def test_install_from_url_with_a_drop(art, http_server, tmp_path):
     assert st["ok"] and st["current"]["version"] == "1.1.0"
     assert list((root / "downloads").iterdir()) == []  # the download is not kept after install
     assert [q["range"] for q in http_server.requests] == [None, f"bytes={len(data) // 2}-"]
+
+
+@pytest.mark.parametrize("path", ["/.", "/..", "/", "/dir/."])
+def test_url_paths_that_name_no_file_still_download_to_a_file(art, http_server, tmp_path, path):
+    data = art.pkgs["1.0.0"].read_bytes()
+    http_server.files[path] = data
+    got = fetch(http_server.url + path, tmp_path / "dl", sha256=hashlib.sha256(data).hexdigest())
+    assert got == tmp_path / "dl" / "package.edgepkg" and got.read_bytes() == data
+
+
+def test_redirects_leave_http_only_for_http(tmp_path):
+    from http.server import BaseHTTPRequestHandler
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/evil.edgepkg")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PackageError, match="redirects to 'ftp://127.0.0.1/evil.edgepkg', which is not http"):
+            fetch(f"http://127.0.0.1:{srv.server_address[1]}/pkg.edgepkg", tmp_path / "dl", retries=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert [p for p in (tmp_path / "dl").iterdir()] == []

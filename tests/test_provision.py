@@ -134,7 +134,8 @@ def test_dry_run_prints_the_unit_and_changes_nothing(art, tmp_path):
     assert args[5:] == ["--source", "rtsp://127.0.0.1:8554/live", "--batching", "adaptive", "--batch", "4",
                         "--max-wait-ms", "20", "--slo-ms", "50", "--sink", "/var/lib/edgesdk/ocr.jsonl",
                         "--metrics-port", "9100"]
-    assert f"ExecStartPre={sys.executable} -m edgesdk status --root {tmp_path / 'device' / 'ocr-cls'}" in out
+    # '+': status runs with full privileges, so the service user needs no write access to the root
+    assert f"ExecStartPre=+{sys.executable} -m edgesdk status --root {tmp_path / 'device' / 'ocr-cls'}" in out
     assert "would install ocr-cls" in out and "would write unit" in out
 
 
@@ -210,7 +211,7 @@ def test_the_units_commands_run_the_installed_release(art, tmp_path):
             "run": {"sources": [str(images)], "sinks": [str(out)], "batching": "none"}}]
     apply(load_spec(write_spec(tmp_path, art, packages=pkg)), **QUIET)
     unit = (tmp_path / "units" / "edgesdk-ocr-cls.service").read_text()
-    commands = {k: shlex.split(v.replace("%%", "%").replace("$$", "$"))
+    commands = {k: shlex.split(v.lstrip("+").replace("%%", "%").replace("$$", "$"))
                 for k, v in (line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))}
     pre = subprocess.run(commands["ExecStartPre"], capture_output=True, text=True, cwd=tmp_path)
     assert pre.returncode == 0, pre.stderr

@@ -6,7 +6,9 @@ healthy current release; `provision --check` exits 3 when the device drifted fro
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,6 +24,26 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
+    """FloatRange lets nan through (every comparison with it is false): refuse it here."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}", ctx=ctx, param=param)
+    return value
+
+
+def _fs_guard(doing: str):
+    """A file-system fault the library did not translate (a full disk while packing, a read-only key
+    folder) still ends in one paragraph and exit code 11, never a traceback."""
+    def wrap(f):
+        @functools.wraps(f)
+        def run(*args, **kwargs):
+            from ..provision.store import fs_errors
+            with fs_errors(kwargs.get("root"), doing):
+                return f(*args, **kwargs)
+        return run
+    return wrap
+
+
 def _err(message: str) -> None:
     click.echo(message, err=True)
 
@@ -35,6 +57,7 @@ def _loud(message: str) -> None:
               help="Directory for NAME.key (private, mode 0600) and NAME.pub.")
 @click.option("--name", default="edgesdk", show_default=True, help="File name stem of the key pair.")
 @click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
+@_fs_guard("writing the key pair")
 def keygen(out_dir: Path, name: str, force: bool) -> None:
     """Create an Ed25519 signing key pair."""
     from ..provision.keys import generate_keypair
@@ -55,10 +78,13 @@ def keygen(out_dir: Path, name: str, force: bool) -> None:
 @click.option("--sample", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Health-check input: an image (through the bundle's preprocessing), .npy or .npz. "
                    "Default: a seeded synthetic input.")
-@click.option("--rtol", type=float, help="Health-check relative tolerance (default by the bundle's precision).")
-@click.option("--atol", type=float, help="Health-check absolute tolerance (default by the bundle's precision).")
+@click.option("--rtol", type=click.FloatRange(0, 1e6), callback=_finite,
+              help="Health-check relative tolerance (default by the bundle's precision).")
+@click.option("--atol", type=click.FloatRange(0, 1e6), callback=_finite,
+              help="Health-check absolute tolerance (default by the bundle's precision).")
 @click.option("--name", help="Package name (default: the bundle's name).")
 @click.option("--force", is_flag=True, help="Overwrite the output.")
+@_fs_guard("packing")
 def pack(bundle: Path, output: Path, key: Optional[Path], unsigned: bool, version: str, sample: Optional[Path],
          rtol: Optional[float], atol: Optional[float], name: Optional[str], force: bool) -> None:
     """Pack a bundle into a signed .edgepkg with a health sample recorded by running it."""
@@ -82,6 +108,7 @@ def pack(bundle: Path, output: Path, key: Optional[Path], unsigned: bool, versio
               help="Directory of trusted *.pub keys.")
 @click.option("--allow-unsigned", is_flag=True, help="Accept a package without a trusted signature (development).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_fs_guard("verifying")
 def verify(package: Path, trusted_keys: Optional[Path], allow_unsigned: bool, as_json: bool) -> None:
     """Check a package's signature and every file, writing nothing."""
     from ..provision.verify import verify_package
@@ -118,9 +145,16 @@ def _profile_option(f):
 @click.option("--sha256", help="Expected sha256 of the package file (checked after download).")
 @click.option("--allow-unsigned", is_flag=True, help="Accept a package without a trusted signature (development).")
 @click.option("--allow-downgrade", is_flag=True, help="Accept a lower version than the current one.")
-@click.option("--lock-timeout", type=float, help="Seconds to wait for another install (default: wait).")
+@click.option("--allow-reinstall", is_flag=True, help="Accept a package of the current version with different "
+                                                      "content (by default one version names one content).")
+@click.option("--max-download-bytes", type=click.IntRange(min=1),
+              help="Largest package a URL may send (default: what the extraction limits allow, 8 GiB + headers).")
+@click.option("--lock-timeout", type=click.FloatRange(0, 1e9), callback=_finite,
+              help="Seconds to wait for another install (default: wait).")
+@_fs_guard("installing")
 def install(package: str, root: Path, trusted_keys: Optional[Path], keep: int, profile: Optional[str],
-            sha256: Optional[str], allow_unsigned: bool, allow_downgrade: bool, lock_timeout: Optional[float]) -> None:
+            sha256: Optional[str], allow_unsigned: bool, allow_downgrade: bool, allow_reinstall: bool,
+            max_download_bytes: Optional[int], lock_timeout: Optional[float]) -> None:
     """Install PACKAGE (a file or an http(s) URL): verify, switch atomically, health-check, roll back on failure."""
     from ..provision.install import install as _install
 
@@ -129,13 +163,14 @@ def install(package: str, root: Path, trusted_keys: Optional[Path], keep: int, p
 
     r = _install(package, root, trusted_keys=trusted_keys, keep=keep, profile=profile, sha256=sha256,
                  allow_unsigned=allow_unsigned, allow_downgrade=allow_downgrade, lock_timeout=lock_timeout,
-                 progress=progress)
+                 progress=progress, allow_reinstall=allow_reinstall, max_download_bytes=max_download_bytes)
     click.echo(r.message)
 
 
 @click.command()
 @_root_option
 @_profile_option
+@_fs_guard("rolling back")
 def rollback(root: Path, profile: Optional[str]) -> None:
     """Switch back to the previous release (after a health check)."""
     from ..provision.install import rollback as _rollback
@@ -164,6 +199,7 @@ def _describe(label: str, rel: Optional[dict]) -> list[str]:
 @click.option("--no-verify", is_flag=True, help="Skip re-hashing the release files.")
 @click.option("--check-health", is_flag=True, help="Run the current release's health check again now.")
 @_profile_option
+@_fs_guard("reading the status")
 def status(root: Path, as_json: bool, no_verify: bool, check_health: bool, profile: Optional[str]) -> None:
     """Current and previous releases: versions, signers, health, completeness (exit 1 if not healthy)."""
     from ..provision.install import status as _status
@@ -171,7 +207,11 @@ def status(root: Path, as_json: bool, no_verify: bool, check_health: bool, profi
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
     else:
-        lines = [f"root: {st['root']}" + (" (another EdgeSDK command is running)" if st["busy"] else "")]
+        lines = [f"root: {st['root']}" + (" (another EdgeSDK command is running)" if st["busy"] else "")
+                 + (" (read-only: nothing recovered or rewritten)" if st.get("read_only") else "")]
+        if st.get("pending"):
+            lines.append(f"pending: an interrupted switch to {st['pending'].get('release')} awaits recovery "
+                         "(run `edgesdk status` as the root's owner on a writable root)")
         lines += [f"recovered: {a}" for a in st["recovered"]]
         lines += _describe("current", st["current"]) + _describe("previous", st["previous"])
         lines.append(f"releases on disk: {', '.join(st['releases']) or 'none'}")
@@ -183,6 +223,7 @@ def status(root: Path, as_json: bool, no_verify: bool, check_health: bool, profi
 @click.command()
 @_root_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_fs_guard("uninstalling")
 def uninstall(root: Path, yes: bool) -> None:
     """Remove every release and EdgeSDK's files under --root."""
     from ..provision.install import uninstall as _uninstall
@@ -196,6 +237,7 @@ def uninstall(root: Path, yes: bool) -> None:
 @click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Change nothing; report drift from the spec (exit 3 if any).")
 @click.option("--dry-run", is_flag=True, help="Change nothing; print what would change and the unit files.")
+@_fs_guard("provisioning")
 def provision(spec_path: Path, check: bool, dry_run: bool) -> None:
     """Make this device match a deployment spec (packages, systemd units); idempotent."""
     from ..provision.provision import apply, check as _check

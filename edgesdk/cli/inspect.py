@@ -247,14 +247,18 @@ def _json_result(image: str, result: Any) -> dict[str, Any]:
               help="Detection: override the minimum score.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per engine call.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image (JSON lines).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images with more pixels, checked from the header before decoding "
+                   "(default: EDGESDK_MAX_PIXELS or 100,000,000).")
 def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], device: str, precision: Optional[str],
             threads: Optional[int], preset: Optional[str], top_k: int, score_threshold: Optional[float],
-            batch_size: Optional[int], as_json: bool) -> None:
+            batch_size: Optional[int], as_json: bool, max_pixels: Optional[int]) -> None:
     """Run MODEL (a bundle directory or a model file) on IMAGE files and print the results:
     top-k classes, detections (boxes in image pixels), or a summary of raw outputs."""
     from ..predictor import Predictor
-    from ..preprocess import read_image
+    from ..imageio import read_image, set_max_pixels
 
+    set_max_pixels(max_pixels)
     # read every image first: a bad path fails before the model loads
     loaded = [read_image(p) for p in images]
     kw: dict[str, Any] = {"device": device}

@@ -26,7 +26,6 @@ import hashlib
 import io
 import os
 import shutil
-import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,11 @@ from typing import IO, Callable, Iterator, Optional, Union
 
 from ..errors import PackageError
 from .fsutil import fsync_tree
+from .tarstream import RawMember, read_members, shown
 
 PathLike = Union[str, Path]
 _CHUNK = 1 << 20
+_GZIP_HEADER_MAX = 128 << 10  # FEXTRA is at most 64 KiB; a name or comment past this is hostile
 _MAGIC = {b"\xfd7zXZ\x00": "xz", b"BZh": "bzip2", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
@@ -82,7 +83,7 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
-_CORRUPT = (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError)
+_CORRUPT = (EOFError, OSError, zlib.error, UnicodeError)
 
 
 def _corrupt(what: str, exc: BaseException) -> PackageError:
@@ -105,56 +106,74 @@ class _MemberData:
         self._f.close()
 
 
+def _check_gzip_header(raw: IO[bytes], what: str) -> None:
+    """gzip's optional file name and comment end at a NUL byte that Python's reader looks for one byte
+    at a time: a header of many megabytes costs seconds before anything is verified. Bound it here."""
+    head = raw.read(_GZIP_HEADER_MAX)
+    raw.seek(0)
+    flags = head[3] if len(head) > 3 else 0
+    pos = 10 + (2 + int.from_bytes(head[10:12], "little") if flags & 4 else 0)  # FEXTRA
+    for flag in (8, 16):  # FNAME, FCOMMENT
+        if flags & flag:
+            end = head.find(b"\0", pos)
+            if end < 0:
+                raise PackageError(f"{what}: the gzip header's file name or comment is longer than "
+                                   f"{_GZIP_HEADER_MAX} bytes; refusing the package (make packages with "
+                                   "`edgesdk pack`)")
+            pos = end + 1
+
+
 def normalize_name(name: str, what: str) -> str:
     """A member name as a clean relative path, or PackageError saying why it is unsafe."""
+    if len(name) > 4096:
+        raise PackageError(f"{what}: member name {shown(name)} is longer than 4096 characters")
     if not name or "\x00" in name:
         raise PackageError(f"{what}: a member has an empty or NUL-containing name")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise PackageError(f"{what}: member {name!r} has an absolute path; refusing to write outside the "
+        raise PackageError(f"{what}: member {shown(name)} has an absolute path; refusing to write outside the "
                            "release directory")
     if "\\" in name:
-        raise PackageError(f"{what}: member {name!r} contains a backslash; package paths use '/'")
+        raise PackageError(f"{what}: member {shown(name)} contains a backslash; package paths use '/'")
     parts = name.rstrip("/").split("/")
     if ".." in parts:
-        raise PackageError(f"{what}: member {name!r} contains '..' (path traversal); refusing the package")
+        raise PackageError(f"{what}: member {shown(name)} contains '..' (path traversal); refusing the package")
     if any(p in ("", ".") for p in parts) or len(name) > 4096 or any(len(p) > 255 for p in parts):
-        raise PackageError(f"{what}: member {name!r} is not a clean relative path")
+        raise PackageError(f"{what}: member {shown(name)} is not a clean relative path")
     return "/".join(parts)
 
 
-def _member(info: tarfile.TarInfo, what: str) -> Member:
+def _member(info: RawMember, what: str) -> Member:
     name = normalize_name(info.name, what)
-    if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+    if info.kind == "file":
         return Member(name, "file", info.size, executable=bool(info.mode & 0o111))
-    if info.type == tarfile.DIRTYPE:
+    if info.kind == "dir":
         return Member(name, "dir")
-    if info.type == tarfile.SYMTYPE:
-        return Member(name, "symlink", target=info.linkname)
-    if info.type == tarfile.LNKTYPE:
-        return Member(name, "hardlink", target=info.linkname)
-    kinds = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
-             tarfile.FIFOTYPE: "a fifo", tarfile.CONTTYPE: "a contiguous file",
-             tarfile.GNUTYPE_SPARSE: "a sparse file"}
-    raise PackageError(f"{what}: member {info.name!r} is {kinds.get(info.type, f'of tar type {info.type!r}')}; "
+    if info.kind in ("symlink", "hardlink"):
+        return Member(name, info.kind, target=info.linkname)
+    kinds = {"chardev": "a character device", "blockdev": "a block device", "fifo": "a fifo",
+             "contiguous": "a contiguous file"}
+    kind = kinds.get(info.kind, f"of tar type {info.typeflag!r}")
+    raise PackageError(f"{what}: member {shown(info.name)} is {kind}; "
                        "packages may hold only regular files, directories and links inside the package")
 
 
 def _resolve_symlink(name: str, target: str, symlinks: set[str], what: str) -> str:
     """Resolve a symlink target against the package tree; refuse escapes and chains."""
     if not target or target.startswith("/"):
-        raise PackageError(f"{what}: symlink {name!r} points to {target!r}, an absolute path outside the package")
+        raise PackageError(f"{what}: symlink {shown(name)} points to {shown(target)}, an absolute path outside "
+                           "the package")
     parts = name.split("/")[:-1]
     for comp in target.split("/"):
         if comp in ("", "."):
             continue
         if comp == "..":
             if not parts:
-                raise PackageError(f"{what}: symlink {name!r} -> {target!r} points outside the package")
+                raise PackageError(f"{what}: symlink {shown(name)} -> {shown(target)} points outside the package")
             parts.pop()
             continue
         parts.append(comp)
         if "/".join(parts) in symlinks:
-            raise PackageError(f"{what}: symlink {name!r} -> {target!r} goes through another symlink; "
+            raise PackageError(f"{what}: symlink {shown(name)} -> {shown(target)} goes through another symlink; "
                                "link chains are refused")
     return "/".join(parts)
 
@@ -175,13 +194,13 @@ class _Checker:
         if self.count > lim.max_members:
             raise PackageError(f"{what}: more than {lim.max_members} members; refusing it as a bomb")
         if m.name in self.kinds:
-            raise PackageError(f"{what}: member {m.name!r} appears twice; refusing (a later copy could "
+            raise PackageError(f"{what}: member {shown(m.name)} appears twice; refusing (a later copy could "
                                "replace a checked one)")
         parts = m.name.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if self.kinds.get(parent, "dir") != "dir":
-                raise PackageError(f"{what}: member {m.name!r} lies below {parent!r}, which is a "
+                raise PackageError(f"{what}: member {shown(m.name)} lies below {parent!r}, which is a "
                                    f"{self.kinds[parent]}, not a directory (link escape)")
         if m.kind == "symlink":
             _resolve_symlink(m.name, m.target, set(), what)  # early: absolute and '..' escapes
@@ -192,11 +211,11 @@ class _Checker:
             except PackageError:
                 target = None
             if target is None or self.kinds.get(target) != "file":
-                raise PackageError(f"{what}: hardlink {m.name!r} points to {m.target!r}, which is not a regular "
-                                   "file earlier in the package (link escape)")
+                raise PackageError(f"{what}: hardlink {shown(m.name)} points to {shown(m.target)}, which is not a "
+                                   "regular file earlier in the package (link escape)")
         elif m.kind == "file":
             if m.size > lim.max_member_bytes:
-                raise PackageError(f"{what}: member {m.name!r} declares {m.size} bytes, over the limit of "
+                raise PackageError(f"{what}: member {shown(m.name)} declares {m.size} bytes, over the limit of "
                                    f"{lim.max_member_bytes}; refusing it as oversized")
             self.total += m.size
             if self.total > lim.max_total_bytes:
@@ -216,7 +235,8 @@ class _Checker:
         for name, target in self.symlinks.items():
             resolved = _resolve_symlink(name, target, names, self.what)
             if self.kinds.get(resolved) not in ("file", "dir", "hardlink") and resolved not in self.dirs:
-                raise PackageError(f"{self.what}: symlink {name!r} -> {target!r} points to nothing in the package")
+                raise PackageError(f"{self.what}: symlink {shown(name)} -> {shown(target)} points to nothing in "
+                                   "the package")
 
 
 def iter_members(path: PathLike, limits: Limits = Limits()) -> Iterator[tuple[Member, Optional[IO[bytes]]]]:
@@ -239,16 +259,17 @@ def iter_members(path: PathLike, limits: Limits = Limits()) -> Iterator[tuple[Me
                 raise PackageError(f"{what} is {kind}-compressed; EdgeSDK packages are gzip or plain tar "
                                    "(make them with `edgesdk pack`)")
         compressed = magic[:2] == b"\x1f\x8b"
+        if compressed:
+            _check_gzip_header(raw, what)
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         cap = limits.max_total_bytes + 2048 * limits.max_members + (1 << 20)  # data + headers
         capped = _CappedReader(stream, cap, what)
         checker = _Checker(what, limits, os.fstat(raw.fileno()).st_size if compressed else None)
         try:
-            with tarfile.open(fileobj=capped, mode="r|") as tf:
-                for info in tf:
-                    m = _member(info, what)
-                    checker.check(m)
-                    yield m, (_MemberData(tf.extractfile(info), what) if m.kind == "file" else None)
+            for info, data in read_members(capped, what):
+                m = _member(info, what)
+                checker.check(m)
+                yield m, (_MemberData(data, what) if m.kind == "file" else None)
             # Read to the end so gzip checks its CRC and length: a flipped byte anywhere in the
             # compressed stream is caught, not only in the parts tar happened to need.
             while capped.read(_CHUNK):
@@ -289,13 +310,14 @@ def extract(path: PathLike, dest: PathLike, expected: Optional[dict[str, dict]] 
             if expected is not None and m.kind != "dir":
                 want = expected.get(m.name)
                 if want is None:
-                    raise PackageError(f"{what}: member {m.name!r} is not listed in the signed package manifest")
+                    raise PackageError(f"{what}: member {shown(m.name)} is not listed in the signed package manifest")
             target = dest / m.name
             if m.kind == "dir":
                 target.mkdir(mode=0o755, parents=True, exist_ok=True)
             elif m.kind == "symlink":
                 if want is not None and want.get("symlink") != m.target:
-                    raise PackageError(f"{what}: symlink {m.name!r} -> {m.target!r} differs from the manifest")
+                    raise PackageError(f"{what}: symlink {shown(m.name)} -> {shown(m.target)} differs from the "
+                                       "manifest")
                 target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 os.symlink(m.target, target)
             else:
@@ -330,5 +352,5 @@ def _write_file(source: IO[bytes], target: Path, mode: int, want: Optional[dict]
         out.flush()
         os.fsync(out.fileno())
     if want is not None and (want.get("sha256") != h.hexdigest() or want.get("size") != size):
-        raise PackageError(f"{what}: file {name!r} fails its sha256 check against the signed manifest "
+        raise PackageError(f"{what}: file {shown(name)} fails its sha256 check against the signed manifest "
                            "(tampered or corrupt); refusing the package")

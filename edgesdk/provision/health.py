@@ -89,11 +89,8 @@ def sample_inputs(bundle: Bundle, sample: Sample = None) -> dict[str, np.ndarray
     if isinstance(sample, (str, Path)):
         path = Path(sample)
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            import cv2
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise PackageError(f"cannot read sample image {path}")
-            sample = img
+            from ..imageio import read_image
+            sample = read_image(path)
         elif path.suffix == ".npy":
             sample = np.load(path, allow_pickle=False)
         elif path.suffix == ".npz":

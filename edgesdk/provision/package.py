@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -36,6 +37,7 @@ from ..errors import PackageError
 from . import health as _health
 from .extract import normalize_name
 from .fsutil import fsync_dir
+from .jsonsafe import loads_bounded
 from .keys import key_id, load_private_key, sign
 from .version import Version
 
@@ -75,10 +77,7 @@ class PackageManifest:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = MANIFEST_NAME) -> "PackageManifest":
-        try:
-            d = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PackageError(f"{where}: {MANIFEST_NAME} is not valid JSON: {exc}") from exc
+        d = loads_bounded(data, f"{where}: {MANIFEST_NAME}", max_depth=8)
         if not isinstance(d, dict):
             raise PackageError(f"{where}: {MANIFEST_NAME} must be a JSON object")
         if d.get("format") != FORMAT:
@@ -114,9 +113,45 @@ class PackageManifest:
         for key in ("input", "expected", "rtol", "atol"):
             if key not in self.health:
                 raise PackageError(f"{where}: health.{key} is missing (repack with `edgesdk pack`)")
+        for key in ("rtol", "atol"):
+            check_tolerance(self.health[key], f"{where}: health.{key}")
         for key in ("input", "expected"):
             if self.health[key] not in self.files:
                 raise PackageError(f"{where}: health.{key} names {self.health[key]!r}, which is not in files")
+
+
+def check_tolerance(value: Any, what: str) -> None:
+    """A health-check tolerance: a finite number >= 0 (nan would make every comparison pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PackageError(f"{what} must be a finite number >= 0, got {value!r}")
+
+
+def bundle_problems(bundle_dir: Path, package_files: Optional[dict] = None) -> list[str]:
+    """Why a bundle is not self-contained: its manifest's model or files name an absolute path, leave
+    the bundle (`..`, or a link resolving outside), or (with `package_files`) are not in the package."""
+    where = bundle_dir / BUNDLE_MANIFEST
+    try:
+        with open(where, "rb") as f:
+            d = loads_bounded(f.read((4 << 20) + 1), str(where))
+    except (OSError, PackageError) as exc:
+        return [f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}"]
+    if not isinstance(d, dict) or not isinstance(d.get("files", {}), dict):
+        return [f"{where} is not a bundle manifest (a JSON object with a files object)"]
+    names = [d.get("model"), *d.get("files", {})]
+    problems = []
+    inside = os.path.realpath(bundle_dir)
+    for rel in names:
+        try:
+            clean = normalize_name(rel, str(where)) if isinstance(rel, str) else None
+        except PackageError:
+            clean = None
+        if clean != rel:
+            problems.append(f"bundle file {str(rel)[:200]!r} is not a relative path inside the bundle")
+        elif package_files is not None and f"{BUNDLE_DIR}/{rel}" not in package_files:
+            problems.append(f"bundle file {rel!r} is not one of the package's signed files")
+        elif os.path.commonpath([inside, os.path.realpath(bundle_dir / rel)]) != inside:
+            problems.append(f"bundle file {rel!r} resolves outside the bundle (through a link)")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -138,6 +173,16 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
+def _check_pack_inputs(bundle_dir: Path, rtol: Optional[float], atol: Optional[float]) -> None:
+    for label, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None:
+            check_tolerance(tol, label)
+    problems = bundle_problems(bundle_dir)
+    if problems:  # before loading: loading would read (and hash) a file outside the bundle
+        raise PackageError(f"bundle {bundle_dir} is not self-contained, so it cannot be packed: "
+                           f"{'; '.join(problems[:3])}. A package carries only files inside the bundle")
+
+
 def pack(bundle_dir: PathLike, output: PathLike, version: str,
          key: Union[None, PathLike, Ed25519PrivateKey] = None,
          sample: _health.Sample = None, health_sample: Optional[_health.HealthSample] = None,
@@ -149,6 +194,7 @@ def pack(bundle_dir: PathLike, output: PathLike, version: str,
     array, .npy/.npz, or None for a seeded synthetic input), unless `health_sample` is given.
     """
     Version.parse(version)
+    _check_pack_inputs(Path(bundle_dir), rtol, atol)
     output = Path(output)
     if output.exists() and not overwrite:
         raise PackageError(f"{output} already exists; choose another -o or pass --force")

@@ -124,7 +124,8 @@ def apply(spec: DeploymentSpec, dry_run: bool = False, progress: Optional[Progre
         say(f"{why}: installing")
         result = install(pkg.url or pkg.path, spec.package_root(pkg), trusted_keys=spec.trusted_keys,
                          keep=spec.keep, profile=spec.profile, allow_unsigned=spec.allow_unsigned,
-                         allow_downgrade=pkg.allow_downgrade, sha256=wanted, progress=say)
+                         allow_downgrade=pkg.allow_downgrade, allow_reinstall=pkg.allow_reinstall, sha256=wanted,
+                         progress=say)
         report.changes.append(f"{pkg.name}: {result.message}" if result.changed else
                               f"{pkg.name}: recorded {pkg.source} as the source of current release {result.release}")
         if pkg.run is not None:

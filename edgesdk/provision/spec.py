@@ -15,6 +15,7 @@
         url: https://updates.example.com/ocr-cls-1.2.0.edgepkg   # or path: (relative to this file)
         sha256: 3f2a...                                          # required with url
         allow_downgrade: false
+        allow_reinstall: false        # accept the current version with different content
         run:                          # optional: a systemd service running `edgesdk run`
           sources: [rtsp://127.0.0.1:8554/live]
           batching: adaptive          # none | fixed | adaptive
@@ -33,6 +34,7 @@ Every error names the file and the key (e.g. `packages[0].run.batching`).
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +48,10 @@ from ..errors import ConfigError
 PathLike = Union[str, Path]
 BATCHING = ("none", "fixed", "adaptive")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
+MAX_BATCH = 4096
+#: allowed ranges of the numeric run options, in milliseconds: up to a minute of waiting, an hour of budget
+NUMBER_RANGES = {"max_wait_ms": (0.0, True, 60_000.0), "slo_ms": (0.0, False, 3_600_000.0)}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
@@ -69,6 +75,7 @@ class PackageSpec:
     url: Optional[str] = None
     sha256: Optional[str] = None
     allow_downgrade: bool = False
+    allow_reinstall: bool = False
     run: Optional[RunSpec] = None
 
     @property
@@ -128,13 +135,26 @@ class _Keys:
         if not isinstance(value, kinds):
             raise self.error(key, f"must be {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__} "
                                   f"{value!r}")
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise self.error(key, f"must be one line without control characters, got {value!r}")
+        return value
+
+    def number(self, key: str, low: float, low_ok: bool, high: float) -> Optional[float]:
+        """A finite number from `low` (included when `low_ok`) to `high`: YAML's .inf and .nan are refused."""
+        value = self.get(key, (int, float))
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value!r}")
+        if value < low or (value == low and not low_ok) or value > high:
+            raise self.error(key, f"must be {'>=' if low_ok else '>'} {low:g} and <= {high:g}, got {value!r}")
         return value
 
     def strings(self, key: str, required: bool = False) -> tuple[str, ...]:
         value = self.get(key, (list, str), [], required)
         items = [value] if isinstance(value, str) else value
         for i, item in enumerate(items):
-            if not isinstance(item, (str, int, float)) or isinstance(item, bool) or "\n" in str(item):
+            if not isinstance(item, (str, int, float)) or isinstance(item, bool) or _CONTROL.search(str(item)):
                 raise self.error(f"{key}[{i}]", f"must be a one-line string, got {item!r}")
         if required and not items:
             raise self.error(key, "must list at least one entry")
@@ -157,17 +177,16 @@ def _run(data: Any, where: str, path: str) -> RunSpec:
         raise r.error("batch", f"must be >= 1, got {batch}")
     if batching == "fixed" and batch is None:
         raise r.error("batch", "is required when batching is 'fixed'")
-    numbers = {}
-    for key, low in (("max_wait_ms", 0), ("slo_ms", 1e-9)):
-        numbers[key] = r.get(key, (int, float))
-        if numbers[key] is not None and numbers[key] < low:
-            raise r.error(key, f"must be {'>= 0' if low == 0 else '> 0'}, got {numbers[key]}")
+    if batch is not None and batch > MAX_BATCH:
+        raise r.error("batch", f"must be <= {MAX_BATCH}, got {batch}")
+    numbers = {key: r.number(key, *bounds) for key, bounds in NUMBER_RANGES.items()}
     port = r.get("metrics_port", int)
     if port is not None and not 0 < port < 65536:
         raise r.error("metrics_port", f"must be a TCP port (1-65535), got {port}")
     env = r.get("environment", dict, {})
     for k, v in env.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) or isinstance(v, (dict, list)) or "\n" in str(v):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) or isinstance(v, (dict, list)) \
+                or _CONTROL.search(str(v)):
             raise r.error(f"environment.{k}", "must be NAME: one-line value")
     return RunSpec(sources=r.strings("sources", required=True), sinks=r.strings("sinks"), batching=batching,
                    batch=batch, metrics_port=port, args=r.strings("args"),
@@ -175,7 +194,8 @@ def _run(data: Any, where: str, path: str) -> RunSpec:
 
 
 def _package(data: Any, where: str, path: str, base: Path) -> PackageSpec:
-    p = _Keys(data, where, path, ("name", "path", "url", "sha256", "allow_downgrade", "run"))
+    p = _Keys(data, where, path, ("name", "path", "url", "sha256", "allow_downgrade", "allow_reinstall",
+                                            "run"))
     name = p.get("name", str, required=True)
     if not _NAME.match(name):
         raise p.error("name", f"{name!r} must be 1-48 of a-z 0-9 _ . - starting with a letter or digit")
@@ -192,7 +212,8 @@ def _package(data: Any, where: str, path: str, base: Path) -> PackageSpec:
     run = _run(p.data["run"], where, f"{path}.run") if p.data.get("run") is not None else None
     return PackageSpec(name=name, path=_path(local, base) if local else None, url=url,
                        sha256=sha.lower() if sha else None,
-                       allow_downgrade=p.get("allow_downgrade", bool, False), run=run)
+                       allow_downgrade=p.get("allow_downgrade", bool, False),
+                       allow_reinstall=p.get("allow_reinstall", bool, False), run=run)
 
 
 def _check_profile(top: _Keys, profile: str, base: Path) -> str:
@@ -226,6 +247,8 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
         if value is not None and not _USER.match(value):
             raise top.error(key, f"{value!r} is not a valid user/group name")
     edgesdk = top.get("edgesdk", (str, list))
+    if isinstance(edgesdk, list) and not all(isinstance(a, str) and a and not _CONTROL.search(a) for a in edgesdk):
+        raise top.error("edgesdk", "must list one-line strings (the program and its first arguments)")
     command = tuple(edgesdk) if isinstance(edgesdk, list) else ((edgesdk,) if edgesdk else
                                                                 (sys.executable, "-m", "edgesdk"))
     sysd = _Keys(top.data.get("systemd") or {}, where, "systemd", ("unit_dir", "manage"))

@@ -1,6 +1,7 @@
 """systemd units for the stream service `edgesdk run` of each package in a deployment spec."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,15 +20,48 @@ def unit_name(pkg: PackageSpec) -> str:
     return f"{PREFIX}{pkg.name}.service"
 
 
+# C0 and C1 controls, Unicode line and paragraph separators, lone surrogates (undecodable bytes)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: a first word starting with one of these is read by systemd as flags, quoted or not
+EXEC_PREFIXES = "@-:+!|"
+
+
+def _refuse_unrepresentable(text: str, what: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{what} {text!r} contains a newline, which a systemd unit cannot hold")
+    if _CONTROL.search(text):
+        raise ConfigError(f"{what} {text!r} contains a control character or undecodable byte, which EdgeSDK "
+                          "does not write into a systemd unit; rename it")
+
+
+def _quoted(text: str) -> str:
+    """Double quotes with C-style escapes: systemd unquotes and unescapes words this way."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def exec_quote(arg: str) -> str:
-    """One argument as systemd's command-line parser reads it back unchanged."""
-    if "\n" in arg or "\r" in arg:
-        raise ConfigError(f"argument {arg!r} contains a newline, which a systemd unit cannot hold")
+    """One argument of an Exec line, as systemd's command-line parser reads it back unchanged."""
+    _refuse_unrepresentable(arg, "argument")
     # % starts a specifier and $ a variable in Exec lines; doubled, they stand for themselves
     arg = arg.replace("%", "%%").replace("$", "$$")
+    if arg == ";":
+        return "\\;"  # a lone ; separates commands
     if arg and _PLAIN.fullmatch(arg):
         return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _quoted(arg)
+
+
+def env_quote(name: str, value: str) -> str:
+    """One Environment= assignment: specifiers are expanded there, but `$` is not special."""
+    _refuse_unrepresentable(value, f"environment value of {name}")
+    return _quoted(f"{name}={value}".replace("%", "%%"))
+
+
+def _exec_line(args: list[str], prefix: str = "") -> str:
+    if not args or not args[0] or args[0][0] in EXEC_PREFIXES:
+        raise ConfigError(f"command {args[:1]!r}: systemd reads a leading {EXEC_PREFIXES} as flags; give the "
+                          "program by its absolute path")
+    return prefix + _line(args)
 
 
 def _line(args: list[str]) -> str:
@@ -63,8 +97,9 @@ def render_unit(spec: DeploymentSpec, pkg: PackageSpec) -> str:
     status = [*spec.edgesdk, "status", "--root", str(spec.package_root(pkg))]
     if spec.profile:
         status += ["--profile", spec.profile]
+    source = json.dumps(str(spec.source or "a deployment spec"))[1:-1]  # a comment is one line, whatever the path
     lines = [
-        f"{MANAGED_MARK} from {spec.source or 'a deployment spec'}; edits are reported as drift and replaced.",
+        f"{MANAGED_MARK} from {source}; edits are reported as drift and replaced.",
         "[Unit]",
         f"Description=EdgeSDK stream service for {pkg.name}",
         "After=network-online.target",
@@ -77,11 +112,12 @@ def render_unit(spec: DeploymentSpec, pkg: PackageSpec) -> str:
     if spec.group:
         lines.append(f"Group={spec.group}")
     for k, v in run.environment:
-        lines.append(f"Environment={exec_quote(f'{k}={v}')}")
+        lines.append(f"Environment={env_quote(k, v)}")
     lines += [
         "# Finish or undo an install that power loss interrupted, and refuse to start without a healthy release.",
-        f"ExecStartPre={_line(status)}",
-        f"ExecStart={_line(run_args(spec, pkg))}",
+        "# '+': with full privileges, so that the service user needs no write access to the install root.",
+        f"ExecStartPre={_exec_line(status, '+')}",
+        f"ExecStart={_exec_line(run_args(spec, pkg))}",
         "Restart=on-failure",
         "RestartSec=5s",
         "NoNewPrivileges=yes",

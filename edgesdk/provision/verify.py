@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -21,11 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..bundle import sha256_file
 from ..errors import PackageError
 from .extract import Limits, iter_members
+from .jsonsafe import loads_bounded
 from .keys import check_signature, load_trusted_keys
 from .package import MANIFEST_NAME, SIGNATURE_NAME, PackageManifest, package_id
 
 PathLike = Union[str, Path]
-_META_MAX = 4 << 20
+_META_MAX = 4 << 20  # edgepkg.json: ~150 bytes a file, 10,000 files at most
+_SIGNATURE_MAX = 4096  # edgepkg.sig is ~200 bytes: algorithm, key id, 88 characters of base64
 UNSIGNED_WARNING = ("WARNING: installing a package WITHOUT a trusted signature (--allow-unsigned). Anyone "
                     "who can hand this device a file can run code on it. Use this for development only.")
 
@@ -53,10 +54,10 @@ class VerifiedPackage:
         return self.key_id is not None
 
 
-def _read_small(data, name: str, what: str) -> bytes:
-    blob = data.read(_META_MAX + 1)
-    if len(blob) > _META_MAX:
-        raise PackageError(f"{what}: {name} is larger than {_META_MAX} bytes")
+def _read_small(data, name: str, what: str, limit: int) -> bytes:
+    blob = data.read(limit + 1)
+    if len(blob) > limit:
+        raise PackageError(f"{what}: {name} is larger than {limit} bytes; refusing the package")
     return blob
 
 
@@ -70,10 +71,10 @@ def check_signature_doc(sig_bytes: Optional[bytes], manifest_bytes: bytes,
                                "--allow-unsigned for development only")
         return None, [UNSIGNED_WARNING]
     try:
-        doc = json.loads(sig_bytes.decode("utf-8"))
+        doc = loads_bounded(sig_bytes, f"{what}: {SIGNATURE_NAME}", _SIGNATURE_MAX, max_depth=1)
         algorithm, kid = doc["algorithm"], str(doc["key_id"])
         signature = base64.b64decode(doc["signature"], validate=True)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
+    except (KeyError, TypeError, binascii.Error) as exc:
         raise PackageError(f"{what}: {SIGNATURE_NAME} is malformed ({exc}); refusing the package") from exc
     if algorithm != "ed25519":
         raise PackageError(f"{what}: signature algorithm {algorithm!r} is not supported (ed25519 only)")
@@ -108,10 +109,10 @@ def verify_package(path: PathLike, trusted_keys: Union[None, PathLike, dict[str,
             if m.name != MANIFEST_NAME or data is None:
                 raise PackageError(f"{what} is not an EdgeSDK package: its first member is {m.name!r}, not "
                                    f"{MANIFEST_NAME} (make packages with `edgesdk pack`)")
-            manifest_bytes = _read_small(data, MANIFEST_NAME, what)
+            manifest_bytes = _read_small(data, MANIFEST_NAME, what, _META_MAX)
             continue
         if index == 1 and m.name == SIGNATURE_NAME and data is not None:
-            sig_bytes = _read_small(data, SIGNATURE_NAME, what)
+            sig_bytes = _read_small(data, SIGNATURE_NAME, what, _SIGNATURE_MAX)
             continue
         if manifest is None:
             # The signature is judged before the first payload byte is read.
@@ -128,6 +129,34 @@ def verify_package(path: PathLike, trusted_keys: Union[None, PathLike, dict[str,
     if missing:
         raise PackageError(f"{what}: files listed in the manifest are missing from the archive: {missing}")
     return VerifiedPackage(path, manifest, manifest_bytes, sig_bytes, key_id, sha256_file(path), warnings)
+
+
+def signed_size_bound(path: PathLike, trusted_keys: Union[None, PathLike, dict[str, Ed25519PublicKey]],
+                      allow_unsigned: bool = False) -> Optional[int]:
+    """The most a package can weigh according to its signed manifest, judged from the first bytes of
+    a download in progress: None until the manifest and signature have arrived (PackageError when
+    the signature already fails). A download can then be stopped at this size."""
+    what = f"download {path}"
+    trusted = load_trusted_keys(trusted_keys) if isinstance(trusted_keys, (str, Path)) else trusted_keys
+    head: list[bytes] = []
+    try:
+        for index, (m, data) in enumerate(iter_members(path)):
+            if index == 2 or data is None or (index == 1 and m.name != SIGNATURE_NAME):
+                head.append(b"")  # a later member has begun: the head is complete
+                break
+            head.append(_read_small(data, m.name, what, _META_MAX if index == 0 else _SIGNATURE_MAX))
+    except PackageError:
+        return None  # not all there yet (or not a package: the full verification will say)
+    if len(head) < 2 or not head[-1] == b"":
+        return None
+    manifest_bytes, sig_bytes = head[0], (head[1] if len(head) == 3 else None)
+    check_signature_doc(sig_bytes, manifest_bytes, trusted, allow_unsigned, what)
+    files = PackageManifest.from_bytes(manifest_bytes, what).files.values()
+    # data padded to 512-byte blocks, each member's header and PAX header, tar's end record, and
+    # deflate's worst case for incompressible data (stored blocks: +5 bytes per 64 KiB)
+    tar = sum(-(-int(e.get("size", 0)) // 512) * 512 for e in files) + len(manifest_bytes) + len(sig_bytes or b"")
+    tar += (len(files) + 2) * 6144 + 20480
+    return tar + tar // 1000 + 65536
 
 
 def _check_member(m, data, manifest: PackageManifest, what: str) -> None:

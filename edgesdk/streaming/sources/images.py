@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import numpy as np
 
 from ...errors import SourceError
+from ...imageio import read_image
 from .base import Source
 
 log = logging.getLogger("edgesdk.streaming")
@@ -57,10 +57,10 @@ class ImageFolderSource(Source):
         while self._pos < len(self.files):
             path = self.files[self._pos]
             self._pos += 1
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                return img
-            log.warning("%s: skipping %s (not a readable image)", self.describe(), path)
+            try:
+                return read_image(path)
+            except SourceError as exc:  # also an image over the pixel cap
+                log.warning("%s: skipping %s (%s)", self.describe(), path, exc)
         return None
 
     def rewind(self) -> bool:
