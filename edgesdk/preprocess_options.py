@@ -29,7 +29,7 @@ LAYOUTS = ("NCHW", "NHWC")
 #: the CLI spells fit_height with a dash
 RESIZE_CHOICES = ("stretch", "letterbox", "crop", "fit-height", "none")
 FLAG = {"normalize": "--normalize", "mean": "--mean", "std": "--std", "scale": "--scale", "color": "--color",
-        "resize": "--resize", "pad_value": "--pad-value", "layout": "--layout"}
+        "resize": "--resize", "pad_value": "--pad-value", "layout": "--layout", "crop_ratio": "--crop-ratio"}
 
 
 def parse_triple(option: str, text: Optional[str]) -> Optional[tuple[float, ...]]:
@@ -58,6 +58,7 @@ class PreprocessOptions:
     resize: Optional[str] = None
     pad_value: Optional[int] = None
     layout: Optional[str] = None
+    crop_ratio: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -86,6 +87,8 @@ class PreprocessOptions:
             raise ConfigError(f"--scale must be > 0, got {self.scale}")
         if self.pad_value is not None and not 0 <= int(self.pad_value) <= 255:
             raise ConfigError(f"--pad-value is a pixel value in 0..255, got {self.pad_value}")
+        if self.crop_ratio is not None and not 0.0 < float(self.crop_ratio) <= 1.0:
+            raise ConfigError(f"--crop-ratio is the crop's share of the short side, in (0, 1], got {self.crop_ratio}")
         self._check_normalize_agrees()
 
     def _check_normalize_agrees(self) -> None:

