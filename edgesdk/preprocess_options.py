@@ -252,8 +252,10 @@ def _check_channels(values: dict[str, Any], sources: dict[str, str], shape: Opti
         vals = values.get(key)
         if vals is not None and len(vals) == 1:
             values[key] = tuple(vals) * want
-        elif vals is not None and len(vals) != want and not (want == 1 and len(vals) == 3
-                                                               and sources[key].startswith(("default", "preset"))):
+        elif vals is not None and len(vals) != want:
+            if want == 1 and sources[key] != f"option {FLAG[key]}":
+                values[key] = tuple(vals[:1])  # a named normalization or a default, for a gray input
+                continue
             raise ConfigError(f"{FLAG[key]} has {len(vals)} values but input {name!r} {_dims(shape)} has {c} "
                               f"channel{'s' if c != 1 else ''}: give {c} value{'s' if c != 1 else ''}")
 
