@@ -240,10 +240,8 @@ def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any,
             f"NCHW|NHWC, or pass --assume-preprocess to accept the defaults ({assumed})")
     warning = (f"WARNING: preprocessing ASSUMED, not stated: {assumed}. Calibration, the accuracy check and the "
                "bundle all use it; if the model was trained otherwise its accuracy is lost unnoticed")
-    say(warning)
-    import logging
-
-    logging.getLogger("edgesdk.convert").warning(warning)
+    # on stderr even with --quiet: a guess that silently costs accuracy is what this refuses
+    _stderr(warning)
     notes.append(warning)
 
 
