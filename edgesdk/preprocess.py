@@ -52,6 +52,10 @@ class PreprocessSpec:
     #: resize "crop": scale so the crop is this fraction of the short side (0.875: resize to 256,
     #: crop 224, as ImageNet evaluation does); 1.0 crops at the model size
     crop_ratio: float = 1.0
+    #: resize "fit_height" on a model with a dynamic width: the width follows the image's aspect
+    #: (at least size[1], rounded up to size_multiple) instead of padding to size[1], as
+    #: PaddleOCR's recognizer does (imgW = max(320, 48 * w / h))
+    dynamic_width: bool = False
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -170,6 +174,10 @@ class Preprocessor:
     def target_size(self, h: int, w: int) -> tuple[int, int]:
         """Model-input (height, width) for an image of h x w."""
         s = self.spec
+        if s.size is not None and s.dynamic_width:
+            th, min_w = s.size
+            m = max(1, s.size_multiple)
+            return th, max(min_w, int(math.ceil(math.ceil(th * w / h) / m)) * m)
         if s.size is not None:
             return s.size
         r = 1.0
