@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
+
+from ..errors import ConfigError
+from .preprocess_flags import pop_preprocess, preprocess_flags
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -50,11 +53,12 @@ def _write_json(path: Path, data: dict) -> None:
               help="One-line live status on stderr (default: when stderr is a terminal).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the final statistics as JSON here.")
+@preprocess_flags
 def run(bundle: Path, sources: tuple[str, ...], batching: str, batch: Optional[int], max_wait_ms: Optional[float],
         slo_ms: Optional[float], sinks: tuple[str, ...], metrics_port: Optional[int], loop: bool, realtime: bool,
         duration: Optional[float], max_frames: Optional[int], backend: Optional[str], threads: Optional[int],
         buffer_size: Optional[int], max_inflight: int, profile: Optional[str], status: Optional[bool],
-        report_path: Optional[Path]) -> None:
+        report_path: Optional[Path], **flags: Any) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
     Stops when every source has ended, after --duration, or on Ctrl-C / SIGTERM: frames
@@ -68,7 +72,16 @@ def run(bundle: Path, sources: tuple[str, ...], batching: str, batch: Optional[i
     from ..streaming.pipeline import Pipeline
 
     runtime_kw = {"threads": threads} if threads else {}
-    pipe = Pipeline(str(bundle), list(sources), list(sinks), batching=batching, batch=batch, max_wait_ms=max_wait_ms,
+    model: Any = str(bundle)
+    stated = pop_preprocess(flags)
+    if stated:  # a bare model file fed the way the user says (a bundle records its own)
+        if bundle.is_dir():
+            raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for "
+                              "bare model files")
+        from ..predictor import Predictor
+
+        model = Predictor(bundle, backend=backend, preprocess_options=stated, **runtime_kw)
+    pipe = Pipeline(model, list(sources), list(sinks), batching=batching, batch=batch, max_wait_ms=max_wait_ms,
                     slo_ms=slo_ms, max_inflight=max_inflight, loop=loop, realtime=realtime, buffer_size=buffer_size,
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
