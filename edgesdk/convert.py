@@ -78,30 +78,42 @@ class _Candidate:
 
 # --------------------------------------------------------------------------- inputs
 
-def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress) -> tuple[Path, Any]:
+def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
+                example_shape: Optional[Sequence[int]] = None) -> tuple[Path, Any]:
+    """The model as ONNX: an .onnx file as is; PyTorch (a module, a TorchScript / ExportedProgram
+    file or ``module:factory``) exported to ``<name>.onnx`` so the bundle is named after it."""
     from converters.passes import load_onnx
 
-    if isinstance(model, (str, Path)):
+    from .torch_source import is_torch_source, load_torch_source
+
+    if is_torch_source(model):
+        model, torch_example, name = load_torch_source(str(model), example_shape)
+    elif isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
             raise ConversionError(f"model {str(path)!r} does not exist")
         suffix = path.suffix.lower()
         if suffix != ".onnx":
-            kinds = {".tflite": "TFLite", ".xml": "OpenVINO IR", ".engine": "TensorRT engine", ".pt": "PyTorch",
-                     ".pth": "PyTorch"}
+            kinds = {".tflite": "TFLite", ".xml": "OpenVINO IR", ".engine": "TensorRT engine"}
             kind = kinds.get(suffix, f"'{suffix or 'no suffix'}'")
             raise ConversionError(
-                f"edgesdk convert takes ONNX models (or a PyTorch module from Python); {path.name} is {kind}. "
-                "Export it to ONNX first (PyTorch: converters.torch_export.export), or wrap an already converted "
+                f"edgesdk convert takes ONNX, PyTorch (.pt TorchScript, .pt2 ExportedProgram, module:factory) and "
+                f"TFLite models; {path.name} is {kind}. Export it to ONNX first, or wrap an already converted "
                 "model in a bundle with edgesdk.presets.make_bundle")
         return path, load_onnx(path)
-    # a PyTorch module
+    else:
+        name = _torch_name(model)
+        if torch_example is None and example_shape is not None:
+            import torch
+
+            torch_example = torch.zeros(*[int(d) for d in example_shape])
     if torch_example is None:
-        raise ConversionError("converting a PyTorch module needs an example input (torch_example=torch.randn(...))")
+        raise ConversionError("converting a PyTorch module needs an example input (torch_example=torch.randn(...) "
+                              "or --example-shape 1,3,224,224)")
     from converters.torch_export import export
 
-    progress("exporting the PyTorch module to ONNX")
-    path = export(model, torch_example, work / "exported.onnx")
+    progress(f"exporting the PyTorch module {name} to ONNX")
+    path = export(model, torch_example, work / f"{name}.onnx", input_names=["input"])
     return path, load_onnx(path)
 
 
@@ -221,7 +233,7 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
     sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
-    model_name = pre.name if pre else (src.stem if isinstance(model, (str, Path)) else _torch_name(model))
+    model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
     return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
 
 
@@ -500,6 +512,7 @@ def convert(
     name: Optional[str] = None,
     force: bool = False,
     torch_example: Any = None,
+    example_shape: Optional[Sequence[int]] = None,
     preprocess_options: Optional[PreprocessOptions] = None,
     assume_preprocess: bool = False,
     profiles_dirs: Optional[Sequence[Union[str, Path]]] = None,
@@ -508,7 +521,8 @@ def convert(
     """Convert `model` for `profile` and write the bundle at `output` (see the module doc).
 
     Args:
-        model: an ONNX file (or a torch.nn.Module with `torch_example`).
+        model: an ONNX file, a torch.nn.Module (with `torch_example` or `example_shape`), a TorchScript
+            (.pt) or ExportedProgram (.pt2) file, or "module:factory" returning a module.
         profile: a device profile name or YAML path (edgesdk.profiles).
         output: the bundle directory to create (refused if it exists, unless `force`).
         precision: auto | fp32 | fp16 | bf16 | int8.
@@ -579,7 +593,7 @@ def convert(
     work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=output.parent if output.parent.exists() else None))
     try:
         # 1. the model and what it is
-        src_path, model_proto = _load_model(model, work, torch_example, say)
+        src_path, model_proto = _load_model(model, work, torch_example, say, example_shape)
         facts = _model_facts(model, src_path, model_proto, preset, input_shape, preprocess, preprocess_options,
                              task, labels, calib, assume_preprocess, say)
         pre, name_in, shape, dtype = facts.preset, facts.input_name, facts.shape, facts.dtype

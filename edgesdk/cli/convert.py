@@ -56,6 +56,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               default=None, help="What the outputs are (default: the preset's or the model metadata's, else raw).")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Class names, one per line in class-index order (default: from the model's metadata).")
+@click.option("--example-shape", help="PyTorch input (.pt, .pt2, module:factory): the input shape to trace, e.g. 1,3,224,224.")
 @click.option("--assume-preprocess", is_flag=True,
               help="Accept the default preprocessing for an image --calib when nothing states it (loud warning).")
 @preprocess_flags
@@ -66,8 +67,10 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
             prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
-            task: Optional[str], labels: Optional[Path], assume_preprocess: bool, **flags: Any) -> None:
-    """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
+            task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
+            **flags: Any) -> None:
+    """Convert MODEL (ONNX, TFLite, PyTorch .pt/.pt2 or module:factory) into a bundle for a device
+    profile, checked against the original.
 
     \b
     Example:
@@ -85,7 +88,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
-        preprocess_options=pop_preprocess(flags))
+        preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape))
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}
