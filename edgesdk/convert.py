@@ -43,9 +43,10 @@ from .preprocess_options import PreprocessOptions
 
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 DEFAULT_MAX_DROP = 0.02
-#: what each local backend can produce
-PRODUCES = {"onnxruntime": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-            "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8"), "edgetpu": ("int8",)}
+from runtimes.registry import RECORDS, record  # noqa: E402  one record per backend
+
+#: what each backend's converter can produce (read from its record)
+PRODUCES = {name: r.precisions for name, r in RECORDS.items()}
 
 Progress = Callable[[str], None]
 
@@ -326,10 +327,11 @@ def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]],
     for rank, pref in enumerate(profile.backends):
         if backends and pref.backend not in backends:
             continue
-        if pref.backend in ("onnxruntime", "openvino", "litert") and pref.backend not in available and measure:
+        rec = record(pref.backend)
+        if rec.engine and pref.backend not in available and measure:
             notes.append(f"{pref.backend} is not installed here: its variants were not built")
             continue
-        if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+        if rec.needs == "onnx2tf" and not tflite_ok:
             notes.append(f"{pref.backend}: the ONNX -> TFLite converter (onnx2tf) is not installed (make tflite)")
             continue
         wanted = list(pref.precisions) if precision == "auto" else [p for p in pref.precisions if p == precision]
@@ -349,7 +351,7 @@ def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]],
         # the profile does not list it: build it with the first backend that can
         for rank, pref in enumerate(profile.backends):
             if (not backends or pref.backend in backends) and precision in PRODUCES.get(pref.backend, ()):
-                if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+                if record(pref.backend).needs == "onnx2tf" and not tflite_ok:
                     continue
                 add(_Candidate(pref.backend, precision, pref.device, pref.layout, rank, listed=False))
                 notes.append(f"the profile lists no {precision} variant; built {pref.backend} {precision} as asked")
@@ -678,12 +680,12 @@ def convert(
             c = cands[i]
             if not do_measure and any(v.ok and v.within(budget) is not False for v in built.values()):
                 break  # the profile's order decides: the first good variant wins
-            if c.backend in ("litert", "edgetpu") and fit is None and (held is None):
+            if record(c.backend).needs == "onnx2tf" and fit is None and (held is None):
                 built[i] = _failed(c, "TFLite conversion needs real samples: pass --calib")
                 continue
             say(f"building {c.backend} {c.precision}")
             v = builder.build(c.backend, c.precision)
-            if c.layout == "NHWC" and v.backend not in ("litert", "edgetpu"):
+            if c.layout == "NHWC" and record(v.backend).file_layout != "NHWC":
                 v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
             built[i] = v
             status = v.error or (v.comparison.summary() if v.comparison else "built")
@@ -756,7 +758,7 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
 
     inputs = outputs = None
     # the specs of the file the bundle ships, read here with an engine that runs it
-    local = {"tensorrt": "onnxruntime", "edgetpu": "litert"}.get(v.backend, v.backend)
+    local = record(v.backend).checked_with or v.backend
     try:
         with runtimes.load(v.files[v.model], backend=local) as rt:
             inputs, outputs = rt.inputs, rt.outputs
@@ -768,7 +770,7 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
     # the layout of the file the bundle ships: its own input spec when it is clear (an NHWC ONNX
     # model stays NHWC), else the variant's (onnx2tf writes NHWC)
     shipped = inputs[0].layout if len(inputs) == 1 and inputs[0].layout in ("NCHW", "NHWC") else None
-    layout = shipped or (v.layout if v.backend in ("litert", "edgetpu") else None)
+    layout = shipped or record(v.backend).file_layout or None
     if spec is not None and layout and layout != spec.layout:
         spec = replace(spec, layout=layout)
     if spec is not None and v.input_dtype and v.input_dtype != spec.dtype:
