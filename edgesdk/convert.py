@@ -41,8 +41,7 @@ from .errors import BundleError, ConversionError, EdgeSDKError
 from .preprocess import PreprocessSpec
 from .preprocess_options import PreprocessOptions
 
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
-DEFAULT_MAX_DROP = 0.02
+from .convert_options import DEFAULT_MAX_DROP, PRECISION_CHOICES, TASK_CHOICES, ConvertOptions  # noqa: F401
 from runtimes.registry import RECORDS, record  # noqa: E402  one record per backend
 
 #: what each backend's converter can produce (read from its record)
@@ -193,7 +192,6 @@ class ModelFacts:
 TASK_DECODERS = {"classification": {"type": "classification", "top_k": 5},
                  "segmentation": {"type": "segmentation"}, "raw": {"type": "raw"},
                  "text_recognition": {"type": "ctc"}}
-TASK_CHOICES = ("classification", "detection", "segmentation", "text_recognition", "raw")
 
 
 def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input_shape: Optional[Sequence[int]],
@@ -221,8 +219,8 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     notes: list[str] = []
     _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
     the_task = task or meta.get("task") or (pre.task if pre else "raw")
-    if the_task not in TASK_CHOICES + ("text_detection",):
-        raise ConversionError(f"--task must be one of {', '.join(TASK_CHOICES)}, got {the_task!r}")
+    if the_task not in TASK_CHOICES:
+        raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
     names = _labels(labels, meta, pre, proto, the_task)
     decoder = dict(pre.decoder) if pre is not None and pre.task == the_task else dict(TASK_DECODERS.get(the_task, {}))
     if not decoder:
@@ -519,6 +517,7 @@ def convert(
     assume_preprocess: bool = False,
     profiles_dirs: Optional[Sequence[Union[str, Path]]] = None,
     progress: Optional[Progress] = _stderr,
+    options: Optional[ConvertOptions] = None,
 ) -> ConvertResult:
     """Convert `model` for `profile` and write the bundle at `output` (see the module doc).
 
@@ -563,22 +562,19 @@ def convert(
 
     say = progress or (lambda msg: None)
     started = time.perf_counter()
-    if precision not in PRECISION_CHOICES:
-        raise ConversionError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
-    from converters.onnx_quant import CALIBRATION_METHODS
-
-    if calib_method not in CALIBRATION_METHODS:
-        raise ConversionError(f"calibration method {calib_method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-    if accuracy_control not in ("edgesdk", "nncf"):
-        raise ConversionError(f"accuracy_control must be 'edgesdk' or 'nncf', got {accuracy_control!r}")
-    budget = DEFAULT_MAX_DROP if max_accuracy_drop is None else float(max_accuracy_drop)
-    if not 0.0 <= budget < 1.0:
-        raise ConversionError(f"max accuracy drop must be in [0, 1), got {budget}")
+    # one validated home for every setting; `options` replaces the keyword arguments
+    opts = options or ConvertOptions(precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options, assume_preprocess=assume_preprocess, task=task, labels=labels, calib_size=calib_size, val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune, prune_criterion=prune_criterion, backends=backends, measure=measure, accuracy_control=accuracy_control, guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force, torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs)
+    (precision, calib, max_accuracy_drop, input_shape, preset, preprocess, preprocess_options, assume_preprocess, task, labels, calib_size, val, holdout, calib_method, exclude, eval_fn, prune, prune_criterion, backends, measure, accuracy_control, guard_steps, threads, bench_seconds, name, force, torch_example, example_shape, profiles_dirs) = (getattr(opts, f) for f in ("precision", "calib", "max_accuracy_drop", "input_shape", "preset", "preprocess", "preprocess_options", "assume_preprocess", "task", "labels", "calib_size", "val", "holdout", "calib_method", "exclude", "eval_fn", "prune", "prune_criterion", "backends", "measure", "accuracy_control", "guard_steps", "threads", "bench_seconds", "name", "force", "torch_example", "example_shape", "profiles_dirs"))
+    budget = opts.budget
     output = Path(output)
     if output.exists() and not force:
         raise BundleError(f"{output} already exists; choose another output or pass --force to replace it")
     prof = load_profile(profile, profiles_dirs) if not hasattr(profile, "backends") else profile
     fn = load_eval_fn(eval_fn) if isinstance(eval_fn, str) else eval_fn
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".tflite" and Path(model).is_file():
+        from .convert_tflite import convert_tflite
+
+        return convert_tflite(Path(model), prof, output, opts, say)
 
     import runtimes
     from converters import tflite
@@ -714,7 +710,7 @@ def convert(
             "passes": [r.to_dict() for r in records], "pruning": prune_info, "calibration": cal_info,
             "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
             "notes": facts.notes + cand_notes, "threads": threads,
-            "preprocess": facts.sources,
+            "preprocess": facts.sources, "options": opts.to_dict(),
             "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": cpu},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -6,16 +6,10 @@ import json
 import cv2
 import pytest
 
-from edgesdk.cli import main
+from clitools import cli as _cli
 
 FLAGS = ["--normalize", "symmetric", "--resize", "crop", "--crop-ratio", "0.875", "--color", "RGB"]
 
-
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_predict_a_bare_classifier_fed_as_stated(model_paths, photos, tmp_path, capsys):

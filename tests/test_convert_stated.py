@@ -10,7 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.cli import main
+from clitools import cli as _cli
+from clitools import convert_args as _convert
 
 FLAGS = ["--normalize", "symmetric", "--resize", "crop", "--crop-ratio", "0.875", "--color", "RGB"]
 
@@ -23,16 +24,6 @@ def photo_dir(tmp_path_factory, photos):
     return d
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def _convert(model, out, calib, *extra):
-    return ["convert", str(model), "-p", "amd-epyc-zen4", "--precision", "fp32", "--backend", "onnxruntime",
-            "--calib", str(calib), "-o", str(out), "-q", *extra]
 
 
 def test_image_calibration_without_stated_preprocessing_is_refused(model_paths, photo_dir, tmp_path, capsys):
@@ -141,3 +132,33 @@ def test_edgesdk_convert_is_the_function():
     import edgesdk.convert as module
 
     assert module.convert.__name__ == "convert"
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(precision="int4"), ["--precision", "int4"]),
+    (dict(task="pose"), ["--task", "pose"]),
+    (dict(max_accuracy_drop=1.5), ["--max-accuracy-drop"]),
+    (dict(calib_method="kl"), ["--calib-method"]),
+    (dict(prune=1.0), ["--prune"]),
+])
+def test_convert_options_are_validated_once_naming_the_option(settings, words):
+    from edgesdk.convert_options import ConvertOptions
+    from edgesdk.errors import ConversionError
+
+    with pytest.raises(ConversionError) as exc:
+        ConvertOptions(**settings)
+    for word in words:
+        assert word in str(exc.value)
+
+
+def test_prepared_options_drive_a_conversion_and_the_report_replays_them(model_paths, photo_dir, tmp_path):
+    from edgesdk import convert
+    from edgesdk.convert_options import ConvertOptions
+    from edgesdk.preprocess_options import PreprocessOptions
+
+    opts = ConvertOptions(precision="fp32", calib=str(photo_dir), backends=["onnxruntime"], task="classification",
+                          preprocess_options=PreprocessOptions(normalize="symmetric", resize="crop", crop_ratio=0.875))
+    result = convert(model_paths["efficientnet_lite0.onnx"], "amd-epyc-zen4", tmp_path / "b", options=opts, progress=None)
+    assert result.report["options"]["precision"] == "fp32"
+    assert "--normalize symmetric" in result.report["options"]["preprocess_options"]
+    assert result.bundle.manifest.task == "classification"

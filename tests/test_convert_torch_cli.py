@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgesdk.cli import main  # noqa: E402
+from clitools import cli as _cli  # noqa: E402
+from clitools import convert_args as _convert  # noqa: E402
 
 FLAGS = ["--normalize", "symmetric", "--resize", "crop", "--crop-ratio", "0.875", "--color", "RGB"]
 
@@ -22,16 +23,6 @@ def photo_dir(tmp_path_factory, photos):
     return d
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def _convert(model, out, calib, *extra):
-    return ["convert", str(model), "-p", "amd-epyc-zen4", "--precision", "fp32", "--backend", "onnxruntime",
-            "--calib", str(calib), "-o", str(out), "-q", *extra]
 
 
 class TinyNet(torch.nn.Module):
