@@ -168,6 +168,8 @@ def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[int]) -> Optional[P
         changes["limit_side_len"] = None
     if spec.size_multiple != 1:
         changes["size_multiple"] = 1
+    if spec.dynamic_width:
+        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
     return replace(spec, **changes)
 
 
@@ -226,8 +228,8 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     if not decoder:
         raise ConversionError(f"--task {the_task} needs a decoder this model's preset would give (none known for "
                               f"{src.name}); use --task raw to ship the outputs undecoded")
-    if the_task == "text_recognition" and "character" in meta and "dictionary" not in decoder:
-        decoder["dictionary"] = "metadata"
+    if the_task == "text_recognition" and not names and meta.get("character"):
+        names = list(meta["character"])  # the CTC dictionary the model carries (PP-OCR's 'character')
     if the_task == "raw" and _looks_like_scores(proto):
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")

@@ -72,3 +72,26 @@ def test_segmentation_mask_maps_back_through_a_letterbox():
     assert mask[:, :95].max() == 0 and mask[:, 105:].min() == 1
     r = dec({"y": scores}, [t])[0]
     assert r.meta["class_share"]["person"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_converted_recognizer_at_a_static_width_reads_real_lines(model_paths, photos, tmp_path, capsys):
+    """convert with a static width: the dictionary comes from the metadata, the width is fixed (padded)."""
+    from clitools import cli
+
+    lines = _page_lines(photos["page"])[:2]
+    calib = tmp_path / "lines"
+    calib.mkdir()
+    for i, line in enumerate(_page_lines(photos["page"])):
+        cv2.imwrite(str(calib / f"l{i}.png"), line)
+    out = tmp_path / "rec.bundle"
+    code, _, err = cli(["convert", str(model_paths["ppocrv4_rec.onnx"]), "-p", "amd-epyc-zen4", "--precision", "fp32",
+                        "--backend", "openvino", "--input-shape", "1,3,48,960", "--calib", str(calib), "-o", str(out),
+                        "-q"], capsys)
+    assert code == 0, err
+    from edgesdk.predictor import Predictor
+
+    with Predictor(out) as p:
+        assert p.manifest.preprocess.dynamic_width is False and p.manifest.preprocess.size == (48, 960)
+        texts = [r.meta["text"] for r in p.predict(lines)]
+    assert texts[0] == "Region-based segmentation"
+    assert texts[1].startswith("Let us first determine markers of the coins")
