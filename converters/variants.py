@@ -23,10 +23,12 @@ from .compare import Comparator, Comparison
 from .errors import ConversionError, EdgeSDKError
 from .sensitivity import GuardReport, keep_sensitive_layers_float
 
-#: backends that run on this machine through `runtimes`
-LOCAL_BACKENDS = ("onnxruntime", "openvino", "litert")
+from runtimes.registry import RECORDS
+
+#: backends that run on this machine through `runtimes` (from the backend records)
+LOCAL_BACKENDS = tuple(r.name for r in RECORDS.values() if r.engine)
 #: backends whose artifacts are built for a device we cannot run here
-RECIPE_BACKENDS = ("tensorrt", "edgetpu")
+RECIPE_BACKENDS = tuple(r.name for r in RECORDS.values() if not r.engine)
 
 
 @dataclass
@@ -134,11 +136,11 @@ class VariantBuilder:
         """Build (and check) one variant; a failure is recorded on the variant, not raised,
         unless it is a usage error that every variant would hit."""
         start = time.perf_counter()
-        method = getattr(self, f"_build_{backend}", None)
-        if method is None:
-            raise ConversionError(f"no converter for backend {backend!r}")
+        builder = BUILDERS.get(backend)
+        if builder is None:
+            raise ConversionError(f"no converter for backend {backend!r}; converters exist for {', '.join(BUILDERS)}")
         try:
-            variant = method(precision)
+            variant = builder(self, precision)
         except ConversionError as exc:
             variant = Variant(f"{backend}-{precision}", f"{backend} {precision}", backend, precision, error=str(exc))
         variant.build_seconds = time.perf_counter() - start
@@ -635,3 +637,14 @@ def cleanup(paths: Sequence[Path]) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.exists():
             os.unlink(p)
+
+
+#: backend name (a runtimes.registry record) -> the builder of its variants; every precision the
+#: record lists goes through it
+BUILDERS: dict[str, Callable[[VariantBuilder, str], Variant]] = {
+    "onnxruntime": VariantBuilder._build_onnxruntime,
+    "openvino": VariantBuilder._build_openvino,
+    "litert": VariantBuilder._build_litert,
+    "tensorrt": VariantBuilder._build_tensorrt,
+    "edgetpu": VariantBuilder._build_edgetpu,
+}

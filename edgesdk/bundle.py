@@ -27,7 +27,7 @@ from .preprocess import PreprocessSpec, Preprocessor
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-TASKS = ("classification", "detection", "text_detection", "raw")
+TASKS = ("classification", "detection", "segmentation", "text_detection", "text_recognition", "raw")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
 
 

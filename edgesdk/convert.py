@@ -39,12 +39,13 @@ import numpy as np
 from .bundle import Bundle, Manifest, sha256_file, write_bundle
 from .errors import BundleError, ConversionError, EdgeSDKError
 from .preprocess import PreprocessSpec
+from .preprocess_options import PreprocessOptions
 
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
-DEFAULT_MAX_DROP = 0.02
-#: what each local backend can produce
-PRODUCES = {"onnxruntime": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-            "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8"), "edgetpu": ("int8",)}
+from .convert_options import DEFAULT_MAX_DROP, PRECISION_CHOICES, TASK_CHOICES, ConvertOptions  # noqa: F401
+from runtimes.registry import RECORDS, record  # noqa: E402  one record per backend
+
+#: what each backend's converter can produce (read from its record)
+PRODUCES = {name: r.precisions for name, r in RECORDS.items()}
 
 Progress = Callable[[str], None]
 
@@ -77,30 +78,42 @@ class _Candidate:
 
 # --------------------------------------------------------------------------- inputs
 
-def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress) -> tuple[Path, Any]:
+def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
+                example_shape: Optional[Sequence[int]] = None) -> tuple[Path, Any]:
+    """The model as ONNX: an .onnx file as is; PyTorch (a module, a TorchScript / ExportedProgram
+    file or ``module:factory``) exported to ``<name>.onnx`` so the bundle is named after it."""
     from converters.passes import load_onnx
 
-    if isinstance(model, (str, Path)):
+    from .torch_source import is_torch_source, load_torch_source
+
+    if is_torch_source(model):
+        model, torch_example, name = load_torch_source(str(model), example_shape)
+    elif isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
             raise ConversionError(f"model {str(path)!r} does not exist")
         suffix = path.suffix.lower()
         if suffix != ".onnx":
-            kinds = {".tflite": "TFLite", ".xml": "OpenVINO IR", ".engine": "TensorRT engine", ".pt": "PyTorch",
-                     ".pth": "PyTorch"}
+            kinds = {".tflite": "TFLite", ".xml": "OpenVINO IR", ".engine": "TensorRT engine"}
             kind = kinds.get(suffix, f"'{suffix or 'no suffix'}'")
             raise ConversionError(
-                f"edgesdk convert takes ONNX models (or a PyTorch module from Python); {path.name} is {kind}. "
-                "Export it to ONNX first (PyTorch: converters.torch_export.export), or wrap an already converted "
+                f"edgesdk convert takes ONNX, PyTorch (.pt TorchScript, .pt2 ExportedProgram, module:factory) and "
+                f"TFLite models; {path.name} is {kind}. Export it to ONNX first, or wrap an already converted "
                 "model in a bundle with edgesdk.presets.make_bundle")
         return path, load_onnx(path)
-    # a PyTorch module
+    else:
+        name = _torch_name(model)
+        if torch_example is None and example_shape is not None:
+            import torch
+
+            torch_example = torch.zeros(*[int(d) for d in example_shape])
     if torch_example is None:
-        raise ConversionError("converting a PyTorch module needs an example input (torch_example=torch.randn(...))")
+        raise ConversionError("converting a PyTorch module needs an example input (torch_example=torch.randn(...) "
+                              "or --example-shape 1,3,224,224)")
     from converters.torch_export import export
 
-    progress("exporting the PyTorch module to ONNX")
-    path = export(model, torch_example, work / "exported.onnx")
+    progress(f"exporting the PyTorch module {name} to ONNX")
+    path = export(model, torch_example, work / f"{name}.onnx", input_names=["input"])
     return path, load_onnx(path)
 
 
@@ -155,7 +168,146 @@ def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[int]) -> Optional[P
         changes["limit_side_len"] = None
     if spec.size_multiple != 1:
         changes["size_multiple"] = 1
+    if spec.dynamic_width:
+        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
     return replace(spec, **changes)
+
+
+@dataclass
+class ModelFacts:
+    """Stage 1 (prepare): what the model is and how it is fed; the report replays `sources`."""
+
+    name: str
+    input_name: str
+    shape: list[int]
+    dtype: np.dtype
+    preset: Any
+    preprocess: PreprocessSpec
+    sources: dict[str, Any]
+    task: str
+    labels: list[str]
+    decoder: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+#: decoder settings for a task when no preset names one
+TASK_DECODERS = {"classification": {"type": "classification", "top_k": 5},
+                 "segmentation": {"type": "segmentation"}, "raw": {"type": "raw"},
+                 "text_recognition": {"type": "ctc"}}
+
+
+def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input_shape: Optional[Sequence[int]],
+                 preprocess: Optional[PreprocessSpec], options: Optional[PreprocessOptions], task: Optional[str],
+                 labels: Union[str, Path, Sequence[str], None], calib: Any, assume: bool,
+                 say: Progress) -> ModelFacts:
+    from converters.passes import graph_inputs, input_dims
+
+    from . import presets
+    from .model_metadata import read_model_facts
+    from .preprocess_options import ResolvedPreprocess, resolve_preprocess
+
+    pre = presets.get_preset(preset) if preset else (presets.preset_for(src) if isinstance(model, (str, Path)) else None)
+    meta = read_model_facts(src)
+    inputs = graph_inputs(proto)
+    dims = input_dims(inputs[0]) if len(inputs) == 1 else None
+    if preprocess is not None:
+        resolved = ResolvedPreprocess(preprocess, {k: "argument preprocess" for k in preprocess.to_dict()})
+    else:
+        resolved = resolve_preprocess(options, model_facts=meta, preset=pre.preprocess if pre else None,
+                                      preset_name=pre.name if pre else "", input_shape=dims,
+                                      input_name=inputs[0].name if inputs else "input")
+    name_in, shape, dtype = _static_shape(proto, input_shape, resolved.spec, batch=1)
+    spec = _bundle_spec(replace(resolved.spec, dtype=np.dtype(dtype).name), shape)
+    notes: list[str] = []
+    _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
+    the_task = task or meta.get("task") or (pre.task if pre else "raw")
+    if the_task not in TASK_CHOICES:
+        raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
+    names = _labels(labels, meta, pre, proto, the_task)
+    decoder = dict(pre.decoder) if pre is not None and pre.task == the_task else dict(TASK_DECODERS.get(the_task, {}))
+    if not decoder:
+        raise ConversionError(f"--task {the_task} needs a decoder this model's preset would give (none known for "
+                              f"{src.name}); use --task raw to ship the outputs undecoded")
+    if the_task == "text_recognition" and not names and meta.get("character"):
+        names = list(meta["character"])  # the CTC dictionary the model carries (PP-OCR's 'character')
+    if the_task == "raw" and _looks_like_scores(proto):
+        notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
+                     "top-k names from predict")
+    sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
+    model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
+    return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
+
+
+def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any, calib: Any, assume: bool,
+                  options: Optional[PreprocessOptions], say: Progress, notes: list[str]) -> None:
+    """An image calibration source is preprocessed by the bundle's spec: refuse to guess it."""
+    images = isinstance(calib, (str, Path)) and Path(calib).suffix.lower() != ".npy"
+    if pre is not None or preprocess is not None or resolved.normalization_stated or not images:
+        return
+    assumed = ", ".join(f"{k}={_short(getattr(resolved.spec, k))}" for k in resolved.assumed)
+    if not assume:
+        raise ConversionError(
+            f"this model has no preset and states no preprocessing, and --calib {calib} holds images: "
+            "say how the model was trained to be fed with --normalize imagenet|unit|symmetric|raw (or --mean R,G,B "
+            "--std R,G,B --scale S), --color RGB|BGR, --resize stretch|letterbox|crop|fit-height and --layout "
+            f"NCHW|NHWC, or pass --assume-preprocess to accept the defaults ({assumed})")
+    warning = (f"WARNING: preprocessing ASSUMED, not stated: {assumed}. Calibration, the accuracy check and the "
+               "bundle all use it; if the model was trained otherwise its accuracy is lost unnoticed")
+    # on stderr even with --quiet: a guess that silently costs accuracy is what this refuses
+    _stderr(warning)
+    notes.append(warning)
+
+
+def _short(v: Any) -> str:
+    return ",".join(f"{x:.4g}" for x in v) if isinstance(v, tuple) else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any], pre: Any, proto: Any,
+            task: str) -> list[str]:
+    """Labels from the argument (a list or a file, one name per line), the model metadata or the preset,
+    checked against the class count."""
+    origin = "--labels"
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        origin = f"--labels {path.name}"
+    elif labels is not None:
+        names = [str(v) for v in labels]
+    elif meta.get("labels"):
+        names, origin = list(meta["labels"]), "the model's metadata labels"
+    else:
+        return list(pre.labels) if pre is not None else []
+    classes = _class_count(proto)
+    if task == "classification" and classes and names and len(names) != classes:
+        raise ConversionError(f"{origin} has {len(names)} names but the model's output has {classes} classes: "
+                              "give one name per class, in class-index order")
+    return names
+
+
+def _output_dims(proto: Any) -> list[Optional[int]]:
+    from converters.passes import input_dims
+
+    outs = proto.graph.output
+    return input_dims(outs[0]) if len(outs) == 1 else []
+
+
+def _class_count(proto: Any) -> Optional[int]:
+    dims = _output_dims(proto)
+    return dims[-1] if len(dims) == 2 else None
+
+
+def _looks_like_scores(proto: Any) -> bool:
+    dims = _output_dims(proto)
+    return len(dims) == 2 and (dims[-1] or 0) > 1
+
+
+def _torch_name(model: Any) -> str:
+    import re
+
+    cls = type(model).__name__
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower() if cls and cls != "Module" else "model"
 
 
 # --------------------------------------------------------------------------- candidates
@@ -175,10 +327,11 @@ def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]],
     for rank, pref in enumerate(profile.backends):
         if backends and pref.backend not in backends:
             continue
-        if pref.backend in ("onnxruntime", "openvino", "litert") and pref.backend not in available and measure:
+        rec = record(pref.backend)
+        if rec.engine and pref.backend not in available and measure:
             notes.append(f"{pref.backend} is not installed here: its variants were not built")
             continue
-        if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+        if rec.needs == "onnx2tf" and not tflite_ok:
             notes.append(f"{pref.backend}: the ONNX -> TFLite converter (onnx2tf) is not installed (make tflite)")
             continue
         wanted = list(pref.precisions) if precision == "auto" else [p for p in pref.precisions if p == precision]
@@ -198,7 +351,7 @@ def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]],
         # the profile does not list it: build it with the first backend that can
         for rank, pref in enumerate(profile.backends):
             if (not backends or pref.backend in backends) and precision in PRODUCES.get(pref.backend, ()):
-                if pref.backend in ("litert", "edgetpu") and not tflite_ok:
+                if record(pref.backend).needs == "onnx2tf" and not tflite_ok:
                     continue
                 add(_Candidate(pref.backend, precision, pref.device, pref.layout, rank, listed=False))
                 notes.append(f"the profile lists no {precision} variant; built {pref.backend} {precision} as asked")
@@ -361,13 +514,18 @@ def convert(
     name: Optional[str] = None,
     force: bool = False,
     torch_example: Any = None,
+    example_shape: Optional[Sequence[int]] = None,
+    preprocess_options: Optional[PreprocessOptions] = None,
+    assume_preprocess: bool = False,
     profiles_dirs: Optional[Sequence[Union[str, Path]]] = None,
     progress: Optional[Progress] = _stderr,
+    options: Optional[ConvertOptions] = None,
 ) -> ConvertResult:
     """Convert `model` for `profile` and write the bundle at `output` (see the module doc).
 
     Args:
-        model: an ONNX file (or a torch.nn.Module with `torch_example`).
+        model: an ONNX file, a torch.nn.Module (with `torch_example` or `example_shape`), a TorchScript
+            (.pt) or ExportedProgram (.pt2) file, or "module:factory" returning a module.
         profile: a device profile name or YAML path (edgesdk.profiles).
         output: the bundle directory to create (refused if it exists, unless `force`).
         precision: auto | fp32 | fp16 | bf16 | int8.
@@ -376,7 +534,13 @@ def convert(
             classifiers, or the drop of the `eval_fn` metric.
         input_shape: static input shape (dynamic dims must be fixed for edge targets and INT8).
         preset: a known model preset name (default: recognized from the file).
-        preprocess / task / labels: override the preset's.
+        preprocess: a complete PreprocessSpec (overrides everything else);
+        preprocess_options: stated preprocessing fields (edgesdk.preprocess_options), which win over
+            the model's metadata and the preset; what is used and where each field came from is in
+            the manifest (provenance.preprocess_sources).
+        task / labels: override the preset's and the model metadata's (labels: a list or a file).
+        assume_preprocess: accept an image calibration source for a model whose normalization
+            nobody stated (a loud warning names what was assumed); refused otherwise.
         calib_size: at most this many calibration samples (evenly spaced).
         val: held-out data (same kinds as calib); default: `holdout` of the calibration samples.
         calib_method: minmax | movavg | entropy | percentile (onnxruntime static INT8).
@@ -400,22 +564,19 @@ def convert(
 
     say = progress or (lambda msg: None)
     started = time.perf_counter()
-    if precision not in PRECISION_CHOICES:
-        raise ConversionError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
-    from converters.onnx_quant import CALIBRATION_METHODS
-
-    if calib_method not in CALIBRATION_METHODS:
-        raise ConversionError(f"calibration method {calib_method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-    if accuracy_control not in ("edgesdk", "nncf"):
-        raise ConversionError(f"accuracy_control must be 'edgesdk' or 'nncf', got {accuracy_control!r}")
-    budget = DEFAULT_MAX_DROP if max_accuracy_drop is None else float(max_accuracy_drop)
-    if not 0.0 <= budget < 1.0:
-        raise ConversionError(f"max accuracy drop must be in [0, 1), got {budget}")
+    # one validated home for every setting; `options` replaces the keyword arguments
+    opts = options or ConvertOptions(precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options, assume_preprocess=assume_preprocess, task=task, labels=labels, calib_size=calib_size, val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune, prune_criterion=prune_criterion, backends=backends, measure=measure, accuracy_control=accuracy_control, guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force, torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs)
+    (precision, calib, max_accuracy_drop, input_shape, preset, preprocess, preprocess_options, assume_preprocess, task, labels, calib_size, val, holdout, calib_method, exclude, eval_fn, prune, prune_criterion, backends, measure, accuracy_control, guard_steps, threads, bench_seconds, name, force, torch_example, example_shape, profiles_dirs) = (getattr(opts, f) for f in ("precision", "calib", "max_accuracy_drop", "input_shape", "preset", "preprocess", "preprocess_options", "assume_preprocess", "task", "labels", "calib_size", "val", "holdout", "calib_method", "exclude", "eval_fn", "prune", "prune_criterion", "backends", "measure", "accuracy_control", "guard_steps", "threads", "bench_seconds", "name", "force", "torch_example", "example_shape", "profiles_dirs"))
+    budget = opts.budget
     output = Path(output)
     if output.exists() and not force:
         raise BundleError(f"{output} already exists; choose another output or pass --force to replace it")
     prof = load_profile(profile, profiles_dirs) if not hasattr(profile, "backends") else profile
     fn = load_eval_fn(eval_fn) if isinstance(eval_fn, str) else eval_fn
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".tflite" and Path(model).is_file():
+        from .convert_tflite import convert_tflite
+
+        return convert_tflite(Path(model), prof, output, opts, say)
 
     import runtimes
     from converters import tflite
@@ -432,17 +593,13 @@ def convert(
     work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=output.parent if output.parent.exists() else None))
     try:
         # 1. the model and what it is
-        src_path, model_proto = _load_model(model, work, torch_example, say)
-        pre = presets.get_preset(preset) if preset else (presets.preset_for(src_path) if isinstance(model, (str, Path)) else None)
-        spec = preprocess or (pre.preprocess if pre else None)
-        name_in, shape, dtype = _static_shape(model_proto, input_shape, spec, batch=1)
-        if spec is None:
-            from runtimes import TensorSpec
-
-            spec = presets.guess_preprocess([TensorSpec(name_in, tuple(shape), dtype)])
-        spec = _bundle_spec(spec, shape)
-        the_task = task or (pre.task if pre else "raw")
-        say(f"{src_path.name}: input {name_in} {shape}; preset {pre.name if pre else 'none'}; "
+        src_path, model_proto = _load_model(model, work, torch_example, say, example_shape)
+        facts = _model_facts(model, src_path, model_proto, preset, input_shape, preprocess, preprocess_options,
+                             task, labels, calib, assume_preprocess, say)
+        pre, name_in, shape, dtype = facts.preset, facts.input_name, facts.shape, facts.dtype
+        spec, the_task, labels = facts.preprocess, facts.task, facts.labels
+        name = name or facts.name
+        say(f"{src_path.name}: input {name_in} {shape}; preset {pre.name if pre else 'none'}; task {the_task}; "
             f"profile {prof.name} (this host: {this_host}); budget {budget}")
 
         # 2. graph preparation
@@ -521,12 +678,12 @@ def convert(
             c = cands[i]
             if not do_measure and any(v.ok and v.within(budget) is not False for v in built.values()):
                 break  # the profile's order decides: the first good variant wins
-            if c.backend in ("litert", "edgetpu") and fit is None and (held is None):
+            if record(c.backend).needs == "onnx2tf" and fit is None and (held is None):
                 built[i] = _failed(c, "TFLite conversion needs real samples: pass --calib")
                 continue
             say(f"building {c.backend} {c.precision}")
             v = builder.build(c.backend, c.precision)
-            if c.layout == "NHWC" and v.backend not in ("litert", "edgetpu"):
+            if c.layout == "NHWC" and record(v.backend).file_layout != "NHWC":
                 v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
             built[i] = v
             status = v.error or (v.comparison.summary() if v.comparison else "built")
@@ -554,11 +711,13 @@ def convert(
             "precision_asked": precision, "budget": budget, "accuracy_measure": measure_kind,
             "passes": [r.to_dict() for r in records], "pruning": prune_info, "calibration": cal_info,
             "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
-            "notes": cand_notes, "threads": threads,
+            "notes": facts.notes + cand_notes, "threads": threads,
+            "preprocess": facts.sources, "options": opts.to_dict(),
             "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": cpu},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        manifest = _manifest(chosen, src_path, prof, spec, pre, the_task, labels, shape, name_in, dtype, report, name)
+        manifest = _manifest(chosen, src_path, prof, spec, pre, the_task, labels, shape, name_in, dtype, report, name,
+                             facts.decoder)
 
         def write_reports(stage: Path) -> None:
             plotted = _plot(stage / "accuracy_latency.png", rows, chosen.key,
@@ -591,13 +750,13 @@ def _jsonable(o: Any) -> Any:
 
 def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre: Any, task: str,
               labels: Optional[Sequence[str]], shape: list[int], input_name: str, dtype: np.dtype,
-              report: dict[str, Any], name: Optional[str]) -> Manifest:
+              report: dict[str, Any], name: Optional[str], decoder: dict[str, Any]) -> Manifest:
     import runtimes
     from runtimes import TensorSpec
 
     inputs = outputs = None
     # the specs of the file the bundle ships, read here with an engine that runs it
-    local = {"tensorrt": "onnxruntime", "edgetpu": "litert"}.get(v.backend, v.backend)
+    local = record(v.backend).checked_with or v.backend
     try:
         with runtimes.load(v.files[v.model], backend=local) as rt:
             inputs, outputs = rt.inputs, rt.outputs
@@ -606,8 +765,12 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
     if inputs is None:
         inputs = [TensorSpec(input_name, tuple(shape), dtype)]
         outputs = []
-    if spec is not None and v.layout != spec.layout:
-        spec = replace(spec, layout=v.layout)
+    # the layout of the file the bundle ships: its own input spec when it is clear (an NHWC ONNX
+    # model stays NHWC), else the variant's (onnx2tf writes NHWC)
+    shipped = inputs[0].layout if len(inputs) == 1 and inputs[0].layout in ("NCHW", "NHWC") else None
+    layout = shipped or record(v.backend).file_layout or None
+    if spec is not None and layout and layout != spec.layout:
+        spec = replace(spec, layout=layout)
     if spec is not None and v.input_dtype and v.input_dtype != spec.dtype:
         spec = replace(spec, dtype=v.input_dtype, quantization=v.input_quantization)
     runtime: dict[str, Any] = {"device": v.device}
@@ -631,16 +794,27 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
         metrics["speedup_vs_onnxruntime_fp32"] = chosen["speedup"]
     if "size_ratio" in chosen:
         metrics["size_ratio_vs_onnxruntime_fp32"] = chosen["size_ratio"]
-    fields = pre.manifest_fields() if pre is not None else {"task": "raw", "decoder": {"type": "raw"}, "labels": []}
     precision = v.precision if v.precision in ("fp32", "fp16", "bf16", "int8", "mixed") else "fp32"
     return Manifest(
         name=name or (pre.name if pre else src.stem), model=v.model, backend=v.backend, precision=precision,
         inputs=list(inputs), outputs=list(outputs or []), task=task, preprocess=spec,
-        decoder=dict(fields.get("decoder") or {}), labels=list(labels if labels is not None else fields.get("labels") or []),
+        decoder=dict(decoder), labels=list(labels or []),
         profile=prof.name, runtime=runtime,
         provenance={"source_file": src.name, "source_sha256": report["model"]["sha256"],
                     "made_by": "edgesdk.convert", "variant": v.key, "variant_name": v.name,
                     "passes": [p["name"] for p in report["passes"]], "decision": report["decision"],
                     "calibration": report.get("calibration"), "verified": v.verified, "not_verified": v.not_verified,
+                    "preprocess_sources": report["preprocess"],
                     **({"preset": pre.name} if pre is not None else {})},
         metrics=metrics)
+
+
+class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]
+    """`from edgesdk import convert` finds this module once it is imported (Python sets the
+    submodule as the package attribute); calling it calls `convert()`, as users expect."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ConvertResult:
+        return convert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

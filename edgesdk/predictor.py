@@ -39,12 +39,14 @@ class Predictor:
         bundle_or_path: a bundle directory, a `Bundle`, or a model file.
         backend: engine name (default: the bundle's, or by file suffix).
         preset: for a bare model file, a preset name to use instead of the lookup.
+        preprocess_options: for a bare model file, stated preprocessing (PreprocessOptions).
         batch_size: most images per engine call (default: the model's fixed batch, else 8).
         **runtime_kw: passed to `runtimes.load` (device, precision, threads, ...).
     """
 
     def __init__(self, bundle_or_path: Union[str, Path, Bundle], backend: Optional[str] = None, *,
-                 preset: Optional[str] = None, batch_size: Optional[int] = None, **runtime_kw: Any) -> None:
+                 preset: Optional[str] = None, batch_size: Optional[int] = None,
+                 preprocess_options: Any = None, **runtime_kw: Any) -> None:
         self.bundle: Optional[Bundle] = None
         if isinstance(bundle_or_path, Bundle):
             self.bundle = bundle_or_path
@@ -65,11 +67,14 @@ class Predictor:
 
             self.runtime.activate()
             self.manifest = build_manifest(self.model_path, preset, backend=self.runtime.backend,
-                                           inputs=self.runtime.inputs, outputs=self.runtime.outputs)
-            if self.manifest.provenance.get("preset") is None:
-                log.warning("%s: no preset known for this model; guessed preprocessing %s and raw outputs. "
-                            "Wrap it in a bundle with explicit settings for real use.",
-                            self.model_path.name, self.manifest.preprocess)
+                                           inputs=self.runtime.inputs, outputs=self.runtime.outputs,
+                                           preprocess_options=preprocess_options)
+            assumed = (self.manifest.provenance.get("preprocess_sources") or {}).get("assumed", [])
+            if self.manifest.provenance.get("preset") is None and assumed:
+                log.warning("%s: no preset known for this model and nothing stated for %s; assumed %s. "
+                            "State them (--normalize/--mean/--std/--color/--resize) or wrap the model in a "
+                            "bundle with edgesdk convert.", self.model_path.name, ", ".join(assumed),
+                            self.manifest.preprocess)
         self.preprocessor: Optional[Preprocessor] = (
             Preprocessor(self.manifest.preprocess) if self.manifest.preprocess is not None else None)
         self.decoder: Decoder = make_decoder(self.manifest)

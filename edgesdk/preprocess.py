@@ -48,6 +48,13 @@ class PreprocessSpec:
     #: shortest ("min": enlarge only) side meets this limit, as PaddleOCR's det_limit_side_len
     limit_side_len: Optional[int] = None
     limit_type: str = "max"
+    #: resize "crop": scale so the crop is this fraction of the short side (0.875: resize to 256,
+    #: crop 224, as ImageNet evaluation does); 1.0 crops at the model size
+    crop_ratio: float = 1.0
+    #: resize "fit_height" on a model with a dynamic width: the width follows the image's aspect
+    #: (at least size[1], rounded up to size_multiple) instead of padding to size[1], as
+    #: PaddleOCR's recognizer does (imgW = max(320, 48 * w / h))
+    dynamic_width: bool = False
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -66,6 +73,8 @@ class PreprocessSpec:
             raise ConfigError(f"preprocess.size_multiple must be >= 1, got {self.size_multiple!r}")
         if self.limit_side_len is not None and int(self.limit_side_len) < 1:
             raise ConfigError(f"preprocess.limit_side_len must be >= 1, got {self.limit_side_len!r}")
+        if not 0.0 < float(self.crop_ratio) <= 1.0:
+            raise ConfigError(f"preprocess.crop_ratio must be in (0, 1], got {self.crop_ratio!r}")
         if self.resize == "fit_height" and self.size is None:
             raise ConfigError("preprocess.resize='fit_height' needs a fixed size [height, width]")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -152,6 +161,10 @@ class Preprocessor:
     def target_size(self, h: int, w: int) -> tuple[int, int]:
         """Model-input (height, width) for an image of h x w."""
         s = self.spec
+        if s.size is not None and s.dynamic_width:
+            th, min_w = s.size
+            m = max(1, s.size_multiple)
+            return th, max(min_w, int(math.ceil(math.ceil(th * w / h) / m)) * m)
         if s.size is not None:
             return s.size
         r = 1.0
@@ -191,7 +204,7 @@ class Preprocessor:
             out[top:top + nh, left:left + nw] = resized
             return out, Transform((r, r), (float(top), float(left)), (th, tw), (h, w))
         # crop: scale the short side to fit, then center-crop
-        r = max(th / h, tw / w)
+        r = max(th / h, tw / w) / self.spec.crop_ratio
         nh, nw = max(th, round(h * r)), max(tw, round(w * r))
         resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         top, left = (nh - th) // 2, (nw - tw) // 2

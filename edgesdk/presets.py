@@ -89,6 +89,21 @@ PRESETS: dict[str, Preset] = {
         description="PP-OCRv4 mobile text detector (DB): probability map -> text polygons",
         source=_PPOCR_SOURCE,
     ),
+    "ppocrv4_rec": Preset(
+        name="ppocrv4_rec",
+        task="text_recognition",
+        # rapidocr's TextRecognizer: height 48, width max(320, 48 * w / h), pad right with 0 after
+        # normalization (= mid-gray), BGR, (x/255 - 0.5)/0.5
+        preprocess=PreprocessSpec(size=(48, 320), resize="fit_height", color="BGR", scale=1 / 255,
+                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW", pad_value=128,
+                                  dynamic_width=True, size_multiple=8),
+        # the dictionary is the model's 'character' metadata (blank first, space last)
+        decoder={"type": "ctc", "blank": 0, "space_char": True},
+        file_names=("ppocrv4_rec.onnx", "ch_PP-OCRv4_rec_infer.onnx"),
+        sha256=("48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",),
+        description="PP-OCRv4 mobile text recognizer (CTC, Chinese + English dictionary): text-line crop -> text",
+        source=_PPOCR_SOURCE + ", ch_ppocr_rec/text_recognize.py",
+    ),
     "blazeface_short": Preset(
         name="blazeface_short",
         task="detection",
@@ -215,8 +230,12 @@ _PREPROCESS_KEYS = {f.name for f in dataclasses.fields(PreprocessSpec)}
 def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Preset]] = None, *,
                    backend: Optional[str] = None, inputs: Optional[list] = None,
                    outputs: Optional[list] = None, precision: str = "fp32", profile: Optional[str] = None,
-                   name: Optional[str] = None, **overrides: Any) -> Manifest:
+                   name: Optional[str] = None, preprocess_options: Any = None, **overrides: Any) -> Manifest:
     """A manifest for a model file from its preset (or a guess), without writing anything.
+
+    `preprocess_options` (edgesdk.preprocess_options.PreprocessOptions) state preprocessing fields;
+    they win over the model's ONNX metadata and the preset; the manifest's provenance records
+    where each field came from (``preprocess_sources``).
 
     `inputs`/`outputs` are TensorSpecs; when None the model is opened with `runtimes.load`
     to read them. `overrides` replace preprocess fields (``size=(480, 640)``), decoder
@@ -242,6 +261,13 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
     else:
         fields = {"task": "raw", "preprocess": guess_preprocess(list(inputs)), "decoder": {"type": "raw"},
                   "labels": []}
+    if fields["decoder"].get("type") == "ctc" and not fields["labels"]:
+        from .model_metadata import read_model_facts
+
+        fields["labels"] = read_model_facts(model_path).get("character", [])
+    sources = None
+    if preprocess_options or preset is None:
+        sources = _stated_preprocess(model_path, fields, preset, list(inputs), preprocess_options)
     pre_over = {k: v for k, v in overrides.items() if k in _PREPROCESS_KEYS}
     if pre_over:
         base = fields["preprocess"] or PreprocessSpec()
@@ -270,10 +296,35 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
                             "made_by": "edgesdk.presets.make_bundle"}
     if preset is not None:
         prov.update({"preset": preset.name, "facts_from": preset.source})
+    if sources is not None:
+        prov["preprocess_sources"] = sources
     return Manifest(
         name=name or (preset.name if preset else model_path.stem), model=model_path.name, backend=backend,
         precision=precision, inputs=list(inputs), outputs=list(outputs), profile=profile, provenance=prov,
         **fields)
+
+
+def _stated_preprocess(model_path: Path, fields: dict[str, Any], preset: Optional[Preset], inputs: list,
+                       options: Any) -> Optional[dict[str, Any]]:
+    """Resolve the preprocessing of an image model from options > ONNX metadata > preset > shape,
+    updating `fields` (preprocess, labels, decoder dictionary); returns the sources, or None for
+    a model that is not a single image input."""
+    from .model_metadata import read_model_facts
+    from .preprocess_options import resolve_preprocess
+
+    if len(inputs) != 1 or inputs[0].rank != 4:
+        return None
+    facts = read_model_facts(model_path)
+    resolved = resolve_preprocess(options, model_facts=facts, preset=preset.preprocess if preset else None,
+                                  preset_name=preset.name if preset else "", input_shape=list(inputs[0].shape),
+                                  input_name=inputs[0].name, dtype=inputs[0].dtype.name)
+    spec = resolved.spec
+    if spec.size is None and spec.size_multiple == 1 and preset is None:
+        spec = dataclasses.replace(spec, size_multiple=32)  # dynamic H/W: the usual CNN stride
+    fields["preprocess"] = spec
+    if facts.get("labels") and not fields.get("labels"):
+        fields["labels"] = list(facts["labels"])
+    return resolved.to_dict()
 
 
 def make_bundle(model_path: Union[str, Path], dest: Union[str, Path], preset: Optional[Union[str, Preset]] = None,

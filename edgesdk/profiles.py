@@ -30,7 +30,8 @@ from .errors import ProfileError
 ENV_VAR = "EDGESDK_PROFILE_PATH"
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-BACKENDS = ("onnxruntime", "openvino", "litert", "tensorrt", "edgetpu")
+from runtimes.registry import RECORDS as _BACKEND_RECORDS  # noqa: E402
+BACKENDS = tuple(_BACKEND_RECORDS)  # one record per backend: runtimes.registry.RECORDS
 DEVICES = ("CPU", "GPU", "NPU")
 LAYOUTS = ("NCHW", "NHWC")
 ARCHES = ("x86_64", "aarch64", "armv7l")

@@ -3,24 +3,67 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .base import Runtime
 from .errors import BackendUnavailableError, ModelLoadError
 
-# name -> (module, class, engine module to probe, pip extra)
+@dataclass(frozen=True)
+class BackendRecord:
+    """Everything EdgeSDK knows about one backend, in one place: runtimes read the engine part,
+    profiles the name, `convert` the precisions/layout/tools, converters register their builders
+    by name (converters.variants.BUILDERS), detect the probes. A new backend is one record plus
+    one runtime file (and one builder)."""
+
+    name: str
+    #: "module:Class" of our Runtime adapter; "" when no engine runs it on this kind of host
+    engine: str
+    #: engine modules whose presence means it is installed (first found wins)
+    probes: tuple[str, ...]
+    #: pip requirement that installs it
+    extra: str
+    #: file suffixes this backend is the default for
+    suffixes: tuple[str, ...]
+    #: precisions EdgeSDK's converters produce for it
+    precisions: tuple[str, ...]
+    #: for a backend with no local engine: the engine that checks its file here
+    checked_with: str = ""
+    #: "NHWC" when its converter writes channels-last models
+    file_layout: str = ""
+    #: the converter tool its files need ("onnx2tf"), checked before building
+    needs: str = ""
+
+
+RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
+    BackendRecord("onnxruntime", "runtimes.onnxruntime:OnnxRuntime", ("onnxruntime",), "onnxruntime",
+                  (".onnx", ".ort"), ("fp32", "fp16", "int8")),
+    BackendRecord("openvino", "runtimes.openvino:OpenVINORuntime", ("openvino",), "edgesdk[openvino]",
+                  (".xml",), ("fp32", "fp16", "bf16", "int8")),
+    BackendRecord("litert", "runtimes.litert:LiteRTRuntime", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+                  "edgesdk[litert]", (".tflite",), ("fp32", "fp16", "int8"), file_layout="NHWC", needs="onnx2tf"),
+    BackendRecord("tensorrt", "", ("tensorrt",), "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"),
+                  checked_with="onnxruntime"),
+    BackendRecord("edgetpu", "", ("pycoral",), "pycoral", (), ("int8",), checked_with="litert",
+                  file_layout="NHWC", needs="onnx2tf"),
+)}
+
+
+def record(name: str) -> BackendRecord:
+    try:
+        return RECORDS[name]
+    except KeyError:
+        raise BackendUnavailableError(f"unknown backend {name!r}; known: {', '.join(RECORDS)}") from None
+
+
+# name -> (module, class, engine module to probe, pip extra): the backends with a local engine
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "onnxruntime": ("runtimes.onnxruntime", "OnnxRuntime", ("onnxruntime",), "onnxruntime"),
-    "openvino": ("runtimes.openvino", "OpenVINORuntime", ("openvino",), "edgesdk[openvino]"),
-    "litert": ("runtimes.litert", "LiteRTRuntime",
-               ("ai_edge_litert", "tflite_runtime", "tensorflow"), "edgesdk[litert]"),
-}
+    r.name: (*r.engine.split(":"), r.probes, r.extra) for r in RECORDS.values() if r.engine}  # type: ignore[misc]
 ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "tflite": "litert",
            "tensorflow-lite": "litert"}
 # Which backend a file suffix goes to first.
-SUFFIX_BACKEND = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".xml": "openvino",
-                  ".tflite": "litert"}
+SUFFIX_BACKEND = {suffix: r.name for r in RECORDS.values() if r.engine for suffix in r.suffixes}
 
 
 def canonical(name: str) -> str:

@@ -79,7 +79,7 @@ def test_newer_schema(cls_bundle):
 
 
 @pytest.mark.parametrize("changes, needle", [
-    ({"task": "segmentation"}, "task 'segmentation'"),
+    ({"task": "pose"}, "task 'pose'"),  # segmentation became a task (issue 11)
     ({"precision": "fp8"}, "precision 'fp8'"),
     ({"inputs": []}, "lists no inputs"),
     ({"name": None, "model": None}, None),

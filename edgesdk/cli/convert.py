@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
 from ..errors import ConversionError
+from .preprocess_flags import pop_preprocess, preprocess_flags
 
 
 def _shape(value: Optional[str]) -> Optional[list[int]]:
@@ -51,14 +52,25 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--bench-seconds", type=float, default=1.0, show_default=True,
               help="Time spent timing each variant (split over 3 interleaved rounds at the end).")
 @click.option("--profiles-dir", multiple=True, type=click.Path(path_type=Path), help="Extra profile folder.")
+@click.option("--task", type=click.Choice(["classification", "detection", "segmentation", "text_recognition", "raw"]),
+              default=None, help="What the outputs are (default: the preset's or the model metadata's, else raw).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Class names, one per line in class-index order (default: from the model's metadata).")
+@click.option("--example-shape", help="PyTorch input (.pt, .pt2, module:factory): the input shape to trace, e.g. 1,3,224,224.")
+@click.option("--assume-preprocess", is_flag=True,
+              help="Accept the default preprocessing for an image --calib when nothing states it (loud warning).")
+@preprocess_flags
 @click.option("-f", "--force", is_flag=True, help="Replace the output bundle if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
             prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
-            threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool) -> None:
-    """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
+            threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
+            task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
+            **flags: Any) -> None:
+    """Convert MODEL (ONNX, TFLite, PyTorch .pt/.pt2 or module:factory) into a bundle for a device
+    profile, checked against the original.
 
     \b
     Example:
@@ -75,7 +87,8 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
-        progress=None if quiet else _stderr)
+        progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
+        preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape))
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from ..errors import BundleError, ConfigError, EdgeSDKError
+from .preprocess_flags import pop_preprocess, preprocess_flags
 
 # --------------------------------------------------------------------------- info
 
@@ -211,6 +212,10 @@ def info(path: Path, as_json: bool) -> None:
 def _result_lines(task: str, result: Any, top_k: int) -> list[str]:
     from ..decoders.raw import summarize
 
+    if "text" in result.meta:
+        return [f"  {result.meta['text']!r}  (score {result.meta.get('score', 0):.3f})"]
+    if "class_share" in result.meta:
+        return [f"  {name:<16} {share:.1%} of the pixels" for name, share in result.meta["class_share"].items()]
     if task == "classification" or (result.topk and not len(result)):
         return [f"  {lbl:<16} {score:.4f}" for cid, lbl, score in result.topk[:top_k]]
     if "outputs" in result.meta and not len(result):
@@ -223,13 +228,17 @@ def _result_lines(task: str, result: Any, top_k: int) -> list[str]:
     return lines
 
 
-def _json_result(image: str, result: Any) -> dict[str, Any]:
+def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
     from ..decoders.raw import summarize
 
     d = {"image": image, **result.to_dict()}
+    if "text" in result.meta:
+        d["text"], d["text_score"] = result.meta["text"], result.meta.get("score")
+    if "mask" in result.meta:
+        d["class_share"] = result.meta.get("class_share")
     if "outputs" in result.meta:
         d["outputs"] = {name: {"shape": list(np.shape(a)), "summary": summarize(a),
-                               **({"values": np.asarray(a).tolist()} if np.size(a) <= 64 else {})}
+                               **({"values": np.asarray(a).tolist()} if full or np.size(a) <= 64 else {})}
                         for name, a in result.meta["outputs"].items()}
     return d
 
@@ -250,9 +259,14 @@ def _json_result(image: str, result: Any) -> dict[str, Any]:
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse images with more pixels, checked from the header before decoding "
                    "(default: EDGESDK_MAX_PIXELS or 100,000,000).")
+@click.option("--raw-outputs", is_flag=True, help="With --json: every output value, not only a summary.")
+@click.option("--save-masks", type=click.Path(path_type=Path), default=None,
+              help="Segmentation: write each image's class-id mask as DIR/<image>.mask.png.")
+@preprocess_flags
 def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], device: str, precision: Optional[str],
             threads: Optional[int], preset: Optional[str], top_k: int, score_threshold: Optional[float],
-            batch_size: Optional[int], as_json: bool, max_pixels: Optional[int]) -> None:
+            batch_size: Optional[int], as_json: bool, max_pixels: Optional[int], raw_outputs: bool,
+            save_masks: Optional[Path], **flags: Any) -> None:
     """Run MODEL (a bundle directory or a model file) on IMAGE files and print the results:
     top-k classes, detections (boxes in image pixels), or a summary of raw outputs."""
     from ..predictor import Predictor
@@ -266,7 +280,12 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         kw["precision"] = precision
     if threads:
         kw["threads"] = threads
-    with Predictor(model, backend=backend, preset=preset, batch_size=batch_size, **kw) as p:
+    stated = pop_preprocess(flags)
+    if stated and model.is_dir():
+        raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for bare "
+                          "model files (re-convert the bundle to change it)")
+    with Predictor(model, backend=backend, preset=preset, batch_size=batch_size, preprocess_options=stated,
+                   **kw) as p:
         dec = p.decoder
         if hasattr(dec, "top_k"):
             dec.top_k = max(dec.top_k, top_k)
@@ -281,8 +300,10 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
                        f"precision {p.runtime.precision}" + (f", preset {pre}" if pre and p.bundle is None else ""),
                        err=True)
     for path, result in zip(images, results):
+        if save_masks is not None and "mask" in result.meta:
+            _write_mask(save_masks / f"{Path(path).stem}.mask.png", result.meta["mask"])
         if as_json:
-            click.echo(json.dumps(_json_result(str(path), result)))
+            click.echo(json.dumps(_json_result(str(path), result, raw_outputs)))
             continue
         n = len(result)
         if p.task in ("detection", "text_detection"):
@@ -294,6 +315,20 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         click.echo(f"{head}  ({result.meta.get('infer_ms', 0):.1f} ms batch of {result.meta.get('batch_size', 1)})")
         for line in _result_lines(p.task, result, top_k):
             click.echo(line)
+
+
+def _write_mask(dest: Path, mask: np.ndarray) -> None:
+    import os
+
+    import cv2
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".png", mask)
+    if not ok:
+        raise ConfigError(f"cannot encode the mask for {dest.name}")
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(data.tobytes())
+    os.replace(part, dest)  # never a half-written mask
 
 
 # --------------------------------------------------------------------------- bench

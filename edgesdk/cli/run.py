@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import click
 
+from ..errors import ConfigError
+from .preprocess_flags import pop_preprocess, preprocess_flags
 from ..sinks import sink_forms
 from ..streaming.sources import source_forms
 
@@ -114,13 +116,14 @@ def _write_json(path: Path, data: dict) -> None:
               help="One-line live status on stderr (default: when stderr is a terminal).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the final statistics as JSON here.")
+@preprocess_flags
 def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
         gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
         control_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
         threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
-        status: Optional[bool], report_path: Optional[Path]) -> None:
+        status: Optional[bool], report_path: Optional[Path], **flags: Any) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
     Stops when every source has ended, after --duration, or on Ctrl-C / SIGTERM: frames
@@ -135,7 +138,16 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
     from ..streaming.pipeline import Pipeline
 
     runtime_kw = {"threads": threads} if threads else {}
-    pipe = Pipeline(str(bundle), list(sources), list(sinks), batching=batching, batch=batch, max_wait_ms=max_wait_ms,
+    model: Any = str(bundle)
+    stated = pop_preprocess(flags)
+    if stated:  # a bare model file fed the way the user says (a bundle records its own)
+        if bundle.is_dir():
+            raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for "
+                              "bare model files")
+        from ..predictor import Predictor
+
+        model = Predictor(bundle, backend=backend, preprocess_options=stated, **runtime_kw)
+    pipe = Pipeline(model, list(sources), list(sinks), batching=batching, batch=batch, max_wait_ms=max_wait_ms,
                     slo_ms=slo_ms, max_inflight=max_inflight, loop=loop, realtime=realtime, buffer_size=buffer_size,
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,

@@ -18,9 +18,12 @@ DECODERS = {
     "face_landmark": "face_landmark:FaceLandmarkDecoder",
     "ppocr_det": "ppocr_det:PPOCRDetDecoder",
     "raw": "raw:RawDecoder",
+    "ctc": "ctc:CTCDecoder",
+    "segmentation": "segmentation:SegmentationDecoder",
 }
 # task -> decoder type when the manifest names none
-TASK_DEFAULT = {"classification": "classification", "text_detection": "ppocr_det", "raw": "raw"}
+TASK_DEFAULT = {"classification": "classification", "text_detection": "ppocr_det", "raw": "raw",
+                "text_recognition": "ctc", "segmentation": "segmentation"}
 
 
 def decoder_class(kind: str) -> type[Decoder]:

@@ -1,0 +1,104 @@
+"""`ConvertOptions`: every setting of a conversion, validated once, recorded in the report.
+
+`edgesdk.convert(model, profile, output, **settings)` builds one from its keyword arguments;
+pass ``options=ConvertOptions(...)`` to prepare (and validate) them ahead. Each check names the
+CLI option a user would change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import ConversionError
+from .preprocess import PreprocessSpec
+from .preprocess_options import PreprocessOptions
+
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+TASK_CHOICES = ("classification", "detection", "segmentation", "text_recognition", "text_detection", "raw")
+DEFAULT_MAX_DROP = 0.02
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    precision: str = "auto"
+    calib: Union[str, Path, np.ndarray, None] = None
+    max_accuracy_drop: Optional[float] = None
+    input_shape: Optional[Sequence[int]] = None
+    preset: Optional[str] = None
+    preprocess: Optional[PreprocessSpec] = None
+    preprocess_options: Optional[PreprocessOptions] = None
+    assume_preprocess: bool = False
+    task: Optional[str] = None
+    labels: Union[str, Path, Sequence[str], None] = None
+    calib_size: int = 64
+    val: Union[str, Path, np.ndarray, None] = None
+    holdout: float = 0.25
+    calib_method: str = "minmax"
+    exclude: Sequence[str] = ()
+    eval_fn: Union[str, Callable[[Any], float], None] = None
+    prune: Optional[float] = None
+    prune_criterion: str = "l1"
+    backends: Optional[Sequence[str]] = None
+    measure: Optional[bool] = None
+    accuracy_control: str = "edgesdk"
+    guard_steps: int = 8
+    threads: Optional[int] = None
+    bench_seconds: float = 1.0
+    name: Optional[str] = None
+    force: bool = False
+    torch_example: Any = None
+    example_shape: Optional[Sequence[int]] = None
+    profiles_dirs: Optional[Sequence[Union[str, Path]]] = field(default=None)
+
+    def __post_init__(self) -> None:
+        from converters.onnx_quant import CALIBRATION_METHODS
+
+        _one_of("--precision", self.precision, PRECISION_CHOICES)
+        _one_of("--calib-method", self.calib_method, CALIBRATION_METHODS)
+        _one_of("--accuracy-control", self.accuracy_control, ("edgesdk", "nncf"))
+        if self.task is not None:
+            _one_of("--task", self.task, TASK_CHOICES)
+        if not 0.0 <= self.budget < 1.0:
+            raise ConversionError(f"--max-accuracy-drop must be in [0, 1), got {self.budget}")
+        if int(self.calib_size) < 1:
+            raise ConversionError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if not 0.0 < float(self.holdout) < 1.0:
+            raise ConversionError(f"holdout must be a fraction in (0, 1), got {self.holdout}")
+        if self.prune is not None and not 0.0 < float(self.prune) < 1.0:
+            raise ConversionError(f"--prune is a ratio in (0, 1), got {self.prune}")
+        if int(self.guard_steps) < 0:
+            raise ConversionError(f"--guard-steps must be >= 0, got {self.guard_steps}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ConversionError(f"--threads must be >= 1, got {self.threads}")
+        if float(self.bench_seconds) <= 0:
+            raise ConversionError(f"--bench-seconds must be > 0, got {self.bench_seconds}")
+
+    @property
+    def budget(self) -> float:
+        return DEFAULT_MAX_DROP if self.max_accuracy_drop is None else float(self.max_accuracy_drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as the report records them (arrays and callables by kind)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                v = f"array {list(v.shape)} {v.dtype}"
+            elif callable(v) or f.name == "torch_example" and v is not None:
+                v = type(v).__name__
+            elif isinstance(v, PreprocessOptions):
+                v = v.describe()
+            elif isinstance(v, PreprocessSpec):
+                v = v.to_dict()
+            elif isinstance(v, (Path, tuple)):
+                v = str(v) if isinstance(v, Path) else list(v)
+            out[f.name] = v
+        return out
+
+
+def _one_of(option: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConversionError(f"{option} must be one of {', '.join(choices)}, got {value!r}")

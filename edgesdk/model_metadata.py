@@ -1,0 +1,95 @@
+"""What a model file says about itself: ONNX ``metadata_props`` read into plain facts.
+
+Exporters write these under different names; we read the common ones:
+
+- ``edgesdk.preprocess``: a JSON object of `PreprocessSpec` fields (what `edgesdk convert` writes);
+- ``mean``, ``std``, ``scale``, ``normalize``, ``color`` (or ``color_format``), ``layout``,
+  ``resize``: single preprocessing facts ("0.5,0.5,0.5" or a JSON list);
+- ``labels`` / ``names`` / ``classes``: class names (a JSON list, a JSON or Python dict of
+  index -> name as Ultralytics writes, or one name per line);
+- ``character``: a CTC recognizer's dictionary, one character per line (PaddleOCR exports);
+- ``task``.
+
+Nothing here guesses: a key that is absent is absent.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+PREPROCESS_KEYS = ("mean", "std", "scale", "normalize", "color", "color_format", "layout", "resize")
+LABEL_KEYS = ("labels", "names", "classes")
+
+
+def onnx_metadata(path: Union[str, Path]) -> dict[str, str]:
+    """The raw ``metadata_props`` of an ONNX file ({} for other files or when onnx is missing)."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return {}
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    text = value.strip()
+    items = json.loads(text) if text.startswith("[") else [v for v in text.replace(" ", ",").split(",") if v]
+    return tuple(float(v) for v in items)
+
+
+def parse_labels(value: str) -> list[str]:
+    """Class names from a metadata value: JSON list, dict of index -> name, or one per line."""
+    text = value.strip()
+    if text[:1] in "[{":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = ast.literal_eval(text)  # Ultralytics writes str(dict): {0: 'person', ...}
+        if isinstance(obj, dict):
+            return [str(obj[k]) for k in sorted(obj, key=lambda k: int(k))]
+        return [str(v) for v in obj]
+    return text.splitlines()
+
+
+def read_model_facts(path: Union[str, Path], props: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Preprocessing fields, labels, task and a CTC dictionary a model file carries.
+
+    Returns {"preprocess": {field: value}, "labels": [...]?, "task": str?, "character": [...]?,
+    "keys": [metadata keys used]}.
+    """
+    props = onnx_metadata(path) if props is None else props
+    pre: dict[str, Any] = {}
+    used: list[str] = []
+    if "edgesdk.preprocess" in props:
+        pre.update(json.loads(props["edgesdk.preprocess"]))
+        used.append("edgesdk.preprocess")
+    for key in PREPROCESS_KEYS:
+        if key not in props:
+            continue
+        value = props[key]
+        field = "color" if key == "color_format" else key
+        if key in ("mean", "std"):
+            pre[field] = _floats(value)
+        elif key == "scale":
+            pre[field] = float(value)
+        else:
+            pre[field] = value.strip().upper() if key in ("color", "color_format", "layout") else value.strip()
+        used.append(key)
+    facts: dict[str, Any] = {"preprocess": pre, "keys": used}
+    for key in LABEL_KEYS:
+        if key in props:
+            facts["labels"] = parse_labels(props[key])
+            used.append(key)
+            break
+    if "character" in props:
+        facts["character"] = props["character"].splitlines()
+        used.append("character")
+    if "task" in props:
+        facts["task"] = props["task"].strip()
+        used.append("task")
+    return facts

@@ -1,0 +1,41 @@
+"""A .tflite model as convert input (the real BlazeFace): the LiteRT file and OpenVINO IR read from
+it, both checked against the original; the bundle stays NHWC and finds the face."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from clitools import cli, convert_args
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory, photos):
+    d = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera"):
+        cv2.imwrite(str(d / f"{name}.png"), photos[name])
+    return d
+
+
+def test_blazeface_tflite_converts_to_a_checked_nhwc_bundle(blazeface_model, photo_dir, tmp_path, capsys):
+    out = tmp_path / "faces.bundle"
+    args = ["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir), "-o", str(out), "-q"]
+    code, text, err = cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    rows = {v["key"]: v for v in report["variants"]}
+    assert {"litert-asis", "openvino-fp32"} <= set(rows)
+    assert rows["openvino-fp32"]["accuracy"]["cosine"] > 0.999  # the same network, read by another engine
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["name"] == "blazeface_short" and m["preprocess"]["layout"] == "NHWC" and m["task"] == "detection"
+    code, text, _ = cli(["predict", str(out), str(photo_dir / "astronaut.png")], capsys)
+    assert code == 0 and "1 face" in text
+
+
+def test_a_broken_tflite_file_gets_one_line(photo_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 10)
+    code, _, err = cli(convert_args(bad, tmp_path / "b", photo_dir, "--normalize", "unit"), capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "broken.tflite" in err
+    assert not (tmp_path / "b").exists()
