@@ -102,7 +102,7 @@ class BuildSettings:
     calib: Optional[np.ndarray] = None      # calibration samples (model-ready)
     comparator: Optional[Comparator] = None  # held-out comparison against the original
     budget: float = 0.02
-    calib_method: str = "minmax"
+    calib_method: str = "nncf"
     exclude: Sequence[str] = ()
     guard_steps: int = 8
     ranking_samples: int = 4

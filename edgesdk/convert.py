@@ -347,7 +347,7 @@ def convert(
     calib_size: int = 64,
     val: Union[str, Path, np.ndarray, None] = None,
     holdout: float = 0.25,
-    calib_method: str = "minmax",
+    calib_method: str = "nncf",
     exclude: Sequence[str] = (),
     eval_fn: Union[str, Callable[[Any], float], None] = None,
     prune: Optional[float] = None,
@@ -379,7 +379,7 @@ def convert(
         preprocess / task / labels: override the preset's.
         calib_size: at most this many calibration samples (evenly spaced).
         val: held-out data (same kinds as calib); default: `holdout` of the calibration samples.
-        calib_method: minmax | movavg | entropy | percentile (onnxruntime static INT8).
+        calib_method: nncf (NNCF writes the QDQ) | minmax | movavg | entropy | percentile (onnxruntime static INT8).
         exclude: node names to keep float in INT8 variants.
         eval_fn: user metric `fn(runtime) -> float` or "module:function".
         prune: structured channel pruning ratio before conversion (converters.pruning).

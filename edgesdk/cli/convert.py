@@ -32,7 +32,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--calib", help="Calibration data: image folder, video file or .npy (real samples, never noise).")
 @click.option("--calib-size", type=int, default=64, show_default=True, help="At most this many calibration samples.")
 @click.option("--val", help="Held-out data for the accuracy check (default: a quarter of --calib, never calibrated on).")
-@click.option("--calib-method", type=click.Choice(["minmax", "movavg", "entropy", "percentile"]), default="minmax",
+@click.option("--calib-method", type=click.Choice(["nncf", "minmax", "movavg", "entropy", "percentile"]), default="nncf",
               show_default=True, help="Range estimation for onnxruntime static INT8.")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
