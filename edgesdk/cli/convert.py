@@ -39,6 +39,9 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
 @click.option("--preset", help="Known model preset (default: recognized from the file).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
+@click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
+              "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")
+@click.option("--keep-best", is_flag=True, help="No variant within budget: write the closest, marked over budget.")
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
 @click.option("--prune", type=float, help="Structured channel pruning ratio before conversion (e.g. 0.3).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
@@ -57,7 +60,8 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
             prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
-            threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool) -> None:
+            threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
+            metric: Optional[str] = None, keep_best: bool = False) -> None:
     """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
 
     \b
@@ -75,15 +79,17 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
-        progress=None if quiet else _stderr)
+        progress=None if quiet else _stderr, metric=metric, keep_best=keep_best)
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}
         lat = v.get("latency") or {}
         rows.append([("* " if v["key"] == result.chosen.key else "  ") + v["key"], v.get("runtime_precision") or v["precision"],
                      None if v.get("size_bytes") is None else round(v["size_bytes"] / 1e6, 3), v.get("size_ratio"),
-                     lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
+                     lat.get("p50_ms"), lat.get("spread"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
                      (v.get("error") or "")[:60]])
-    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "speed-up", "cosine", "drop", "error"], rows))
+    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "spread", "speed-up", "cosine", "drop", "error"], rows))
     click.echo(f"\nchosen: {result.chosen.name} - {result.report['decision']}")
+    for warning in result.report.get("warnings") or []:
+        click.echo(f"WARNING: {warning}")
     click.echo(f"bundle: {result.path}  (report: {result.path / 'report.md'})")
