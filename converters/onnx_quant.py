@@ -6,6 +6,7 @@ named nodes) and write a new file. Errors are ConversionErrors saying what to do
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -206,8 +207,9 @@ class StaticQuantizer:
         ignored = nncf.IgnoredScope(names=names, types=types, validate=False) if (names or types) else None
         data = nncf.Dataset([self.calib[i:i + 1] for i in range(len(self.calib))], lambda x: {self.input_name: x})
         try:
-            quantized = nncf.quantize(model, data, subset_size=len(self.calib), fast_bias_correction=True,
-                                      **({"ignored_scope": ignored} if ignored else {}))
+            with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: the converter shows its own
+                quantized = nncf.quantize(model, data, subset_size=len(self.calib), fast_bias_correction=True,
+                                          **({"ignored_scope": ignored} if ignored else {}))
         except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)
             raise ConversionError(f"static INT8 (NNCF ONNX backend) of {Path(self.src).name} failed: "
                                   f"{_first_line(exc)}") from exc
