@@ -412,10 +412,11 @@ class Comparator:
             top1, top5 = topk_hits(ref, out, 1), topk_hits(ref, out, 5)
             result.top1_agreement, result.top5_agreement = float(top1.mean()), float(top5.mean())
             result.sample_values = {"top1": top1, "top5": top5}.get(self.kind or self.metric)
-        if self.reference_boxes is not None and (self.kind or self.metric) == "box-f1":
+        if self.reference_boxes is not None:  # reported whatever the metric; decides with box-f1
             counts = np.array([box_matches(r, b) for r, b in zip(self.reference_boxes, self._decode_all(outputs))])
             result.box_f1 = f1_from_counts(counts)
-            result.sample_values = counts
+            if (self.kind or self.metric) == "box-f1":
+                result.sample_values = counts
 
     def _worst_output_cosines(self, outputs: list[dict[str, np.ndarray]], names: list[str],
                               compared: list[OutputComparison]) -> np.ndarray:

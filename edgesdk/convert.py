@@ -306,6 +306,14 @@ def _markdown(report: dict[str, Any], plotted: bool) -> str:
             rep.table(["step", "layer", "drop after", "kept", "p50 ms"],
                       [[i + 1, s["layer"], s["drop"], "yes" if s["kept"] else "no (put back)", s["latency_ms"]]
                        for i, s in enumerate(g["steps"])])
+        if g.get("frontier"):
+            rep.paragraph("Accuracy-latency frontier (layers kept float -> drop, p50 ms):")
+            rep.table(["float layers", "drop", "within budget", "p50 ms"],
+                      [[len(s["excluded"]), s["drop"], "yes" if s["kept"] else "no", s["latency_ms"]]
+                       for s in g["frontier"]])
+    if r.get("warnings"):
+        rep.heading("Warnings")
+        rep.bullets(r["warnings"])
     rep.heading("Verified and not verified")
     for v in r["variants"]:
         items = [f"verified: {x}" for x in v.get("verified", [])] + [f"NOT verified: {x}" for x in v.get("not_verified", [])]
