@@ -195,9 +195,13 @@ class VariantBuilder:
                 if not v.ok or v.check_with is None:
                     continue
                 backend, path = v.check_with
-                rt = runtimes.load(path, backend=backend, precision=v.runtime_precision,
-                                   **({"threads": self.s.threads} if self.s.threads else {}))
-                rt.activate()
+                try:
+                    rt = runtimes.load(path, backend=backend, precision=v.runtime_precision,
+                                       **({"threads": self.s.threads} if self.s.threads else {}))
+                    rt.activate()
+                except EdgeSDKError as exc:  # an engine gone since the check: keep the others' timing
+                    v.notes.append(f"not timed again: {exc}")
+                    continue
                 live.append((v, rt, self._sample(rt), []))
             per_round = max(0.2, self.s.bench_seconds / max(1, rounds))
             done = 0
