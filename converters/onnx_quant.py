@@ -6,6 +6,7 @@ named nodes) and write a new file. Errors are ConversionErrors saying what to do
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ import numpy as np
 
 from .errors import ConversionError
 
+#: nncf: NNCF's ONNX backend writes the QDQ model (its range estimators per tensor, fast bias
+#: correction; on PP-OCRv4 det at 320 cosine 0.980 to fp32 where onnxruntime's minmax QDQ gave
+#: 0.650 and percentile 0.913, measured in one run). The others are onnxruntime's quantizer:
 #: minmax: global min/max over the samples; movavg: moving average of per-sample min/max (tighter
 #: ranges, fewer outliers); entropy / percentile: histogram based (slower)
-CALIBRATION_METHODS = ("minmax", "movavg", "entropy", "percentile")
+CALIBRATION_METHODS = ("nncf", "minmax", "movavg", "entropy", "percentile")
 #: ops onnxruntime's QDQ quantizer quantizes that carry weights: the "layers" of the report
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -160,6 +164,8 @@ class StaticQuantizer:
         `keep_activations`: keep Relu/Clip nodes that the quantizer would otherwise fold into
         the quantization range; `revert_layers` needs them to make a layer exactly float again.
         """
+        if self.method == "nncf":
+            return self._quantize_nncf(Path(dst), exclude)
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         method = {"minmax": CalibrationMethod.MinMax, "movavg": CalibrationMethod.MinMax,
@@ -182,6 +188,35 @@ class StaticQuantizer:
             raise ConversionError(f"static INT8 quantization of {Path(self.src).name} failed: "
                                   f"{_first_line(exc)}") from exc
         return Path(dst)
+
+    def _quantize_nncf(self, dst: Path, exclude: Iterable[str]) -> Path:
+        """QDQ ONNX from NNCF's ONNX backend; `exclude` and (scope "weighted") every op type
+        without weights stay float, as in the OpenVINO path (converters.openvino_ir.quantize)."""
+        import onnx
+
+        from . import engine_telemetry
+        from .openvino_ir import _quiet_nncf
+
+        engine_telemetry.disable()
+        import nncf
+
+        _quiet_nncf()
+        model = onnx.load(str(self.src))
+        types = sorted({n.op_type for n in model.graph.node} - set(WEIGHTED_OPS)) if self.scope == "weighted" else []
+        names = sorted(exclude)
+        ignored = nncf.IgnoredScope(names=names, types=types, validate=False) if (names or types) else None
+        data = nncf.Dataset([self.calib[i:i + 1] for i in range(len(self.calib))], lambda x: {self.input_name: x})
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: the converter shows its own
+                quantized = nncf.quantize(model, data, subset_size=len(self.calib), fast_bias_correction=True,
+                                          **({"ignored_scope": ignored} if ignored else {}))
+        except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)
+            raise ConversionError(f"static INT8 (NNCF ONNX backend) of {Path(self.src).name} failed: "
+                                  f"{_first_line(exc)}") from exc
+        tmp = dst.with_name(dst.name + ".part")
+        onnx.save(quantized, str(tmp))
+        tmp.replace(dst)
+        return dst
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -21,7 +21,8 @@ import numpy as np
 
 from .compare import Comparator, Comparison
 from .errors import ConversionError, EdgeSDKError
-from .sensitivity import GuardReport, keep_sensitive_layers_float
+from .guard import Verdict, judge
+from .sensitivity import GuardReport, bisect_float_layers
 
 from runtimes.registry import RECORDS
 
@@ -59,6 +60,8 @@ class Variant:
     input_dtype: Optional[str] = None
     input_quantization: Optional[tuple[float, int]] = None
     checked: bool = False
+    #: the drop against the budget with its bootstrap interval (converters.guard)
+    verdict: Optional[Verdict] = None
 
     @property
     def size_bytes(self) -> int:
@@ -85,6 +88,7 @@ class Variant:
             "latency": self.latency, "guard": self.guard.to_dict() if self.guard else None,
             "verified": self.verified, "not_verified": self.not_verified, "notes": self.notes,
             "error": self.error, "build_seconds": round(self.build_seconds, 2),
+            "verdict": self.verdict.to_dict() if self.verdict else None,
         }
         if budget is not None:
             d["within_budget"] = self.within(budget)
@@ -104,7 +108,7 @@ class BuildSettings:
     calib: Optional[np.ndarray] = None      # calibration samples (model-ready)
     comparator: Optional[Comparator] = None  # held-out comparison against the original
     budget: float = 0.02
-    calib_method: str = "minmax"
+    calib_method: str = "nncf"
     exclude: Sequence[str] = ()
     guard_steps: int = 8
     ranking_samples: int = 4
@@ -163,8 +167,10 @@ class VariantBuilder:
                 v.ran_precision = rt.precision
                 if self.s.comparator is not None and v.comparison is None:
                     v.comparison = self.s.comparator.compare(rt)
+                    v.verdict = judge(v.comparison, self.s.budget)
                     v.verified.append(f"outputs compared with the original on {v.comparison.samples} held-out "
-                                      f"samples with {backend} on this machine: {v.comparison.summary()}")
+                                      f"samples with {backend} on this machine: {v.comparison.summary()}; "
+                                      f"{v.verdict.summary()}")
                 if self.s.measure:
                     v.latency = self._latency(rt)
         except EdgeSDKError as exc:
@@ -176,14 +182,14 @@ class VariantBuilder:
                 and (self._float_best_ms is None or v.latency["p50_ms"] < self._float_best_ms)):
             self._float_best_ms = v.latency["p50_ms"]
 
-    def remeasure(self, variants: Sequence[Variant], rounds: int = 3) -> None:
-        """Time the variants again, interleaved: round after round, each variant in turn.
-
-        A busy machine slows whatever runs at that moment; interleaving spreads that over all
-        variants, and each variant's latency is the median of its round medians (the p50 of
-        every sample is kept too)."""
+    def remeasure(self, variants: Sequence[Variant], rounds: int = 3, max_rounds: int = 9,
+                  target_spread: float = 0.05) -> list[str]:
+        """Time the variants again, interleaved: round after round, each variant in turn, until
+        every variant's round medians agree within `target_spread` (relative: (max - min) /
+        median) or `max_rounds` rounds ran. A busy machine slows whatever runs at that moment;
+        interleaving spreads that over all variants. Latency = median of the round medians;
+        `spread` is printed with it. Returns warnings (busy machine, spread not reached)."""
         import runtimes
-        from runtimes.timing import measure
 
         live = []
         try:
@@ -191,26 +197,34 @@ class VariantBuilder:
                 if not v.ok or v.check_with is None:
                     continue
                 backend, path = v.check_with
-                rt = runtimes.load(path, backend=backend, precision=v.runtime_precision,
-                                   **({"threads": self.s.threads} if self.s.threads else {}))
-                rt.activate()
+                try:
+                    rt = runtimes.load(path, backend=backend, precision=v.runtime_precision,
+                                       **({"threads": self.s.threads} if self.s.threads else {}))
+                    rt.activate()
+                except EdgeSDKError as exc:  # an engine gone since the check: keep the others' timing
+                    v.notes.append(f"not timed again: {exc}")
+                    continue
                 live.append((v, rt, self._sample(rt), []))
             per_round = max(0.2, self.s.bench_seconds / max(1, rounds))
-            for r in range(rounds):
-                for v, rt, feed, p50s in live:
-                    stats = measure(rt, feed, warmup=2 if r == 0 else 1, iterations=5, seconds=per_round)
-                    p50s.append(stats)
-            for v, rt, feed, p50s in live:
-                samples = np.concatenate([st.samples_ms for st in p50s])
-                from runtimes.timing import LatencyStats
-
-                d = LatencyStats.from_samples(samples, p50s[0].batch).to_dict()
-                d["p50_ms"] = float(np.median([st.p50 for st in p50s]))
-                d["rounds"] = rounds
-                v.latency = d
+            done = 0
+            while done < max_rounds:
+                self._timing_round(live, per_round, first=done == 0)
+                done += 1
+                if done >= rounds and all(_spread(stats) <= target_spread for _, _, _, stats in live):
+                    break
+            for v, _, _, stats in live:
+                v.latency = _round_latency(stats, done)
         finally:
             for _, rt, _, _ in live:
                 rt.deactivate()
+        return _timing_warnings([v for v, _, _, _ in live], target_spread, max_rounds)
+
+    @staticmethod
+    def _timing_round(live: list, seconds: float, first: bool) -> None:
+        from runtimes.timing import measure
+
+        for _, rt, feed, stats in live:
+            stats.append(measure(rt, feed, warmup=2 if first else 1, iterations=5, seconds=seconds))
 
     # ----------------------------------------------------------------- helpers
     def _say(self, msg: str) -> None:
@@ -357,9 +371,8 @@ class VariantBuilder:
                     with runtimes.load(trial, backend=run, precision=hint, threads=s.threads) as rt:
                         return self._latency(rt)["p50_ms"]
 
-            guard = keep_sensitive_layers_float(candidates, evaluate, s.budget, rank_evaluate=rank_eval,
-                                                max_steps=s.guard_steps, latency=latency,
-                                                float_latency_ms=self._float_best_ms, progress=self._say)
+            guard = bisect_float_layers(candidates, evaluate, s.budget, rank_evaluate=rank_eval, latency=latency,
+                                        progress=self._say)
         finally:
             for f in scratch_files:
                 f.unlink(missing_ok=True)
@@ -464,10 +477,8 @@ class VariantBuilder:
                     return self._latency(rt)["p50_ms"]
 
         try:
-            guard = keep_sensitive_layers_float(candidates, evaluate, s.budget,
-                                                rank_evaluate=lambda ex: trial_drop(sub, ex),
-                                                max_steps=s.guard_steps, latency=latency,
-                                                float_latency_ms=self._float_best_ms, progress=self._say)
+            guard = bisect_float_layers(candidates, evaluate, s.budget, rank_evaluate=lambda ex: trial_drop(sub, ex),
+                                        latency=latency, progress=self._say)
         finally:
             for f in (scratch, scratch.with_suffix(".bin")):
                 f.unlink(missing_ok=True)
@@ -615,6 +626,40 @@ class VariantBuilder:
                               "TFLite (same weights and ranges, float input/output)")
         v.notes.extend(result.notes)
         return v
+
+
+def _spread(stats: Sequence[Any]) -> float:
+    """Relative spread of the round medians: (max - min) / median."""
+    p50s = np.array([st.p50 for st in stats], np.float64)
+    return float((p50s.max() - p50s.min()) / max(np.median(p50s), 1e-9)) if len(p50s) else 0.0
+
+
+def _round_latency(stats: Sequence[Any], rounds: int) -> dict[str, Any]:
+    from runtimes.timing import LatencyStats
+
+    d = LatencyStats.from_samples(np.concatenate([st.samples_ms for st in stats]), stats[0].batch).to_dict()
+    d["p50_ms"] = float(np.median([st.p50 for st in stats]))
+    d["rounds"] = rounds
+    d["spread"] = round(_spread(stats), 4)
+    return d
+
+
+def _timing_warnings(timed: Sequence[Variant], target_spread: float, max_rounds: int) -> list[str]:
+    """A busy machine (load above the core count) or spreads that never settled: say so."""
+    out = []
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on every platform
+        load = 0.0
+    if load > cores:
+        out.append(f"the machine was busy while timing (load {load:.1f} on {cores} cores): latencies are noisy; "
+                   "compare ratios within this run, or re-run on an idle machine")
+    wide = [v.key for v in timed if v.latency and v.latency["spread"] > target_spread]
+    if wide:
+        out.append(f"timing did not settle within {target_spread:.0%} after {max_rounds} interleaved rounds for "
+                   f"{', '.join(wide)}: treat their latency as +-{max(v.latency['spread'] for v in timed if v.latency):.0%}")
+    return out
 
 
 def _tflite_input_quantization(path: Path) -> tuple[Optional[str], Optional[tuple[float, int]]]:

@@ -13,9 +13,20 @@ detector it keeps only 0.3-0.5 cosine similarity to fp32.
 
     calib = load_calibration("images/", spec, size=64)
     fit, held_out = calib.split(holdout=0.25)
+
+Every sample records its source (`CalibrationSet.sources`), and `split` holds out whole
+sources, so near-duplicates (crops of one photo, neighbouring video frames) never land on both
+sides of the accuracy check:
+- folder: a photo is its file name without a trailing number ("street_03.jpg" and
+  "street_04.jpg" are one photo's crops) when that leaves at least `MIN_SOURCES` groups, else
+  every file is its own source (phone names like IMG_0001.jpg share no prefix worth trusting);
+- video: `VIDEO_SEGMENTS` contiguous segments of the video;
+- .npy / array: nothing says where samples came from, so each is its own source (the report
+  says so; pass --val with separate data to be sure).
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +41,10 @@ from .preprocess import PreprocessSpec, Preprocessor
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 DEFAULT_SIZE = 64
+#: a folder's file-name groups are trusted as photos only when there are at least this many
+MIN_SOURCES = 4
+#: a video is split into this many contiguous segments (the held-out part takes whole segments)
+VIDEO_SEGMENTS = 8
 
 #: progress(done, total, what)
 Progress = Callable[[int, int, str], None]
@@ -58,9 +73,14 @@ class CalibrationSet:
     def __len__(self) -> int:
         return int(self.samples.shape[0])
 
+    #: per sample: where it came from (photo, video segment, file); same source = near-duplicates
+    sources: list[str] = field(default_factory=list)
+    #: how `sources` were derived, for the report
+    source_rule: str = "each sample its own source"
+
     def split(self, holdout: Union[float, int] = 0.25, min_holdout: int = 2) -> tuple["CalibrationSet", "CalibrationSet"]:
-        """(calibration part, held-out part): every k-th sample is held out, so both parts span
-        the whole folder/video. `holdout` is a fraction (< 1) or a count."""
+        """(calibration part, held-out part), split by source: whole sources are held out,
+        spread over the set, until about `holdout` (a fraction < 1, or a count) of the samples."""
         n = len(self)
         k = int(round(n * holdout)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
         k = max(min_holdout, k)
@@ -68,18 +88,48 @@ class CalibrationSet:
             raise ConversionError(
                 f"{n} calibration samples from {self.source} are too few to hold {k} out for the accuracy "
                 f"check; give at least {k + 1} (more is better: 32-300 real images)")
-        held = np.unique(np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int))
-        held = held if len(held) == k else np.arange(n)[::max(1, n // k)][:k]
-        mask = np.zeros(n, bool)
-        mask[held] = True
-        names = self.names or [str(i) for i in range(n)]
-        fit = CalibrationSet(self.samples[~mask], self.source, self.kind, [m for m, h in zip(names, mask) if not h])
-        out = CalibrationSet(self.samples[mask], self.source, self.kind, [m for m, h in zip(names, mask) if h])
-        return fit, out
+        mask = _held_out_mask(self.sources or [str(i) for i in range(n)], k)
+        if mask.all() or not mask.any():
+            raise ConversionError(
+                f"the samples from {self.source} come from {len(set(self.sources))} source(s) "
+                f"({self.source_rule}): too few to hold whole sources out for the accuracy check; add images "
+                "from other photos/videos, or pass --val with separate held-out data")
+        return self._part(~mask), self._part(mask)
+
+    def _part(self, mask: np.ndarray) -> "CalibrationSet":
+        pick = lambda items: [x for x, m in zip(items, mask) if m] if items else []  # noqa: E731
+        return CalibrationSet(self.samples[mask], self.source, self.kind, pick(self.names), pick(self.sources),
+                              self.source_rule)
+
+    @property
+    def source_count(self) -> int:
+        return len(set(self.sources)) if self.sources else len(self)
 
     def describe(self) -> dict:
         return {"source": self.source, "kind": self.kind, "count": len(self),
                 "shape": list(self.samples.shape[1:]), "dtype": str(self.samples.dtype)}
+
+
+def _held_out_mask(sources: Sequence[str], k: int) -> np.ndarray:
+    """Whole sources, evenly spread over the order they appear in, until >= k samples are held."""
+    order = list(dict.fromkeys(sources))
+    counts = {src: sources.count(src) for src in order}
+    held: set[str] = set()
+    for want in range(1, len(order)):
+        picks = np.unique(np.linspace(0, len(order) - 1, want + 2)[1:-1].round().astype(int))
+        held = {order[i] for i in picks}
+        if sum(counts[h] for h in held) >= k:
+            break
+    return np.array([s in held for s in sources], bool)
+
+
+def photo_sources(names: Sequence[str]) -> tuple[list[str], str]:
+    """A folder's files -> (source per file, the rule used); see the module docstring."""
+    stems = [re.sub(r"[-_ .]*(crop|frame|tile|aug)?[-_ .]*\d+$", "", Path(n).stem, flags=re.I) or Path(n).stem
+             for n in names]
+    if len(set(stems)) >= MIN_SOURCES and len(set(stems)) < len(names):
+        return stems, "a photo is its file name without a trailing number"
+    return list(names), "each file its own photo"
 
 
 def _evenly(items: Sequence, size: Optional[int]) -> list:
@@ -133,7 +183,8 @@ def _from_folder(folder: Path, pre: Preprocessor, size: Optional[int], progress:
                                   "remove or replace it") from exc
         names.append(f.name)
     samples = _preprocess(pre, images, names, folder, progress, "images")
-    return CalibrationSet(samples, str(folder), "images", names)
+    sources, rule = photo_sources(names)
+    return CalibrationSet(samples, str(folder), "images", names, sources, rule)
 
 
 def _from_video(path: Path, pre: Preprocessor, size: Optional[int], progress: Optional[Progress]) -> CalibrationSet:
@@ -150,7 +201,7 @@ def _from_video(path: Path, pre: Preprocessor, size: Optional[int], progress: Op
             picks = set(np.linspace(0, count - 1, min(want, count)).round().astype(int).tolist())
         else:  # a stream without a frame count: take the first frames
             picks = set(range(want))
-        images, names, index = [], [], 0
+        images, names, sources, index = [], [], [], 0
         while len(images) < len(picks):
             ok, frame = cap.read()
             if not ok:
@@ -158,13 +209,16 @@ def _from_video(path: Path, pre: Preprocessor, size: Optional[int], progress: Op
             if index in picks:
                 images.append(frame)
                 names.append(f"frame {index}")
+                span = max(count, len(picks))
+                sources.append(f"segment {min(VIDEO_SEGMENTS - 1, index * VIDEO_SEGMENTS // span)}")
             index += 1
     finally:
         cap.release()
     if not images:
         raise ConversionError(f"calibration video {path} has no readable frames")
     samples = _preprocess(pre, images, names, path, progress, "video frames")
-    return CalibrationSet(samples, str(path), "video", names)
+    return CalibrationSet(samples, str(path), "video", names, sources,
+                          f"{VIDEO_SEGMENTS} contiguous segments of the video")
 
 
 def _from_npy(path: Path, spec: Optional[PreprocessSpec], input_shape: Optional[Sequence[Optional[int]]],
@@ -180,7 +234,8 @@ def _from_npy(path: Path, spec: Optional[PreprocessSpec], input_shape: Optional[
         items = _evenly(list(range(arr.shape[0])), size)
         images = [arr[i] for i in items]
         samples = _preprocess(pre, images, [f"#{i}" for i in items], path, progress, "images")
-        return CalibrationSet(samples, str(path), "npy-images", [f"#{i}" for i in items])
+        return CalibrationSet(samples, str(path), "npy-images", [f"#{i}" for i in items], [f"#{i}" for i in items],
+                              "each array item its own source (a .npy says nothing about where images came from)")
     if input_shape is not None:
         want = list(input_shape)
         got = list(arr.shape)
@@ -199,7 +254,9 @@ def _from_npy(path: Path, spec: Optional[PreprocessSpec], input_shape: Optional[
     samples = arr[items].astype(input_dtype or arr.dtype, copy=False)
     if progress is not None:
         progress(len(items), len(items), "tensors")
-    return CalibrationSet(np.ascontiguousarray(samples), str(path), "npy-tensors", [f"#{i}" for i in items])
+    return CalibrationSet(np.ascontiguousarray(samples), str(path), "npy-tensors", [f"#{i}" for i in items],
+                          [f"#{i}" for i in items],
+                          "each array item its own source (a .npy says nothing about where samples came from)")
 
 
 def load_calibration(source: Union[str, Path, np.ndarray], spec: Optional[PreprocessSpec] = None,

@@ -365,11 +365,19 @@ def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]],
     return out, notes
 
 
-def _choose(variants: list[Any], candidates: list[_Candidate], budget: float, measure: bool) -> tuple[Any, str]:
+def _choose(variants: list[Any], candidates: list[_Candidate], budget: float, measure: bool,
+            keep_best: bool = False, warnings: Sequence[str] = ()) -> tuple[Any, str]:
     ok = [(v, c) for v, c in zip(variants, candidates) if v.ok and v.within(budget) is not False]
     if not ok:
+        checked = [v for v in variants if v.ok and v.comparison is not None]
+        if keep_best and checked:
+            best = min(checked, key=lambda v: v.comparison.drop)
+            return best, (f"OVER BUDGET: no variant met the budget ({budget}); --keep-best wrote the closest, "
+                          f"drop {best.comparison.drop:.4f}")
         failed = "; ".join(f"{v.name}: {v.error or f'drop {v.comparison.drop:.4f} > {budget}'}" for v in variants)
-        raise ConversionError(f"no variant could be built within the accuracy budget ({budget}): {failed}")
+        why = (" Likely cause: " + " ".join(warnings)) if warnings else ""
+        raise ConversionError(f"no variant could be built within the accuracy budget ({budget}): {failed}.{why} "
+                              "Pass --keep-best to write the closest variant (marked over budget).")
     if measure:
         timed = [(v, c) for v, c in ok if v.latency]
         if timed:
@@ -451,6 +459,14 @@ def _markdown(report: dict[str, Any], plotted: bool) -> str:
             rep.table(["step", "layer", "drop after", "kept", "p50 ms"],
                       [[i + 1, s["layer"], s["drop"], "yes" if s["kept"] else "no (put back)", s["latency_ms"]]
                        for i, s in enumerate(g["steps"])])
+        if g.get("frontier"):
+            rep.paragraph("Accuracy-latency frontier (layers kept float -> drop, p50 ms):")
+            rep.table(["float layers", "drop", "within budget", "p50 ms"],
+                      [[len(s["excluded"]), s["drop"], "yes" if s["kept"] else "no", s["latency_ms"]]
+                       for s in g["frontier"]])
+    if r.get("warnings"):
+        rep.heading("Warnings")
+        rep.bullets(r["warnings"])
     rep.heading("Verified and not verified")
     for v in r["variants"]:
         items = [f"verified: {x}" for x in v.get("verified", [])] + [f"NOT verified: {x}" for x in v.get("not_verified", [])]
@@ -500,7 +516,7 @@ def convert(
     calib_size: int = 64,
     val: Union[str, Path, np.ndarray, None] = None,
     holdout: float = 0.25,
-    calib_method: str = "minmax",
+    calib_method: str = "nncf",
     exclude: Sequence[str] = (),
     eval_fn: Union[str, Callable[[Any], float], None] = None,
     prune: Optional[float] = None,
@@ -519,6 +535,8 @@ def convert(
     assume_preprocess: bool = False,
     profiles_dirs: Optional[Sequence[Union[str, Path]]] = None,
     progress: Optional[Progress] = _stderr,
+    metric: Optional[str] = None,
+    keep_best: bool = False,
     options: Optional[ConvertOptions] = None,
 ) -> ConvertResult:
     """Convert `model` for `profile` and write the bundle at `output` (see the module doc).
@@ -543,7 +561,7 @@ def convert(
             nobody stated (a loud warning names what was assumed); refused otherwise.
         calib_size: at most this many calibration samples (evenly spaced).
         val: held-out data (same kinds as calib); default: `holdout` of the calibration samples.
-        calib_method: minmax | movavg | entropy | percentile (onnxruntime static INT8).
+        calib_method: nncf (NNCF writes the QDQ) | minmax | movavg | entropy | percentile (onnxruntime static INT8).
         exclude: node names to keep float in INT8 variants.
         eval_fn: user metric `fn(runtime) -> float` or "module:function".
         prune: structured channel pruning ratio before conversion (converters.pruning).
@@ -553,6 +571,9 @@ def convert(
             nncf.quantize_with_accuracy_control; slow).
         guard_steps: at most this many layers tried float by the guard.
         threads: engine threads for checks and timing (default: the profile's, capped by this CPU).
+        metric: what the budget is judged on: top1 | top5 | cosine | box-f1 | module:function
+            (default from the model: top1 for classifiers, box-f1 with a box decoder, else cosine).
+        keep_best: when no variant meets the budget, write the closest (marked over budget).
     """
     from converters.compare import Comparator, load_eval_fn
     from converters.passes import PassContext, default_passes, run_passes
@@ -572,7 +593,14 @@ def convert(
     if output.exists() and not force:
         raise BundleError(f"{output} already exists; choose another output or pass --force to replace it")
     prof = load_profile(profile, profiles_dirs) if not hasattr(profile, "backends") else profile
+    from converters import guard as int8_guard
+
+    from .accuracy import box_decoder_for, parse_metric
+
+    metric_name, metric_fn = parse_metric(metric)
+    eval_fn = metric_fn or eval_fn
     fn = load_eval_fn(eval_fn) if isinstance(eval_fn, str) else eval_fn
+    warnings: list[str] = []
     if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".tflite" and Path(model).is_file():
         from .convert_tflite import convert_tflite
 
@@ -624,7 +652,9 @@ def convert(
                 held_source = f"--val {held.source}"
             else:
                 fit, held = calib_set.split(holdout)
-                held_source = f"every {max(1, round(1 / max(holdout, 1e-9)))}th sample of the calibration data, never used to calibrate"
+                held_source = (f"{held.source_count} of {calib_set.source_count} sources of the calibration data held "
+                               f"out whole ({calib_set.source_rule}), never used to calibrate")
+            warnings += int8_guard.data_warnings(fit.samples, len(held), fit.source_count)
             cal_info = {"source": calib_set.source, "kind": calib_set.kind, "calibration": len(fit),
                         "held_out": len(held), "held_out_source": held_source, "shape": shape, "dtype": str(dtype)}
         elif val is not None:
@@ -634,7 +664,10 @@ def convert(
         if held is not None:
             say(f"reference outputs of the original model on {len(held)} held-out samples")
             comparator = Comparator(src_path if isinstance(model, (str, Path)) else prepared, held.samples,
-                                    task=the_task, eval_fn=fn, reference_backend="onnxruntime")
+                                    task=the_task, eval_fn=fn, reference_backend="onnxruntime", metric=metric_name,
+                                    box_decoder=box_decoder_for(pre, shape))
+            for w in warnings:
+                say(f"WARNING: {w}")
 
         prune_info = None
         if prune:
@@ -694,15 +727,16 @@ def convert(
         variants = [v for v, _ in cand_built]
         if do_measure:
             say(f"timing {sum(v.ok for v in variants) + bool(baseline)} variants again, interleaved in 3 rounds")
-            builder.remeasure(([baseline] if baseline else []) + variants, rounds=3)
-        chosen, decision = _choose(variants, [c for _, c in cand_built], budget, do_measure)
+            warnings += builder.remeasure(([baseline] if baseline else []) + variants, rounds=3)
+        chosen, decision = _choose(variants, [c for _, c in cand_built], budget, do_measure, keep_best, warnings)
 
         # 5. report and bundle
         base_for_ratio = baseline or next((v for v in variants if v.key == "onnxruntime-fp32" and v.ok), None)
         rows = ([baseline.to_dict(budget, base_for_ratio)] if baseline else []) + \
                [v.to_dict(budget, base_for_ratio) for v in variants]
-        measure_kind = ("the eval function's metric" if fn else
-                        "1 - top-1 agreement" if the_task == "classification" else "1 - mean cosine similarity")
+        measure_kind = ("the eval function's metric" if fn else {
+            "top1": "1 - top-1 agreement", "top5": "1 - top-5 agreement", "box-f1": "1 - box F1 vs the original's boxes",
+            "cosine": "1 - mean cosine similarity"}[comparator.metric if comparator else "cosine"])
         report: dict[str, Any] = {
             "model": {"file": src_path.name, "sha256": sha256_file(src_path), "input": {"name": name_in, "shape": shape,
                                                                                         "dtype": str(dtype)}},
@@ -711,7 +745,8 @@ def convert(
             "precision_asked": precision, "budget": budget, "accuracy_measure": measure_kind,
             "passes": [r.to_dict() for r in records], "pruning": prune_info, "calibration": cal_info,
             "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
-            "notes": facts.notes + cand_notes, "threads": threads,
+            "notes": facts.notes + cand_notes, "threads": threads, "warnings": warnings,
+            "over_budget": chosen.within(budget) is False,
             "preprocess": facts.sources, "options": opts.to_dict(),
             "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": cpu},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -785,6 +820,8 @@ def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre:
     elif getattr(prof, "threads", None):
         runtime["threads"] = int(prof.threads)
     metrics: dict[str, Any] = {"size_bytes": v.size_bytes}
+    if report.get("over_budget"):
+        metrics["over_budget"] = True  # written by --keep-best: no variant met the accuracy budget
     if v.comparison is not None:
         metrics["accuracy"] = v.comparison.to_dict()
     if v.latency is not None:

@@ -33,13 +33,16 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--calib", help="Calibration data: image folder, video file or .npy (real samples, never noise).")
 @click.option("--calib-size", type=int, default=64, show_default=True, help="At most this many calibration samples.")
 @click.option("--val", help="Held-out data for the accuracy check (default: a quarter of --calib, never calibrated on).")
-@click.option("--calib-method", type=click.Choice(["minmax", "movavg", "entropy", "percentile"]), default="minmax",
+@click.option("--calib-method", type=click.Choice(["nncf", "minmax", "movavg", "entropy", "percentile"]), default="nncf",
               show_default=True, help="Range estimation for onnxruntime static INT8.")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
 @click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
 @click.option("--preset", help="Known model preset (default: recognized from the file).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
+@click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
+              "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")
+@click.option("--keep-best", is_flag=True, help="No variant within budget: write the closest, marked over budget.")
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
 @click.option("--prune", type=float, help="Structured channel pruning ratio before conversion (e.g. 0.3).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
@@ -68,6 +71,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
+            metric: Optional[str] = None, keep_best: bool = False,
             **flags: Any) -> None:
     """Convert MODEL (ONNX, TFLite, PyTorch .pt/.pt2 or module:factory) into a bundle for a device
     profile, checked against the original.
@@ -88,15 +92,18 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
-        preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape))
+        preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape),
+        metric=metric, keep_best=keep_best)
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}
         lat = v.get("latency") or {}
         rows.append([("* " if v["key"] == result.chosen.key else "  ") + v["key"], v.get("runtime_precision") or v["precision"],
                      None if v.get("size_bytes") is None else round(v["size_bytes"] / 1e6, 3), v.get("size_ratio"),
-                     lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
+                     lat.get("p50_ms"), lat.get("spread"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
                      (v.get("error") or "")[:60]])
-    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "speed-up", "cosine", "drop", "error"], rows))
+    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "spread", "speed-up", "cosine", "drop", "error"], rows))
     click.echo(f"\nchosen: {result.chosen.name} - {result.report['decision']}")
+    for warning in result.report.get("warnings") or []:
+        click.echo(f"WARNING: {warning}")
     click.echo(f"bundle: {result.path}  (report: {result.path / 'report.md'})")

@@ -1,0 +1,36 @@
+"""What the INT8 guard measures for a model, built from edgesdk's side (converters never import
+edgesdk): the box decoder behind `--metric box-f1`, and `--metric` parsing.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+#: decoders whose results carry boxes: box-f1 is the default measure for them
+BOX_DECODERS = ("ppocr_det", "blazeface")
+
+
+def box_decoder_for(preset: Any, input_shape: Sequence[int]) -> Optional[Callable[[dict], np.ndarray]]:
+    """The preset's decoder as `outputs -> K x 4 boxes` in model-input pixels, or None when the
+    model has no box decoder (no preset, or a classifier/raw model)."""
+    if preset is None or (preset.decoder or {}).get("type") not in BOX_DECODERS:
+        return None
+    from .decoders import make_decoder
+    from .preprocess import Transform
+
+    decoder = make_decoder(decoder=preset.decoder, labels=preset.labels, task=preset.task)
+    h, w = (int(input_shape[2]), int(input_shape[3])) if len(input_shape) == 4 else (0, 0)
+    transform = Transform(input_size=(h, w), original_size=(h, w))
+
+    def boxes(outputs: dict) -> np.ndarray:
+        return decoder(outputs, [transform])[0].boxes
+
+    return boxes
+
+
+def parse_metric(metric: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """`--metric` -> (built-in metric name, user module:function spec); either may be None."""
+    if metric is None:
+        return None, None
+    return (None, metric) if ":" in metric else (metric, None)
