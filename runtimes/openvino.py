@@ -194,11 +194,21 @@ class OpenVINORuntime(Runtime):
     # ----------------------------------------------------------------- description
     @staticmethod
     def _port_name(port: Any, index: int, kind: str) -> str:
+        """The name the model declares. Compiling merges tensors (an input feeding an Identity
+        or Cast carries both names) and get_any_name() may then return the inner one; the
+        Parameter's (or Result's, less "/sink_port_N") friendly name is the declared one."""
+        node_name = port.get_node().get_friendly_name()
+        try:
+            names = port.get_names()
+        except RuntimeError:
+            names = set()
+        for candidate in (node_name, node_name.rsplit("/sink_port_", 1)[0]):
+            if candidate in names:
+                return candidate
         try:
             return port.get_any_name()
         except RuntimeError:  # an IR tensor without names: fall back to the node's name
-            name = port.get_node().get_friendly_name()
-            return name or f"{kind}{index}"
+            return node_name or f"{kind}{index}"
 
     def _spec(self, port: Any, index: int, kind: str) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
