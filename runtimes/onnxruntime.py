@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import Runtime, warn_once
 from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .load_errors import load_failure
 from .spec import TensorSpec
 
 _ORT_TYPES = {
@@ -111,9 +112,11 @@ class OnnxRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise ModelLoadError(
-                f"onnxruntime could not load {self.model_path}: {str(exc).strip().splitlines()[0][:300]}. "
-                "Is the file a complete ONNX model? (re-export or re-download it)") from exc
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise load_failure(
+                "onnxruntime", self.model_path, str(exc),
+                f"onnxruntime could not load {self.model_path}: {lines[0][:300]}. "
+                "Is the file a complete ONNX model? (re-export or re-download it)", exc) from exc
         self.device = device
         self.providers = self._session.get_providers()
         self.precision = stored_precision(self.model_path)

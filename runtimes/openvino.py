@@ -18,6 +18,7 @@ import numpy as np
 
 from .base import Runtime, log, warn_once
 from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .load_errors import load_failure
 from .spec import TensorSpec
 
 INSTALL_HINT = "pip install 'edgesdk[openvino]'"
@@ -110,9 +111,10 @@ class OpenVINORuntime(Runtime):
         try:
             return core.read_model(str(path))
         except Exception as exc:  # openvino raises RuntimeError/GeneralFailure with C++ traces
-            raise ModelLoadError(
+            raise load_failure(
+                "openvino", path, str(exc),
                 f"openvino could not read {path.name}: {_first_line(exc)}. Is it a complete OpenVINO IR "
-                "(.xml with matching .bin) or ONNX model? Re-export or re-download it") from exc
+                "(.xml with matching .bin) or ONNX model? Re-export or re-download it", exc) from exc
 
     def _activate_impl(self) -> None:
         ov = _import_ov()
@@ -158,8 +160,9 @@ class OpenVINORuntime(Runtime):
         try:
             return self._core.compile_model(model, device, config)
         except Exception as exc:
-            raise ModelLoadError(
-                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}") from exc
+            raise load_failure(
+                "openvino", self.model_path, str(exc),
+                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}", exc) from exc
 
     def _read_precision(self, config: dict[str, Any]) -> str:
         try:
