@@ -71,7 +71,7 @@ def _try(cls: type, path: Path, kwargs: dict, failures: list, refused: list, lab
 
 def _say_fallback(path: Path, first: str, used: str, failures: list[str]) -> None:
     if failures:
-        reason = failures[0].split(". What to do")[0]
+        reason = failures[0].split(": ", 1)[-1].split(". What to do")[0]  # less the "label: "
         warn_once(f"{path.name}: {reason[:300]}; running it on {used} instead (backend='auto')")
 
 

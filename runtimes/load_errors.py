@@ -68,7 +68,7 @@ def load_failure(engine: str, path: Path, engine_text: str, fallback: str,
         stamped = f" (the model imports opset {', '.join(f'{d} {v}' for d, v in opsets.items())})" if opsets else ""
         error = ModelLoadError(
             f"{engine} cannot load {path.name}: it {what}{stamped}. "
-            f"What to do: load it with backend='auto' (edgesdk --backend auto), which tries the other "
+            f"What to do: load it with backend='auto' (--backend auto on the command line), which tries the other "
             f"installed backends and, for ONNX, a conversion to another opset; or re-export the model "
             f"at an opset {engine} supports; or update {engine}. Engine said: {' '.join(engine_text.split())[:200]}")
         facts["engine"] = engine
