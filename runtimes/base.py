@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import InputMismatchError, ModelLoadError
+from .errors import InputMismatchError, ModelLoadError, OptionError
 from .spec import TensorSpec
 
 log = logging.getLogger("runtimes")
@@ -23,6 +23,8 @@ log = logging.getLogger("runtimes")
 Feeds = Union[np.ndarray, Mapping[str, np.ndarray]]
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PERFORMANCE_HINTS = ("latency", "throughput")
+#: what `precision=` may ask for (None and "native": the model's own, pinned)
+PRECISIONS = ("native", "fp32", "fp16", "bf16", "int8")
 _warned: set[str] = set()
 
 
@@ -31,6 +33,23 @@ def warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning(message)
+
+
+def check_runtime_options(device: str = "CPU", precision: Optional[str] = None, threads: Optional[int] = None,
+                          performance_hint: str = "latency") -> str:
+    """Raise OptionError for a value no backend takes; returns the device upper-cased.
+    Callers that do heavy work first (the CLI) call it before they start."""
+    device = str(device).upper()
+    if device not in DEVICES:
+        raise OptionError(f"device {device!r} is not one of {', '.join(DEVICES)}; pass one of those")
+    if precision is not None and precision not in PRECISIONS:
+        raise OptionError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; "
+                          "leave it out to run the model in the precision it is stored in")
+    if performance_hint not in PERFORMANCE_HINTS:
+        raise OptionError(f"performance_hint {performance_hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}")
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be >= 1, got {threads}; leave it out for the engine's default")
+    return device
 
 
 class Runtime(abc.ABC):
@@ -70,13 +89,7 @@ class Runtime(abc.ABC):
                 f"model file {str(self.model_path)!r} does not exist or is not a file; "
                 "check the path (bundles: pass the bundle directory to edgesdk.load_bundle)"
             )
-        device = device.upper()
-        if device not in DEVICES:
-            raise ValueError(f"device {device!r} is not one of {DEVICES}")
-        if performance_hint not in PERFORMANCE_HINTS:
-            raise ValueError(f"performance_hint {performance_hint!r} is not one of {PERFORMANCE_HINTS}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        device = check_runtime_options(device, precision, threads, performance_hint)
         self.requested_device = device
         self.requested_precision = precision
         self.device = device
