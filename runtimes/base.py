@@ -255,7 +255,8 @@ class Runtime(abc.ABC):
         if not isinstance(arr, np.ndarray):
             raise InputMismatchError(
                 f"input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
-        if arr.dtype != spec.dtype and not (spec.dtype.kind == "O" and arr.dtype.kind in "OUS"):
+        # strings: onnxruntime declares object, OpenVINO bytes; both take object, str_ and bytes_ arrays
+        if arr.dtype != spec.dtype and not (spec.dtype.kind in "OS" and arr.dtype.kind in "OUS"):
             raise InputMismatchError(
                 f"input {spec.name!r} expects dtype {spec.dtype.name}, got {arr.dtype.name}; "
                 f"convert it with .astype(np.{spec.dtype.name})"

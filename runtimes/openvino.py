@@ -216,7 +216,7 @@ class OpenVINORuntime(Runtime):
     def _spec(self, port: Any, index: int, kind: str) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         try:
-            dtype = port.get_element_type().to_dtype()
+            dtype = _numpy_dtype(port.get_element_type())
         except (RuntimeError, TypeError) as exc:
             raise ModelLoadError(f"tensor {self._port_name(port, index, kind)!r} has element type "
                                  f"{port.get_element_type()}, which EdgeSDK does not handle") from exc
@@ -328,6 +328,22 @@ class OpenVINORuntime(Runtime):
     def num_requests(self) -> int:
         """How many submitted batches can be in flight at once (0 before the first submit)."""
         return self._pool.size if self._pool is not None else 0
+
+
+# OpenVINO element types whose to_dtype() is only a same-size stand-in (bf16 -> float16,
+# f8 -> uint8); ml_dtypes (which onnx's numpy_helper uses) has the real ones.
+_ML_DTYPES = {"bf16": "bfloat16", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+
+
+def _numpy_dtype(element_type: Any) -> np.dtype:
+    name = _ML_DTYPES.get(element_type.get_type_name())
+    if name is not None:
+        try:
+            import ml_dtypes
+            return np.dtype(getattr(ml_dtypes, name))
+        except (ImportError, AttributeError):  # no ml_dtypes on this device: the stand-in it is
+            pass
+    return element_type.to_dtype()
 
 
 def _direct_infer() -> Optional[tuple[Any, Any]]:

@@ -173,3 +173,30 @@ def test_real_process_exit_codes(bad, row, code):
                           env=env, timeout=120)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unexpected_exception_is_still_one_paragraph_and_non_zero(capsys, monkeypatch):
+    """A bug (ours or an engine's) must not print a traceback either; --debug shows it."""
+    from edgesdk.cli import inspect
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("engine exploded\n  at frame 1\n  at frame 2")
+
+    monkeypatch.setattr(inspect, "describe_model", boom)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", __file__])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert _error_paragraph(err.strip()).startswith("error: internal error (RuntimeError: engine exploded at frame 1")
+    assert "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="engine exploded"):
+        main(["--debug", "info", __file__])
+
+
+def test_runtime_options_are_typed_errors(cls_model):
+    import runtimes
+    for kwargs, needle in [({"device": "XPU"}, "device 'XPU'"), ({"precision": "fp7"}, "precision 'fp7'"),
+                           ({"threads": 0}, "threads must be >= 1"), ({"performance_hint": "fast"}, "'fast'")]:
+        with pytest.raises(runtimes.OptionError, match=needle) as err:
+            runtimes.load(cls_model, **kwargs)
+        assert err.value.exit_code == 2 and isinstance(err.value, ValueError)
