@@ -28,8 +28,7 @@ def canonical(name: str) -> str:
     key = ALIASES.get(key, key)
     if key not in BACKENDS:
         raise BackendUnavailableError(
-            f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} or {AUTO} "
-            f"(aliases: {', '.join(ALIASES)})")
+            f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (aliases: {', '.join(ALIASES)})")
     return key
 
 
@@ -68,7 +67,10 @@ def check_backend_name(name: Optional[str]) -> Optional[str]:
     callers that validate options before heavy work."""
     if name is None or name.lower() == AUTO:
         return name and AUTO
-    return canonical(name)
+    try:
+        return canonical(name)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"{exc}, or {AUTO} (the first installed backend that loads the model)") from None
 
 
 def load(path: Union[str, Path], backend: Optional[str] = None, **kwargs: Any) -> Runtime:

@@ -75,6 +75,7 @@ TABLE: list[tuple[str, str]] = [
     ("predict {model}", "IMAGES"),
     *[(f"bench {m} --iterations 1 --warmup 0", "") for m in BAD_MODELS],
     ("bench {model} --backend no-such-backend", "no-such-backend"),
+    ("bench {model} --backend auto", "not auto"),
     ("bench {model} --batch 0", "batch"),
     ("bench {model} --batch two", "batch"),
     ("bench {model} --size 0x3", "--size"),

@@ -218,15 +218,17 @@ def _raise_if_it_loads_nowhere(path: Path, backends: dict[str, Any]) -> None:
 
 
 def check_runtime_options(backends: Optional[str], device: str, precision: Optional[str],
-                          threads: Optional[int] = None) -> None:
+                          threads: Optional[int] = None, allow_auto: bool = True) -> None:
     """Refuse an unknown backend name, device or precision before any heavy work.
     `backends` is a name, "auto", "all" or a comma list of names."""
     from runtimes.base import check_runtime_options as check_values
-    from runtimes.registry import check_backend_name
+    from runtimes.registry import AUTO, check_backend_name
 
     if backends and backends.lower() != "all":
         for name in backends.split(","):
-            check_backend_name(name.strip())
+            if check_backend_name(name.strip()) == AUTO and not allow_auto:
+                raise ConfigError("bench times named backends: pass 'all' or names such as onnxruntime,openvino, "
+                                  f"not {AUTO}")
     check_values(device, precision, threads)
 
 
@@ -379,7 +381,7 @@ def bench(model: Path, backends: str, batches: str, threads: Optional[int], prec
     from ..benchmark import HEADERS, benchmark, table_rows, write_report
     from ..report import text_table
 
-    check_runtime_options(backends, device, precision, threads)
+    check_runtime_options(backends, device, precision, threads, allow_auto=False)
     parsed_size = _parse_size(size)
     progress = _Progress()
     click.echo(f"benchmarking {model} ...", err=True)
