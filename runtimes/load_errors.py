@@ -19,6 +19,10 @@ _PATTERNS = (
      "has no kernel for operator {operator} at opset {opset} (for the element types this model uses)"),
     (re.compile(r"(?P<domain>[\w.]*):(?P<operator>\w+)\((?P<opset>-?\d+)\) is not a registered function/op"),
      "does not know operator {operator} (domain {domain!r}, opset {opset})"),
+    # OpenVINO's report: "-- Pad-25 with a message:\n<trace lines>\n<the reason>\n\n"
+    (re.compile(r"Failed operations detailed log:\s*-- (?P<operator>\w+)-(?P<opset>\d+) with a message:"
+                r"(?:[^\n]*\n)*?(?P<reason>[^\n]+)\n\s*\n"),
+     "cannot convert operator {operator} at opset {opset} ({reason})"),
     (re.compile(r"does not support the following ONNX operations: (?P<operator>[\w.:, ]+?)(?:\s*$|\s{2}|\.\s)"),
      "does not support the ONNX operation(s) {operator}"),
     (re.compile(r"doesn't support (?P<operator>\w+) operation with dynamic rank"),
@@ -31,6 +35,9 @@ _PATTERNS = (
      "does not take element type {type} for tensor {tensor!r}"),
     (re.compile(r"(?:[Uu]nsupported|[Nn]ot supported) (?:element |data )?type:? ?(?P<type>[\w()]+)"),
      "does not support element type {type}"),
+    (re.compile(r"Loading input model\s+Unsupported type(?P<type>)"),
+     "does not support an element type this model uses (it does not say which; the model's "
+     "tensor types are listed by edgesdk info on a backend that opens it)"),
 )
 
 

@@ -104,3 +104,25 @@ def test_real_model_loads_on_auto_without_a_fallback(cls_model, caplog):
             assert rt.backend == "onnxruntime"
             assert rt.infer(np.zeros((1, 3, 48, 192), np.float32))
     assert not [r for r in caplog.records if "backend='auto'" in r.getMessage()]
+
+
+@pytest.mark.parametrize("case, backend, named", [
+    ("test_wrap_pad", "openvino", "cannot convert operator Pad at opset 25 (Unsupported padding mode: [wrap])"),
+    ("test_unsqueeze_unsorted_axes", "openvino", "does not support operator Unsqueeze when its input rank"),
+    ("test_top_k_uint64", "onnxruntime", "no kernel for operator TopK at opset 24"),
+    ("test_momentum", "onnxruntime", "does not know operator Momentum (domain 'ai.onnx.preview.training'"),
+])
+def test_real_engine_refusals_are_named(case, backend, named):
+    """Conformance models the engines really refuse (not models written for this test)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import conformance
+
+    if backend not in runtimes.available_backends():
+        pytest.skip(f"{backend} is not installed")
+    folder = {conformance.case_name(c): c for c in conformance.corpus()[0]}[case]
+    with pytest.raises(ModelLoadError) as err:
+        runtimes.load(folder / "model.onnx", backend=backend).activate()
+    assert named in str(err.value) and "backend='auto'" in str(err.value)
