@@ -98,7 +98,12 @@ def generate_node_cases(target: Path) -> None:
             shutil.rmtree(tmp / case.name, ignore_errors=True)
             skipped[case.name] = f"cannot serialize its data: {exc}"[:200]
     (tmp / "skipped.json").write_text(json.dumps(skipped, indent=1, sort_keys=True))
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process wrote it meanwhile: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            raise
 
 
 def corpus(stride: int = 1) -> tuple[list[Path], dict[str, str]]:
