@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import InputMismatchError, ModelLoadError
+from .errors import InputMismatchError, ModelLoadError, OptionError
 from .spec import TensorSpec
 
 log = logging.getLogger("runtimes")
@@ -23,6 +23,8 @@ log = logging.getLogger("runtimes")
 Feeds = Union[np.ndarray, Mapping[str, np.ndarray]]
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PERFORMANCE_HINTS = ("latency", "throughput")
+#: what `precision=` may ask for (None and "native": the model's own, pinned)
+PRECISIONS = ("native", "fp32", "fp16", "bf16", "int8")
 _warned: set[str] = set()
 
 
@@ -31,6 +33,23 @@ def warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning(message)
+
+
+def check_runtime_options(device: str = "CPU", precision: Optional[str] = None, threads: Optional[int] = None,
+                          performance_hint: str = "latency") -> str:
+    """Raise OptionError for a value no backend takes; returns the device upper-cased.
+    Callers that do heavy work first (the CLI) call it before they start."""
+    device = str(device).upper()
+    if device not in DEVICES:
+        raise OptionError(f"device {device!r} is not one of {', '.join(DEVICES)}; pass one of those")
+    if precision is not None and precision not in PRECISIONS:
+        raise OptionError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; "
+                          "leave it out to run the model in the precision it is stored in")
+    if performance_hint not in PERFORMANCE_HINTS:
+        raise OptionError(f"performance_hint {performance_hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}")
+    if threads is not None and threads < 1:
+        raise OptionError(f"threads must be >= 1, got {threads}; leave it out for the engine's default")
+    return device
 
 
 class Runtime(abc.ABC):
@@ -70,13 +89,7 @@ class Runtime(abc.ABC):
                 f"model file {str(self.model_path)!r} does not exist or is not a file; "
                 "check the path (bundles: pass the bundle directory to edgesdk.load_bundle)"
             )
-        device = device.upper()
-        if device not in DEVICES:
-            raise ValueError(f"device {device!r} is not one of {DEVICES}")
-        if performance_hint not in PERFORMANCE_HINTS:
-            raise ValueError(f"performance_hint {performance_hint!r} is not one of {PERFORMANCE_HINTS}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        device = check_runtime_options(device, precision, threads, performance_hint)
         self.requested_device = device
         self.requested_precision = precision
         self.device = device
@@ -105,8 +118,9 @@ class Runtime(abc.ABC):
         self._outputs = list(self._output_specs_impl())
         self._input_names = tuple(s.name for s in self._inputs)
         self._single_input = self._input_names[0] if len(self._inputs) == 1 else None
-        # A model whose batch dim is fixed at 1 is looped over the caller's batch.
-        self._loop_batch = bool(self._inputs) and all(s.batch_dim == 1 for s in self._inputs)
+        # A model whose inputs are all fixed at batch 1 is looped over the caller's batch,
+        # but only when the caller's inputs share axis 0 (checked per call).
+        self._loop_batch = bool(self._inputs) and all(s.rank and s.shape[0] == 1 for s in self._inputs)
         # What check_feeds compares on every call, worked out once: (name, dtype, rank,
         # ((axis, size), ...) for the fixed axes). The looped batch axis is not fixed.
         self._checks = tuple(
@@ -173,9 +187,11 @@ class Runtime(abc.ABC):
         return self._submit_impl(checked)
 
     def check_feeds(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        """Normalize feeds to a dict and check them against the input specs.
+        """Normalize feeds to a dict and check each input against its own declared dtype and shape.
 
-        This runs on every call, so the common case (right names, dtypes and shapes) costs a
+        Inputs are not compared with each other: a model may take `X [N, ...]` next to
+        `shape [k]`, or two matrices [3, 4] and [4, 2], and 0-size and scalar inputs go to the
+        engine as they would without us. This runs on every call, so the common case costs a
         few attribute compares; only a failing feed goes through the explaining slow path.
         """
         if not self._active:
@@ -186,7 +202,6 @@ class Runtime(abc.ABC):
             checked = dict(feeds)  # a copy: the caller may reuse its dict while a submit runs
         else:
             return self._check_slow(feeds)
-        batch = -1
         for name, dtype, rank, fixed in self._checks:
             arr = checked.get(name)
             if (type(arr) is not np.ndarray and not isinstance(arr, np.ndarray)) \
@@ -196,22 +211,34 @@ class Runtime(abc.ABC):
             for axis, want in fixed:
                 if shape[axis] != want:
                     return self._check_slow(feeds)
-            if rank:
-                if shape[0] == 0 or (batch >= 0 and shape[0] != batch):
-                    return self._check_slow(feeds)
-                batch = shape[0]
+        if self._loop_batch and self._shared_batch(checked) is None:
+            return self._check_slow(feeds)
         return checked
+
+    @staticmethod
+    def _shared_batch(feeds: Mapping[str, Any]) -> Optional[int]:
+        """The caller's batch when every input is an array with the same axis 0 >= 1, else None."""
+        sizes = {a.shape[0] if isinstance(a, np.ndarray) and a.ndim else None for a in feeds.values()}
+        size = sizes.pop() if len(sizes) == 1 else None
+        return size if size else None
 
     def _check_slow(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """Check feeds one rule at a time and raise InputMismatchError saying what is wrong."""
+        feeds = self._as_named(feeds)
+        looped = self._loop_batch and self._shared_batch(feeds) is not None
+        for spec in self._inputs:
+            self._check_one(spec, feeds[spec.name], looped)
+        return dict(feeds)
+
+    def _as_named(self, feeds: Feeds) -> Mapping[str, Any]:
         if isinstance(feeds, np.ndarray):
             if self._single_input is None:
                 raise InputMismatchError(
                     f"{self.model_path.name} has {len(self._inputs)} inputs "
                     f"({', '.join(self._input_names)}); pass a dict name -> array, not one array"
                 )
-            feeds = {self._single_input: feeds}
-        elif not isinstance(feeds, Mapping):
+            return {self._single_input: feeds}
+        if not isinstance(feeds, Mapping):
             raise InputMismatchError(
                 f"feeds must be a numpy array or a dict name -> array, got {type(feeds).__name__}"
             )
@@ -222,38 +249,33 @@ class Runtime(abc.ABC):
                 f"{self.model_path.name}: inputs expected {list(self._input_names)}, got {list(feeds)}"
                 + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else "")
             )
-        batch = None
-        for spec in self._inputs:
-            arr = feeds[spec.name]
-            if not isinstance(arr, np.ndarray):
+        return feeds
+
+    def _check_one(self, spec: TensorSpec, arr: Any, looped: bool) -> None:
+        if not isinstance(arr, np.ndarray):
+            raise InputMismatchError(
+                f"input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
+        # strings: onnxruntime declares object, OpenVINO bytes; both take object, str_ and bytes_ arrays
+        if arr.dtype != spec.dtype and not (spec.dtype.kind in "OS" and arr.dtype.kind in "OUS"):
+            raise InputMismatchError(
+                f"input {spec.name!r} expects dtype {spec.dtype.name}, got {arr.dtype.name}; "
+                f"convert it with .astype(np.{spec.dtype.name})"
+            )
+        if arr.ndim != spec.rank:
+            raise InputMismatchError(
+                f"input {spec.name!r} expects rank {spec.rank} {self._fmt(spec.shape)}, "
+                f"got shape {tuple(arr.shape)}"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if axis == 0 and looped:
+                continue
+            if want is not None and want != got:
+                hint = ("; a model fixed at batch 1 is looped over a batch only when every input "
+                        "has the same axis 0 (>= 1)") if axis == 0 and self._loop_batch else ""
                 raise InputMismatchError(
-                    f"input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
-            if arr.dtype != spec.dtype:
-                raise InputMismatchError(
-                    f"input {spec.name!r} expects dtype {spec.dtype.name}, got {arr.dtype.name}; "
-                    f"convert it with .astype(np.{spec.dtype.name})"
+                    f"input {spec.name!r} expects shape {self._fmt(spec.shape)}, got {tuple(arr.shape)} "
+                    f"(axis {axis}: {want} != {got}){hint}"
                 )
-            if arr.ndim != spec.rank:
-                raise InputMismatchError(
-                    f"input {spec.name!r} expects rank {spec.rank} {self._fmt(spec.shape)}, "
-                    f"got shape {tuple(arr.shape)}"
-                )
-            for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
-                if axis == 0 and want == 1 and self._loop_batch:
-                    continue
-                if want is not None and want != got:
-                    raise InputMismatchError(
-                        f"input {spec.name!r} expects shape {self._fmt(spec.shape)}, got {tuple(arr.shape)} "
-                        f"(axis {axis}: {want} != {got})"
-                    )
-            if arr.ndim and batch is None:
-                batch = arr.shape[0]
-            elif arr.ndim and arr.shape[0] != batch:
-                raise InputMismatchError(
-                    f"inputs disagree on batch size: {spec.name!r} has {arr.shape[0]}, others {batch}")
-            if arr.ndim and arr.shape[0] == 0:
-                raise InputMismatchError(f"input {spec.name!r} has an empty batch (shape {tuple(arr.shape)})")
-        return dict(feeds)
 
     # ----------------------------------------------------------------- internals
     @staticmethod
@@ -266,7 +288,7 @@ class Runtime(abc.ABC):
 
     def _run_checked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._loop_batch:
-            n = self._batch_of(feeds)
+            n = self._batch_of(feeds)  # checked: every input shares this axis 0
             if n > 1:
                 parts = [self._infer_impl({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(n)]
                 return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}

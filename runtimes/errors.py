@@ -32,6 +32,12 @@ class InputMismatchError(EdgeSDKError, ValueError):
     exit_code = 2
 
 
+class OptionError(EdgeSDKError, ValueError):
+    """An option's value is not one the runtime takes (device, precision, threads, hint)."""
+
+    exit_code = 2
+
+
 class InferenceError(EdgeSDKError):
     """The engine failed while running a valid input."""
 

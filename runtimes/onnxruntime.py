@@ -8,13 +8,15 @@ import numpy as np
 
 from .base import Runtime, warn_once
 from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .load_errors import load_failure
 from .spec import TensorSpec
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
     "tensor(uint16)": np.uint16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-    "tensor(bool)": np.bool_,
+    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,  # ORT takes object or str_ arrays; check_feeds accepts both
 }
 
 # Execution providers per device, best first.
@@ -110,9 +112,11 @@ class OnnxRuntime(Runtime):
         try:
             self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise ModelLoadError(
-                f"onnxruntime could not load {self.model_path}: {str(exc).strip().splitlines()[0][:300]}. "
-                "Is the file a complete ONNX model? (re-export or re-download it)") from exc
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise load_failure(
+                "onnxruntime", self.model_path, str(exc),
+                f"onnxruntime could not load {self.model_path}: {lines[0][:300]}. "
+                "Is the file a complete ONNX model? (re-export or re-download it)", exc) from exc
         self.device = device
         self.providers = self._session.get_providers()
         self.precision = stored_precision(self.model_path)

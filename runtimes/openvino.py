@@ -18,6 +18,7 @@ import numpy as np
 
 from .base import Runtime, log, warn_once
 from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .load_errors import load_failure
 from .spec import TensorSpec
 
 INSTALL_HINT = "pip install 'edgesdk[openvino]'"
@@ -110,9 +111,10 @@ class OpenVINORuntime(Runtime):
         try:
             return core.read_model(str(path))
         except Exception as exc:  # openvino raises RuntimeError/GeneralFailure with C++ traces
-            raise ModelLoadError(
+            raise load_failure(
+                "openvino", path, str(exc),
                 f"openvino could not read {path.name}: {_first_line(exc)}. Is it a complete OpenVINO IR "
-                "(.xml with matching .bin) or ONNX model? Re-export or re-download it") from exc
+                "(.xml with matching .bin) or ONNX model? Re-export or re-download it", exc) from exc
 
     def _activate_impl(self) -> None:
         ov = _import_ov()
@@ -158,8 +160,9 @@ class OpenVINORuntime(Runtime):
         try:
             return self._core.compile_model(model, device, config)
         except Exception as exc:
-            raise ModelLoadError(
-                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}") from exc
+            raise load_failure(
+                "openvino", self.model_path, str(exc),
+                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}", exc) from exc
 
     def _read_precision(self, config: dict[str, Any]) -> str:
         try:
@@ -194,16 +197,26 @@ class OpenVINORuntime(Runtime):
     # ----------------------------------------------------------------- description
     @staticmethod
     def _port_name(port: Any, index: int, kind: str) -> str:
+        """The name the model declares. Compiling merges tensors (an input feeding an Identity
+        or Cast carries both names) and get_any_name() may then return the inner one; the
+        Parameter's (or Result's, less "/sink_port_N") friendly name is the declared one."""
+        node_name = port.get_node().get_friendly_name()
+        try:
+            names = port.get_names()
+        except RuntimeError:
+            names = set()
+        for candidate in (node_name, node_name.rsplit("/sink_port_", 1)[0]):
+            if candidate in names:
+                return candidate
         try:
             return port.get_any_name()
         except RuntimeError:  # an IR tensor without names: fall back to the node's name
-            name = port.get_node().get_friendly_name()
-            return name or f"{kind}{index}"
+            return node_name or f"{kind}{index}"
 
     def _spec(self, port: Any, index: int, kind: str) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         try:
-            dtype = port.get_element_type().to_dtype()
+            dtype = _numpy_dtype(port.get_element_type())
         except (RuntimeError, TypeError) as exc:
             raise ModelLoadError(f"tensor {self._port_name(port, index, kind)!r} has element type "
                                  f"{port.get_element_type()}, which EdgeSDK does not handle") from exc
@@ -315,6 +328,22 @@ class OpenVINORuntime(Runtime):
     def num_requests(self) -> int:
         """How many submitted batches can be in flight at once (0 before the first submit)."""
         return self._pool.size if self._pool is not None else 0
+
+
+# OpenVINO element types whose to_dtype() is only a same-size stand-in (bf16 -> float16,
+# f8 -> uint8); ml_dtypes (which onnx's numpy_helper uses) has the real ones.
+_ML_DTYPES = {"bf16": "bfloat16", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+
+
+def _numpy_dtype(element_type: Any) -> np.dtype:
+    name = _ML_DTYPES.get(element_type.get_type_name())
+    if name is not None:
+        try:
+            import ml_dtypes
+            return np.dtype(getattr(ml_dtypes, name))
+        except (ImportError, AttributeError):  # no ml_dtypes on this device: the stand-in it is
+            pass
+    return element_type.to_dtype()
 
 
 def _direct_infer() -> Optional[tuple[Any, Any]]:

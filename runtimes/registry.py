@@ -101,11 +101,33 @@ def backend_for(path: Union[str, Path]) -> str:
     return SUFFIX_BACKEND[suffix]
 
 
+#: the backend name that picks the first installed backend that loads the model (runtimes.auto)
+AUTO = "auto"
+
+
+def check_backend_name(name: Optional[str]) -> Optional[str]:
+    """The canonical name of `name` (or "auto", or None), raising on an unknown one: for
+    callers that validate options before heavy work."""
+    if name is None or name.lower() == AUTO:
+        return name and AUTO
+    try:
+        return canonical(name)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"{exc}, or {AUTO} (the first installed backend that loads the model)") from None
+
+
 def load(path: Union[str, Path], backend: Optional[str] = None, **kwargs: Any) -> Runtime:
     """Create (not yet activated) the runtime for a model file.
 
     `backend` is a name or alias; None picks by suffix. OpenVINO also runs .onnx files.
+    ``backend="auto"`` returns an *activated* runtime: the first installed backend that
+    loads the model, falling back (logged once) to the next and to an ONNX opset conversion.
     """
+    if backend and backend.lower() == AUTO:
+        from .auto import load_auto
+
+        backend_for(path)  # an unknown suffix says so first
+        return load_auto(Path(path), **kwargs)
     key = canonical(backend) if backend else backend_for(path)
     cls = backend_class(key)
     suffix = Path(path).suffix.lower()

@@ -86,9 +86,17 @@ def main(argv: Optional[list[str]] = None) -> Any:
     except EdgeSDKError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        # one paragraph, whatever the message holds (a YAML parser's caret lines, an engine's trace)
+        click.echo("error: " + " ".join(str(exc).split()), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug of ours or an engine's: still one paragraph and a non-zero exit
+        if debug:
+            raise
+        text = " ".join(str(exc).split())[:300]
+        click.echo(f"error: internal error ({type(exc).__name__}: {text}); rerun with --debug for the "
+                   "traceback and report it", err=True)
+        sys.exit(1)
     # standalone_mode=False hands a command's return value back instead of exiting with it
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -44,7 +44,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")
 @click.option("--keep-best", is_flag=True, help="No variant within budget: write the closest, marked over budget.")
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
-@click.option("--prune", type=float, help="Structured channel pruning ratio before conversion (e.g. 0.3).")
+@click.option("--prune", type=click.FloatRange(0, 1, max_open=True), help="Structured channel pruning ratio before conversion (e.g. 0.3).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
 @click.option("--backend", "backends", multiple=True, help="Only consider this backend of the profile (repeatable).")
 @click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")

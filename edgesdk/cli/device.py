@@ -203,6 +203,9 @@ def _describe(label: str, rel: Optional[dict]) -> list[str]:
 def status(root: Path, as_json: bool, no_verify: bool, check_health: bool, profile: Optional[str]) -> None:
     """Current and previous releases: versions, signers, health, completeness (exit 1 if not healthy)."""
     from ..provision.install import status as _status
+    if profile:  # an unknown name fails here, not only once a release is there to check
+        from ..profiles import load_profile
+        load_profile(profile)
     st = _status(root, verify=not no_verify, recheck_health=check_health, profile=profile, progress=_err)
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))

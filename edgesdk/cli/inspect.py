@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 import numpy as np
 
-from ..errors import BundleError, ConfigError, EdgeSDKError
+from ..errors import BundleError, ConfigError, EdgeSDKError, ModelLoadError
 from .preprocess_flags import pop_preprocess, preprocess_flags
 
 # --------------------------------------------------------------------------- info
@@ -199,11 +199,38 @@ def info(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(d, indent=2, default=str))
     else:
         _print_info(d)
+    if d["kind"] == "model":
+        _raise_if_it_loads_nowhere(path, d["backends"])
     if d["kind"] == "bundle" and not d["ok"]:
         bad = [f"{f['path']} {f['status']}" for f in d["files"] if f["status"] != "ok"]
         if not d["model_listed"]:
             bad.append(f"model {d['model']} not listed")
         raise BundleError(f"{path} fails verification: {'; '.join(bad)}; rebuild or re-install the bundle")
+
+
+def _raise_if_it_loads_nowhere(path: Path, backends: dict[str, Any]) -> None:
+    """`info` could not do what was asked when no backend opens the model: exit 3, not 0."""
+    if not backends:
+        raise ModelLoadError(f"no installed backend opens {path.suffix or 'suffix-less'} files like {path.name}; "
+                             "install the backend for this format (see edgesdk info on a .onnx/.xml/.tflite file)")
+    if all("error" in b for b in backends.values()):
+        raise ModelLoadError(f"{path.name} loads on none of the installed backends ({', '.join(backends)}; "
+                             "each one's reason is printed above); re-export or re-download the model")
+
+
+def check_runtime_options(backends: Optional[str], device: str, precision: Optional[str],
+                          threads: Optional[int] = None, allow_auto: bool = True) -> None:
+    """Refuse an unknown backend name, device or precision before any heavy work.
+    `backends` is a name, "auto", "all" or a comma list of names."""
+    from runtimes.base import check_runtime_options as check_values
+    from runtimes.registry import AUTO, check_backend_name
+
+    if backends and backends.lower() != "all":
+        for name in backends.split(","):
+            if check_backend_name(name.strip()) == AUTO and not allow_auto:
+                raise ConfigError("bench times named backends: pass 'all' or names such as onnxruntime,openvino, "
+                                  f"not {AUTO}")
+    check_values(device, precision, threads)
 
 
 # --------------------------------------------------------------------------- predict
@@ -246,7 +273,8 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--backend", default=None, help="onnxruntime, openvino or litert (default: bundle's / by suffix).")
+@click.option("--backend", default=None,
+              help="onnxruntime, openvino, litert or auto (the first that loads it; default: bundle's / by suffix).")
 @click.option("--device", default="CPU", show_default=True, help="CPU, GPU, NPU or AUTO.")
 @click.option("--precision", default=None, help="Ask the runtime for fp32/fp16/bf16/int8 (default: pinned).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads.")
@@ -272,6 +300,7 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
     from ..predictor import Predictor
     from ..imageio import read_image, set_max_pixels
 
+    check_runtime_options(backend, device, precision, threads)
     set_max_pixels(max_pixels)
     # read every image first: a bad path fails before the model loads
     loaded = [read_image(p) for p in images]
@@ -391,12 +420,14 @@ def bench(model: Path, backends: str, batches: str, threads: Optional[int], prec
     from ..benchmark import HEADERS, benchmark, table_rows, write_report
     from ..report import text_table
 
+    check_runtime_options(backends, device, precision, threads, allow_auto=False)
+    parsed_size = _parse_size(size)
     progress = _Progress()
     click.echo(f"benchmarking {model} ...", err=True)
     try:
         result = benchmark(model, backends=backends, batches=batches, threads=threads, precision=precision,
                            device=device, iterations=iterations, warmup=warmup, seconds=seconds,
-                           size=_parse_size(size), performance_hint=hint, progress=progress)
+                           size=parsed_size, performance_hint=hint, progress=progress)
     finally:
         progress.close()
     if as_json:

@@ -137,6 +137,7 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
     """
     from ..streaming.pipeline import Pipeline
 
+    _check_names_first(backend, profile)
     runtime_kw = {"threads": threads} if threads else {}
     model: Any = str(bundle)
     stated = pop_preprocess(flags)
@@ -165,3 +166,24 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
                                       "source_errors": rep.source_errors, "sinks": rep.sinks,
                                       "sink_errors": rep.sink_errors})
     click.echo(report.markdown())
+    # a run that could not do what was asked says so in its exit code
+    from ..errors import SourceError
+
+    if report.source_errors:
+        raise SourceError(f"{len(report.source_errors)} of {len(sources)} source(s) failed: "
+                          + "; ".join(report.source_errors))
+    if not report.stats.get("frames_in") and report.stop_reason == "sources ended":
+        raise SourceError(f"no frame could be read from {', '.join(sources)} (see the warnings above); "
+                          "check the paths, that the files are images or videos, and the camera index")
+
+
+def _check_names_first(backend: Optional[str], profile: Optional[str]) -> None:
+    """An unknown backend or profile name fails before the bundle loads and sources open."""
+    if backend:
+        from runtimes.registry import check_backend_name
+
+        check_backend_name(backend)
+    if profile:
+        from ..profiles import load_profile
+
+        load_profile(profile)

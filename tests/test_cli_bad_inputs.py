@@ -1,0 +1,203 @@
+"""Exit codes scripts can trust: every CLI command over a table of bad inputs.
+
+Each row runs `edgesdk ...` in-process through the real entry point (`edgesdk.cli.main`)
+and must end with a non-zero exit code, one paragraph on stderr (no blank line inside),
+and no traceback (an exception escaping `main` would be one). A few rows also run as a
+real `python -m edgesdk` process, for the exit code the shell sees.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgesdk.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, cls_model, photos):
+    """Named files: good ones to pair with one bad thing at a time, and the bad ones."""
+    from edgesdk.presets import make_bundle
+
+    d = tmp_path_factory.mktemp("bad")
+    good = cls_model.read_bytes()
+    files = {"model": cls_model, "missing": d / "missing.onnx", "corrupt": d / "corrupt.onnx",
+             "truncated": d / "truncated.onnx", "empty": d / "empty.onnx", "corrupt_tflite": d / "corrupt.tflite",
+             "corrupt_xml": d / "corrupt.xml", "photo": d / "photo.png", "bad_image": d / "bad.png",
+             "missing_image": d / "missing.png", "bundle": make_bundle(cls_model, d / "bundle").path,
+             "not_bundle": d / "not_a_bundle", "corrupt_pkg": d / "corrupt.edgepkg", "empty_pkg": d / "empty.edgepkg",
+             "missing_pkg": d / "missing.edgepkg", "root": d / "device-root", "out": d / "out",
+             "bad_yaml": d / "bad.yaml", "empty_yaml": d / "empty.yaml", "missing_yaml": d / "missing.yaml",
+             "missing_dir": d / "missing-dir"}
+    rng = np.random.default_rng(0)
+    files["corrupt"].write_bytes(rng.bytes(4096))
+    files["truncated"].write_bytes(good[: len(good) // 2])
+    files["empty"].write_bytes(b"")
+    files["corrupt_tflite"].write_bytes(rng.bytes(4096))
+    files["corrupt_xml"].write_text("<net><layers><layer id=")
+    files["corrupt_xml"].with_suffix(".bin").write_bytes(b"\0" * 16)
+    cv2.imwrite(str(files["photo"]), photos["coffee"])
+    files["bad_image"].write_text("this is not an image")
+    files["not_bundle"].mkdir()
+    (files["not_bundle"] / "readme.txt").write_text("no manifest here")
+    files["corrupt_pkg"].write_bytes(rng.bytes(2048))
+    files["empty_pkg"].write_bytes(b"")
+    files["root"].mkdir()
+    files["bad_yaml"].write_text("devices: [unclosed\n  - : :\n")
+    files["empty_yaml"].write_text("")
+    return files
+
+
+BAD_MODELS = ["{missing}", "{corrupt}", "{truncated}", "{empty}"]
+
+# (command line with {name} placeholders, what the error must mention)
+TABLE: list[tuple[str, str]] = [
+    *[(f"info {m}", "") for m in BAD_MODELS + ["{corrupt_tflite}", "{corrupt_xml}", "{not_bundle}"]],
+    *[(f"predict {m} {{photo}}", "") for m in BAD_MODELS + ["{corrupt_tflite}", "{not_bundle}"]],
+    ("predict {model} {bad_image}", "bad.png"),
+    ("predict {model} {missing_image}", "missing.png"),
+    ("predict {model} {photo} --backend no-such-backend", "no-such-backend"),
+    ("predict {model} {missing_image} --backend no-such-backend", "no-such-backend"),  # the name first
+    ("predict {model} {photo} --device XPU", "XPU"),
+    ("predict {model} {photo} --precision fp7", "fp7"),
+    ("predict {model} {photo} --preset no-such-preset", "no-such-preset"),
+    ("predict {model} {photo} --top-k 0", "top-k"),
+    ("predict {model} {photo} --threads 0", "threads"),
+    ("predict {model} {photo} --batch-size 0", "batch-size"),
+    ("predict {model} {photo} --score-threshold 2", "score-threshold"),
+    ("predict {model}", "IMAGES"),
+    *[(f"bench {m} --iterations 1 --warmup 0", "") for m in BAD_MODELS],
+    ("bench {model} --backend no-such-backend", "no-such-backend"),
+    ("bench {model} --backend auto", "not auto"),
+    ("bench {model} --batch 0", "batch"),
+    ("bench {model} --batch two", "batch"),
+    ("bench {model} --size 0x3", "--size"),
+    ("bench {model} --size big", "--size"),
+    ("bench {model} --device XPU", "XPU"),
+    ("bench {model} --precision fp7", "fp7"),
+    ("bench {model} --iterations 0", "iterations"),
+    *[(f"convert {m} -o {{out}}/c -p generic-arm64", "") for m in BAD_MODELS],
+    ("convert {model} -o {out}/c -p generic-arm64 --profile no-such-profile", "no-such-profile"),
+    ("convert {model} -o {out}/c -p generic-arm64 --precision fp7", "fp7"),
+    ("convert {model} -o {out}/c -p generic-arm64 --input-shape abc", "input-shape"),
+    ("convert {model} -o {out}/c -p generic-arm64 --backend no-such-backend", "no-such-backend"),
+    ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
+    ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
+    ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
+    ("convert {model}", "missing option"),
+    *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
+    ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),
+    ("run {bundle} --source {bad_image} --max-frames 1 --no-status", "bad.png"),
+    ("run {bundle} --source {photo} --backend no-such-backend --no-status", "no-such-backend"),
+    ("run {bundle} --source {photo} --profile no-such-profile --no-status", "no-such-profile"),
+    ("run {bundle} --source {photo} --batch 0 --no-status", "batch"),
+    ("run {bundle} --source {photo} --sink nosuch://x --max-frames 1 --no-status", "nosuch"),
+    ("profiles show no-such-profile", "no-such-profile"),
+    ("profiles --profiles-dir {missing_dir} list", "missing-dir"),
+    ("profiles list --bogus-option", "bogus"),
+    ("detect --root {missing_dir}", "missing-dir"),
+    ("detect --profiles-dir {missing_dir}", "missing-dir"),
+    ("keygen -o {photo}", ""),
+    ("pack {missing_dir} -o {out}/p.edgepkg --version 1.0.0 --unsigned", "missing-dir"),
+    ("pack {not_bundle} -o {out}/p.edgepkg --version 1.0.0 --unsigned", ""),
+    ("pack {bundle} -o {out}/p.edgepkg --version one --unsigned", "one"),
+    ("pack {bundle} -o {out}/p.edgepkg --version 1.0.0 --key {missing}", "missing"),
+    ("pack {bundle} -o {out}/p.edgepkg --version 1.0.0 --unsigned --sample {bad_image}", "bad.png"),
+    *[(f"verify {p} --allow-unsigned", "") for p in ("{missing_pkg}", "{corrupt_pkg}", "{empty_pkg}")],
+    *[(f"install {p} --root {{root}} --allow-unsigned", "") for p in ("{missing_pkg}", "{corrupt_pkg}",
+                                                                       "{empty_pkg}")],
+    ("install {corrupt_pkg} --root {root} --allow-unsigned --keep 0", "keep"),
+    ("rollback --root {root}", ""),
+    ("rollback --root {missing_dir}", "missing-dir"),
+    ("status --root {missing_dir}", "missing-dir"),
+    ("status --root {root} --profile no-such-profile --check-health", ""),
+    ("uninstall --root {missing_dir} --yes", "missing-dir"),
+    *[(f"provision {y}", "") for y in ("{missing_yaml}", "{bad_yaml}", "{empty_yaml}")],
+    ("no-such-command", "no-such-command"),
+]
+
+
+def _argv(row: str, files: dict) -> list[str]:
+    return [part.format(**{k: str(v) for k, v in files.items()}) for part in row.split()]
+
+
+def test_the_table_covers_every_command():
+    covered = {row.split()[0] for row, _ in TABLE}
+    assert set(COMMANDS) <= covered, f"commands without a bad-input row: {sorted(set(COMMANDS) - covered)}"
+    print(f"bad-input table: {len(TABLE)} rows over {len(COMMANDS)} commands")
+
+
+@pytest.mark.parametrize("row, needle", TABLE, ids=[r for r, _ in TABLE])
+def test_bad_input_exits_non_zero_with_one_paragraph(bad, capsys, row, needle):
+    argv = _argv(row, bad)
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    # any other exception escapes main: in a real process that is a traceback, and fails here
+    err = capsys.readouterr().err.strip()
+    assert code != 0, f"exit 0 for {row!r}; stderr: {err[-300:]}"
+    assert "Traceback" not in err
+    message = _error_paragraph(err)
+    assert "internal error" not in message, f"a bad input reached a bug instead of a check: {err!r}"
+    if needle:
+        assert needle.lower() in message.lower(), err
+
+
+def _error_paragraph(err: str) -> str:
+    """The error: from the last line starting with error:/Error: to the end, one paragraph."""
+    lines = err.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.lower().startswith("error:")]
+    assert starts, f"no 'error:' line on stderr: {err[-400:]!r}"
+    block = lines[starts[-1]:]
+    assert all(line.strip() for line in block), f"a blank line inside the error: {err!r}"
+    assert len(block) <= 4, f"not one paragraph: {err!r}"
+    return " ".join(block)
+
+
+@pytest.mark.parametrize("row, code", [
+    ("info {corrupt}", 3),
+    ("info {truncated}", 3),
+    ("predict {model} {missing_image} --backend no-such-backend", 4),
+])
+def test_real_process_exit_codes(bad, row, code):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "edgesdk", *_argv(row, bad)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unexpected_exception_is_still_one_paragraph_and_non_zero(capsys, monkeypatch):
+    """A bug (ours or an engine's) must not print a traceback either; --debug shows it."""
+    from edgesdk.cli import inspect
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("engine exploded\n  at frame 1\n  at frame 2")
+
+    monkeypatch.setattr(inspect, "describe_model", boom)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", __file__])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert _error_paragraph(err.strip()).startswith("error: internal error (RuntimeError: engine exploded at frame 1")
+    assert "--debug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="engine exploded"):
+        main(["--debug", "info", __file__])
+
+
+def test_runtime_options_are_typed_errors(cls_model):
+    import runtimes
+    for kwargs, needle in [({"device": "XPU"}, "device 'XPU'"), ({"precision": "fp7"}, "precision 'fp7'"),
+                           ({"threads": 0}, "threads must be >= 1"), ({"performance_hint": "fast"}, "'fast'")]:
+        with pytest.raises(runtimes.OptionError, match=needle) as err:
+            runtimes.load(cls_model, **kwargs)
+        assert err.value.exit_code == 2 and isinstance(err.value, ValueError)
