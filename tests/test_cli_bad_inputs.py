@@ -120,6 +120,16 @@ TABLE: list[tuple[str, str]] = [
     ("status --root {root} --profile no-such-profile --check-health", ""),
     ("uninstall --root {missing_dir} --yes", "missing-dir"),
     *[(f"provision {y}", "") for y in ("{missing_yaml}", "{bad_yaml}", "{empty_yaml}")],
+    ("push {missing_pkg} oci://127.0.0.1:9/r:t --plain-http", "missing"),
+    ("push {corrupt_pkg} oci://127.0.0.1:9/r:t --plain-http", ""),
+    ("push {corrupt_pkg} not-a-registry-url", "oci://"),
+    ("pull oci://127.0.0.1:9/r:t --plain-http -o {out}", "127.0.0.1:9"),
+    ("pull http://example.invalid/r:t -o {out}", "oci://"),
+    ("canary {missing_pkg} --root {root} --source {photo}", "missing"),
+    ("canary {corrupt_pkg} --root {root} --source {photo} --frames 0", "frames"),
+    ("mender-artifact {missing_pkg} -t board -o {out}/x.mender", "missing"),
+    ("mender-artifact {corrupt_pkg} -t board -o {out}/x.mender", ""),
+    ("mender-setup --root {root} --modules-dir {photo} --config {out}/m.json", "modules-dir"),
     ("no-such-command", "no-such-command"),
 ]
 
