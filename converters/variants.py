@@ -26,7 +26,7 @@ from .sensitivity import GuardReport, keep_sensitive_layers_float
 #: backends that run on this machine through `runtimes`
 LOCAL_BACKENDS = ("onnxruntime", "openvino", "litert")
 #: backends whose artifacts are built for a device we cannot run here
-RECIPE_BACKENDS = ("tensorrt", "edgetpu")
+RECIPE_BACKENDS = ("tensorrt", "edgetpu", "vitis_ai")
 
 
 @dataclass
@@ -62,7 +62,8 @@ class Variant:
     def size_bytes(self) -> int:
         """Size of the model files (recipes and caches not counted)."""
         return sum(p.stat().st_size for rel, p in self.files.items()
-                   if p.is_file() and Path(rel).suffix in (".onnx", ".xml", ".bin", ".tflite"))
+                   if p.is_file() and Path(rel).suffix in (".onnx", ".xml", ".bin", ".tflite")
+                   and not rel.startswith("vitis_ai/"))  # vai_q_onnx's input, not what runs
 
     @property
     def ok(self) -> bool:
@@ -612,6 +613,24 @@ class VariantBuilder:
         v.not_verified.append("running on the Edge TPU; accuracy checked on the CPU with the integer-quantized "
                               "TFLite (same weights and ranges, float input/output)")
         v.notes.extend(result.notes)
+        return v
+
+
+    def _build_vitis_ai(self, precision: str) -> Variant:
+        """onnxruntime's INT8 QDQ (checked here, the board's CPU model) plus the vai_q_onnx recipe."""
+        from . import vitis_ai
+
+        if precision != "int8":
+            raise ConversionError(f"the Vitis AI DPU runs only INT8 models, not {precision}")
+        calib = self._need_calib("Vitis AI INT8 (the vai_q_onnx calibration samples)")
+        v = self._ort_static("int8")
+        files, notes = vitis_ai.write_recipe(self.s.work / "vitis_ai", self.s.prepared, calib, self.s.input_name,
+                                             v.model)
+        v.key, v.name, v.device = "vitis_ai-int8", "vitis_ai int8 (vai_q_onnx recipe; onnxruntime QDQ on the CPU)", "NPU"
+        v.files.update(files)
+        v.notes.extend(notes + ["on the board without the Vitis AI EP, onnxruntime falls back to the CPU (one warning)"])
+        v.not_verified.append(f"{vitis_ai.RECIPE_MARK}: the DPU model (vai_q_onnx, power-of-two scales) and its run "
+                              "through the Vitis AI EP: no Vitis AI tools or KV260 here; see vitis_ai/README.md")
         return v
 
 

@@ -44,7 +44,8 @@ PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 DEFAULT_MAX_DROP = 0.02
 #: what each local backend can produce
 PRODUCES = {"onnxruntime": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-            "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8"), "edgetpu": ("int8",)}
+            "litert": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8"), "edgetpu": ("int8",),
+            "vitis_ai": ("int8",)}
 
 Progress = Callable[[str], None]
 
@@ -528,6 +529,8 @@ def convert(
             v = builder.build(c.backend, c.precision)
             if c.layout == "NHWC" and v.backend not in ("litert", "edgetpu"):
                 v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
+            if c.device == "GPU" and v.ok and v.backend in ("openvino", "litert"):
+                _attach_gpu_recipe(v, work)
             built[i] = v
             status = v.error or (v.comparison.summary() if v.comparison else "built")
             lat = f", {v.latency['p50_ms']:.2f} ms" if v.latency else ""
@@ -573,6 +576,15 @@ def convert(
         return ConvertResult(bundle, chosen, ([baseline] if baseline else []) + variants, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _attach_gpu_recipe(v: Any, work: Path) -> None:
+    """OpenCL GPU targets: the bundle runs on the GPU; gpu/ says how to set it up and check it there."""
+    from converters import gpu_recipes
+
+    v.files.update(gpu_recipes.write_recipe(work / f"gpu-{v.key}", v.backend, v.model))
+    v.device = "GPU"
+    v.not_verified.append(gpu_recipes.not_verified(v.backend))
 
 
 def _failed(c: _Candidate, why: str) -> Any:
