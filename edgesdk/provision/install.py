@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Union
 from ..bundle import sha256_file
 from ..errors import PackageError
 from . import health as _health
+from .archcheck import arch_mismatch
 from .extract import Limits, extract, normalize_name
 from .fetch import fetch, is_url
 from .fsutil import fsync_dir
@@ -204,6 +205,9 @@ def install(package: PathLike, root: PathLike, trusted_keys: Any = None, keep: i
             expected[SIGNATURE_NAME] = {"sha256": _sha(pkg.signature_bytes), "size": len(pkg.signature_bytes)}
         # verify_package just scanned every header and link: this pass writes, re-checking as it goes
         extract(path, staging, expected, limits, scan_first=False, on_file=lambda n: _step(f"extract {n}"))
+        mismatch = arch_mismatch(staging / m.bundle)
+        if mismatch:
+            progress(mismatch)
         store.write_state(staging, {
             "installed_at": time.time(), "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "name": m.name, "version": m.version, "key_id": pkg.key_id, "package_sha256": [pkg.sha256],
