@@ -62,5 +62,6 @@ clean:
 # cached in $(ARM64_DIR); tools/arm64/need_tools.sh says what to install when tools are missing.
 ARM64_DIR ?= .cache/arm64
 arm64-check: venv models
+	ARM64=1 bash tools/install_system_deps.sh
 	bash tools/arm64/build_userland.sh $(ARM64_DIR)/rootfs
 	$(PYTHON) tools/arm64_check.py --rootfs $(ARM64_DIR)/rootfs

@@ -161,7 +161,9 @@ class OnnxRuntime(Runtime):
         future: Future = Future()
         names = self._output_names
 
-        def done(values, _user_data, error: str) -> None:
+        def done(values, _user_data, error: str, _feeds: dict = feeds) -> None:
+            # `_feeds` keeps the inputs alive until ORT is done with them: onnxruntime < 1.24 (what
+            # Python 3.10 gets) holds no reference, and a freed input turned results into garbage
             if error:
                 future.set_exception(InferenceError(f"onnxruntime failed on {self.model_path.name}: {error}"))
             else:

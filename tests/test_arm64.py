@@ -153,3 +153,48 @@ def test_submit_runs_in_our_thread_when_ort_has_no_async_pool(cls_model):
             got = rt.submit(x).result(timeout=60)
             assert np.allclose(got[rt.outputs[0].name], want[rt.outputs[0].name])
         assert fake.async_calls == 1  # the first refusal switched it to our own thread for good
+
+
+def test_weak_unpaired_detections_are_borderline_not_mismatches(tmp_path):
+    a = _jsonl(tmp_path / "a.jsonl", [[_det(5), _det(80, 0.6)]])
+    b = _jsonl(tmp_path / "b.jsonl", [[_det(5)]])
+    loose = compare.compare_runs(a, b, 2.0, 0.02, borderline=0.8)
+    assert loose["ok"] and loose["borderline"] == ["frame 0: 2 vs 1 (unpaired scores 0.60)"]
+    assert not compare.compare_runs(a, b, 2.0, 0.02, borderline=0.5)["ok"]
+    strong = _jsonl(tmp_path / "c.jsonl", [[_det(5), _det(80, 0.9)]])
+    assert not compare.compare_runs(strong, b, 2.0, 0.02, borderline=0.8)["ok"]
+
+
+class _LaterSession:
+    """Wraps a real session; run_async keeps only the callback (as onnxruntime < 1.24 did with the inputs)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.pending = []
+
+    def run_async(self, names, feeds, callback, user_data):
+        values = self.real.run(names, feeds)
+        self.pending.append(lambda: callback(values, user_data, ""))
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_submit_keeps_the_inputs_alive_until_onnxruntime_is_done(cls_model):
+    """Python 3.10 gets onnxruntime 1.23, whose run_async holds no reference to the inputs: a freed
+    input batch gave garbage results (PP-OCR det found no text on the page frames)."""
+    import gc
+    import weakref
+
+    import runtimes
+
+    with runtimes.load(cls_model, backend="onnxruntime", threads=2) as rt:
+        rt._session = fake = _LaterSession(rt._session)
+        x = np.random.default_rng(0).random((1, 3, 48, 192), dtype=np.float32)
+        alive = weakref.ref(x)
+        future = rt.submit(x)
+        del x
+        gc.collect()
+        assert alive() is not None  # held by the pending callback, not by the caller
+        fake.pending.pop()()
+        assert future.result(timeout=10)
