@@ -108,9 +108,31 @@ def _health_of(status: dict) -> Optional[str]:
     return None
 
 
-def report(x86: dict[str, Path], arm: dict[str, Path], log: str, box_tol: float, score_tol: float,
+def frame_difference(x86_video: Path, arm_frames: Path) -> Optional[dict[str, float]]:
+    """How far the two machines' decodes of the same video are apart (grey levels)."""
+    import cv2
+    import numpy as np
+
+    if not Path(arm_frames).is_file():
+        return None
+    cap, frames = cv2.VideoCapture(str(x86_video)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    a, b = np.stack(frames).astype(np.int16), np.load(arm_frames).astype(np.int16)
+    if a.shape != b.shape:
+        return {"shape_x86": list(a.shape), "shape_arm64": list(b.shape)}
+    d = np.abs(a - b)
+    return {"max": int(d.max()), "mean": round(float(d.mean()), 3), "pixels_differing": round(float((d > 0).mean()), 3)}
+
+
+def report(x86: dict[str, Path], arm: dict[str, Path], log: str, box_tol: float, score_tol: dict[str, float],
            borderline: float = 0.0) -> dict[str, Any]:
-    runs = {name: compare_runs(x86[name], arm[name], box_tol, score_tol, borderline) if arm[name].is_file()
+    """`score_tol`: per bundle name (key "*" for the rest)."""
+    runs = {name: compare_runs(x86[name], arm[name], box_tol, score_tol.get(name, score_tol["*"]), borderline)
+            if arm[name].is_file()
             else {"ok": False, "mismatches": [f"no arm64 results at {arm[name]}"], "mismatch_count": 1}
             for name in x86}
     out = next(iter(arm.values())).parent
@@ -118,13 +140,16 @@ def report(x86: dict[str, Path], arm: dict[str, Path], log: str, box_tol: float,
     ok = all(r["ok"] for r in runs.values()) and all(
         str(steps.get(k)).startswith("passed") for k in ("install_health", "install_health_fp32"))
     return {"ok": ok, "tolerance": {"box_px": box_tol, "score": score_tol, "borderline_score": borderline},
+            "decoded_frames_differ": frame_difference(x86[next(iter(x86))].parent / "video.mp4",
+                                                      out / "frames.arm64.npy"),
             "runs": runs, "device": steps,
             "note": "arm64 ran under qemu-user emulation on an x86 CPU: no timing from it is a device number"}
 
 
 def markdown(rep: dict[str, Any]) -> str:
     lines = ["# arm64 device path (emulated) vs x86", "",
-             f"Tolerance: box corners <= {rep['tolerance']['box_px']} px, scores <= {rep['tolerance']['score']}; "
+             f"Tolerance: box corners <= {rep['tolerance']['box_px']} px, scores <= {rep['tolerance']['score']} "
+             f"(by bundle); "
              f"unpaired detections scoring < {rep['tolerance']['borderline_score']} are listed as borderline. "
              + rep["note"] + ".", "",
              "| bundle | frames | detections (x86) | worst box diff px | worst score diff | result |",
@@ -134,6 +159,7 @@ def markdown(rep: dict[str, Any]) -> str:
                      f"{r.get('worst_box_px', '-')} | {r.get('worst_score', '-')} | "
                      f"{'same' if r['ok'] else 'DIFFERENT: ' + '; '.join(r['mismatches'][:3])}"
                      f"{' (borderline: ' + '; '.join(r['borderline'][:3]) + ')' if r.get('borderline') else ''} |")
+    lines += ["", f"Decoded video frames, arm64 vs x86 (grey levels): {rep['decoded_frames_differ']}"]
     lines += [""] + [f"- {k}: {v}" for k, v in rep["device"].items()]
     lines.append(f"\nOverall: {'PASS' if rep['ok'] else 'FAIL'}")
     return "\n".join(lines)

@@ -52,6 +52,16 @@ E install "$C/det_x86_profile.edgepkg" --root "$ROOT" --trusted-keys "$C/trusted
     || echo "exit $?" >> "$OUT/install_x86_profile.log"
 cat "$OUT/install_x86_profile.log"
 
+step "decode the video with this machine's OpenCV (compared with x86's decode on the host)"
+"$V/bin/python" -c "
+import cv2, numpy as np
+cap, frames = cv2.VideoCapture('$C/video.mp4'), []
+while True:
+    ok, f = cap.read()
+    if not ok: break
+    frames.append(f)
+np.save('$OUT/frames.$SUFFIX.npy', np.stack(frames))"
+
 for b in blazeface_litert det_ort_fp32 det_ort_int8; do
     step "edgesdk run $b on the sample video ($FRAMES frames)"
     rm -f "$OUT/$b.$SUFFIX.jsonl"
