@@ -8,13 +8,14 @@ TFLITE  := $(VENV)/.tflite
 MODELS  := .cache/models/.fetched
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench venv models system-deps tflite clean help
+.PHONY: demo test bench venv models system-deps tflite clean help arm64-check
 
 help:
 	@echo "make demo    - set up, fetch real models, convert + run the main job end to end"
 	@echo "make test    - set up and run the test suite"
 	@echo "make bench   - benchmarks (ratios measured in one run)"
 	@echo "make tflite  - add the optional ONNX->TFLite converter (onnx2tf, ~1.7 GB)"
+	@echo "make arm64-check - the device path on an emulated arm64 Debian (root, qemu-user-static; ~30 min first time)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -56,3 +57,12 @@ tflite: $(TFLITE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache out
+
+# The device path on a Debian bookworm arm64 userland under qemu-user-static (root; not part of
+# `make test`: building the userland takes ~30 min once, the check ~15 min). The userland is
+# cached in $(ARM64_DIR); tools/arm64/need_tools.sh says what to install when tools are missing.
+ARM64_DIR ?= .cache/arm64
+arm64-check: venv models
+	ARM64=1 bash tools/install_system_deps.sh
+	bash tools/arm64/build_userland.sh $(ARM64_DIR)/rootfs
+	$(PYTHON) tools/arm64_check.py --rootfs $(ARM64_DIR)/rootfs

@@ -130,11 +130,17 @@ def recipe(model_file: str, precision: str, *, input_name: str, input_shape: lis
     return TensorRTRecipe(precision, model_file, [" ".join(cmd)], calibration_cache, notes)
 
 
+#: the recipe stops with a reason (exit 3) where TensorRT is absent, instead of "command not found"
+NEED_TRTEXEC = ('command -v trtexec >/dev/null 2>&1 || { echo "build_engine.sh: trtexec (TensorRT) is not on PATH; '
+                'run this on the Jetson (JetPack puts it in /usr/src/tensorrt/bin) or a machine with an NVIDIA GPU '
+                'and TensorRT" >&2; exit 3; }\n')
+
+
 def write_recipe(folder: Path, rec: TensorRTRecipe) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "build_engine.sh"
     script.write_text("#!/bin/sh\n# Build the TensorRT engine on the Jetson (run from the bundle directory).\nset -e\n"
-                      + "\n".join(rec.commands) + "\n")
+                      + NEED_TRTEXEC + "\n".join(rec.commands) + "\n")
     script.chmod(0o755)
     readme = folder / "README.md"
     readme.write_text("# TensorRT engine build\n\n" + "\n".join(f"    {c}" for c in rec.commands) + "\n\n"

@@ -67,7 +67,8 @@ class Variant:
     def size_bytes(self) -> int:
         """Size of the model files (recipes and caches not counted)."""
         return sum(p.stat().st_size for rel, p in self.files.items()
-                   if p.is_file() and Path(rel).suffix in (".onnx", ".xml", ".bin", ".tflite"))
+                   if p.is_file() and Path(rel).suffix in (".onnx", ".xml", ".bin", ".tflite")
+                   and not rel.startswith("vitis_ai/"))  # vai_q_onnx's input, not what runs
 
     @property
     def ok(self) -> bool:
@@ -628,6 +629,24 @@ class VariantBuilder:
         return v
 
 
+    def _build_vitis_ai(self, precision: str) -> Variant:
+        """onnxruntime's INT8 QDQ (checked here, the board's CPU model) plus the vai_q_onnx recipe."""
+        from . import vitis_ai
+
+        if precision != "int8":
+            raise ConversionError(f"the Vitis AI DPU runs only INT8 models, not {precision}")
+        calib = self._need_calib("Vitis AI INT8 (the vai_q_onnx calibration samples)")
+        v = self._ort_static("int8")
+        files, notes = vitis_ai.write_recipe(self.s.work / "vitis_ai", self.s.prepared, calib, self.s.input_name,
+                                             v.model)
+        v.key, v.name, v.device = "vitis_ai-int8", "vitis_ai int8 (vai_q_onnx recipe; onnxruntime QDQ on the CPU)", "NPU"
+        v.files.update(files)
+        v.notes.extend(notes + ["on the board without the Vitis AI EP, onnxruntime falls back to the CPU (one warning)"])
+        v.not_verified.append(f"{vitis_ai.RECIPE_MARK}: the DPU model (vai_q_onnx, power-of-two scales) and its run "
+                              "through the Vitis AI EP: no Vitis AI tools or KV260 here; see vitis_ai/README.md")
+        return v
+
+
 def _spread(stats: Sequence[Any]) -> float:
     """Relative spread of the round medians: (max - min) / median."""
     p50s = np.array([st.p50 for st in stats], np.float64)
@@ -692,4 +711,5 @@ BUILDERS: dict[str, Callable[[VariantBuilder, str], Variant]] = {
     "litert": VariantBuilder._build_litert,
     "tensorrt": VariantBuilder._build_tensorrt,
     "edgetpu": VariantBuilder._build_edgetpu,
+    "vitis_ai": VariantBuilder._build_vitis_ai,
 }

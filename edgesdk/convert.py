@@ -718,6 +718,8 @@ def convert(
             v = builder.build(c.backend, c.precision)
             if c.layout == "NHWC" and record(v.backend).file_layout != "NHWC":
                 v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
+            if c.device == "GPU" and v.ok and v.backend in ("openvino", "litert"):
+                _attach_gpu_recipe(v, work)
             built[i] = v
             status = v.error or (v.comparison.summary() if v.comparison else "built")
             lat = f", {v.latency['p50_ms']:.2f} ms" if v.latency else ""
@@ -767,6 +769,15 @@ def convert(
         return ConvertResult(bundle, chosen, ([baseline] if baseline else []) + variants, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _attach_gpu_recipe(v: Any, work: Path) -> None:
+    """OpenCL GPU targets: the bundle runs on the GPU; gpu/ says how to set it up and check it there."""
+    from converters import gpu_recipes
+
+    v.files.update(gpu_recipes.write_recipe(work / f"gpu-{v.key}", v.backend, v.model))
+    v.device = "GPU"
+    v.not_verified.append(gpu_recipes.not_verified(v.backend))
 
 
 def _failed(c: _Candidate, why: str) -> Any:

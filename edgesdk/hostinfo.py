@@ -46,7 +46,8 @@ ARM_PARTS = {
 # Known accelerators by USB id, for the human-readable report.
 USB_NAMES = {"1a6e:089a": "Coral Edge TPU (USB, before firmware load)", "18d1:9302": "Coral Edge TPU (USB)",
              "03e7:2485": "Intel Movidius Myriad X (NCS2, unbooted)", "03e7:f63b": "Intel Movidius Myriad X (NCS2)"}
-DEV_NODES = ("/dev/apex_0", "/dev/accel/accel0")
+# Edge TPU, accel-class NPUs, Arm Mali (kbase driver) and Qualcomm Adreno (kgsl) GPUs
+DEV_NODES = ("/dev/apex_0", "/dev/accel/accel0", "/dev/mali0", "/dev/kgsl-3d0")
 
 
 # --------------------------------------------------------------------------- parsers

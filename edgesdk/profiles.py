@@ -51,6 +51,9 @@ class BackendPreference:
     layout: str                      # NCHW | NHWC
     options: tuple[tuple[str, Any], ...] = ()   # engine hints, e.g. dla_core, providers
     note: str = ""
+    #: False when EdgeSDK emits only a recipe for this path and has never run it on the hardware
+    verified: bool = True
+    recipe_note: str = ""            # what "not verified" means here, for `profiles show` and reports
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -62,6 +65,10 @@ class BackendPreference:
             out["options"] = {k: _thaw(v) for k, v in self.options}
         if self.note:
             out["note"] = self.note
+        if not self.verified:
+            out["verified"] = False
+        if self.recipe_note:
+            out["recipe_note"] = self.recipe_note
         return out
 
 
@@ -225,6 +232,12 @@ def _list_of(item: Checker, unique: bool = True, non_empty: bool = False) -> Che
     return check
 
 
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(where, f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
 def _scalar(value: Any, where: str) -> Any:
     if isinstance(value, (str, int, float, bool)):
         return value
@@ -276,6 +289,8 @@ _BACKEND_FIELDS: dict[str, tuple[Checker, bool]] = {
     "layout": (_one_of(LAYOUTS, upper=True), True),
     "options": (_mapping(_scalar), False),
     "note": (_str, False),
+    "verified": (_bool, False),
+    "recipe_note": (_str, False),
 }
 
 _DETECT_FIELDS: dict[str, tuple[Checker, bool]] = {
@@ -485,7 +500,8 @@ class _Loader:
 def _build(d: dict, path: Path, chain: tuple[str, ...]) -> DeviceProfile:
     backends = tuple(
         BackendPreference(backend=b["backend"], device=b["device"], precisions=b["precisions"],
-                          layout=b["layout"], options=b.get("options", ()), note=b.get("note", ""))
+                          layout=b["layout"], options=b.get("options", ()), note=b.get("note", ""),
+                          verified=b.get("verified", True), recipe_note=b.get("recipe_note", ""))
         for b in d["backends"])
     detect = DetectHints(**(d.get("detect") or {}))
     return DeviceProfile(

@@ -97,6 +97,8 @@ class OnnxRuntime(Runtime):
                       f"falling back to {nxt}")
             device = nxt
 
+    _sync_only = False  # set when ORT's intra-op pool turned out to have no worker thread
+
     def _activate_impl(self) -> None:
         ort = _import_ort()
         device, providers = self._choose_providers(ort.get_available_providers())
@@ -158,17 +160,27 @@ class OnnxRuntime(Runtime):
 
     def _submit_impl(self, feeds: dict[str, np.ndarray]) -> Future:
         # run_async runs on ORT's intra-op pool, which does not exist with one thread
-        if self.threads == 1 or not hasattr(self._session, "run_async"):
+        if self.threads == 1 or self._sync_only or not hasattr(self._session, "run_async"):
             return super()._submit_impl(feeds)
         future: Future = Future()
         names = self._output_names
 
-        def done(values, _user_data, error: str) -> None:
+        def done(values, _user_data, error: str, _feeds: dict = feeds) -> None:
+            # `_feeds` keeps the inputs alive until ORT is done with them: onnxruntime < 1.24 (what
+            # Python 3.10 gets) holds no reference, and a freed input turned results into garbage
             if error:
                 future.set_exception(InferenceError(f"onnxruntime failed on {self.model_path.name}: {error}"))
             else:
                 future.set_result(dict(zip(names, values)))
 
-        future.set_running_or_notify_cancel()
-        self._session.run_async(names, feeds, done, None)
+        future.set_running_or_notify_cancel()  # before run_async: `done` may run before it returns
+        try:
+            self._session.run_async(names, feeds, done, None)
+        except Exception as exc:  # ORT's own error types
+            # threads=None lets ORT size its pool; with one core, or cores it cannot count (cpuinfo
+            # fails under qemu-user), the pool has no worker and run_async refuses: run in our thread
+            if "thread pool" not in str(exc):
+                raise InferenceError(f"onnxruntime failed on {self.model_path.name}: {exc}") from exc
+            self._sync_only = True
+            return super()._submit_impl(feeds)
         return future

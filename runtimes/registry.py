@@ -47,6 +47,8 @@ RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
                   checked_with="onnxruntime"),
     BackendRecord("edgetpu", "", ("pycoral",), "pycoral", (), ("int8",), checked_with="litert",
                   file_layout="NHWC", needs="onnx2tf"),
+    # AMD Kria / Vitis AI DPU: INT8 QDQ ONNX checked here on onnxruntime, the DPU recipe unverified
+    BackendRecord("vitis_ai", "", ("vai_q_onnx",), "vai_q_onnx", (), ("int8",), checked_with="onnxruntime"),
 )}
 
 

@@ -76,6 +76,9 @@ def _render(p: Any) -> str:
         out.append(f"    {i}. {b.backend}/{b.device}  precisions {', '.join(b.precisions)}  layout {b.layout}{opts}")
         if b.note:
             out.append(textwrap.fill(b.note, 100, initial_indent="       ", subsequent_indent="       "))
+        if not b.verified:
+            text = "recipe, not verified here" + (f": {b.recipe_note}" if b.recipe_note else "")
+            out.append(textwrap.fill(text, 100, initial_indent="       ", subsequent_indent="       "))
     if p.software:
         out.append("  software:")
         out += [f"    {k}: {v}" for k, v in p.software]

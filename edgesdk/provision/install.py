@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Union
 from ..bundle import sha256_file
 from ..errors import PackageError
 from . import health as _health
+from .archcheck import arch_mismatch
 from .extract import Limits, extract, normalize_name
 from .fetch import fetch, is_url
 from .fsutil import fsync_dir
@@ -223,7 +224,7 @@ def _install_verified(store: Store, pkg: Any, source: str, keep: int, profile: A
         _check_version(store, current, pkg, allow_downgrade, allow_reinstall, progress)
     name = _free_name(store, pkg.release_name)
     _step("extract")
-    staging = _extract_release(store, pkg, name, source, limits)
+    staging = _extract_release(store, pkg, name, source, limits, progress)
     _step("rename")
     if store.release_path(name).exists():
         store.remove_release(name)  # left by an interrupted run, or an old copy: replaced whole
@@ -241,7 +242,8 @@ def _install_verified(store: Store, pkg: Any, source: str, keep: int, profile: A
                          + f"; health check passed ({report.backend}, {report.reason})", pkg.warnings)
 
 
-def _extract_release(store: Store, pkg: Any, name: str, source: str, limits: Limits) -> Path:
+def _extract_release(store: Store, pkg: Any, name: str, source: str, limits: Limits,
+                     progress: Progress) -> Path:
     """Unpack into staging/ and refuse a bundle that is not self-contained; returns the staging path."""
     m = pkg.manifest
     staging = store.new_staging(name)
@@ -251,6 +253,9 @@ def _extract_release(store: Store, pkg: Any, name: str, source: str, limits: Lim
         expected[SIGNATURE_NAME] = {"sha256": _sha(pkg.signature_bytes), "size": len(pkg.signature_bytes)}
     # verify_package just scanned every header and link: this pass writes, re-checking as it goes
     extract(pkg.path, staging, expected, limits, scan_first=False, on_file=lambda n: _step(f"extract {n}"))
+    mismatch = arch_mismatch(staging / m.bundle)
+    if mismatch:
+        progress(mismatch)
     problems = bundle_problems(staging / m.bundle, m.files)
     if problems:
         shutil.rmtree(staging, ignore_errors=True)
