@@ -42,6 +42,10 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
 @click.option("--prune", type=float, help="Structured channel pruning ratio before conversion (e.g. 0.3).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
+@click.option("--lowrank", type=float, help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
+@click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
+@click.option("--distill-minutes", type=float, default=10.0, show_default=True, help="Distillation time budget.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted distillation from its checkpoint (OUTPUT.distill.pt).")
 @click.option("--backend", "backends", multiple=True, help="Only consider this backend of the profile (repeatable).")
 @click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")
 @click.option("--accuracy-control", type=click.Choice(["edgesdk", "nncf"]), default="edgesdk", show_default=True,
@@ -56,7 +60,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
-            prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
+            prune_criterion: str, lowrank: Optional[float], distill: bool, distill_minutes: float, resume: bool,
+            backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool) -> None:
     """Convert MODEL (ONNX) into a bundle for a device profile, checked against the original.
 
@@ -73,6 +78,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
         input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
+        lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume,
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr)
