@@ -426,6 +426,24 @@ class _Run:
     progress: Progress
 
 
+def recalibrate_batchnorm(module, samples: np.ndarray, batch: int = 4) -> int:
+    """Re-estimate BatchNorm running statistics on real samples (pruning shifts every activation
+    after it, so the stored statistics saturate ReLU6/HardSwish and stall training). Returns the count."""
+    import torch
+
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None   # cumulative average over all batches
+        bn.train()
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            module(torch.from_numpy(samples[i:i + batch]))
+    for bn in bns:
+        bn.eval()
+    return len(bns)
+
+
 def _train(run: _Run) -> None:
     import torch
 
@@ -444,6 +462,8 @@ def _train(run: _Run) -> None:
         rep.start_cosine, rep.resumed = ck["start_cosine"], True
         run.progress(f"  resumed from {cfg.checkpoint}: step {step}, best held-out cosine {rep.best_cosine:.4f}")
     else:
+        if recalibrate_batchnorm(run.student, run.train):
+            best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
         rep.start_cosine = rep.best_cosine = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
         rep.history.append({"seconds": 0.0, "step": 0, "loss": float("nan"), "cosine": rep.start_cosine})
     gen = torch.Generator().manual_seed(cfg.seed + step)

@@ -46,7 +46,8 @@ def cls_pair(cls_model):
 
 
 @pytest.mark.xfail(strict=False, reason="open (issue 14): in 0.6 min the pruned classifier's held-out cosine "
-                   "does not rise yet (training loss stays ~1-2); the cause is not found yet")
+                   ""
+                   "rises after BatchNorm recalibration, then training is unstable (lr/feature weights untuned)")
 def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
     model, pruned, samples, held = cls_pair
     lines = []
