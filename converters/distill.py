@@ -273,6 +273,22 @@ def export_onnx(module, example: np.ndarray, path: Union[str, Path], input_name:
     return onnx.load(str(path))
 
 
+def _per_sample(module):
+    """A module for a graph baked to batch 1 (Reshape to [1, ...]): runs a batch one sample at a time."""
+    import torch
+
+    class _PerSample(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            outs = [_as_list(self.inner(x[i:i + 1])) for i in range(x.shape[0])]
+            return tuple(torch.cat([o[k] for o in outs]) for k in range(len(outs[0])))
+
+    return _PerSample(module)
+
+
 def _as_list(out) -> list:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
@@ -606,10 +622,13 @@ def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[st
 
     tshapes = infer_shapes(teacher, shapes)
     outputs = [o.name for o in student.graph.output]
-    module, report = distill(_with_outputs(teacher, feats, tshapes), _with_outputs(student, feats, tshapes),
-                             samples, cfg, progress, source, feature_names=feats, n_out=len(outputs))
-    report.student = "ONNX student (onnx2torch)"
+    t_mod = onnx_to_torch(_with_outputs(teacher, feats, tshapes), "teacher")
+    s_mod = onnx_to_torch(_with_outputs(student, feats, tshapes), "student")
     dim0 = next(i for i in student.graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
+    if dim0.dim_value == 1:
+        t_mod, s_mod = _per_sample(t_mod), _per_sample(s_mod)
+    module, report = distill(t_mod, s_mod, samples, cfg, progress, source, feature_names=feats, n_out=len(outputs))
+    report.student = "ONNX student (onnx2torch)"
     proto = export_onnx(module, np.asarray(samples, np.float32), path, input_name, outputs,
                         dynamic_batch=not dim0.dim_value)
     return proto, report
