@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q -c constraints.txt -e '.[all,torch]'
+	$(PYTHON) -m pip install -q --no-deps -c constraints.txt onnx2torch
 	touch $@
 
 venv: $(STAMP)

@@ -479,6 +479,8 @@ def _markdown(report: dict[str, Any], plotted: bool) -> str:
     if r.get("pruning"):
         rep.heading("Pruning")
         rep.paragraph(r["pruning"]["markdown"])
+    if r.get("distillation"):
+        rep.paragraph(r["distillation"]["markdown"])
     cal = r.get("calibration")
     rep.heading("Calibration and held-out data")
     if cal:
@@ -521,6 +523,10 @@ def convert(
     eval_fn: Union[str, Callable[[Any], float], None] = None,
     prune: Optional[float] = None,
     prune_criterion: str = "l1",
+    lowrank: Optional[float] = None,
+    distill: Any = False,
+    distill_minutes: float = 10.0,
+    resume: bool = False,
     backends: Optional[Sequence[str]] = None,
     measure: Optional[bool] = None,
     accuracy_control: str = "edgesdk",
@@ -565,6 +571,10 @@ def convert(
         exclude: node names to keep float in INT8 variants.
         eval_fn: user metric `fn(runtime) -> float` or "module:function".
         prune: structured channel pruning ratio before conversion (converters.pruning).
+        lowrank / distill / distill_minutes / resume: low-rank factorization energy (converters.lowrank);
+            distillation of the compressed model (True) or of an nn.Module student from the original,
+            label-free on the calibration data, for at most distill_minutes; resume continues from
+            the checkpoint beside `output` (converters.distill).
         backends: only consider these backends of the profile.
         measure: time candidates here (default: when `precision` is auto and the profile is this host).
         accuracy_control: "edgesdk" (own sensitivity guard, fast) or "nncf" (OpenVINO INT8 with
@@ -680,6 +690,15 @@ def convert(
                                          calib=fit.samples if fit is not None else None)
             onnx.save(pruned, str(prepared))
             prune_info = {"report": prep.to_dict(), "markdown": prep.to_markdown()}
+        distill_info = None
+        if lowrank or distill is not False:
+            from converters import distill as kd
+
+            distill_info = kd.compress_for_convert(
+                prepared_model, prepared, pruned=bool(prune), lowrank=lowrank, distill_student=distill,
+                fit=fit.samples if fit is not None else None, input_shapes={name_in: shape}, source=str(calib),
+                config=kd.DistillConfig(minutes=distill_minutes, resume=resume, threads=threads,
+                                        checkpoint=kd.checkpoint_path_for(output)), progress=say)
 
         # 4. candidates
         cands, cand_notes = _candidates(prof, precision, backends, do_measure, available, tflite.is_available())
@@ -745,7 +764,8 @@ def convert(
             "profile": {"name": prof.name, "is_this_host": this_host},
             "mode": ("measured here: fastest within budget" if do_measure else "profile preference order"),
             "precision_asked": precision, "budget": budget, "accuracy_measure": measure_kind,
-            "passes": [r.to_dict() for r in records], "pruning": prune_info, "calibration": cal_info,
+            "passes": [r.to_dict() for r in records], "pruning": prune_info, "distillation": distill_info,
+            "calibration": cal_info,
             "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
             "notes": facts.notes + cand_notes, "threads": threads, "warnings": warnings,
             "over_budget": chosen.within(budget) is False,
@@ -762,6 +782,8 @@ def convert(
             report["seconds"] = round(time.perf_counter() - started, 1)
             (stage / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
             (stage / "report.md").write_text(_markdown(report, plotted))
+            if distill_info and distill_info.get("plot"):
+                shutil.copy(distill_info["plot"], stage / "distill_curve.png")
 
         files = {rel: p for rel, p in chosen.files.items()}
         bundle = write_bundle(output, files, manifest, overwrite=force, extra_writer=write_reports)

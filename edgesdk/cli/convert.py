@@ -46,6 +46,10 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
 @click.option("--prune", type=click.FloatRange(0, 1, max_open=True), help="Structured channel pruning ratio before conversion (e.g. 0.3).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
+@click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
+@click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
+@click.option("--distill-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=10.0, show_default=True, help="Distillation time budget.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted distillation from its checkpoint (OUTPUT.distill.pt).")
 @click.option("--backend", "backends", multiple=True, help="Only consider this backend of the profile (repeatable).")
 @click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")
 @click.option("--accuracy-control", type=click.Choice(["edgesdk", "nncf"]), default="edgesdk", show_default=True,
@@ -68,7 +72,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
-            prune_criterion: str, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
+            prune_criterion: str, lowrank: Optional[float], distill: bool, distill_minutes: float,
+            resume: bool, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
             metric: Optional[str] = None, keep_best: bool = False,
@@ -89,6 +94,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
         input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
+        lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume,
         backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,

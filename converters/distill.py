@@ -1,0 +1,686 @@
+"""Label-free knowledge distillation: train a compressed student back towards its fp32 teacher.
+
+The teacher is the original model, the student its pruned (converters.pruning) or low-rank
+(converters.lowrank) version, or a smaller `torch.nn.Module` of the user's choosing. No labels:
+the loss is the distance between the student's and the teacher's outputs on augmented real
+inputs (random crops, horizontal flips, colour jitter, so a small folder is enough), plus feature
+matching on intermediate tensors both graphs name alike and shape alike (pruning keeps node names;
+channel counts that changed are skipped). Training runs on the CPU for a time budget, shows progress
+and ETA, stops early when the held-out cosine to the teacher stops improving, and checkpoints at
+every evaluation so Ctrl-C or a kill keeps the best weights and `resume=True` continues.
+
+ONNX models become torch modules with onnx2torch; the trained student goes back to ONNX with
+torch.onnx.export(dynamo=False) under the original input/output names.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .compare import cosine
+from .errors import ConversionError
+
+Progress = Callable[[str], None]
+MIN_TRAIN_IMAGES = 4      # below this even heavy augmentation only memorises a few frames
+MIN_VAL_IMAGES = 1
+
+
+class DistillError(ConversionError):
+    """Distillation cannot run (unsupported operator, too little data, bad checkpoint)."""
+
+
+class DistillInterrupted(DistillError):
+    """Ctrl-C / SIGTERM during training; the best weights so far are in the checkpoint."""
+
+
+@dataclass
+class DistillConfig:
+    minutes: float = 10.0           # training time budget (evaluation included)
+    batch: int = 4
+    lr: float = 1e-3                # Adam, cosine-decayed over the time budget
+    eval_every_s: float = 20.0      # held-out evaluation + checkpoint interval
+    patience: int = 8               # evaluations without improvement before stopping
+    target: float = 0.9995          # stop as soon as the held-out cosine reaches this
+    feature_weight: float = 0.5     # weight of intermediate feature matching vs the output loss
+    max_features: int = 12          # intermediate tensors matched at most (evenly spaced in the graph)
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    jitter: float = 0.2             # brightness/contrast/per-channel gain amplitude
+    flip: bool = True
+    checkpoint: Optional[Path] = None
+    resume: bool = False
+    seed: int = 0
+    threads: Optional[int] = None
+
+
+@dataclass
+class DistillReport:
+    student: str
+    trained_on: str
+    train_images: int
+    val_images: int
+    augmentation: str
+    features_matched: list[str] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)   # seconds, step, loss, cosine
+    start_cosine: float = float("nan")
+    best_cosine: float = float("nan")
+    seconds: float = 0.0
+    steps: int = 0
+    stopped: str = ""
+    resumed: bool = False
+    checkpoint: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        lines = ["## Distillation (label-free)", "",
+                 f"- student: {self.student}",
+                 f"- trained on: {self.trained_on} ({self.train_images} images, augmented: {self.augmentation})",
+                 f"- early stop on {self.val_images} images held out of training (cosine to the teacher)",
+                 f"- features matched: {len(self.features_matched)}"
+                 + (f" ({', '.join(self.features_matched[:6])}{', ...' if len(self.features_matched) > 6 else ''})"
+                    if self.features_matched else ""),
+                 f"- held-out cosine {self.start_cosine:.4f} -> {self.best_cosine:.4f} in {self.steps} steps, "
+                 f"{self.seconds / 60:.1f} min{' (resumed)' if self.resumed else ''}; stopped: {self.stopped}"]
+        if self.checkpoint:
+            lines.append(f"- checkpoint: `{self.checkpoint}` (resume continues from it)")
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: Union[str, Path]) -> bool:
+        """Held-out cosine against training time as a PNG; False when matplotlib is missing."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return False
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([h["seconds"] / 60 for h in self.history], [h["cosine"] for h in self.history], marker=".")
+        ax.set_xlabel("training time (min)")
+        ax.set_ylabel("held-out cosine to teacher")
+        ax.set_title(f"distillation: {self.student}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        tmp = Path(str(path) + ".tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return True
+
+
+# ------------------------------------------------------------------ ONNX <-> torch
+
+def _import_onnx2torch():
+    """onnx2torch imports torchvision at module level, only for its NMS/RoiAlign converters.
+    Where torchvision is missing or broken (the PyPI wheel is a CUDA build that fails to load
+    with the CPU torch), a stand-in raising a clear error is used during the import only."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        stub = types.ModuleType("torchvision")
+        ops = types.ModuleType("torchvision.ops")
+
+        def missing(*_a, **_k):
+            raise DistillError("this model needs torchvision (NonMaxSuppression/RoiAlign) for onnx2torch; "
+                               "install a torchvision build matching torch, or use the PyTorch path")
+        ops.nms = ops.box_convert = ops.roi_align = missing
+        stub.ops = ops
+        sys.modules["torchvision"], sys.modules["torchvision.ops"] = stub, ops
+        try:
+            import onnx2torch
+        finally:
+            sys.modules.pop("torchvision", None)
+            sys.modules.pop("torchvision.ops", None)
+        return onnx2torch
+    import onnx2torch
+    return onnx2torch
+
+
+def _load(model: Any):
+    import onnx
+
+    return onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else model
+
+
+def unsupported_ops(model: Any) -> list[str]:
+    """Operators of `model` onnx2torch has no converter for ("Op (opset N)")."""
+    o2t = _import_onnx2torch()
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+
+    model = _load(model)
+    versions = {o.domain or "": o.version for o in model.opset_import}
+    missing = []
+    for node in model.graph.node:
+        domain = node.domain or ""
+        known = any(OperationDescription(domain=domain, operation_type=node.op_type, version=v) in _CONVERTER_REGISTRY
+                    for v in range(1, versions.get(domain, 1) + 1))
+        if not known and f"{node.op_type} (opset {versions.get(domain)})" not in missing:
+            missing.append(f"{node.op_type} (opset {versions.get(domain)})")
+    del o2t
+    return missing
+
+
+def _constants_as_initializers(model):
+    """Constant-node weights (exporters like Paddle's write them) as initializers: onnx2torch
+    reads Conv/Gemm weights from initializers only."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    for node in out.graph.node:
+        attr = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if attr is not None and attr.name == "value" and not node.domain:
+            t = onnx.TensorProto()
+            t.CopyFrom(attr.t)
+            t.name = node.output[0]
+            out.graph.initializer.append(t)
+        else:
+            keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
+def onnx_to_torch(model: Any, what: str = "model"):
+    """ONNX -> torch.nn.Module (onnx2torch), with every float initializer trainable."""
+    import torch
+
+    model = _constants_as_initializers(_load(model))
+    missing = unsupported_ops(model)
+    if missing:
+        raise DistillError(
+            f"onnx2torch cannot convert the {what}: no converter for {', '.join(missing)}. Distill on the "
+            "PyTorch path instead: converters.distill.distill(teacher, student=your_nn_Module, ...) with the "
+            "original torch model, or compress a model without these operators")
+    o2t = _import_onnx2torch()
+    try:
+        module = o2t.convert(model)
+    except Exception as e:  # onnx2torch's own errors name the node; keep them readable
+        raise DistillError(f"onnx2torch could not convert the {what}: {type(e).__name__}: {e}. Use the PyTorch "
+                           "path (student=nn.Module) instead") from None
+    for sub in module.modules():
+        for name, buf in list(sub.named_buffers(recurse=False)):
+            if buf.is_floating_point() and buf.ndim >= 1 and not name.startswith(("running_", "num_batches")):
+                delattr(sub, name)
+                sub.register_parameter(name, torch.nn.Parameter(buf.clone()))
+    return module.eval()
+
+
+def _with_outputs(model, names: Sequence[str], shapes: dict[str, list[int]]):
+    import onnx
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for n in names:
+        out.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, shapes[n]))
+    return out
+
+
+def matching_features(teacher, student, input_shapes: dict[str, list[int]], limit: int = 12) -> list[str]:
+    """Intermediate tensors with the same name and shape in both graphs, evenly spaced, deepest last."""
+    from .flops import infer_shapes
+
+    ts, ss = infer_shapes(teacher, input_shapes), infer_shapes(student, input_shapes)
+    graph_out = {o.name for o in teacher.graph.output}
+    student_made = {o for n in student.graph.node for o in n.output}
+    names = [o for n in teacher.graph.node for o in n.output
+             if o in student_made and o not in graph_out and ts.get(o) and ts.get(o) == ss.get(o)
+             and len(ts[o]) >= 2]
+    # a saturated Sigmoid/Softmax output has almost no gradient: always match its logits too
+    logits = [n.input[0] for n in student.graph.node if n.op_type in ("Sigmoid", "Softmax")
+              and n.output[0] in graph_out and n.input[0] in names]
+    rest = [n for n in names if n not in logits]
+    if len(rest) > limit:
+        rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, limit).round()]
+    return logits + rest
+
+
+def export_onnx(module, example: np.ndarray, path: Union[str, Path], input_name: str,
+                output_names: Sequence[str], opset: int = 17, dynamic_batch: bool = False):
+    """Write `module`'s first len(output_names) outputs to ONNX (temp file + rename); returns the proto."""
+    import onnx
+    import torch
+
+    class _Head(torch.nn.Module):
+        def __init__(self, inner, n):
+            super().__init__()
+            self.inner, self.n = inner, n
+
+        def forward(self, x):
+            return tuple(_as_list(self.inner(x))[: self.n])
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(_Head(module, len(output_names)).eval(), (torch.from_numpy(example[:1]),), str(tmp),
+                          input_names=[input_name], output_names=list(output_names), opset_version=opset,
+                          dynamo=False, dynamic_axes={n: {0: "N"} for n in [input_name, *output_names]}
+                          if dynamic_batch else None)
+    os.replace(tmp, path)
+    return onnx.load(str(path))
+
+
+def _per_sample(module):
+    """A module for a graph baked to batch 1 (Reshape to [1, ...]): runs a batch one sample at a time."""
+    import torch
+
+    class _PerSample(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            outs = [_as_list(self.inner(x[i:i + 1])) for i in range(x.shape[0])]
+            return tuple(torch.cat([o[k] for o in outs]) for k in range(len(outs[0])))
+
+    return _PerSample(module)
+
+
+def _as_list(out) -> list:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+# ------------------------------------------------------------------ training pieces
+
+def augment(x, gen, cfg: DistillConfig):
+    """Random resized crop, horizontal flip and colour jitter of an NCHW float batch.
+
+    Works in the model's normalised input space (brightness/contrast relative to each sample's
+    own mean/std), so it needs no knowledge of the preprocessing."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    out = []
+    for i in range(n):
+        s = float(torch.empty(1).uniform_(*cfg.crop_scale, generator=gen))
+        ch, cw = max(2, int(h * s)), max(2, int(w * s))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+        xi = x[i:i + 1, :, top:top + ch, left:left + cw]
+        xi = F.interpolate(xi, size=(h, w), mode="bilinear", align_corners=False) if (ch, cw) != (h, w) else xi
+        if cfg.flip and float(torch.rand(1, generator=gen)) < 0.5:
+            xi = xi.flip(-1)
+        out.append(xi)
+    x = torch.cat(out)
+    if cfg.jitter > 0:
+        j = cfg.jitter
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True) + 1e-6
+        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * j
+        gain = 1 + (torch.rand(n, c, 1, 1, generator=gen) * 2 - 1) * j / 2
+        bright = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * j * std
+        x = (x - mean) * contrast * gain + mean + bright
+    return x
+
+
+def _distance(s, t):
+    """Variance-normalised MSE plus (1 - cosine), per sample, averaged."""
+    import torch
+
+    s, t = s.flatten(1).float(), t.flatten(1).float()
+    mse = ((s - t) ** 2).mean(1) / (t.var(1) + 1e-8)
+    cos = torch.nn.functional.cosine_similarity(s, t, dim=1, eps=1e-8)
+    return (mse + (1 - cos)).mean()
+
+
+def _loss(s_outs: list, t_outs: list, n_out: int, feature_weight: float):
+    loss = sum(_distance(s, t) for s, t in zip(s_outs[:n_out], t_outs[:n_out])) / n_out
+    feats = list(zip(s_outs[n_out:], t_outs[n_out:]))
+    if feats and feature_weight > 0:
+        loss = loss + feature_weight * sum(_distance(s, t) for s, t in feats) / len(feats)
+    return loss
+
+
+def held_out_cosine(module, samples: np.ndarray, reference: list[list[np.ndarray]], n_out: int,
+                    batch: int = 4) -> float:
+    """Mean over samples of the cosine between the module's and the reference outputs."""
+    import torch
+
+    vals = []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            outs = [o.numpy() for o in _as_list(module(torch.from_numpy(samples[i:i + batch])))[:n_out]]
+            for k in range(outs[0].shape[0]):
+                vals.append(np.mean([cosine(o[k], r[i + k]) for o, r in zip(outs, reference)]))
+    return float(np.mean(vals))
+
+
+def _reference(module, samples: np.ndarray, n_out: int, batch: int = 4) -> list[np.ndarray]:
+    import torch
+
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            for k, o in enumerate(_as_list(module(torch.from_numpy(samples[i:i + batch])))[:n_out]):
+                parts[k].append(o.numpy())
+    return [np.concatenate(p) for p in parts]
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)   # a kill mid-save leaves the previous checkpoint whole
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DistillError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it or run "
+                           "without --resume to start over") from None
+    if state.get("fingerprint") != fingerprint:
+        raise DistillError(f"checkpoint {path} belongs to another student (different model or compression "
+                           "settings); delete it or run without --resume to start over")
+    return state
+
+
+def _fingerprint(module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+    return h.hexdigest()[:16]
+
+
+class _StopSignals:
+    """SIGTERM behaves like Ctrl-C while training, so a kill also ends with the best weights saved."""
+
+    def __enter__(self):
+        self.old = None
+        try:
+            self.old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        except ValueError:   # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+        return False
+
+
+# ------------------------------------------------------------------ the training loop
+
+@dataclass
+class _Run:
+    teacher: Any
+    student: Any
+    train: np.ndarray
+    val: np.ndarray
+    val_ref: list
+    n_out: int
+    cfg: DistillConfig
+    report: DistillReport
+    progress: Progress
+
+
+def recalibrate_batchnorm(module, samples: np.ndarray, batch: int = 4) -> int:
+    """Re-estimate BatchNorm running statistics on real samples (pruning shifts every activation
+    after it, so the stored statistics saturate ReLU6/HardSwish and stall training). Returns the count."""
+    import torch
+
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None   # cumulative average over all batches
+        bn.train()
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            module(torch.from_numpy(samples[i:i + batch]))
+    for bn in bns:
+        bn.eval()
+    return len(bns)
+
+
+def _train(run: _Run) -> None:
+    import torch
+
+    cfg, rep = run.cfg, run.report
+    params = [p for p in run.student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    fp = _fingerprint(run.student)
+    best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
+    step, done_s = 0, 0.0
+    if cfg.resume and cfg.checkpoint and Path(cfg.checkpoint).exists():
+        ck = _load_checkpoint(Path(cfg.checkpoint), fp)
+        run.student.load_state_dict(ck["best"])
+        best_state = ck["best"]
+        opt.load_state_dict(ck["optim"])
+        step, done_s, rep.history, rep.best_cosine = ck["step"], ck["seconds"], ck["history"], ck["best_cosine"]
+        rep.start_cosine, rep.resumed = ck["start_cosine"], True
+        run.progress(f"  resumed from {cfg.checkpoint}: step {step}, best held-out cosine {rep.best_cosine:.4f}")
+    else:
+        if recalibrate_batchnorm(run.student, run.train):
+            best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
+        rep.start_cosine = rep.best_cosine = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
+        rep.history.append({"seconds": 0.0, "step": 0, "loss": float("nan"), "cosine": rep.start_cosine})
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    budget = cfg.minutes * 60
+    t0 = time.monotonic()
+    last_eval, stale, rep.stopped = t0, 0, "time budget"
+
+    def checkpoint() -> None:
+        if cfg.checkpoint:
+            _save_checkpoint(Path(cfg.checkpoint), {
+                "fingerprint": fp, "best": best_state, "optim": opt.state_dict(), "step": step,
+                "seconds": done_s + time.monotonic() - t0, "history": rep.history,
+                "best_cosine": rep.best_cosine, "start_cosine": rep.start_cosine})
+
+    losses: list[float] = []
+    try:
+        with _StopSignals():
+            while time.monotonic() - t0 < budget:
+                frac = (time.monotonic() - t0) / budget
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+                idx = torch.randint(0, len(run.train), (min(cfg.batch, len(run.train)),), generator=gen)
+                x = augment(torch.from_numpy(run.train[idx.numpy()]), gen, cfg)
+                with torch.no_grad():
+                    t_outs = _as_list(run.teacher(x))
+                loss = _loss(_as_list(run.student(x)), t_outs, run.n_out, cfg.feature_weight)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(loss.item())
+                now = time.monotonic()
+                if now - last_eval < cfg.eval_every_s and now - t0 < budget:
+                    continue
+                last_eval = now
+                cos = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
+                rep.history.append({"seconds": done_s + now - t0, "step": step,
+                                    "loss": float(np.mean(losses)), "cosine": cos})
+                losses = []
+                if cos > rep.best_cosine:
+                    rep.best_cosine, stale = cos, 0
+                    best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
+                else:
+                    stale += 1
+                checkpoint()
+                run.progress(f"  distill step {step}: loss {rep.history[-1]['loss']:.4f}, held-out cosine {cos:.4f} "
+                             f"(best {rep.best_cosine:.4f}), {_fmt(now - t0)} elapsed, ETA {_fmt(budget - (now - t0))}")
+                if rep.best_cosine >= cfg.target:
+                    rep.stopped = f"reached the target cosine {cfg.target}"
+                    break
+                if stale >= cfg.patience:
+                    rep.stopped = f"no improvement in {cfg.patience} evaluations"
+                    break
+    except KeyboardInterrupt:
+        checkpoint()
+        run.student.load_state_dict(best_state)
+        where = f" in {cfg.checkpoint}" if cfg.checkpoint else " (no checkpoint path was given, so nothing is saved)"
+        raise DistillInterrupted(
+            f"distillation interrupted at step {step}; the best weights (held-out cosine {rep.best_cosine:.4f}) "
+            f"are kept{where}. Run the same command with --resume (resume=True) to continue") from None
+    run.student.load_state_dict(best_state)
+    rep.steps, rep.seconds = step, done_s + time.monotonic() - t0
+    checkpoint()
+
+
+# ------------------------------------------------------------------ public entry points
+
+def split_train_val(samples: np.ndarray, source: str = "the calibration data") -> tuple[np.ndarray, np.ndarray]:
+    """Every 5th sample (at least 1) is held out of training for early stopping."""
+    n = len(samples)
+    k = max(MIN_VAL_IMAGES, n // 5)
+    if n - k < MIN_TRAIN_IMAGES:
+        raise DistillError(
+            f"{n} samples from {source} are too few to distill on: training needs at least {MIN_TRAIN_IMAGES} "
+            f"plus {MIN_VAL_IMAGES} held out for early stopping ({MIN_TRAIN_IMAGES + MIN_VAL_IMAGES}); "
+            "give a folder of 16 or more real images or a video (augmentation stretches a small set, "
+            "it cannot replace one)")
+    held = np.zeros(n, bool)
+    held[np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int)] = True
+    return samples[~held], samples[held]
+
+
+def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[DistillConfig] = None,
+            progress: Optional[Progress] = None, source: str = "the calibration data",
+            feature_names: Sequence[str] = (), n_out: Optional[int] = None):
+    """Train `student` (nn.Module, ONNX path or ModelProto) towards `teacher` on unlabeled samples.
+
+    Both modules must take one input batch (N x C x H x W float32 for the augmentation) and return
+    the same outputs in the same order; with `feature_names`, ONNX teacher/student also return those
+    intermediate tensors, matched by the loss. Returns (trained torch student, DistillReport).
+    Raises DistillInterrupted (best weights saved to config.checkpoint) on Ctrl-C / SIGTERM."""
+    import torch
+
+    cfg = config or DistillConfig()
+    say = progress or (lambda _m: None)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if samples.ndim != 4:
+        raise DistillError(f"distillation augments image batches (N x C x H x W); got samples of shape "
+                           f"{samples.shape}. Pass preprocessed images, or a model whose input is an image")
+    train, val = split_train_val(samples, source)
+    kind = "user nn.Module"
+    if not isinstance(student, torch.nn.Module):
+        student, kind = onnx_to_torch(student, "student"), "ONNX student (onnx2torch)"
+    if not isinstance(teacher, torch.nn.Module):
+        teacher = onnx_to_torch(teacher, "teacher")
+    teacher.eval().requires_grad_(False)
+    student.eval()  # BatchNorm keeps its statistics: small batches must not rewrite them
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    n_out = n_out or len(_as_list(teacher(torch.from_numpy(val[:1])))) - len(feature_names)
+    report = DistillReport(student=kind, trained_on=source, train_images=len(train), val_images=len(val),
+                           augmentation=f"random crops {cfg.crop_scale[0]:.0%}-{cfg.crop_scale[1]:.0%}"
+                           + (", horizontal flips" if cfg.flip else "") + f", colour jitter +-{cfg.jitter:.0%}",
+                           features_matched=list(feature_names),
+                           checkpoint=str(cfg.checkpoint) if cfg.checkpoint else None)
+    say(f"distilling for at most {cfg.minutes:g} min on {len(train)} images ({report.augmentation}), early stop "
+        f"on {len(val)} held out; {len(feature_names)} intermediate features matched")
+    val_ref = _reference(teacher, val, n_out)
+    run = _Run(teacher, student, train, val, val_ref, n_out, cfg, report, say)
+    _train(run)
+    say(f"  distilled: held-out cosine {report.start_cosine:.4f} -> {report.best_cosine:.4f} "
+        f"({report.steps} steps, {_fmt(report.seconds)}; {report.stopped})")
+    return student, report
+
+
+def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[str, Path],
+                 config: Optional[DistillConfig] = None, progress: Optional[Progress] = None,
+                 source: str = "the calibration data"):
+    """ONNX teacher + ONNX student -> distilled ONNX student written to `path` (ModelProto, report).
+
+    Intermediate tensors named and shaped alike in both graphs are matched too."""
+    teacher, student = _load(teacher), _load(student)
+    input_name = next(i.name for i in student.graph.input
+                      if i.name not in {t.name for t in student.graph.initializer})
+    shapes = {input_name: [int(d) for d in np.asarray(samples).shape[1:]]}
+    shapes[input_name].insert(0, 1)
+    cfg = config or DistillConfig()
+    feats = matching_features(teacher, student, shapes, cfg.max_features)
+    from .flops import infer_shapes
+
+    tshapes = infer_shapes(teacher, shapes)
+    outputs = [o.name for o in student.graph.output]
+    t_mod = onnx_to_torch(_with_outputs(teacher, feats, tshapes), "teacher")
+    s_mod = onnx_to_torch(_with_outputs(student, feats, tshapes), "student")
+    dim0 = next(i for i in student.graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
+    if dim0.dim_value == 1:
+        t_mod, s_mod = _per_sample(t_mod), _per_sample(s_mod)
+    module, report = distill(t_mod, s_mod, samples, cfg, progress, source, feature_names=feats, n_out=len(outputs))
+    report.student = "ONNX student (onnx2torch)"
+    proto = export_onnx(module, np.asarray(samples, np.float32), path, input_name, outputs,
+                        dynamic_batch=not dim0.dim_value)
+    return proto, report
+
+
+def checkpoint_path_for(output: Union[str, Path]) -> Path:
+    """Where `edgesdk convert` keeps a distillation checkpoint: beside the bundle, so --resume finds it."""
+    output = Path(output)
+    return output.with_name(output.name + ".distill.pt")
+
+
+def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Optional[float],
+                         distill_student: Any, fit: Optional[np.ndarray], input_shapes: dict[str, list[int]],
+                         config: DistillConfig, source: str, progress: Progress) -> Optional[dict[str, Any]]:
+    """`edgesdk convert`'s step after pruning: factorize (lowrank=ENERGY) and/or distill the
+    model at `prepared` (rewritten in place) from `teacher`, the unpruned prepared model.
+
+    distill_student: False, True (the compressed ONNX model is the student) or an nn.Module.
+    Returns the report section {"lowrank": ..., "distillation": ..., "markdown": ...}."""
+    import onnx
+
+    info: dict[str, Any] = {"markdown": ""}
+    if distill_student is True and not pruned and not lowrank:
+        raise DistillError("--distill trains a compressed model back to the original, but nothing was "
+                           "compressed: add --prune RATIO (e.g. 0.3) or --lowrank ENERGY (e.g. 0.9), or pass "
+                           "distill=your_nn_Module as the student on the Python API")
+    if lowrank:
+        from .lowrank import factorize
+
+        progress(f"low-rank factorization, energy {lowrank}")
+        fact, lrep = factorize(onnx.load(str(prepared)), float(lowrank), input_shapes=input_shapes)
+        onnx.save(fact, str(prepared))
+        info["lowrank"] = lrep.to_dict()
+        info["markdown"] += lrep.to_markdown() + "\n"
+    if distill_student is False or distill_student is None:
+        return info if lowrank else None
+    if fit is None:
+        raise DistillError("distillation trains on real inputs: pass --calib with a folder of real images or "
+                           "a video (no labels needed)")
+    student = onnx.load(str(prepared)) if distill_student is True else distill_student
+    tmp = prepared.with_name("distilled.onnx")
+    if distill_student is True:
+        _, rep = distill_onnx(teacher, student, fit, tmp, config, progress, source)
+    else:
+        module, rep = distill(teacher, student, fit, config, progress, source)
+        input_name = next(iter(input_shapes))
+        export_onnx(module, np.asarray(fit, np.float32), tmp, input_name, [o.name for o in teacher.graph.output])
+    os.replace(tmp, prepared)
+    plot = prepared.parent / "distill_curve.png"
+    info["distillation"] = rep.to_dict()
+    info["plot"] = str(plot) if rep.plot(plot) else None
+    info["markdown"] += rep.to_markdown()
+    if info["plot"]:
+        info["markdown"] += "\n![held-out cosine against training time](distill_curve.png)\n"
+    return info

@@ -1,0 +1,163 @@
+"""Label-free distillation (converters.distill): a pruned real model trained back towards its
+original, the PyTorch-student path, checkpoints/resume after an interrupt, and every error path."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from converters import distill as kd  # noqa: E402
+
+try:  # onnx2torch imports torchvision; converters.distill copes with a missing/broken one
+    kd._import_onnx2torch()
+except ImportError:
+    pytest.skip("onnx2torch is not installed (pip install '.[torch]')", allow_module_level=True)
+from converters import pruning  # noqa: E402
+from convdata import cls_samples  # noqa: E402
+from edgesdk.errors import EdgeSDKError  # noqa: E402
+
+QUICK = dict(eval_every_s=3.0, patience=50, target=2.0, batch=4)
+
+
+def _ort(model, x):
+    import onnxruntime as ort
+
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name  # one sample at a time: pruned models may be static batch 1
+    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def _cos(a, b):
+    return float(np.mean([kd.cosine(x, y) for x, y in zip(a, b)]))
+
+
+@pytest.fixture(scope="module")
+def cls_pair(cls_model):
+    """The real PP-OCR direction classifier and its 50%-pruned version (output far from the original)."""
+    model = onnx.load(str(cls_model))
+    samples = cls_samples("calibration")
+    pruned, _ = pruning.channel_prune(model, 0.5, input_shapes={"x": [1, *samples.shape[1:]]})
+    return model, pruned, samples, cls_samples("heldout")
+
+
+@pytest.mark.xfail(strict=False, reason="open (issue 14): in 0.6 min the pruned classifier's held-out cosine "
+                   ""
+                   "rises after BatchNorm recalibration, then training is unstable (lr/feature weights untuned)")
+def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
+    model, pruned, samples, held = cls_pair
+    lines = []
+    cfg = kd.DistillConfig(minutes=0.6, lr=2e-3, checkpoint=tmp_path / "ck.pt", **QUICK)
+    proto, rep = kd.distill_onnx(model, pruned, samples, tmp_path / "student.onnx", cfg, lines.append)
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == [o.name for o in model.graph.output]
+    ref = _ort(model, held)
+    before, after = _cos(ref, _ort(pruned, held)), _cos(ref, _ort(tmp_path / "student.onnx", held))
+    print(f"\ncls pruned 50%: held-out cosine {before:.4f} -> {after:.4f} in {rep.steps} steps", file=sys.stderr)
+    assert after > before + 0.5 * (1 - before)  # at least half of the gap closed, on crops never trained on
+    assert rep.best_cosine >= rep.start_cosine and len(rep.history) >= 2 and rep.steps > 0
+    assert any("ETA" in m for m in lines)
+    assert rep.plot(tmp_path / "curve.png") and (tmp_path / "curve.png").stat().st_size > 1000
+    md = rep.to_markdown()
+    assert "held-out cosine" in md and "random crops" in md and str(rep.train_images) in md
+
+
+def test_user_nn_module_student_learns_from_an_onnx_teacher(cls_model):
+    model = onnx.load(str(cls_model))
+    samples = cls_samples("calibration")
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2),
+                                  torch.nn.Softmax(dim=1))
+    module, rep = kd.distill(model, student, samples, kd.DistillConfig(minutes=0.25, lr=1e-2, **QUICK))
+    assert module is student and rep.student == "user nn.Module"
+    assert rep.best_cosine > rep.start_cosine
+
+
+def test_interrupt_keeps_the_best_and_resume_continues(cls_pair, tmp_path):
+    model, pruned, samples, _ = cls_pair
+    ck = tmp_path / "ck.pt"
+    calls = []
+
+    def ctrl_c_on_second_eval(msg):
+        calls.append(msg)
+        if sum("distill step" in m for m in calls) == 2:
+            raise KeyboardInterrupt
+
+    cfg = kd.DistillConfig(minutes=1.0, checkpoint=ck, **QUICK)
+    with pytest.raises(kd.DistillInterrupted, match="--resume") as exc:
+        kd.distill_onnx(model, pruned, samples, tmp_path / "s.onnx", cfg, ctrl_c_on_second_eval)
+    assert isinstance(exc.value, EdgeSDKError) and ck.exists() and not (tmp_path / "s.onnx").exists()
+    saved = torch.load(ck, weights_only=False)
+    assert saved["step"] > 0 and len(saved["history"]) >= 2
+    cfg2 = kd.DistillConfig(minutes=0.1, checkpoint=ck, resume=True, **QUICK)
+    lines = []
+    _, rep = kd.distill_onnx(model, pruned, samples, tmp_path / "s.onnx", cfg2, lines.append)
+    assert rep.resumed and rep.steps > saved["step"] and rep.best_cosine >= saved["best_cosine"]
+    assert any("resumed from" in m for m in lines) and (tmp_path / "s.onnx").exists()
+
+
+def test_resume_from_another_students_checkpoint_is_refused(cls_pair, tmp_path):
+    model, pruned, samples, _ = cls_pair
+    ck = tmp_path / "ck.pt"
+    kd._save_checkpoint(ck, {"fingerprint": "someone-else"})
+    with pytest.raises(kd.DistillError, match="another student"):
+        kd.distill_onnx(model, pruned, samples, tmp_path / "s.onnx",
+                        kd.DistillConfig(minutes=0.1, checkpoint=ck, resume=True), None)
+    ck.write_bytes(b"not a checkpoint")
+    with pytest.raises(kd.DistillError, match="cannot be read"):
+        kd.distill_onnx(model, pruned, samples, tmp_path / "s.onnx",
+                        kd.DistillConfig(minutes=0.1, checkpoint=ck, resume=True), None)
+
+
+def test_too_few_images_says_how_many(cls_pair):
+    model, pruned, samples, _ = cls_pair
+    with pytest.raises(kd.DistillError, match=r"3 samples from my folder are too few.*at least 4"):
+        kd.distill(model, pruned, samples[:3], kd.DistillConfig(minutes=0.1), source="my folder")
+
+
+def test_operator_onnx2torch_cannot_convert_is_named(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(kd.DistillError, match=r"FancyOp.*PyTorch path"):
+        kd.onnx_to_torch(model, "teacher")
+
+
+def test_non_image_samples_are_refused(cls_pair):
+    model, pruned, _, _ = cls_pair
+    with pytest.raises(kd.DistillError, match="N x C x H x W"):
+        kd.distill(model, pruned, np.zeros((8, 10), np.float32))
+
+
+def test_distill_without_compression_or_calibration_is_refused(cls_model, tmp_path):
+    model = onnx.load(str(cls_model))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    common = dict(input_shapes={"x": [1, 3, 48, 192]}, config=kd.DistillConfig(), source="x", progress=print)
+    with pytest.raises(kd.DistillError, match="--prune RATIO.*--lowrank ENERGY"):
+        kd.compress_for_convert(model, path, pruned=False, lowrank=None, distill_student=True,
+                                fit=cls_samples("calibration"), **common)
+    with pytest.raises(kd.DistillError, match="--calib"):
+        kd.compress_for_convert(model, path, pruned=True, lowrank=None, distill_student=True, fit=None, **common)
+    assert onnx.load(str(path)).graph == model.graph  # nothing rewritten
+
+
+def test_cli_distill_without_prune_exits_with_the_message(cls_model, tmp_path, capsys):
+    from convdata import cls_crops, write_images
+    from edgesdk.cli import main
+    from edgesdk.hostinfo import closest_profile
+
+    images = write_images(cls_crops("calibration"), tmp_path / "imgs")
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(cls_model), "-p", closest_profile()[0].name, "--calib", str(images), "-o", str(out),
+              "--precision", "fp32", "--distill", "-q"])
+    assert exc.value.code != 0
+    assert "--prune RATIO" in capsys.readouterr().err and not out.exists()
