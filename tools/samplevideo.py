@@ -90,3 +90,41 @@ def to_h264(src: Path, dest: Path, gop: int = 15) -> Path:
     subprocess.run([exe, "-v", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast",
                     "-g", str(gop), "-bf", "0", "-pix_fmt", "yuv420p", str(dest)], check=True, timeout=120)
     return dest
+
+
+#: words drawn on the OCR sample video: (text, font scale); several per frame, different sizes
+OCR_WORDS = (("EDGE", 1.6), ("camera", 1.0), ("Stream", 1.3), ("model", 0.9), ("OCR", 1.8), ("device", 1.1),
+             ("Python", 1.2), ("video", 1.0), ("SDK", 1.5), ("frame", 0.9), ("network", 1.0), ("Sensor", 1.4))
+OCR_PHOTOS = ("coffee", "rocket", "horse", "astronaut")
+
+
+def draw_words(img: np.ndarray, words: Sequence[tuple[str, float]]) -> np.ndarray:
+    """Words in white with a black outline, one line each, down the left half of the frame."""
+    out, y = img.copy(), 10
+    for text, scale in words:
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        y += th + base + 12
+        x = 12 + (y * 7) % max(1, out.shape[1] - tw - 24)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 6, cv2.LINE_AA)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+def make_text_video(path: Path, n_frames: int = 8, per_frame: int = 4, size: tuple[int, int] = (480, 360),
+                    fps: float = 5.0) -> tuple[VideoInfo, list[list[str]]]:
+    """Real photos with `per_frame` words drawn on each frame; returns (video, words per frame)."""
+    path, imgs, truth, labels = Path(path), [], [], []
+    for i in range(n_frames):
+        name = OCR_PHOTOS[i % len(OCR_PHOTOS)]
+        words = [OCR_WORDS[(i * per_frame + j) % len(OCR_WORDS)] for j in range(per_frame)]
+        img = cv2.resize(frame_of(name, i, (size[1], size[1])), size, interpolation=cv2.INTER_AREA)
+        imgs.append(draw_words(img, words))
+        truth.append([w for w, _ in words])
+        labels.append(name)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write mp4v video to {path}")
+    for img in imgs:
+        writer.write(img)
+    writer.release()
+    return VideoInfo(path, labels, size, fps), truth

