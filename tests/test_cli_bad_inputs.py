@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, cls_model, photos):
+def bad(tmp_path_factory, cls_model, photos, model_paths):
     """Named files: good ones to pair with one bad thing at a time, and the bad ones."""
     from edgesdk.presets import make_bundle
+    from tinymodels import TinyModels
 
     d = tmp_path_factory.mktemp("bad")
     good = cls_model.read_bytes()
@@ -35,7 +36,12 @@ def bad(tmp_path_factory, cls_model, photos):
              "not_bundle": d / "not_a_bundle", "corrupt_pkg": d / "corrupt.edgepkg", "empty_pkg": d / "empty.edgepkg",
              "missing_pkg": d / "missing.edgepkg", "root": d / "device-root", "out": d / "out",
              "bad_yaml": d / "bad.yaml", "empty_yaml": d / "empty.yaml", "missing_yaml": d / "missing.yaml",
-             "missing_dir": d / "missing-dir"}
+             "missing_dir": d / "missing-dir",
+             # a detector for --then rows, and a model that takes no image (it cannot run on crops)
+             "det_bundle": make_bundle(model_paths["blazeface_short.tflite"], d / "bf").path,
+             "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
+             "spec_no_sources": d / "no-sources.yaml"}
+    files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
     rng = np.random.default_rng(0)
     files["corrupt"].write_bytes(rng.bytes(4096))
     files["truncated"].write_bytes(good[: len(good) // 2])
@@ -99,6 +105,20 @@ TABLE: list[tuple[str, str]] = [
     ("run {bundle} --source {photo} --profile no-such-profile --no-status", "no-such-profile"),
     ("run {bundle} --source {photo} --batch 0 --no-status", "batch"),
     ("run {bundle} --source {photo} --sink nosuch://x --max-frames 1 --no-status", "nosuch"),
+    ("run {det_bundle} --source {photo} --then {vector_model} --max-frames 1 --no-status", "does not take one image"),
+    ("run {bundle} --source {photo} --then {bundle} --max-frames 1 --no-status", "detects"),
+    ("run {bundle} --source {photo} --replicas 100000 --max-frames 1 --no-status", "replicas"),
+    ("run {bundle} --source p={photo} --weight p=0 --max-frames 1 --no-status", "weight"),
+    ("run {bundle} --source p={photo} --weight p=-2 --max-frames 1 --no-status", "weight"),
+    ("run {bundle} --source p={photo} --weight q=1 --max-frames 1 --no-status", "unknown source"),
+    ("run {bundle} --source {photo} --gate change --gate-threshold 1.5 --max-frames 1 --no-status", "gate-threshold"),
+    ("run {bundle} --source {photo} --gate change --gate-threshold -0.1 --max-frames 1 --no-status",
+     "gate-threshold"),
+    ("run {bundle} --no-status", "--source"),
+    ("run --spec {missing_yaml} --no-status", "missing.yaml"),
+    ("run --spec {bad_yaml} --no-status", "bad.yaml"),
+    ("run --spec {spec_no_sources} --no-status", "sources"),
+    ("run {bundle} --spec {spec_no_sources} --no-status", "BUNDLE"),
     ("profiles show no-such-profile", "no-such-profile"),
     ("profiles --profiles-dir {missing_dir} list", "missing-dir"),
     ("profiles list --bogus-option", "bogus"),

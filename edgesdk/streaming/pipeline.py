@@ -305,6 +305,10 @@ class Pipeline:
             self._completer.forget(source_id)
         log.info("source removed: %s", source_id)
 
+    def add_observer(self, observer: Observer) -> None:
+        """One more observer of the live statistics (before or while running)."""
+        self._observers.append(observer)
+
     def stop(self, reason: str = "stopped") -> None:
         """Stop capturing; queued and in-flight frames are finished and delivered."""
         if not self._stop.is_set():
