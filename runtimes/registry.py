@@ -34,13 +34,16 @@ class BackendRecord:
     file_layout: str = ""
     #: the converter tool its files need ("onnx2tf"), checked before building
     needs: str = ""
+    #: one engine runs several batches at once in its own streams (OpenVINO NUM_STREAMS),
+    #: so `--replicas N` can be N streams of one compiled model instead of N models
+    streams: bool = False
 
 
 RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
     BackendRecord("onnxruntime", "runtimes.onnxruntime:OnnxRuntime", ("onnxruntime",), "onnxruntime",
                   (".onnx", ".ort"), ("fp32", "fp16", "int8")),
     BackendRecord("openvino", "runtimes.openvino:OpenVINORuntime", ("openvino",), "edgesdk[openvino]",
-                  (".xml",), ("fp32", "fp16", "bf16", "int8")),
+                  (".xml",), ("fp32", "fp16", "bf16", "int8"), streams=True),
     BackendRecord("litert", "runtimes.litert:LiteRTRuntime", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                   "edgesdk[litert]", (".tflite",), ("fp32", "fp16", "int8"), file_layout="NHWC", needs="onnx2tf"),
     BackendRecord("tensorrt", "", ("tensorrt",), "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"),

@@ -340,3 +340,28 @@ def test_states_slo_and_cache_counts_become_prometheus_metrics():
     assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
     assert metrics["edgesdk_pipeline_slo_missed"].samples[0].value == 1
     assert "edgesdk_pipeline_sources_a_cached" in metrics
+
+
+def test_openvino_replicas_run_as_streams_of_one_engine_and_say_so(tmp_path, det_model):
+    """--replicas 2 on OpenVINO: one compiled model with NUM_STREAMS 2 (auto), the same
+    results as one engine on a real model and real photos, and the stats say how it ran."""
+    pytest.importorskip("openvino")
+    from edgesdk.presets import make_bundle
+    from streamdata import frames as real_frames
+
+    bundle = make_bundle(det_model, tmp_path / "det", size=(96, 96)).path
+    imgs, _ = real_frames((("page", 3), ("coffee", 3)), size=(128, 128))
+    out: dict = {}
+    for label, kw in (("one", {}), ("streams", {"replicas": 2})):
+        got: dict = {}
+        pipe = Pipeline(str(bundle), [ProducerSource(list(imgs), "a"), ProducerSource(list(imgs), "b")],
+                        batching="fixed", batch=2, backend="openvino", threads=1,
+                        on_result=lambda f, r, g=got: g.setdefault((f.source_id, f.index), len(r)), **kw)
+        rep = pipe.run(handle_signals=False)
+        out[label] = (got, rep.stats["gauges"].get("engine"))
+    engine = out["streams"][1]
+    assert engine["mode"] == "streams" and engine["num_streams"] == 2 and engine["threads_total"] == 2
+    assert engine["requests"] == 2  # two batches in the engine at once
+    assert out["streams"][0] == out["one"][0] and len(out["one"][0]) == 12  # same boxes per frame
+    with pytest.raises(ConfigError, match="replica-mode streams needs a backend"):
+        Pipeline(str(bundle), ["x"], replicas=2, replica_mode="streams", backend="onnxruntime")

@@ -74,7 +74,7 @@ def test_sources_follow_the_spec_file_without_a_restart(parts, tmp_path):
         pipe.wait(15)
     stats = pipe.report().stats["sources"]
     assert stats["a"]["frames_out"] > a_out and stats["b"]["frames_out"] >= 5  # one run, stats kept
-    assert pipe.report().stats["errors"].get("order", 0) == 0
+    assert pipe.report().stats["errors"].get("order", 0) == 0  # a's frame numbers went on, in order
 
 
 def test_cli_run_spec_applies_a_source_added_to_the_file(parts, tmp_path, capsys):

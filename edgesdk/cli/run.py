@@ -114,6 +114,9 @@ def _write_json(path: Path, data: dict) -> None:
               help="Engine threads (of each replica; default with --replicas: cores / replicas).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="Engine instances behind the one batcher (at most the CPU cores).")
+@click.option("--replica-mode", type=click.Choice(["auto", "engines", "streams"]), default="auto", show_default=True,
+              help="--replicas: engines = N models; streams = one model running N batches at once in the backend's "
+                   "own streams (OpenVINO NUM_STREAMS); auto = streams where the backend has them.")
 @click.option("--buffer", "buffer_size", type=click.IntRange(min=1), default=None,
               help="Frames buffered per source (default max(8, 2 x batch)).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=2, show_default=True,
@@ -130,7 +133,8 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
         gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
         control_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
-        threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
+        threads: Optional[int], replicas: int, replica_mode: str, buffer_size: Optional[int], max_inflight: int,
+        profile: Optional[str],
         status: Optional[bool], report_path: Optional[Path], **flags: Any) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
@@ -169,9 +173,8 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
                     status=status_on, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
-                    gate_max_age_s=gate_max_age_s, replicas=replicas, then=[str(p) for p in then],
-                    control_port=control_port,
-                    **runtime_kw)
+                    gate_max_age_s=gate_max_age_s, replicas=replicas, replica_mode=replica_mode,
+                    then=[str(p) for p in then], control_port=control_port, **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     _run_and_report(pipe, list(sources), report_path)
 

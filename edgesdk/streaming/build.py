@@ -8,20 +8,29 @@ from typing import Any, Optional, Sequence
 from ..errors import EdgeSDKError
 from .batching import AdaptiveBatching, BatchPolicy
 from .cascade import Cascade, load_stage
-from .model import StreamModel, load_stream_model
+from .model import StreamModel, from_predictor, load_stream_model
 from .observers import MetricsPublisher, Observer, SloWatch, StatusLine
-from .replicas import replicate, threads_per_replica
+from .replicas import model_backend, replicate, resolve_mode, streams_options, threads_per_replica, with_streams
 from .stats import PipelineStats
 
 log = logging.getLogger("edgesdk.streaming")
 
 
-def load_model(spec: Any, backend: Optional[str], replicas: int, runtime_kw: dict[str, Any]) -> tuple[StreamModel, bool]:
-    """(model, owned): one engine, or `replicas` of them behind one submit."""
+def load_model(spec: Any, backend: Optional[str], replicas: int, runtime_kw: dict[str, Any],
+               replica_mode: str = "auto") -> tuple[StreamModel, bool]:
+    """(model, owned): one engine, or `replicas` of them behind one submit (N engines, or
+    one engine with N streams; see replicas.py)."""
     if replicas == 1:
         return load_stream_model(spec, backend, **runtime_kw)
-    kw = dict(runtime_kw, threads=threads_per_replica(replicas, runtime_kw.get("threads")))
-    return replicate(lambda: load_stream_model(spec, backend, **kw)[0], replicas), True
+    each = threads_per_replica(replicas, runtime_kw.get("threads"))
+    if resolve_mode(replica_mode, model_backend(spec, backend)) == "streams":
+        from ..predictor import Predictor
+
+        kw = dict(runtime_kw, **streams_options(replicas, each * replicas))
+        pred = Predictor(spec, backend=backend, **kw)
+        return with_streams(from_predictor(pred), pred.runtime, replicas, each * replicas), True
+    kw = dict(runtime_kw, threads=each)
+    return replicate(lambda: load_stream_model(spec, backend, **kw)[0], replicas, each), True
 
 
 def profile_limit(profile: Any, model: Optional[StreamModel]) -> Optional[int]:

@@ -151,4 +151,3 @@ class Completer:
     def forget(self, source_id: str) -> None:
         """A source was removed: its cached result must not be re-emitted if the name returns."""
         self._last_result.pop(source_id, None)
-        self._last_index.pop(source_id, None)  # a source added again under this name counts from 0

@@ -39,7 +39,7 @@ from .gate import ChangeGate, make_gate
 from .inflight import MAX_CONSECUTIVE_ERRORS, Inflight
 from .model import StreamModel
 from .observers import Observer, SloWatch, close_all, notify
-from .replicas import check_replicas
+from .replicas import MODES, check_replicas, model_backend, resolve_mode
 from .runreport import RunReport
 from .sinkset import SinkSet
 from .sourceset import SourceSet, check_weight  # noqa: F401 (check_weight: part of this module's API)
@@ -88,6 +88,8 @@ class Pipeline:
         control_port: serve add/remove/states of sources on 127.0.0.1:PORT (see control.py).
         replicas: engine instances of the model behind the batcher (a bundle or model path;
             at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
+        replica_mode: ``auto`` (streams where the backend has them, e.g. OpenVINO, else
+            engines), ``engines`` (N models) or ``streams`` (one model, N streams); see replicas.py.
 
     Sources can be added and removed while it runs (`add_source`, `remove_source`); each
     has a state (connecting, live, reconnecting, ended, failed) in the statistics.
@@ -123,6 +125,7 @@ class Pipeline:
         gate_threshold: Optional[float] = None,
         gate_max_age_s: Optional[float] = None,
         replicas: int = 1,
+        replica_mode: str = "auto",
         then: Sequence[Any] = (),
         control_port: Optional[int] = None,
         **runtime_kw: Any,
@@ -140,10 +143,16 @@ class Pipeline:
                 raise ConfigError("replicas need a bundle directory or model file to load several times")
             # every replica busy and one batch ready behind them
             max_inflight = max(max_inflight, self.replicas + 1)
+        # engines or streams, decided (and a mode the backend lacks refused) before anything opens
+        if replica_mode not in MODES:
+            raise ConfigError(f"--replica-mode must be one of {', '.join(MODES)}, got {replica_mode!r}")
+        self.replica_mode = resolve_mode(replica_mode, model_backend(model, backend)) if self.replicas > 1 \
+            else replica_mode
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
         self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
-        self.policy = batching if isinstance(batching, BatchPolicy) else make_policy(batching, batch, max_wait_ms, slo_ms)
+        self.policy = batching if isinstance(batching, BatchPolicy) else \
+            make_policy(batching, batch, max_wait_ms, slo_ms)
         self._then_specs = list(then)
         self.control_port = control_port
         self._model_spec, self._backend, self._runtime_kw = model, backend, runtime_kw
@@ -233,7 +242,8 @@ class Pipeline:
 
     def _open_parts(self) -> None:
         self.source_set.build()
-        self.model, self._owns_model = load_model(self._model_spec, self._backend, self.replicas, self._runtime_kw)
+        self.model, self._owns_model = load_model(self._model_spec, self._backend, self.replicas, self._runtime_kw,
+                                                  self.replica_mode)
         self.policy.limit(batch_limit(self.model.max_batch, profile_limit(self.profile, self.model)))
         self.cascade = load_cascade(self._then_specs, self.model, self.stats, self._backend, self._runtime_kw)
         self.sinks.open(self.source_set.ids)

@@ -97,8 +97,11 @@ class SourceSet:
             if left:
                 self.stats.drop("removed", len(left), source=src.source_id)
             self._lane(src)
+            before = [r for r in self.readers if r.source.source_id == src.source_id]
             self.sources.append(src)
             reader = self._reader(src, opened=False)
+            if before:  # frame numbers go on where the earlier source of this name stopped: unique in the run
+                reader.frames = before[-1].frames
             self.readers.append(reader)
         reader.start()
         log.info("source added: %s", src.describe())

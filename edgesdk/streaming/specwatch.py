@@ -4,9 +4,10 @@ or weight changed is replaced; no restart, the statistics of every source are ke
 removed one stays in the report as ``ended``).
 
 The file is checked twice a second (its modification time and size; an observer of the
-pipeline; its counts are the ``spec`` gauge of the statistics). A file that does not parse is refused with a warning naming the error and the
-sources keep running as they are; other keys (model, batching, sinks...) changed in the
-file are named in a warning: they need a restart.
+pipeline; its counts are the ``spec`` gauge of the statistics). A file that does not
+parse is refused with a warning naming the error and the sources keep running as they
+are; other keys (model, batching, sinks...) changed in the file are named in a warning:
+they need a restart.
 """
 from __future__ import annotations
 
