@@ -52,6 +52,31 @@ def test_overloaded_take_serves_every_lane_in_turn_across_batches():
     assert max(served.values()) - min(served.values()) <= 1
 
 
+@pytest.mark.parametrize("capacity, batch", [(50, 1), (50, 4), (50, 8), (45, 3)])
+def test_light_sources_get_their_whole_offer_when_their_fair_share_exceeds_it(capacity, batch):
+    """1 camera at 30 fps + 7 at 5 fps, equal weights, an engine taking `capacity` fps in
+    batches of `batch` (simulated clock, random capture phases): max-min fairness gives each
+    light camera all it offers (5 fps) and the heavy one the rest, never an even split."""
+    rng = np.random.default_rng(0)
+    rates, secs = [30.0] + [5.0] * 7, 20
+    buf = FrameBuffer()
+    events = []
+    for k, rate in enumerate(rates):
+        buf.add_source(f"c{k}", 8, drop_oldest=True)
+        off = rng.uniform(0, 1 / rate)
+        events += [(off + i / rate, 0, k, i) for i in range(int(secs * rate))]
+    events += [(j * batch / capacity, 1, -1, j) for j in range(int(secs * capacity / batch))]
+    got: Counter = Counter()
+    for t, kind, k, i in sorted(events):
+        if kind == 0:
+            buf.put(_frame(f"c{k}", i, t))
+        else:
+            got.update(f.source_id for f in buf.take(batch, 0))
+    fps = {sid: n / secs for sid, n in got.items()}
+    assert all(fps[f"c{k}"] >= 0.98 * 5.0 for k in range(1, 8)), fps
+    assert fps["c0"] >= 0.97 * (capacity - 35.0), fps  # the heavy camera gets what the light ones leave
+
+
 def test_weights_split_an_overloaded_engine_proportionally():
     buf = FrameBuffer()
     buf.add_source("a", 100, drop_oldest=False)
