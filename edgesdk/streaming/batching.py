@@ -381,12 +381,17 @@ class AdaptiveBatching(BatchPolicy):
             self._next_probe = self._dispatches + self.probe_every
             self.probes += int(size != best)
         self.target = best = size
+        return self._now_plan(view, ts, ts_desc, device_free, best, cost, largest)
+
+    def _now_plan(self, view: QueueView, ts: list[float], ts_desc: list[float], device_free: float, best: int,
+                  cost: float, largest: int) -> Plan:
+        """The plan of a batch of `best` that goes now: which live frames are stale, and
+        under overload how many each source keeps."""
         # Stale: frames that would miss the SLO itself (with the planning margin). The
         # shrinking budget decides batch sizes only; dropping by it would throw frames away
-        # while the engine still had room for them.
-        # The batch in the engine may overrun its prediction as much as this one may (the
-        # p99 of engine time): the kept frames wait for that too.
-        overrun = (self.jitter - 1.0) * (self.device.predict(self.target) or 0.0) if view.inflight else 0.0
+        # while the engine still had room for them. The batch in the engine may overrun its
+        # prediction as much as this one may (the p99 of engine time): kept frames wait for that too.
+        overrun = (self.jitter - 1.0) * (self.device.predict(best) or 0.0) if view.inflight else 0.0
         cutoff = device_free + overrun + cost - self.slo_s * self.margin
         keep = None
         if len(ts_desc) > 2 * best and view.arrival_rate > self._capacity(largest):
