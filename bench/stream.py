@@ -261,11 +261,11 @@ def camera_table(res: dict[str, Any]) -> str:
 def latency_breakdown(res: dict[str, Any]) -> str:
     """Where the latency goes (p50 / p99 ms): waiting in the buffer until the batch is
     taken (queue: batch formation and the engine's backlog), preprocess, submit to done
-    (infer: waiting behind the batch in the engine, then running), the engine's own time
-    per batch, decode."""
+    (infer), of which engine_wait is the time behind the batch before it in the engine,
+    the engine's own time per batch, decode."""
     st = res["stages"]
-    parts = [f"{k} {st[k]['p50_ms']:.0f}/{st[k]['p99_ms']:.0f}" for k in ("queue", "preprocess", "infer", "decode")
-             if k in st]
+    parts = [f"{k} {st[k]['p50_ms']:.0f}/{st[k]['p99_ms']:.0f}"
+             for k in ("queue", "preprocess", "infer", "engine_wait", "decode") if k in st]
     db = res["device_batch"]
     pol = res["policy"]
     return ("Latency p50/p99 ms by stage: " + ", ".join(parts) + f"; engine per batch {db['p50_ms']:.0f}/"

@@ -75,6 +75,9 @@ class Completer:
         self.inflight.ok()
         # the engine's own time: from when it could start this batch (submitted, previous one done)
         device_s = t_done - max(batch.t_submit, self._prev_done)
+        # submitted while the batch before was still running: time in the engine's queue
+        # (part of "infer", split out so a report can tell it from the engine's own time)
+        stats.stage("engine_wait", max(0.0, self._prev_done - batch.t_submit), n)
         self._prev_done = t_done
         stats.stage("infer", t_done - batch.t_submit, n)
         stats.device(device_s)
