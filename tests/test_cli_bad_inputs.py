@@ -114,6 +114,8 @@ TABLE: list[tuple[str, str]] = [
     ("run {bundle} --source {photo} --gate change --gate-threshold 1.5 --max-frames 1 --no-status", "gate-threshold"),
     ("run {bundle} --source {photo} --gate change --gate-threshold -0.1 --max-frames 1 --no-status",
      "gate-threshold"),
+    ("run {bundle} --source {photo} --replicas 2 --replica-mode streams --backend onnxruntime --max-frames 1 "
+     "--no-status", "replica"),
     ("run {bundle} --no-status", "--source"),
     ("run --spec {missing_yaml} --no-status", "missing.yaml"),
     ("run --spec {bad_yaml} --no-status", "bad.yaml"),
