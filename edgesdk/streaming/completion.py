@@ -148,8 +148,9 @@ class Completer:
         result.meta.setdefault("batch_size", len(batch.frames))
         result.meta.setdefault("latency_ms", round((t_decoded - frame.timestamp) * 1000, 2))
         result.meta.setdefault("infer_ms", round(((batch.t_done or t_decoded) - batch.t_submit) * 1000, 3))
-        if "position_s" in frame.meta:  # files: where in the video, besides the wall clock
-            result.meta.setdefault("position_s", frame.meta["position_s"])
+        for key in ("position_s", "path"):  # files: where in the video / which image, besides the wall clock
+            if key in frame.meta:
+                result.meta.setdefault(key, frame.meta[key])
 
     def forget(self, source_id: str) -> None:
         """A source was removed: its cached result must not be re-emitted if the name returns."""
