@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .errors import ConfigError
+
 PREPROCESS_KEYS = ("mean", "std", "scale", "normalize", "color", "color_format", "layout", "resize")
 LABEL_KEYS = ("labels", "names", "classes")
 
@@ -88,7 +90,11 @@ def read_model_facts(path: Union[str, Path], props: Optional[dict[str, str]] = N
     facts: dict[str, Any] = {"preprocess": pre, "keys": used}
     for key in LABEL_KEYS:
         if key in props:
-            facts["labels"] = parse_labels(props[key])
+            try:
+                facts["labels"] = parse_labels(props[key])
+            except (ValueError, SyntaxError, TypeError, KeyError):
+                raise ConfigError(f"the model's metadata {key!r} is not a list or an index -> name dict of class "
+                                  f"names ({props[key][:60]!r}); fix the model's metadata_props") from None
             used.append(key)
             break
     if "character" in props:

@@ -153,6 +153,11 @@ def test_ultralytics_metadata_facts():
     assert "size" not in ultralytics_facts({"imgsz": "__import__('os')"})["preprocess"]  # literals only
 
 
+def test_malformed_names_metadata_is_one_clear_error():
+    with pytest.raises(ConfigError, match="metadata 'names' is not a list"):
+        read_model_facts("x.onnx", {"names": "{0: __import__('os').getcwd()}"})
+
+
 def _tiny_ultralytics(path: Path, task: str) -> Path:
     import onnx
     from onnx import TensorProto, helper
