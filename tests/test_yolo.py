@@ -84,6 +84,11 @@ def test_end2end_layout_is_not_nmsed_again():
     assert len(r0) == 2 and r0.labels == ["c3", "c3"] and len(r1) == 0
 
 
+def test_grid_anchors_of_an_anchor_free_head():
+    assert grid_anchors((320, 320)) == 2100 and grid_anchors((640, 640)) == 8400
+    assert grid_anchors((480, 640)) == 60 * 80 + 30 * 40 + 15 * 20
+
+
 @pytest.mark.parametrize("dims, classes, size, layout", [
     ([1, 84, 8400], 80, None, "v8"),        # YOLOv8/11 COCO at 640
     ([1, 84, None], None, None, "v8"),      # dynamic anchors, no labels: only v8 fits
@@ -284,6 +289,18 @@ def test_convert_states_the_layout_and_the_ultralytics_preprocessing(fp32_bundle
     sources = m["provenance"]["preprocess_sources"]["sources"]
     assert {sources[k] for k in ("resize", "color", "scale", "mean", "std", "size")} == {"ultralytics metadata"}
     assert m["provenance"]["preprocess_sources"]["assumed"] == []
+
+
+def test_the_layout_can_be_stated_and_a_wrong_one_is_refused(yolo_model, tmp_path, capsys):
+    from edgesdk import convert
+
+    code, _, err = cli(["convert", str(yolo_model), "-p", "amd-epyc-zen4", "--precision", "fp32", "-o",
+                        str(tmp_path / "v5.bundle"), "--decoder-layout", "v5", "-q"], capsys)
+    assert code != 0 and "--decoder-layout v5 contradicts" in err and "fits v8" in err, err
+    assert not (tmp_path / "v5.bundle").exists()
+    result = convert(yolo_model, "amd-epyc-zen4", tmp_path / "v8.bundle", precision="fp32",
+                     backends=["onnxruntime"], decoder={"type": "yolo", "layout": "v8"})
+    assert result.bundle.manifest.decoder["layout_source"] == "option --decoder-layout"
 
 
 def test_bundle_matches_the_reference_pipeline(fp32_bundle, reference, test_photos):
