@@ -164,13 +164,15 @@ def test_malformed_names_metadata_is_one_clear_error():
 
 
 def _tiny_ultralytics(path: Path, task: str) -> Path:
+    """A tiny graph with Ultralytics' metadata: 3 channel means as 3 'class scores'."""
     import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "h", "w"])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3, "h", "w"])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["images"], ["output0"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3])
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["output0"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     for k, v in {"author": "Ultralytics", "task": task, "imgsz": "[64, 64]", "stride": "32",
                  "names": "{0: 'a', 1: 'b', 2: 'c'}"}.items():
         model.metadata_props.add(key=k, value=v)
@@ -185,6 +187,23 @@ def test_an_ultralytics_segmenter_is_refused_clearly(tmp_path):
     with pytest.raises(ConversionError, match="'segment'"):
         convert(model, "amd-epyc-zen4", tmp_path / "seg.bundle", precision="fp32", backends=["onnxruntime"])
     assert not (tmp_path / "seg.bundle").exists()
+
+
+def test_an_ultralytics_classifier_gets_its_task_labels_and_preprocessing(tmp_path, photos):
+    from edgesdk import convert
+    from edgesdk.predictor import Predictor
+
+    model = _tiny_ultralytics(tmp_path / "cls.onnx", "classify")
+    result = convert(model, "amd-epyc-zen4", tmp_path / "cls.bundle", precision="fp32", backends=["onnxruntime"])
+    m = result.bundle.manifest
+    assert m.task == "classification" and m.labels == ["a", "b", "c"] and m.decoder["type"] == "classification"
+    assert m.preprocess.resize == "crop" and m.preprocess.size == (64, 64) and m.preprocess.mean == (0.0, 0.0, 0.0)
+    assert m.provenance["preprocess_sources"]["sources"]["resize"] == "ultralytics metadata"
+    with Predictor(result.path) as p:
+        top = p.predict([photos["coffee"]])[0].topk
+    # channel means of the RGB photo: the class named for the brightest channel wins
+    rgb_means = photos["coffee"][..., ::-1].reshape(-1, 3).mean(0)
+    assert top[0][1] == "abc"[int(np.argmax(rgb_means))]
 
 
 # --- the real model -------------------------------------------------------------------------
