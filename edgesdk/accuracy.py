@@ -8,12 +8,14 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 #: decoders whose results carry boxes: box-f1 is the default measure for them
-BOX_DECODERS = ("ppocr_det", "blazeface")
+BOX_DECODERS = ("ppocr_det", "blazeface", "yolo")
 
 
 def box_decoder_for(preset: Any, input_shape: Sequence[int]) -> Optional[Callable[[dict], np.ndarray]]:
-    """The preset's decoder as `outputs -> K x 4 boxes` in model-input pixels, or None when the
-    model has no box decoder (no preset, or a classifier/raw model)."""
+    """The decoder of `preset` (a preset, or convert's model facts: anything with ``decoder``,
+    ``labels`` and ``task``, so a model without a preset whose decoder was chosen from its output,
+    e.g. YOLO, is judged by boxes too) as `outputs -> K x 4 boxes` in model-input pixels, or None
+    when the model has no box decoder (a classifier/raw model)."""
     if preset is None or (preset.decoder or {}).get("type") not in BOX_DECODERS:
         return None
     from .decoders import make_decoder

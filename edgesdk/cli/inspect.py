@@ -328,6 +328,8 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
             click.echo(f"{p.manifest.name} ({p.task}) on {p.runtime.backend}/{p.runtime.device}, "
                        f"precision {p.runtime.precision}" + (f", preset {pre}" if pre and p.bundle is None else ""),
                        err=True)
+            if hasattr(p.decoder, "describe"):  # a decoder whose settings were chosen, not known: say so
+                click.echo(p.decoder.describe(), err=True)
     for path, result in zip(images, results):
         if save_masks is not None and "mask" in result.meta:
             _write_mask(save_masks / f"{Path(path).stem}.mask.png", result.meta["mask"])
@@ -336,7 +338,7 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
             continue
         n = len(result)
         if p.task in ("detection", "text_detection"):
-            noun = p.decoder.label(0) if p.decoder.labels else "object"
+            noun = p.decoder.label(0) if len(p.decoder.labels) == 1 else "object"
             noun = {"text": "text region"}.get(noun, noun)
             head = f"{path}: {n} {noun}{'' if n == 1 else 's'}"
         else:
