@@ -21,6 +21,7 @@ import numpy as np
 
 from .compare import Comparator, Comparison
 from .errors import ConversionError, EdgeSDKError
+from .samples import batch_of_one
 from .guard import Verdict, judge
 from .sensitivity import GuardReport, bisect_float_layers
 
@@ -243,7 +244,7 @@ class VariantBuilder:
         if cmp is not None and isinstance(cmp.samples, np.ndarray):
             x = cmp.samples[:1]
         elif self.s.calib is not None:
-            x = self.s.calib[:1]
+            x = batch_of_one(self.s.calib, 0)  # a real sample: with dynamic dims, its own shape
         else:
             x = np.zeros([1] + list(self.s.input_shape[1:]), np.float32)
         return Comparator._adapt(x, rt)
