@@ -169,24 +169,9 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
 def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[Optional[int]]) -> Optional[PreprocessSpec]:
     """The preset's preprocessing with the size fixed to the static input shape (dynamic dims:
     filled per image, see edgesdk.shapes.spec_for_shape)."""
-    if spec is None or len(shape) != 4:
-        return spec
-    if None in shape:
-        from .shapes import spec_for_shape
+    from .shapes import spec_for_shape
 
-        return spec_for_shape(spec, shape)[0]
-    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
-    changes: dict[str, Any] = {"size": hw}
-    if spec.resize == "none":
-        changes["resize"] = "stretch"
-    # the size is fixed now: drop the dynamic-size rounding
-    if getattr(spec, "limit_side_len", None) is not None:
-        changes["limit_side_len"] = None
-    if spec.size_multiple != 1:
-        changes["size_multiple"] = 1
-    if spec.dynamic_width:
-        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
-    return replace(spec, **changes)
+    return spec_for_shape(spec, shape)[0]
 
 
 @dataclass

@@ -34,7 +34,9 @@ def parse_input_shape(value: Union[str, Sequence[Any], None], option: str = "--i
     """'1,3,48,-1' / '1x3x48x?' / [1, 3, 48, -1] -> [1, 3, 48, None]; errors name `option`."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    parts = [p for p in re.split(r"[,x\s]+", value.strip())] if isinstance(value, str) else list(value)
+    # commas separate dims when there are any ("1,3,x,5" is a typo, not 1x3x5); else x or spaces
+    sep = r"\s*,\s*" if isinstance(value, str) and "," in value else r"[x\s]+"
+    parts = re.split(sep, value.strip()) if isinstance(value, str) else list(value)
     parts = [p for p in parts if p != ""]
     dims: Dims = []
     for p in parts:
@@ -143,6 +145,8 @@ def spec_for_shape(spec: Optional[PreprocessSpec], shape: Sequence[Optional[int]
         return spec, []
     ah, aw = spatial_axes(spec.layout)
     h, w = shape[ah], shape[aw]
+    if None not in shape:
+        return _static_spec(spec, (int(h), int(w))), []
     for axis, d in enumerate(shape):
         if d is None and axis not in (ah, aw):
             raise ConversionError(f"--input-shape {show(shape)}: axis {axis} cannot be dynamic (only the image height "
@@ -172,6 +176,21 @@ def spec_for_shape(spec: Optional[PreprocessSpec], shape: Sequence[Optional[int]
         return new, [f"height and width (axes {ah}, {aw}) kept dynamic: each image's own size{limit}, {how}; "
                      f"calibration and held-out samples capped at {MAX_DYNAMIC_SIDE} per side"]
     return spec, []
+
+
+def _static_spec(spec: PreprocessSpec, hw: tuple[int, int]) -> PreprocessSpec:
+    """The preprocessing with the size fixed to a static input's height and width."""
+    changes: dict[str, Any] = {"size": hw}
+    if spec.resize == "none":
+        changes["resize"] = "stretch"
+    # the size is fixed now: drop the dynamic-size rounding
+    if spec.limit_side_len is not None:
+        changes["limit_side_len"] = None
+    if spec.size_multiple != 1:
+        changes["size_multiple"] = 1
+    if spec.dynamic_width:
+        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
+    return replace(spec, **changes)
 
 
 def fill_dims(model_shape: Sequence[Optional[int]], stated: Optional[Sequence[Optional[int]]],
