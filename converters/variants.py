@@ -145,6 +145,12 @@ class VariantBuilder:
         builder = BUILDERS.get(backend)
         if builder is None:
             raise ConversionError(f"no converter for backend {backend!r}; converters exist for {', '.join(BUILDERS)}")
+        from runtimes.registry import RECORDS
+
+        if None in list(self.s.input_shape) and getattr(RECORDS.get(backend), "static_shapes", False):
+            return Variant(f"{backend}-{precision}", f"{backend} {precision}", backend, precision,
+                           error=f"skipped: {backend} needs static input shapes; pass --input-shape with every dim "
+                                 f"fixed to build it (the input {self.s.input_shape} keeps dims dynamic)")
         try:
             variant = builder(self, precision)
         except ConversionError as exc:

@@ -73,6 +73,16 @@ def test_static_targets_are_skipped_or_refused_from_their_records():
     assert notes and all("openvino on NPU needs static input shapes" in n for n in notes)
 
 
+def test_the_python_api_skips_static_targets_in_the_variant_table(model_paths, tmp_path):
+    from converters.variants import BuildSettings, VariantBuilder
+
+    builder = VariantBuilder(BuildSettings(prepared=model_paths["ppocrv4_rec.onnx"], work=tmp_path, input_name="x",
+                                           input_shape=[1, 3, 48, None]))
+    for backend in ("litert", "edgetpu", "tensorrt"):
+        v = builder.build(backend, "int8" if backend == "edgetpu" else "fp32")
+        assert not v.ok and "needs static input shapes" in v.error and "--input-shape" in v.error
+
+
 def test_calibration_keeps_each_line_its_own_width(calib_dir, model_paths, tmp_path):
     from edgesdk.calibration import load_calibration
     from edgesdk.presets import get_preset
