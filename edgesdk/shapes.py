@@ -153,8 +153,8 @@ def spec_for_shape(spec: Optional[PreprocessSpec], shape: Sequence[Optional[int]
                                   f"and width of a {spec.layout} input can); give its size")
     stated = multiple or (spec.size_multiple if spec.size_multiple > 1 else None)
     m = stated or DEFAULT_MULTIPLE
-    how = (f"rounded up to a multiple of {m}" + ("" if stated else " (assumed: the usual CNN stride; a preset "
-                                                                   "states its own)"))
+    how = (f"rounded {'up ' if w is None and h is not None else ''}to a multiple of {m}"
+           + ("" if stated else " (assumed: the usual CNN stride; a preset states its own)"))
     if h is not None and w is None:
         if spec.resize != "fit_height":
             raise ConversionError(
@@ -269,7 +269,8 @@ def dynamic_notes(name: str, shape: Sequence[Optional[int]], spec: Optional[Prep
 
     static = [r.name for r in RECORDS.values() if r.static_shapes]
     static += [f"{r.name} on {d}" for r in RECORDS.values() for d in r.static_devices]
-    notes = [f"input {name} {show(shape)}: axis {', '.join(map(str, axes))} stays dynamic in the bundle "
+    notes = [f"input {name} {show(shape)}: axis {', '.join(map(str, axes))} {'stay' if len(axes) > 1 else 'stays'} "
+             "dynamic in the bundle "
              f"(onnxruntime and OpenVINO keep it; {', '.join(static)} need static shapes and are not built for it)"]
     if spec is not None and len(shape) == 4:
         notes += spec_for_shape(spec, shape)[1]

@@ -209,3 +209,24 @@ def test_bench_and_predict_pick_a_stated_or_known_shape(model_paths, lines, tmp_
     assert code == 0, err
     steps = json.loads(stdout)["outputs"]
     assert next(iter(steps.values()))["shape"][0] > 40  # its own width (/8 time steps), not 320
+
+
+def test_detector_keeps_height_and_width_dynamic(det_model, photos, tmp_path, capsys):
+    """--input-shape 1,3,-1,-1: each photo at its own size (the preset's side limit), the same
+    text boxes as the original model."""
+    from sampledata import calibration_images
+
+    from edgesdk.predictor import Predictor
+
+    out = tmp_path / "det.bundle"
+    code, _, err = cli(["convert", str(det_model), "-p", "amd-epyc-zen4", "--precision", "fp32", "--backend",
+                        "onnxruntime", "--input-shape", "1,3,-1,-1", "--calib", str(calibration_images(tmp_path / "c", 8)),
+                        "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    page = photos["page"]
+    with Predictor(out) as p:
+        assert p.manifest.inputs[0].shape == (1, 3, None, None) and p.manifest.preprocess.size is None
+        got = p.predict([page])[0]
+    with Predictor(det_model) as bare:
+        want = bare.predict([page])[0]
+    assert len(got) == len(want) >= 3 and np.allclose(got.boxes, want.boxes, atol=2)
