@@ -153,6 +153,8 @@ def test_dynamic_width_bundle_reads_real_lines_at_their_widths(model_paths, cali
     assert code == 0, err
     assert {tuple(r["input_shape"]) for r in json.loads(stdout)["rows"]} == {(1, 3, 48, 320)}
     assert "from the bundle's preprocess size" in err
+    code, stdout, _ = cli(["info", str(out)], capsys)
+    assert code == 0 and "x: float32[1x3x48x?]" in stdout and "each image's width, at least 320" in stdout
 
 
 def _write(folder, i, img):

@@ -167,6 +167,8 @@ def _print_info(d: dict[str, Any]) -> None:
 def _print_pre_dec(pre: Optional[dict], dec: Optional[dict], labels: Optional[list]) -> None:
     if pre:
         size = "x".join(str(v) for v in pre["size"]) if pre.get("size") else "image size"
+        if pre.get("size") and pre.get("dynamic_width"):
+            size = f"{pre['size'][0]}x(each image's width, at least {pre['size'][1]})"
         extra = ""
         if not pre.get("size") and pre.get("limit_side_len"):
             extra = f" (limit {pre['limit_type']} side {pre['limit_side_len']})"
