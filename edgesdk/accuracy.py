@@ -22,7 +22,8 @@ def box_decoder_for(preset: Any, input_shape: Sequence[int]) -> Optional[Callabl
     from .preprocess import Transform
 
     decoder = make_decoder(decoder=preset.decoder, labels=preset.labels, task=preset.task)
-    h, w = (int(input_shape[2]), int(input_shape[3])) if len(input_shape) == 4 else (0, 0)
+    # a dynamic size (None) leaves the boxes unclipped: each sample has its own size
+    h, w = (int(input_shape[2] or 0), int(input_shape[3] or 0)) if len(input_shape) == 4 else (0, 0)
     transform = Transform(input_size=(h, w), original_size=(h, w))
 
     def boxes(outputs: dict) -> np.ndarray:

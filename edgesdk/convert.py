@@ -117,11 +117,16 @@ def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
     return path, load_onnx(path)
 
 
-def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Optional[PreprocessSpec],
-                  batch: int) -> tuple[str, list[int], np.dtype]:
+def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Optional[PreprocessSpec],
+                  batch: int) -> tuple[str, list[Optional[int]], np.dtype]:
+    """(input name, shape, dtype): the stated shape (None where -1 keeps a dim dynamic: see
+    edgesdk.shapes), else the model's dims with a dynamic batch set to `batch` and dynamic
+    spatial dims filled from the preprocessing's size."""
     from onnx import helper
 
     from converters.passes import graph_inputs, input_dims
+
+    from .shapes import parse_input_shape, show
 
     inputs = graph_inputs(model)
     if len(inputs) != 1:
@@ -131,10 +136,15 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Option
     dims = input_dims(vi)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
     if input_shape is not None:
-        shape = [int(d) for d in input_shape]
+        shape = parse_input_shape(input_shape) or []
         if len(shape) != len(dims):
-            raise ConversionError(f"--input-shape {shape} has rank {len(shape)}, the model input {vi.name!r} "
-                                  f"has rank {len(dims)} ({['?' if d is None else d for d in dims]})")
+            raise ConversionError(f"--input-shape {show(shape)} has rank {len(shape)}, the model input {vi.name!r} "
+                                  f"has rank {len(dims)} ({show(dims)})")
+        fixed = [a for a, (want, have) in enumerate(zip(shape, dims)) if want is None and have is not None]
+        if fixed:
+            raise ConversionError(f"--input-shape {show(shape)} keeps axis {', '.join(map(str, fixed))} dynamic, but "
+                                  f"the model input {vi.name!r} fixes it ({show(dims)}); give "
+                                  f"{', '.join(str(dims[a]) for a in fixed)} there")
         return vi.name, shape, dtype
     shape = list(dims)
     if shape and shape[0] is None:
@@ -150,27 +160,18 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Option
     if None in shape:
         shown = ["?" if d is None else d for d in dims]
         raise ConversionError(
-            f"model input {vi.name!r} has dynamic dims {shown}; edge targets and INT8 calibration need a static "
-            f"shape: pass --input-shape, e.g. {','.join(str(d or 640) for d in [batch] + shape[1:])}")
+            f"model input {vi.name!r} has dynamic dims {shown}; pass --input-shape with their sizes, e.g. "
+            f"{','.join(str(d or 640) for d in [batch] + shape[1:])}, or -1 for a dim to keep dynamic on targets that "
+            "allow it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height for text lines")
     return vi.name, [int(d) for d in shape], dtype
 
 
-def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[int]) -> Optional[PreprocessSpec]:
-    """The preset's preprocessing with the size fixed to the static input shape."""
-    if spec is None or len(shape) != 4:
-        return spec
-    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
-    changes: dict[str, Any] = {"size": hw}
-    if spec.resize == "none":
-        changes["resize"] = "stretch"
-    # the size is fixed now: drop the dynamic-size rounding
-    if getattr(spec, "limit_side_len", None) is not None:
-        changes["limit_side_len"] = None
-    if spec.size_multiple != 1:
-        changes["size_multiple"] = 1
-    if spec.dynamic_width:
-        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
-    return replace(spec, **changes)
+def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[Optional[int]]) -> Optional[PreprocessSpec]:
+    """The preset's preprocessing with the size fixed to the static input shape (dynamic dims:
+    filled per image, see edgesdk.shapes.spec_for_shape)."""
+    from .shapes import spec_for_shape
+
+    return spec_for_shape(spec, shape)[0]
 
 
 @dataclass
@@ -209,17 +210,20 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
 
     pre = presets.get_preset(preset) if preset else (presets.preset_for(src) if isinstance(model, (str, Path)) else None)
     meta = read_model_facts(src)
+    from .shapes import dynamic_notes, shape_for_resolve
+
     inputs = graph_inputs(proto)
     dims = input_dims(inputs[0]) if len(inputs) == 1 else None
     if preprocess is not None:
         resolved = ResolvedPreprocess(preprocess, {k: "argument preprocess" for k in preprocess.to_dict()})
     else:
         resolved = resolve_preprocess(options, model_facts=meta, preset=pre.preprocess if pre else None,
-                                      preset_name=pre.name if pre else "", input_shape=dims,
+                                      preset_name=pre.name if pre else "",
+                                      input_shape=shape_for_resolve(dims, input_shape, options),
                                       input_name=inputs[0].name if inputs else "input")
     name_in, shape, dtype = _static_shape(proto, input_shape, resolved.spec, batch=1)
     spec = _bundle_spec(replace(resolved.spec, dtype=np.dtype(dtype).name), shape)
-    notes: list[str] = []
+    notes: list[str] = dynamic_notes(name_in, shape, resolved.spec, resolved.sources)
     _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
     the_task = task or meta.get("task") or (pre.task if pre else "raw")
     if the_task not in TASK_CHOICES:
@@ -242,6 +246,8 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
     sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
+    if None in shape:
+        sources["dynamic_axes"] = [a for a, d in enumerate(shape) if d is None]  # what the manifest keeps dynamic
     model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
     return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
 

@@ -40,10 +40,11 @@ def bad(tmp_path_factory, cls_model, photos, model_paths):
              # a detector for --then rows, and a model that takes no image (it cannot run on crops)
              "det_bundle": make_bundle(model_paths["blazeface_short.tflite"], d / "bf").path,
              "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
-             "spec_no_sources": d / "no-sources.yaml"}
+             "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx"}
     files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
     rng = np.random.default_rng(0)
     files["corrupt"].write_bytes(rng.bytes(4096))
+    _without_preset(cls_model, files["dyn_model"])
     files["truncated"].write_bytes(good[: len(good) // 2])
     files["empty"].write_bytes(b"")
     files["corrupt_tflite"].write_bytes(rng.bytes(4096))
@@ -59,6 +60,15 @@ def bad(tmp_path_factory, cls_model, photos, model_paths):
     files["bad_yaml"].write_text("devices: [unclosed\n  - : :\n")
     files["empty_yaml"].write_text("")
     return files
+
+
+def _without_preset(model: Path, dest: Path) -> None:
+    """The classifier ([?,3,?,?]) under another name and hash: no preset says its input size."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    proto.metadata_props.add(key="copied", value="no preset")
+    onnx.save(proto, str(dest))
 
 
 BAD_MODELS = ["{missing}", "{corrupt}", "{truncated}", "{empty}"]
@@ -79,6 +89,9 @@ TABLE: list[tuple[str, str]] = [
     ("predict {model} {photo} --batch-size 0", "batch-size"),
     ("predict {model} {photo} --score-threshold 2", "score-threshold"),
     ("predict {model}", "IMAGES"),
+    ("predict {dyn_model} {photo}", "--input-shape"),  # dynamic dims, nothing says their size
+    ("predict {model} {photo} --input-shape 1,3,x,5", "input-shape"),
+    ("predict {bundle} {photo} --input-shape 1,3,48,192", "input-shape"),
     *[(f"bench {m} --iterations 1 --warmup 0", "") for m in BAD_MODELS],
     ("bench {model} --backend no-such-backend", "no-such-backend"),
     ("bench {model} --backend auto", "not auto"),
@@ -89,10 +102,17 @@ TABLE: list[tuple[str, str]] = [
     ("bench {model} --device XPU", "XPU"),
     ("bench {model} --precision fp7", "fp7"),
     ("bench {model} --iterations 0", "iterations"),
+    ("bench {dyn_model} --iterations 1 --warmup 0", "--input-shape"),  # no 640x640 default
+    ("bench {model} --input-shape 1,3,48", "rank"),
+    ("bench {model} --input-shape 1,3,x,5", "input-shape"),
     *[(f"convert {m} -o {{out}}/c -p generic-arm64", "") for m in BAD_MODELS],
     ("convert {model} -o {out}/c -p generic-arm64 --profile no-such-profile", "no-such-profile"),
     ("convert {model} -o {out}/c -p generic-arm64 --precision fp7", "fp7"),
     ("convert {model} -o {out}/c -p generic-arm64 --input-shape abc", "input-shape"),
+    ("convert {model} -o {out}/c -p generic-arm64 --input-shape 1,3,x,5", "input-shape"),
+    ("convert {model} -o {out}/c -p generic-arm64 --input-shape -1,3,48,192", "batch dim"),
+    ("convert {model} -o {out}/c -p coral-edgetpu --input-shape 1,3,48,-1", "--input-shape"),  # static-only targets
+    ("convert {model} -o {out}/c -p raspberry-pi-4 --backend litert --input-shape 1,3,48,-1", "--input-shape"),
     ("convert {model} -o {out}/c -p generic-arm64 --backend no-such-backend", "no-such-backend"),
     ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),

@@ -38,7 +38,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               show_default=True, help="Range estimation for onnxruntime static INT8.")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
-@click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
+@click.option("--input-shape", help="Input shape, e.g. 1,3,640,640 (needed for dynamic models); -1 (or ?) keeps a dim "
+              "dynamic where the target allows it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height.")
 @click.option("--preset", help="Known model preset (default: recognized from the file).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
 @click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
@@ -91,13 +92,22 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     from ..convert import _stderr
     from ..convert import convert as run_convert
     from ..report import text_table
+    from ..shapes import dynamic_targets, parse_input_shape
 
+    shape = parse_input_shape(input_shape)
+    if shape is not None and None in shape:
+        # targets that need static shapes are left out before any heavy work (their records say which)
+        from ..profiles import load_profile
+
+        backends, skipped = dynamic_targets(load_profile(profile, list(profiles_dir) or None), list(backends), shape)
+        for note in skipped:
+            click.echo(f"[convert] {note}", err=True)
     result = run_convert(
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
-        input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
+        input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume,
-        backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
+        backends=list(backends or ()) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
         preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape),
