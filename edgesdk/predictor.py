@@ -51,6 +51,7 @@ class Predictor:
     def __init__(self, bundle_or_path: Union[str, Path, Bundle], backend: Optional[str] = None, *,
                  preset: Optional[str] = None, batch_size: Optional[int] = None,
                  preprocess_options: Any = None, input_shape: Optional[Sequence[Any]] = None,
+                 task: Optional[str] = None, labels: Union[str, Path, Sequence[str], None] = None,
                  **runtime_kw: Any) -> None:
         self.bundle: Optional[Bundle] = None
         if isinstance(bundle_or_path, Bundle):
@@ -73,7 +74,9 @@ class Predictor:
             self.runtime = load_runtime(self.model_path, backend=backend, **runtime_kw)
             self.runtime.activate()
             try:
-                self.manifest = _bare_manifest(self.model_path, preset, self.runtime, preprocess_options, input_shape)
+                overrides = _task_overrides(task, labels)
+                self.manifest = _bare_manifest(self.model_path, preset, self.runtime, preprocess_options, input_shape,
+                                               overrides)
             except BaseException:
                 self.runtime.close()  # refused: leave no engine behind
                 raise
@@ -179,8 +182,21 @@ class Predictor:
         return f"Predictor({self.manifest.name}, task={self.task}, runtime={self.runtime!r})"
 
 
+def _task_overrides(task: Optional[str], labels: Union[str, Path, Sequence[str], None]) -> dict[str, Any]:
+    """A bare model's stated task and labels (a list, or a file with one name per line)."""
+    out: dict[str, Any] = {"task": task} if task else {}
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise BundleError(f"--labels {labels}: no such file (expected one class name per line)")
+        out["labels"] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif labels is not None:
+        out["labels"] = [str(v) for v in labels]
+    return out
+
+
 def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options: Any,
-                   input_shape: Optional[Sequence[Any]]) -> Manifest:
+                   input_shape: Optional[Sequence[Any]], overrides: Optional[dict[str, Any]] = None) -> Manifest:
     """A bare model's manifest, its preprocessing sized by `input_shape`; an unknown model whose
     image dims are dynamic and that no `input_shape` sizes is refused, naming --input-shape."""
     from dataclasses import replace
@@ -195,7 +211,8 @@ def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options:
         fill_dims(inputs[0].shape, stated, inputs[0].name)  # a stated dim the model contradicts fails here
         seen = [replace(inputs[0], shape=tuple(shape_for_resolve(list(inputs[0].shape), stated, options)))]
     manifest = build_manifest(path, preset, backend=runtime.backend, inputs=seen, outputs=runtime.outputs,
-                              preprocess_options=options)
+                              preprocess_options=options, **(overrides or {}))
+    _check_label_count(manifest)
     manifest.inputs = inputs
     spec = manifest.preprocess
     if spec is None or len(inputs) != 1 or inputs[0].rank != 4:
@@ -204,9 +221,23 @@ def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options:
         manifest.preprocess = spec_for_shape(spec, fill_dims(inputs[0].shape, stated, inputs[0].name))[0]
     elif manifest.provenance.get("preset") is None:
         dims = list(inputs[0].shape)
-        if any(dims[a] is None for a in spatial_axes(spec.layout)):
+        axes = spatial_axes(spec.layout)
+        sources = (manifest.provenance.get("preprocess_sources") or {}).get("sources", {})
+        if spec.size is not None and not str(sources.get("size", "default")).startswith("default"):
+            for axis, size in zip(axes, spec.size):  # the model's metadata says its size (Ultralytics imgsz)
+                dims[axis] = size if dims[axis] is None else dims[axis]
+            manifest.preprocess = spec_for_shape(spec, [dims[0] or 1, *dims[1:]])[0]
+        elif any(dims[a] is None for a in axes):
             raise unresolved_error(inputs[0].name, dims, dims, what="predict")
     return manifest
+
+
+def _check_label_count(manifest: Manifest) -> None:
+    outs = [o for o in manifest.outputs if o.rank == 2 and o.shape[-1]]
+    if manifest.task == "classification" and manifest.labels and len(outs) == 1 and \
+            len(manifest.labels) != outs[0].shape[-1]:
+        raise BundleError(f"--labels has {len(manifest.labels)} names but the model's output {outs[0].name!r} has "
+                          f"{outs[0].shape[-1]} classes: give one name per class, in class-index order")
 
 
 def _load_all(images: Iterable[ImageLike]) -> list[np.ndarray]:

@@ -22,12 +22,15 @@ conversion).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .bundle import Bundle, Manifest, sha256_file, write_bundle
 from .errors import BundleError, ConfigError
+
+log = logging.getLogger(__name__)
 from .preprocess import PreprocessSpec
 
 BLAZEFACE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
@@ -259,8 +262,7 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
     if preset is not None:
         fields = preset.manifest_fields()
     else:
-        fields = {"task": "raw", "preprocess": guess_preprocess(list(inputs)), "decoder": {"type": "raw"},
-                  "labels": []}
+        fields = _bare_fields(model_path, list(inputs), list(outputs), overrides)
     if fields["decoder"].get("type") == "ctc" and not fields["labels"]:
         from .model_metadata import read_model_facts
 
@@ -302,6 +304,28 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
         name=name or (preset.name if preset else model_path.stem), model=model_path.name, backend=backend,
         precision=precision, inputs=list(inputs), outputs=list(outputs), profile=profile, provenance=prov,
         **fields)
+
+
+def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A model with no preset: task, labels and decoder from the overrides, then the model's metadata
+    (Ultralytics' task and names, PaddleClas' 'character'); a decoder chosen from the output shape is
+    stated in the log."""
+    from .decoders import TASK_DEFAULT, decoder_for_task
+    from .model_metadata import read_model_facts
+
+    facts = read_model_facts(model_path)
+    task = overrides.get("task") or facts.get("task") or "raw"
+    labels = list(overrides.get("labels") or facts.get("labels") or [])
+    scores = [o for o in outputs if o.rank == 2]
+    if (not labels and task == "classification" and facts.get("character") and len(scores) == 1
+            and scores[0].shape[-1] == len(facts["character"])):
+        labels = list(facts["character"])  # PaddleClas exports name their classes there
+    pre = guess_preprocess(inputs)
+    decoder, line = decoder_for_task(task, [(o.name, list(o.shape)) for o in outputs], labels, None,
+                                     {"type": TASK_DEFAULT.get(task, "raw")}, pre.size if pre else None)
+    if line:
+        log.info("%s: %s", model_path.name, line)
+    return {"task": task, "preprocess": pre, "decoder": decoder, "labels": labels}
 
 
 def _stated_preprocess(model_path: Path, fields: dict[str, Any], preset: Optional[Preset], inputs: list,

@@ -33,6 +33,7 @@ def bad(tmp_path_factory, cls_model, photos, model_paths):
              "truncated": d / "truncated.onnx", "empty": d / "empty.onnx", "corrupt_tflite": d / "corrupt.tflite",
              "corrupt_xml": d / "corrupt.xml", "photo": d / "photo.png", "bad_image": d / "bad.png",
              "missing_image": d / "missing.png", "bundle": make_bundle(cls_model, d / "bundle").path,
+             "labels3": d / "three-labels.txt",
              "not_bundle": d / "not_a_bundle", "corrupt_pkg": d / "corrupt.edgepkg", "empty_pkg": d / "empty.edgepkg",
              "missing_pkg": d / "missing.edgepkg", "root": d / "device-root", "out": d / "out",
              "bad_yaml": d / "bad.yaml", "empty_yaml": d / "empty.yaml", "missing_yaml": d / "missing.yaml",
@@ -42,6 +43,7 @@ def bad(tmp_path_factory, cls_model, photos, model_paths):
              "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
              "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx"}
     files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
+    files["labels3"].write_text("a\nb\nc\n")
     rng = np.random.default_rng(0)
     files["corrupt"].write_bytes(rng.bytes(4096))
     _without_preset(cls_model, files["dyn_model"])
@@ -88,6 +90,10 @@ TABLE: list[tuple[str, str]] = [
     ("predict {model} {photo} --threads 0", "threads"),
     ("predict {model} {photo} --batch-size 0", "batch-size"),
     ("predict {model} {photo} --score-threshold 2", "score-threshold"),
+    ("predict {bundle} {photo} --task raw", "--task/--labels"),
+    ("predict {model} {photo} --labels {labels3}", "3 names"),
+    ("predict {model} {photo} --labels {missing_image}", "no such file"),
+    ("predict {model} {photo} --task segment", "segment"),
     ("predict {model}", "IMAGES"),
     ("predict {dyn_model} {photo}", "--input-shape"),  # dynamic dims, nothing says their size
     ("predict {model} {photo} --input-shape 1,3,x,5", "input-shape"),

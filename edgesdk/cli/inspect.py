@@ -295,11 +295,16 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
 @click.option("--input-shape", "input_shape", default=None,
               help="Bare model with dynamic dims: the shape to feed, e.g. 1,3,224,224; -1 keeps a dim dynamic "
                    "(1,3,48,-1 with --resize fit-height: each image's own width).")
+@click.option("--task", type=click.Choice(["classification", "detection", "segmentation", "raw"]), default=None,
+              help="Bare model: what its outputs are (default: the preset's or the model metadata's, else raw).")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Bare model: class names, one per line in class-index order.")
 @preprocess_flags
 def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], device: str, precision: Optional[str],
             threads: Optional[int], preset: Optional[str], top_k: int, score_threshold: Optional[float],
             batch_size: Optional[int], as_json: bool, max_pixels: Optional[int], raw_outputs: bool,
-            save_masks: Optional[Path], input_shape: Optional[str] = None, **flags: Any) -> None:
+            save_masks: Optional[Path], input_shape: Optional[str] = None, task: Optional[str] = None,
+            labels_file: Optional[Path] = None, **flags: Any) -> None:
     """Run MODEL (a bundle directory or a model file) on IMAGE files and print the results:
     top-k classes, detections (boxes in image pixels), or a summary of raw outputs."""
     from ..predictor import Predictor
@@ -320,8 +325,11 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
     if stated and model.is_dir():
         raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for bare "
                           "model files (re-convert the bundle to change it)")
+    if (task or labels_file) and model.is_dir():
+        raise ConfigError("--task/--labels: a bundle records its own task and labels; these options are for bare "
+                          "model files (re-convert the bundle with edgesdk convert --task/--labels to change them)")
     with Predictor(model, backend=backend, preset=preset, batch_size=batch_size, preprocess_options=stated,
-                   input_shape=shape, **kw) as p:
+                   input_shape=shape, task=task, labels=labels_file, **kw) as p:
         dec = p.decoder
         if hasattr(dec, "top_k"):
             dec.top_k = max(dec.top_k, top_k)
