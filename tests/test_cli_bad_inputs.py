@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, cls_model, photos):
+def bad(tmp_path_factory, cls_model, photos, blazeface_model):
     """Named files: good ones to pair with one bad thing at a time, and the bad ones."""
     from edgesdk.presets import make_bundle
 
@@ -35,7 +35,7 @@ def bad(tmp_path_factory, cls_model, photos):
              "not_bundle": d / "not_a_bundle", "corrupt_pkg": d / "corrupt.edgepkg", "empty_pkg": d / "empty.edgepkg",
              "missing_pkg": d / "missing.edgepkg", "root": d / "device-root", "out": d / "out",
              "bad_yaml": d / "bad.yaml", "empty_yaml": d / "empty.yaml", "missing_yaml": d / "missing.yaml",
-             "missing_dir": d / "missing-dir"}
+             "missing_dir": d / "missing-dir", "tflite": blazeface_model}
     rng = np.random.default_rng(0)
     files["corrupt"].write_bytes(rng.bytes(4096))
     files["truncated"].write_bytes(good[: len(good) // 2])
@@ -92,6 +92,8 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
     ("convert {model}", "missing option"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --preset no-such-preset", "'none'"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "missing.png"),
     *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
     ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),
     ("run {bundle} --source {bad_image} --max-frames 1 --no-status", "bad.png"),

@@ -38,7 +38,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
 @click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
-@click.option("--preset", help="Known model preset (default: recognized from the file).")
+@click.option("--preset", help="Known model preset (default: recognized from the file; 'none': use no preset).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
 @click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
               "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")
