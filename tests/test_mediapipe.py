@@ -269,3 +269,25 @@ def test_custom_ops_are_read_from_the_tflite_file(model_paths, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\xff" * 64)
     assert tflite_custom_ops(junk) == []
+
+
+def test_segmentation_decoder_reads_the_channel_axis_or_asks_for_it():
+    from edgesdk.decoders import make_decoder
+    from edgesdk.errors import ConfigError
+    from edgesdk.preprocess import Transform
+
+    t = Transform(ratio=(0.5, 0.5), input_size=(8, 8), original_size=(16, 16))  # a 16x16 image, stretched
+    logits = np.full((1, 8, 8, 1), -3.0, np.float32)
+    logits[0, :, 4:] = 3.0  # right half: foreground, as logits
+    dec = make_decoder(decoder={"type": "segmentation", "activation": "sigmoid"}, labels=["bg", "person"])
+    (r,) = dec({"y": logits}, [t])
+    assert r.meta["layout"] == "NHWC" and r.meta["mask"].shape == (16, 16)
+    assert r.meta["class_share"] == {"bg": 0.5, "person": 0.5}
+    # a logit of 0.3 is p = 0.57: foreground after the sigmoid, background when read as a probability
+    soft = np.full((1, 1, 8, 8), 0.3, np.float32)
+    assert make_decoder(decoder={"type": "segmentation"})({"y": soft}, [t])[0].meta["mask"].max() == 0
+    assert dec({"y": soft}, [t])[0].meta["mask"].min() == 1
+    with pytest.raises(ConfigError, match="layout"):
+        make_decoder(decoder={"type": "segmentation"})({"y": np.zeros((1, 8, 8, 8), np.float32)}, [t])
+    with pytest.raises(ConfigError, match="activation"):
+        make_decoder(decoder={"type": "segmentation", "activation": "relu"})
