@@ -180,7 +180,11 @@ def convert_tflite(src: Path, prof: Any, output: Path, opts: ConvertOptions, say
         chosen = min(good, key=lambda v: order.index(v.backend) if v.backend in order else len(order))
         decision = "first in the profile's preference order within the accuracy budget"
         notes.append("input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, Edge TPU "
-                     "recipes) were not built; INT8 from a float .tflite needs the ONNX source")
+                     "recipes) were not built; INT8 from a float .tflite needs the ONNX source (tf2onnx "
+                     "--tflite makes one; convert that .onnx)"
+                     + (f"; custom op {', '.join(custom)} may block that route too (tf2onnx converts builtin "
+                        "ops; 1.17 rejects MediaPipe's Convolution2DTransposeBias)"
+                        if (custom := tflite_custom_ops(src)) else ""))
         report = {"model": {"file": src.name, "sha256": sha256_file(src),
                             "input": {"name": spec_in.name, "shape": shape, "dtype": spec_in.dtype.name}},
                   "profile": {"name": prof.name, "is_this_host": "not measured"}, "mode": "profile preference order",

@@ -175,6 +175,7 @@ def test_selfie_bundle_from_the_cli_writes_person_masks(selfie_bundle, shots, mo
     # OpenVINO's TFLite frontend lacks MediaPipe's custom op: the row names it and the route that works
     assert "Convolution2DTransposeBias" in rows["openvino-fp32"]["error"]
     assert "litert" in rows["openvino-fp32"]["error"] and report["chosen"]["key"] == "litert-asis"
+    assert any("Convolution2DTransposeBias" in n and "tf2onnx" in n for n in report["notes"])  # the ONNX route
     names = ["zidane", "astronaut", "bus", "rocket"]
     masks = tmp_path / "masks"
     code, out, err = cli(["predict", str(selfie_bundle), *(str(shots[n]) for n in names), "--save-masks",
