@@ -208,7 +208,7 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     from .model_metadata import read_model_facts
     from .preprocess_options import ResolvedPreprocess, resolve_preprocess
 
-    pre = presets.get_preset(preset) if preset else (presets.preset_for(src) if isinstance(model, (str, Path)) else None)
+    pre = presets.lookup_preset(preset, src) if preset or isinstance(model, (str, Path)) else None
     meta = read_model_facts(src)
     from .shapes import dynamic_notes, shape_for_resolve
 

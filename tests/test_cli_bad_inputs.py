@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, cls_model, photos, model_paths):
+def bad(tmp_path_factory, cls_model, photos, model_paths, blazeface_model):
     """Named files: good ones to pair with one bad thing at a time, and the bad ones."""
     from edgesdk.presets import make_bundle
     from tinymodels import TinyModels
@@ -41,7 +41,8 @@ def bad(tmp_path_factory, cls_model, photos, model_paths):
              # a detector for --then rows, and a model that takes no image (it cannot run on crops)
              "det_bundle": make_bundle(model_paths["blazeface_short.tflite"], d / "bf").path,
              "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
-             "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx"}
+             "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx",
+             "tflite": blazeface_model}
     files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
     files["labels3"].write_text("a\nb\nc\n")
     rng = np.random.default_rng(0)
@@ -130,6 +131,8 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout end2end", "--decoder-layout"),
     ("convert {model}", "missing option"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --preset no-such-preset", "'none'"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "missing.png"),
     *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
     ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),
     ("run {bundle} --source {bad_image} --max-frames 1 --no-status", "bad.png"),

@@ -40,7 +40,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
 @click.option("--input-shape", help="Input shape, e.g. 1,3,640,640 (needed for dynamic models); -1 (or ?) keeps a dim "
               "dynamic where the target allows it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height.")
-@click.option("--preset", help="Known model preset (default: recognized from the file).")
+@click.option("--preset", help="Known model preset (default: recognized from the file; 'none': use no preset).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
 @click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
               "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")

@@ -280,7 +280,8 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
 @click.option("--device", default="CPU", show_default=True, help="CPU, GPU, NPU or AUTO.")
 @click.option("--precision", default=None, help="Ask the runtime for fp32/fp16/bf16/int8 (default: pinned).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads.")
-@click.option("--preset", default=None, help="Preset for a bare model (default: looked up by hash/name).")
+@click.option("--preset", default=None,
+              help="Preset for a bare model (default: looked up by hash/name; 'none': no preset).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes to show.")
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
               help="Detection: override the minimum score.")
@@ -345,11 +346,16 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
                        err=True)
             if hasattr(p.decoder, "describe"):  # a decoder whose settings were chosen, not known: say so
                 click.echo(p.decoder.describe(), err=True)
+    if save_masks is None and not as_json and any("mask" in r.meta for r in results):
+        click.echo("(pass --save-masks DIR to write each mask as a PNG of class ids)", err=True)
     for path, result in zip(images, results):
+        mask_path = None
         if save_masks is not None and "mask" in result.meta:
-            _write_mask(save_masks / f"{Path(path).stem}.mask.png", result.meta["mask"])
+            mask_path = save_masks / f"{Path(path).stem}.mask.png"
+            _write_mask(mask_path, result.meta["mask"])
         if as_json:
-            click.echo(json.dumps(_json_result(str(path), result, raw_outputs)))
+            row = _json_result(str(path), result, raw_outputs)
+            click.echo(json.dumps({**row, **({"mask_path": str(mask_path)} if mask_path else {})}))
             continue
         n = len(result)
         if p.task in ("detection", "text_detection"):
@@ -361,6 +367,8 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         click.echo(f"{head}  ({result.meta.get('infer_ms', 0):.1f} ms batch of {result.meta.get('batch_size', 1)})")
         for line in _result_lines(p.task, result, top_k):
             click.echo(line)
+        if mask_path is not None:
+            click.echo(f"  mask: {mask_path}")
 
 
 def _write_mask(dest: Path, mask: np.ndarray) -> None:

@@ -15,6 +15,7 @@ from .base import Decoder
 DECODERS = {
     "classification": "classification:ClassificationDecoder",
     "blazeface": "blazeface:BlazeFaceDecoder",
+    "mediapipe_ssd": "blazeface:MediaPipeSSDDecoder",
     "face_landmark": "face_landmark:FaceLandmarkDecoder",
     "ppocr_det": "ppocr_det:PPOCRDetDecoder",
     "raw": "raw:RawDecoder",
