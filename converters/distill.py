@@ -53,6 +53,7 @@ class DistillConfig:
     feature_weight: float = 0.5     # weight of intermediate feature matching vs the output loss
     max_features: int = 12          # intermediate tensors matched at most (evenly spaced in the graph)
     crop_scale: tuple[float, float] = (0.6, 1.0)
+    train_size: Optional[int] = None  # train on crops of this many pixels (fully convolutional models)
     jitter: float = 0.2             # brightness/contrast/per-channel gain amplitude
     flip: bool = True
     checkpoint: Optional[Path] = None
@@ -195,6 +196,7 @@ def _constants_as_initializers(model):
 
 def onnx_to_torch(model: Any, what: str = "model"):
     """ONNX -> torch.nn.Module (onnx2torch), with every float initializer trainable."""
+    import onnx
     import torch
 
     model = _constants_as_initializers(_load(model))
@@ -205,6 +207,10 @@ def onnx_to_torch(model: Any, what: str = "model"):
             "PyTorch path instead: converters.distill.distill(teacher, student=your_nn_Module, ...) with the "
             "original torch model, or compress a model without these operators")
     o2t = _import_onnx2torch()
+    try:  # some converters (BatchNormalization) need the input's rank, which graphs often omit
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # an inference failure only loses that hint; conversion says what is wrong
+        pass
     try:
         module = o2t.convert(model)
     except Exception as e:  # onnx2torch's own errors name the node; keep them readable
@@ -246,6 +252,42 @@ def matching_features(teacher, student, input_shapes: dict[str, list[int]], limi
     if len(rest) > limit:
         rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, limit).round()]
     return logits + rest
+
+
+def pruned_features(teacher, student, plan: dict[str, Sequence[int]], limit: int = 12) -> dict[str, list[int]]:
+    """Outputs of pruned convolutions (`plan`: producer node -> kept channels, PruneReport.plan)
+    named alike in both graphs -> the teacher channels the student's channels descend from.
+
+    Matching these keeps each surviving channel close to what it computed before pruning,
+    the strongest signal a pruned student has; evenly spaced, at most `limit`."""
+    made = {o for n in teacher.graph.node for o in n.output}
+    pairs = {}   # by output tensor: the student's node names may be ones prepare() gave it
+    for node in student.graph.node:
+        if node.name in plan and node.output and node.output[0] in made:
+            pairs[node.output[0]] = sorted(int(i) for i in plan[node.name])
+    names = list(pairs)
+    if len(names) > limit:
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, limit).round()]
+    return {n: pairs[n] for n in names}
+
+
+def _teacher_channels(module, n_out: int, channels: Sequence[Optional[Sequence[int]]]):
+    """Wrap a teacher returning outputs + features: feature k keeps only channels[k] (None: all)."""
+    import torch
+
+    index = [None if c is None else torch.as_tensor(list(c), dtype=torch.long) for c in channels]
+
+    class _Select(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            outs = _as_list(self.inner(x))
+            feats = [o if i is None else o.index_select(1, i) for o, i in zip(outs[n_out:], index)]
+            return tuple(outs[:n_out] + feats)
+
+    return _Select(module)
 
 
 def export_onnx(module, example: np.ndarray, path: Union[str, Path], input_name: str,
@@ -295,6 +337,27 @@ def _as_list(out) -> list:
 
 # ------------------------------------------------------------------ training pieces
 
+def _crop_box(h: int, w: int, gen, cfg: DistillConfig) -> tuple[int, int, int, int, tuple[int, int]]:
+    """(top, left, crop h, crop w, output size) of one random crop.
+
+    Without `train_size` a crop of `crop_scale` of the sample, resized back to the full size.
+    With it, a region about train_size pixels wide (zoomed by `crop_scale`, so objects keep
+    roughly the scale they have at run time) resized to train_size: fully convolutional
+    models train on cheap small inputs and are evaluated at the full size."""
+    import torch
+
+    s = float(torch.empty(1).uniform_(*cfg.crop_scale, generator=gen))
+    if cfg.train_size:
+        out = (min(h, cfg.train_size), min(w, cfg.train_size))
+        ch, cw = min(h, max(2, int(out[0] / s))), min(w, max(2, int(out[1] / s)))
+    else:
+        out = (h, w)
+        ch, cw = max(2, int(h * s)), max(2, int(w * s))
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    return top, left, ch, cw, out
+
+
 def augment(x, gen, cfg: DistillConfig):
     """Random resized crop, horizontal flip and colour jitter of an NCHW float batch.
 
@@ -306,12 +369,9 @@ def augment(x, gen, cfg: DistillConfig):
     n, c, h, w = x.shape
     out = []
     for i in range(n):
-        s = float(torch.empty(1).uniform_(*cfg.crop_scale, generator=gen))
-        ch, cw = max(2, int(h * s)), max(2, int(w * s))
-        top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-        left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+        top, left, ch, cw, size = _crop_box(h, w, gen, cfg)
         xi = x[i:i + 1, :, top:top + ch, left:left + cw]
-        xi = F.interpolate(xi, size=(h, w), mode="bilinear", align_corners=False) if (ch, cw) != (h, w) else xi
+        xi = F.interpolate(xi, size=size, mode="bilinear", align_corners=False) if (ch, cw) != size else xi
         if cfg.flip and float(torch.rand(1, generator=gen)) < 0.5:
             xi = xi.flip(-1)
         out.append(xi)
@@ -328,17 +388,34 @@ def augment(x, gen, cfg: DistillConfig):
 
 
 def _distance(s, t):
-    """Variance-normalised MSE plus (1 - cosine), per sample, averaged."""
+    """MSE normalised by the teacher's variance over the whole batch, plus (1 - cosine) over the
+    batch: a crop where the teacher's output is ~constant (no text in a text detector's crop)
+    cannot blow the loss up the way a per-sample normalisation does."""
     import torch
 
     s, t = s.flatten(1).float(), t.flatten(1).float()
-    mse = ((s - t) ** 2).mean(1) / (t.var(1) + 1e-8)
-    cos = torch.nn.functional.cosine_similarity(s, t, dim=1, eps=1e-8)
-    return (mse + (1 - cos)).mean()
+    mse = ((s - t) ** 2).mean() / (t.var() + 1e-6)
+    cos = torch.nn.functional.cosine_similarity(s.flatten(), t.flatten(), dim=0, eps=1e-8)
+    return mse + (1 - cos)
+
+
+def _output_distance(s, t):
+    """`_distance`; where the teacher's output is a probability map (values in [0, 1], e.g. a
+    text detector's sigmoid map that boxes are thresholded from) binary cross-entropy plus plain
+    MSE instead: the range is fixed, so no normalisation is needed (a batch of crops without
+    text has a ~0 map of ~0 variance), and errors near the threshold weigh more than saturated
+    background."""
+    import torch
+
+    if t.numel() > 1 and t.dim() >= 3 and float(t.min()) >= 0.0 and float(t.max()) <= 1.0:
+        s, t = s.float(), t.float()
+        bce = torch.nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t)
+        return bce + ((s - t) ** 2).mean()
+    return _distance(s, t)
 
 
 def _loss(s_outs: list, t_outs: list, n_out: int, feature_weight: float):
-    loss = sum(_distance(s, t) for s, t in zip(s_outs[:n_out], t_outs[:n_out])) / n_out
+    loss = sum(_output_distance(s, t) for s, t in zip(s_outs[:n_out], t_outs[:n_out])) / n_out
     feats = list(zip(s_outs[n_out:], t_outs[n_out:]))
     if feats and feature_weight > 0:
         loss = loss + feature_weight * sum(_distance(s, t) for s, t in feats) / len(feats)
@@ -607,23 +684,27 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
 
 def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[str, Path],
                  config: Optional[DistillConfig] = None, progress: Optional[Progress] = None,
-                 source: str = "the calibration data"):
+                 source: str = "the calibration data", plan: Optional[dict[str, Sequence[int]]] = None):
     """ONNX teacher + ONNX student -> distilled ONNX student written to `path` (ModelProto, report).
 
-    Intermediate tensors named and shaped alike in both graphs are matched too."""
+    Intermediate tensors named and shaped alike in both graphs are matched too; with `plan`
+    (PruneReport.plan of a pruned student) so are the pruned convolutions' outputs, against the
+    teacher channels they kept."""
+    from .flops import infer_shapes
+
     teacher, student = _load(teacher), _load(student)
     input_name = next(i.name for i in student.graph.input
                       if i.name not in {t.name for t in student.graph.initializer})
-    shapes = {input_name: [int(d) for d in np.asarray(samples).shape[1:]]}
-    shapes[input_name].insert(0, 1)
+    shapes = {input_name: [1, *[int(d) for d in np.asarray(samples).shape[1:]]]}
     cfg = config or DistillConfig()
-    feats = matching_features(teacher, student, shapes, cfg.max_features)
-    from .flops import infer_shapes
-
-    tshapes = infer_shapes(teacher, shapes)
+    same = matching_features(teacher, student, shapes, cfg.max_features)
+    pruned = pruned_features(teacher, student, plan or {}, cfg.max_features)
+    feats = same + [n for n in pruned if n not in same]
+    tshapes, sshapes = infer_shapes(teacher, shapes), infer_shapes(student, shapes)
     outputs = [o.name for o in student.graph.output]
-    t_mod = onnx_to_torch(_with_outputs(teacher, feats, tshapes), "teacher")
-    s_mod = onnx_to_torch(_with_outputs(student, feats, tshapes), "student")
+    t_mod = _teacher_channels(onnx_to_torch(_with_outputs(teacher, feats, tshapes), "teacher"), len(outputs),
+                              [pruned.get(n) for n in feats])
+    s_mod = onnx_to_torch(_with_outputs(student, feats, sshapes), "student")
     dim0 = next(i for i in student.graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
     if dim0.dim_value == 1:
         t_mod, s_mod = _per_sample(t_mod), _per_sample(s_mod)
@@ -642,11 +723,13 @@ def checkpoint_path_for(output: Union[str, Path]) -> Path:
 
 def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Optional[float],
                          distill_student: Any, fit: Optional[np.ndarray], input_shapes: dict[str, list[int]],
-                         config: DistillConfig, source: str, progress: Progress) -> Optional[dict[str, Any]]:
+                         config: DistillConfig, source: str, progress: Progress,
+                         plan: Optional[dict[str, Sequence[int]]] = None) -> Optional[dict[str, Any]]:
     """`edgesdk convert`'s step after pruning: factorize (lowrank=ENERGY) and/or distill the
     model at `prepared` (rewritten in place) from `teacher`, the unpruned prepared model.
 
     distill_student: False, True (the compressed ONNX model is the student) or an nn.Module.
+    plan: PruneReport.plan of the pruning step, so pruned layers' outputs are matched too.
     Returns the report section {"lowrank": ..., "distillation": ..., "markdown": ...}."""
     import onnx
 
@@ -671,7 +754,7 @@ def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Opti
     student = onnx.load(str(prepared)) if distill_student is True else distill_student
     tmp = prepared.with_name("distilled.onnx")
     if distill_student is True:
-        _, rep = distill_onnx(teacher, student, fit, tmp, config, progress, source)
+        _, rep = distill_onnx(teacher, student, fit, tmp, config, progress, source, plan=plan)
     else:
         module, rep = distill(teacher, student, fit, config, progress, source)
         input_name = next(iter(input_shapes))

@@ -922,3 +922,53 @@ def _verify(original, pruned, input_shapes: Optional[Mapping[str, Sequence[int]]
             raise ConversionError(f"the {which} model does not run on onnxruntime after pruning: {e}") from e
     if outs[0] != outs[1]:
         raise ConversionError(f"channel pruning changed output shapes {outs[0]} -> {outs[1]}; this is a bug")
+
+
+@dataclass
+class GroupSensitivity:
+    producers: list[str]     # the group's Conv/ConvTranspose nodes (PruneReport.plan keys)
+    cosine: float            # output cosine to the original with only this group pruned
+    flops_saved: float       # share of the model's FLOPs this group's pruning removes
+
+
+def group_sensitivity(model, ratio: float, samples: np.ndarray, input_shapes: Mapping[str, Sequence[int]],
+                      criterion: str = "l1", progress=None) -> list[GroupSensitivity]:
+    """Prune each prunable group alone at `ratio` and measure, on real `samples` (onnxruntime,
+    one at a time), how far the first output moves and how many FLOPs it saves. Early layers
+    of a detector backbone are often both cheap and fragile: this is what tells them apart."""
+    import onnxruntime as ort
+
+    from .compare import cosine
+
+    name = next(iter(input_shapes))
+
+    def run(m) -> list[np.ndarray]:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [sess.run(None, {name: samples[i:i + 1]})[0] for i in range(len(samples))]
+
+    ref = run(model)
+    _, full = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes, verify=False)
+    out = []
+    for k, g in enumerate(full.groups):
+        one, rep = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes,
+                                 plan={p: full.plan[p] for p in g.producers}, verify=False)
+        cos = float(np.mean([cosine(a, b) for a, b in zip(ref, run(one))]))
+        out.append(GroupSensitivity(list(g.producers), cos, 1.0 - rep.flops_ratio))
+        if progress:
+            progress(f"  sensitivity {k + 1}/{len(full.groups)}: {g.producers[0]} cosine {cos:.4f}, "
+                     f"saves {1.0 - rep.flops_ratio:.1%} FLOPs")
+    return out
+
+
+def sensitive_to_exclude(groups: Sequence[GroupSensitivity], full_flops_ratio: float,
+                         max_flops_ratio: float) -> list[str]:
+    """Producers of the groups to leave whole: the most damage per FLOP saved first, as long as
+    pruning the others still reaches `max_flops_ratio` (savings taken as additive)."""
+    ranked = sorted(groups, key=lambda g: -(1.0 - g.cosine) / max(g.flops_saved, 1e-6))
+    ratio, out = full_flops_ratio, []
+    for g in ranked:
+        if g.cosine >= 0.999 or ratio + g.flops_saved > max_flops_ratio:
+            continue
+        ratio += g.flops_saved
+        out.append(g.producers[0])
+    return out

@@ -163,3 +163,34 @@ def test_cli_distill_without_prune_exits_with_the_message(cls_model, tmp_path, c
               "--precision", "fp32", "--distill", "-q"])
     assert exc.value.code != 0
     assert "--prune RATIO" in capsys.readouterr().err and not out.exists()
+
+
+def test_training_crops_have_the_train_size_and_the_loss_stays_finite_on_empty_crops():
+    cfg = kd.DistillConfig(train_size=32, crop_scale=(0.8, 1.25))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 64, 96)
+    assert tuple(kd.augment(x, gen, cfg).shape) == (3, 3, 32, 32)
+    assert tuple(kd.augment(x, gen, kd.DistillConfig()).shape) == (3, 3, 64, 96)  # no train_size: full size
+    # a teacher map that is ~0 everywhere (a crop without text): per-sample normalisation blew up here
+    t = torch.full((2, 1, 32, 32), 1e-7)
+    s = torch.full((2, 1, 32, 32), 0.05, requires_grad=True)
+    loss = kd._output_distance(s, t)
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss) < 10 and float(s.grad.abs().sum()) > 0
+
+
+def test_pruned_features_map_student_channels_to_the_teacher_channels_they_kept(cls_model):
+    model = onnx.load(str(cls_model))
+    pruned, rep = pruning.channel_prune(model, 0.5, input_shapes={"x": [1, 3, 48, 192]})
+    feats = kd.pruned_features(model, pruned, rep.plan, limit=50)
+    assert feats and all(n in {o for nd in model.graph.node for o in nd.output} for n in feats)
+    x = cls_samples("heldout")[:2]
+    t = kd._teacher_channels(kd.onnx_to_torch(kd._with_outputs(model, list(feats), {n: None for n in feats})), 1,
+                             list(feats.values()))
+    s = kd.onnx_to_torch(kd._with_outputs(pruned, list(feats), {n: None for n in feats}))
+    with torch.no_grad():
+        t_out, s_out = t(torch.from_numpy(x)), s(torch.from_numpy(x))
+    first = next(iter(feats))  # the first pruned conv reads the unpruned input: its kept channels are exact
+    k = list(feats).index(first) + 1
+    assert t_out[k].shape == s_out[k].shape
+    np.testing.assert_allclose(s_out[k].numpy(), t_out[k].numpy(), rtol=1e-4, atol=1e-4)

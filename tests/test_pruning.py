@@ -258,3 +258,21 @@ def test_calibration_data_errors(tmp_path):
     with pytest.raises(ConversionError, match="one length"):
         pruning.channel_prune(two_inputs, 0.3, calib={"x": np.zeros((1, 64), np.float32),
                                                       "img": np.zeros((2, 32, 8, 8), np.float32)})
+
+
+def test_group_sensitivity_and_exclusion_keep_the_flops_budget(tmp_path):
+    model = onnx.load(str(prunemodels.branchy(tmp_path)))
+    shapes = {"x": [1, 3, 16, 16]}
+    x = np.random.default_rng(9).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    _, full = pruning.channel_prune(model, 0.5, input_shapes=shapes)
+    sens = pruning.group_sensitivity(model, 0.5, x, shapes)
+    assert [g.producers for g in sens] == [g.producers for g in full.groups]
+    assert all(-1.0 <= g.cosine <= 1.0 + 1e-6 and 0.0 <= g.flops_saved < 1.0 for g in sens)
+    assert any(g.cosine < 0.999 for g in sens)            # pruning a group alone really moves the output
+    budget = full.flops_ratio + 0.5 * (1 - full.flops_ratio)
+    exclude = pruning.sensitive_to_exclude(sens, full.flops_ratio, budget)
+    pruned, rep = pruning.channel_prune(model, 0.5, input_shapes=shapes, exclude=exclude)
+    assert exclude and rep.flops_ratio <= budget + 0.05 and rep.flops_ratio > full.flops_ratio
+    worst = min(sens, key=lambda g: g.cosine)
+    assert pruning.sensitive_to_exclude(sens, full.flops_ratio, full.flops_ratio) == []  # no room: nothing kept
+    assert all(n in [g.producers[0] for g in sens] for n in exclude) and worst.cosine < 1.0
