@@ -5,8 +5,11 @@ A variant is one (backend, file precision, runtime precision) a device profile a
 "tensorrt int8 recipe", ... `VariantBuilder.build(backend, precision)` makes its files from
 the prepared fp32 ONNX model; `check` compares it with the original on held-out samples
 (through the runtime interface only) and, when the host is the target, measures latency.
-INT8 variants over the accuracy budget go through the sensitivity guard, which keeps the
-most sensitive layers float.
+Every INT8 quantizer starts from the prepared model with its weights rounded on the calibration
+data (converters.weight_rounding; `weight_rounding=False` turns it off). INT8 variants over the
+accuracy budget go through the sensitivity guard, which keeps the most sensitive layers float
+(onnxruntime QDQ, OpenVINO); LiteRT INT8 is judged against the budget like every variant, but
+onnx2tf cannot keep single layers float, so over the budget it is not chosen.
 """
 from __future__ import annotations
 
