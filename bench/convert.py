@@ -12,8 +12,10 @@ HELD-OUT real images made from other photographs and other text (tests/convdata.
                 (the detector's probability map; the classifier's probabilities), worst sample too
   GFLOP/s       achieved, from converters.flops (to show the distance to the machine's peak)
   box F1        the detector's decoded boxes (the PP-OCR decoder) against fp32's own boxes
+Every INT8 variant (onnxruntime QDQ, OpenVINO, LiteRT) quantizes a float model whose Conv/Gemm
+weights were first rounded to int8 steps on the calibration data (converters.weight_rounding).
 INT8 variants over the accuracy budget go through the accuracy guard (bisection over the
-sensitivity ranking). "chosen" is what `--precision auto` picks when measuring: the fastest
+sensitivity ranking); LiteRT INT8 is judged against the budget but cannot keep layers float. "chosen" is what `--precision auto` picks when measuring: the fastest
 variant within the budget.
 
 Issue-12 targets (printed as met / NOT met):

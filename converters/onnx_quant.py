@@ -140,6 +140,9 @@ class StaticQuantizer:
     #: float: fewer quantize/dequantize steps, better accuracy); "all": onnxruntime's default
     scope: str = "weighted"
     work_dir: Optional[Path] = None
+    #: the float model before data-aware weight rounding (converters.weight_rounding) when `src`
+    #: is the rounded one: layers left float get their original weights back from it
+    float_src: Optional[Path] = None
     _cache: Optional[Path] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -166,8 +169,20 @@ class StaticQuantizer:
         `keep_activations`: keep Relu/Clip nodes that the quantizer would otherwise fold into
         the quantization range; `revert_layers` needs them to make a layer exactly float again.
         """
+        exclude = sorted(exclude)
         if self.method == "nncf":
-            return self._quantize_nncf(Path(dst), exclude)
+            out = self._quantize_nncf(Path(dst), exclude)
+        else:
+            out = self._quantize_ort(Path(dst), exclude, keep_activations)
+        if exclude and self.float_src is not None:
+            import onnx
+
+            tmp = out.with_name(out.name + ".part")
+            onnx.save(revert_layers(onnx.load(str(out)), onnx.load(str(self.float_src)), exclude), str(tmp))
+            tmp.replace(out)
+        return out
+
+    def _quantize_ort(self, dst: Path, exclude: Sequence[str], keep_activations: bool) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         method = {"minmax": CalibrationMethod.MinMax, "movavg": CalibrationMethod.MinMax,
@@ -230,7 +245,8 @@ def revert_layers(qdq_model: Any, float_model: Any, names: Iterable[str]) -> Any
     Quick surgery for ranking layers by sensitivity: no re-quantization, same ranges
     elsewhere. Each input that comes through QuantizeLinear -> DequantizeLinear is wired to the
     float tensor before the pair; a dequantized weight/bias becomes the float initializer of the
-    same-named node in `float_model` (or, failing that, the dequantized values). Dangling Q/DQ
+    same-named node in `float_model` (or, failing that, the dequantized values), and so does a
+    float initializer the quantizer changed (a bias after NNCF's bias correction). Dangling Q/DQ
     nodes are left (harmless); the final model comes from `StaticQuantizer.quantize(exclude=...)`.
     """
     import onnx
@@ -258,11 +274,16 @@ def revert_layers(qdq_model: Any, float_model: Any, names: Iterable[str]) -> Any
         ref = float_nodes.get(node.name)
         for i, name in enumerate(list(node.input)):
             dq = producer.get(name)
+            ref_name = ref.input[i] if ref is not None and i < len(ref.input) else None
+            if name in inits and ref_name in float_inits:
+                # a float input the quantizer rewrote (NNCF's bias correction tunes the bias for
+                # int8 weights): the float layer takes its original value back
+                node.input[i] = add_init(ref_name, numpy_helper.to_array(float_inits[ref_name]))
+                continue
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             src = dq.input[0]
             if src in inits:  # a quantized weight or bias
-                ref_name = ref.input[i] if ref is not None and i < len(ref.input) else None
                 if ref_name in float_inits:
                     node.input[i] = add_init(ref_name, numpy_helper.to_array(float_inits[ref_name]))
                 else:

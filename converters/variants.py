@@ -5,8 +5,11 @@ A variant is one (backend, file precision, runtime precision) a device profile a
 "tensorrt int8 recipe", ... `VariantBuilder.build(backend, precision)` makes its files from
 the prepared fp32 ONNX model; `check` compares it with the original on held-out samples
 (through the runtime interface only) and, when the host is the target, measures latency.
-INT8 variants over the accuracy budget go through the sensitivity guard, which keeps the
-most sensitive layers float.
+Every INT8 quantizer starts from the prepared model with its weights rounded on the calibration
+data (converters.weight_rounding; `weight_rounding=False` turns it off). INT8 variants over the
+accuracy budget go through the sensitivity guard, which keeps the most sensitive layers float
+(onnxruntime QDQ, OpenVINO); LiteRT INT8 is judged against the budget like every variant, but
+onnx2tf cannot keep single layers float, so over the budget it is not chosen.
 """
 from __future__ import annotations
 
@@ -115,6 +118,9 @@ class BuildSettings:
     guard_steps: int = 8
     ranking_samples: int = 4
     accuracy_control: str = "edgesdk"       # edgesdk | nncf (OpenVINO INT8)
+    #: INT8 weights rounded on the calibration data before any backend quantizes them
+    #: (converters.weight_rounding); False: nearest rounding, each quantizer's own
+    weight_rounding: bool = True
     threads: Optional[int] = None
     measure: bool = False
     bench_seconds: float = 1.0
@@ -136,6 +142,9 @@ class VariantBuilder:
         self._float_best_ms: Optional[float] = None
         self._subset: Optional[Comparator] = None
         self._quantizer: Any = None
+        self._rounded: Optional[Path] = None
+        self._rounding_note: Optional[str] = None
+        self._ov_rounded: Any = None
 
     # ----------------------------------------------------------------- public
     def build(self, backend: str, precision: str) -> Variant:
@@ -302,15 +311,40 @@ class VariantBuilder:
         v.model, v.files, v.check_with = path.name, {path.name: path}, ("onnxruntime", path)
         return v
 
+    def _int8_source(self) -> Path:
+        """The float model every INT8 quantizer starts from: with `weight_rounding`, the prepared
+        model with its Conv/Gemm weights rounded to int8 steps on the calibration data (made once)."""
+        from . import weight_rounding
+
+        if not self.s.weight_rounding:
+            return self.s.prepared
+        if self._rounded is None:
+            calib = self._need_calib("INT8")
+            self._say("int8: data-aware weight rounding (GPTQ-style) on the calibration samples")
+            path = self._file("prepared_rounded.onnx")
+            report = weight_rounding.round_weights(self.s.prepared, path, self.s.input_name, calib,
+                                                   progress=self._say)
+            self._rounded = path
+            self._rounding_note = (report.summary() + f" ({report.seconds:.0f} s; build setting weight_rounding="
+                                   "False keeps each quantizer's nearest rounding)")
+            self._say(self._rounding_note)
+        return self._rounded
+
+    def _int8_notes(self, v: Variant) -> None:
+        if self._rounding_note:
+            v.notes.append(self._rounding_note)
+
     def _static_quantizer(self) -> Any:
         """One StaticQuantizer per conversion: calibration runs once, ranges are cached."""
         from . import onnx_quant
 
         if self._quantizer is None:
             calib = self._need_calib("static INT8")
+            src = self._int8_source()
             self._say(f"int8 QDQ: calibrating on {len(calib)} samples ({self.s.calib_method})")
-            self._quantizer = onnx_quant.StaticQuantizer(self.s.prepared, self.s.input_name, calib,
-                                                         method=self.s.calib_method, work_dir=self.s.work)
+            self._quantizer = onnx_quant.StaticQuantizer(src, self.s.input_name, calib, method=self.s.calib_method,
+                                                         work_dir=self.s.work,
+                                                         float_src=self.s.prepared if src != self.s.prepared else None)
         return self._quantizer
 
     def close(self) -> None:
@@ -342,6 +376,7 @@ class VariantBuilder:
             v.notes.append(f"kept float by request: {', '.join(s.exclude)}")
         v.notes.append(f"calibrated on {len(quantizer.calib)} samples ({s.calib_method}); int8 inputs for "
                        f"{'layers with weights' if quantizer.scope == 'weighted' else 'all supported ops'}")
+        self._int8_notes(v)
         if s.comparator is None:
             return v
         self.check(v)
@@ -441,8 +476,12 @@ class VariantBuilder:
         hint = "bf16" if precision == "int8+bf16" else "int8"
         if self._ov_int8 is None:
             calib = self._need_calib("OpenVINO INT8")
+            src = self._int8_source()
+            if self._ov_rounded is None:
+                self._ov_rounded = (self._ov_model() if src == s.prepared
+                                    else openvino_ir.read_onnx(src, s.model_name))
             self._say(f"openvino int8: NNCF on {len(calib)} samples")
-            q = openvino_ir.quantize(self._ov_model(), calib, ignored=s.exclude)
+            q = openvino_ir.quantize(self._ov_rounded, calib, ignored=s.exclude)
             xml = openvino_ir.save_ir(q, self._file("model_int8.xml"))
             self._ov_int8 = (q, xml)
         q, xml = self._ov_int8
@@ -450,6 +489,7 @@ class VariantBuilder:
         key = "openvino-int8" + ("+bf16" if hint == "bf16" else "")
         v = Variant(key, "openvino int8 IR (NNCF)" + suffix, "openvino", "int8", runtime_precision=hint)
         v.notes.append(f"NNCF post-training quantization on {len(s.calib)} samples")
+        self._int8_notes(v)
         self._ov_files(v, xml)
         if s.comparator is None:
             return v
@@ -557,12 +597,14 @@ class VariantBuilder:
                                   "input shape: pass --calib with real images")
         out = s.work / f"tflite_{precision}"
         self._say(f"litert {precision}: onnx2tf (about a minute)")
-        result = tflite.onnx_to_tflite(s.prepared, out, precision, calib[: min(len(calib), 32)],
+        src = self._int8_source() if precision == "int8" else s.prepared
+        result = tflite.onnx_to_tflite(src, out, precision, calib[: min(len(calib), 32)],
                                        progress=lambda line: None)
         path = result.path.rename(out / f"model_{precision}.tflite")
         v = Variant(f"litert-{precision}", f"litert {precision} (onnx2tf)", "litert", precision, layout="NHWC",
                     notes=["TFLite models are NHWC: the bundle's preprocessing says layout NHWC"] + list(result.changes))
         if precision == "int8":
+            self._int8_notes(v)
             v.notes.append("onnx2tf's INT8 cannot keep single layers float: over the budget, the profile's next "
                            "precision is the answer")
         if full_integer:

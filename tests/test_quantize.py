@@ -187,7 +187,9 @@ def test_openvino_int8_nncf_and_layer_revert(cls_prepared, cls_cmp, work):
     rev = openvino_ir.save_ir(openvino_ir.revert_layers(q, layers, fm), work / "rev" / "cls.xml")
     assert not openvino_ir.quantized_layers(openvino_ir.read_onnx(cls_prepared))
     cr = cls_cmp.compare(rev, backend="openvino", precision="fp32")
-    assert cr.drop <= c.drop and cr.cosine >= 0.999, cr.summary()
+    # float again: weights AND the biases NNCF's bias correction tuned for int8 weights (what is
+    # left, ~1e-3 on a probability, is OpenVINO fusing the edited graph differently)
+    assert cr.drop <= c.drop and cr.cosine >= 0.99999 and cr.max_abs <= 0.005, cr.summary()
 
 
 def test_openvino_cannot_convert_an_operator_it_lacks(tmp_path):
