@@ -226,7 +226,7 @@ def probe_engines() -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, 
     HostInfo and the profiles' `detect:` hints read, from the records' host probes."""
     found, backends, notes = probe_all()
     devices = {name: d.devices for name, d in found.items()}
-    names = tuple(n for d in found.values() for n in d.names)
+    names = found["openvino"].names if "openvino" in found else ()
     return devices.get("onnxruntime", ()), devices.get("openvino", ()), names, backends, notes
 
 
@@ -288,7 +288,7 @@ def detect_host(root: PathLike = "/", engines: Optional[bool] = None) -> HostInf
                     cores=cores, memory_mb=memory_mb, board=board, tegra_release=tegra, usb_ids=_usb_ids(base),
                     dev_nodes=dev_nodes, accel_drivers=_accel_drivers(base),
                     ort_providers=devices.get("onnxruntime", ()), openvino_devices=devices.get("openvino", ()),
-                    openvino_device_names=tuple(n for d in found.values() for n in d.names), backends=backends,
+                    openvino_device_names=found["openvino"].names if "openvino" in found else (), backends=backends,
                     engine_devices=tuple(devices.items()), root=str(base), probe_notes=tuple(notes))
 
 
