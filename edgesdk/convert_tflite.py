@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtimes.registry import backend_for
+
 from .bundle import sha256_file, write_bundle
 from .conversion.build import Built
 from .conversion.choose import Choice
@@ -32,7 +34,7 @@ TFLITE_STAGES = ("prepare", "data", "build", "choose", "write")
 def _input_spec(src: Path) -> Any:
     import runtimes
 
-    with runtimes.load(src, backend="litert") as rt:
+    with runtimes.load(src, backend=backend_for(src)) as rt:
         if len(rt.inputs) != 1:
             raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models")
         return rt.inputs[0]
@@ -65,9 +67,10 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
     from converters.variants import Variant
 
     spec = _input_spec(src)
-    asis = Variant("litert-asis", "litert (the .tflite as given)", "litert",
+    engine = backend_for(src)  # the .tflite's own engine (LiteRT), also the reference
+    asis = Variant(f"{engine}-asis", f"{engine} (the .tflite as given)", engine,
                    "int8" if spec.dtype.kind in "iu" else "fp32", model=src.name, files={src.name: src},
-                   layout="NHWC", check_with=("litert", src))
+                   layout="NHWC", check_with=(engine, src))
     wanted = [p for p in ("fp32", "fp16") if opts.precision in ("auto", p)]
     variants = [asis] + [_openvino_variant(src, p, work) for p in wanted]
     for v in variants:
@@ -148,7 +151,7 @@ def _data(ctx: Context, prep: TflitePrepared) -> Data:
     data = load_calibration(opts.calib, prep.spec, opts.calib_size, input_shape=prep.shape,
                             input_dtype=prep.spec_in.dtype)
     fit, held = data.split(opts.holdout)
-    comparator = Comparator(prep.src, held.samples, task=prep.task, reference_backend="litert")
+    comparator = Comparator(prep.src, held.samples, task=prep.task, reference_backend=backend_for(prep.src))
     info = {"source": data.source, "kind": data.kind, "calibration": len(fit), "held_out": len(held),
             "held_out_source": "every 4th sample, never calibrated on", "shape": prep.shape,
             "dtype": prep.spec_in.dtype.name}

@@ -221,15 +221,6 @@ def _accel_drivers(root: Path) -> frozenset:
     return frozenset(names)
 
 
-def probe_engines() -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...], list[str]]:
-    """(ORT providers, OpenVINO devices, OpenVINO device names, backends, notes): the fields
-    HostInfo and the profiles' `detect:` hints read, from the records' host probes."""
-    found, backends, notes = probe_all()
-    devices = {name: d.devices for name, d in found.items()}
-    names = found["openvino"].names if "openvino" in found else ()
-    return devices.get("onnxruntime", ()), devices.get("openvino", ()), names, backends, notes
-
-
 def probe_all() -> tuple[dict[str, Any], tuple[str, ...], list[str]]:
     """Every backend record's host probe: ({backend: HostDevices}, installed backends, notes)."""
     try:

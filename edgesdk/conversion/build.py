@@ -64,16 +64,25 @@ def build(ctx: Context, prep: Prepared, data: Data) -> Built:
 def _settings(ctx: Context, prep: Prepared, data: Data) -> Any:
     from converters.variants import BuildSettings
 
-    o, prof = ctx.opts, ctx.prof
-    pref = next((p for p in prof.backends if p.backend == "tensorrt"), None)
+    o = ctx.opts
     return BuildSettings(
         prepared=prep.prepared_path, work=ctx.work / "variants", input_name=prep.facts.input_name,
         input_shape=prep.facts.shape, calib=data.fit_samples, comparator=data.comparator, budget=o.budget,
         calib_method=o.calib_method, exclude=list(o.exclude), guard_steps=o.guard_steps,
         accuracy_control=o.accuracy_control, threads=ctx.threads, measure=ctx.measure,
-        bench_seconds=o.bench_seconds,
-        trt_version=str(dict(prof.software).get("tensorrt", "10.3")).split()[0] if pref else "10.3.0",
-        dla_core=pref.option("dla_core") if pref else None, progress=ctx.say, model_name=prep.src_path.name)
+        bench_seconds=o.bench_seconds, progress=ctx.say, model_name=prep.src_path.name, **_tensorrt(ctx.prof))
+
+
+def _tensorrt(prof: Any) -> dict[str, Any]:
+    """The device's TensorRT version (its calibration cache header must match) and DLA core, from
+    the profile; converters.tensorrt holds the default."""
+    from converters.tensorrt import DEFAULT_TRT_VERSION
+
+    pref = next((p for p in prof.backends if p.backend == "tensorrt"), None)
+    if pref is None:
+        return {"trt_version": DEFAULT_TRT_VERSION, "dla_core": None}
+    return {"trt_version": str(dict(prof.software).get("tensorrt", DEFAULT_TRT_VERSION)).split()[0],
+            "dla_core": pref.option("dla_core")}
 
 
 def _build_all(ctx: Context, builder: Any, cands: list[Candidate], data: Data) -> dict[int, Any]:
