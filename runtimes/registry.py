@@ -78,7 +78,10 @@ def record(name: str) -> BackendRecord:
 # name -> (module, class, engine module to probe, pip extra): the backends with a local engine
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     r.name: (*r.engine.split(":"), r.probes, r.extra) for r in RECORDS.values() if r.engine}  # type: ignore[misc]
-ALIASES = {alias: r.name for r in RECORDS.values() for alias in r.aliases}
+#: every record's other names (profiles also name backends with no engine here: trt, coral)
+ALL_ALIASES = {alias: r.name for r in RECORDS.values() for alias in r.aliases}
+#: the aliases of the backends a runtime can be loaded for
+ALIASES = {alias: name for alias, name in ALL_ALIASES.items() if RECORDS[name].engine}
 #: the engine every variant is compared against, and whose fp32 file the speed-up and size ratios divide by
 REFERENCE = "onnxruntime"
 # Which backend a file suffix goes to first.

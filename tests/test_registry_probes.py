@@ -78,3 +78,11 @@ def test_host_detection_reads_the_records(monkeypatch):
     assert devices["fakedsp"] == ("DSP",)
     assert "CPUExecutionProvider" in devices["onnxruntime"] and host.ort_providers == devices["onnxruntime"]
     assert host.to_dict()["engine_devices"]["fakedsp"] == ["DSP"]
+
+
+def test_aliases_come_from_the_records():
+    assert registry.ALIASES["ov"] == "openvino" and registry.ALIASES["tflite"] == "litert"
+    # names of backends with no local engine are known (profiles use them) but not offered to load
+    assert registry.ALL_ALIASES["trt"] == "tensorrt" and "trt" not in registry.ALIASES
+    with pytest.raises(registry.BackendUnavailableError, match="unknown backend 'trt'"):
+        registry.canonical("trt")
