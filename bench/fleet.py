@@ -165,10 +165,8 @@ class Fleet:
     # ------------------------------------------------------------------------- setup
     def prepare(self) -> None:
         """Packages (1.0.0, good 1.1.0, bad-but-healthy 2.0.0) in the registry, frames, devices on 1.0.0."""
-        import cv2
-        import numpy as np
         from provisiondata import Artifacts
-        from realdata import photos
+        from sampledata import text_line_frames
 
         from edgesdk.fleet import oci
         from edgesdk.provision.install import install
@@ -182,14 +180,7 @@ class Fleet:
         reg = Registry(self.registry.host, plain_http=True)
         self.refs = {v: oci.push(pkg, f"oci://{self.registry.host}/{REPO}:{v}", reg).ref
                      for v, pkg in (("1.1.0", art.pkgs["1.1.0"]), ("2.0.0", bad))}
-        frames = self.tmp / "frames"
-        frames.mkdir()
-        page = photos()["page"]
-        for i in range(12):
-            y, x = 25 * (i % 6), 144 * (i // 6)
-            crop = np.ascontiguousarray(page[y: y + 40, x: x + 240])
-            cv2.imwrite(str(frames / f"{i:02d}a.png"), crop)
-            cv2.imwrite(str(frames / f"{i:02d}b.png"), cv2.rotate(crop, cv2.ROTATE_180))
+        frames = text_line_frames(self.tmp / "frames")
         for d in self.devices:
             install(art.pkgs["1.0.0"], self.roots[d], trusted_keys=art.trusted, progress=lambda _m: None)
 

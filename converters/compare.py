@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .errors import ConversionError
+from .samples import is_array_list, iter_batches
 
 EvalFn = Callable[[Any], float]
 #: one sample's outputs (name -> array, batch 1) -> K x 4 boxes (x1, y1, x2, y2)
@@ -256,8 +257,9 @@ class Comparator:
     Args:
         reference: the original model (a path, loaded with `runtimes.load` pinned to fp32, or
             an activated/activatable Runtime).
-        samples: model-ready held-out samples, N x input shape (single-input models), or a list
-            of feed dicts.
+        samples: model-ready held-out samples, N x input shape (single-input models), a list of
+            per-sample arrays of different shapes (dynamic dims; each fed as a batch of one, see
+            converters.samples), or a list of feed dicts.
         task: "classification" adds top-1/top-5 agreement and makes top-1 the guard's measure.
         eval_fn: optional user metric `fn(runtime) -> float`, higher is better.
         metric: what `drop` measures: top1 | top5 | cosine | box-f1 (default from the task,
@@ -325,9 +327,8 @@ class Comparator:
         return model
 
     def _feeds(self):
-        if isinstance(self.samples, np.ndarray):
-            for i in range(len(self.samples)):
-                yield self.samples[i:i + 1]
+        if isinstance(self.samples, np.ndarray) or is_array_list(self.samples):
+            yield from iter_batches(self.samples)
         else:
             yield from self.samples
 

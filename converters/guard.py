@@ -116,8 +116,9 @@ def data_warnings(calibration: Optional[np.ndarray], held_out: int, sources: Opt
 
 def uniformity(samples: np.ndarray, size: int = 16) -> Optional[float]:
     """Median pairwise correlation of the samples, each downsampled to a `size` x `size` grid."""
-    x = np.asarray(samples, np.float64)
-    if len(x) < 2 or x.ndim < 3:
+    # per-sample arrays of different shapes (dynamic dims) are downsampled one by one
+    x = [np.asarray(s, np.float64) for s in samples] if isinstance(samples, list) else np.asarray(samples, np.float64)
+    if len(x) < 2 or np.ndim(x[0]) < 2:
         return None
     small = np.stack([_downsample(s, size).ravel() for s in x])
     small -= small.mean(1, keepdims=True)

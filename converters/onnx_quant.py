@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from .errors import ConversionError
+from .samples import batches_of_one
 
 #: nncf: NNCF's ONNX backend writes the QDQ model (its range estimators per tensor, fast bias
 #: correction; on PP-OCRv4 det at 320 cosine 0.980 to fp32 where onnxruntime's minmax QDQ gave
@@ -106,10 +107,11 @@ def _no_root_warnings():
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over model-ready samples (one sample per batch)."""
+    """onnxruntime CalibrationDataReader over model-ready samples (one sample per batch; their
+    shapes may differ, see converters.samples)."""
 
     def __init__(self, input_name: str, samples: np.ndarray) -> None:
-        self._items = iter([{input_name: samples[i:i + 1]} for i in range(len(samples))])
+        self._items = iter([{input_name: x} for x in batches_of_one(samples)])
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
         return next(self._items, None)
@@ -205,7 +207,7 @@ class StaticQuantizer:
         types = sorted({n.op_type for n in model.graph.node} - set(WEIGHTED_OPS)) if self.scope == "weighted" else []
         names = sorted(exclude)
         ignored = nncf.IgnoredScope(names=names, types=types, validate=False) if (names or types) else None
-        data = nncf.Dataset([self.calib[i:i + 1] for i in range(len(self.calib))], lambda x: {self.input_name: x})
+        data = nncf.Dataset(batches_of_one(self.calib), lambda x: {self.input_name: x})
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: the converter shows its own
                 quantized = nncf.quantize(model, data, subset_size=len(self.calib), fast_bias_correction=True,

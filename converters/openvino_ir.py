@@ -19,6 +19,7 @@ import numpy as np
 
 from . import engine_telemetry
 from .errors import ConversionError
+from .samples import batches_of_one
 
 #: ops whose inputs NNCF quantizes and that the guard may keep float ("layers")
 LAYER_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
@@ -89,7 +90,7 @@ def _dataset(samples: np.ndarray):
     engine_telemetry.disable()
     import nncf
 
-    return nncf.Dataset([samples[i:i + 1] for i in range(len(samples))])
+    return nncf.Dataset(batches_of_one(samples))  # shapes may differ per sample (dynamic dims)
 
 
 def _quiet_nncf() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .compare import Comparator, Comparison
 from .errors import ConversionError, EdgeSDKError
+from .samples import batch_of_one
 from .guard import Verdict, judge
 from .sensitivity import GuardReport, bisect_float_layers
 
@@ -144,6 +145,12 @@ class VariantBuilder:
         builder = BUILDERS.get(backend)
         if builder is None:
             raise ConversionError(f"no converter for backend {backend!r}; converters exist for {', '.join(BUILDERS)}")
+        from runtimes.registry import RECORDS
+
+        if None in list(self.s.input_shape) and getattr(RECORDS.get(backend), "static_shapes", False):
+            return Variant(f"{backend}-{precision}", f"{backend} {precision}", backend, precision,
+                           error=f"skipped: {backend} needs static input shapes; pass --input-shape with every dim "
+                                 f"fixed to build it (the input {self.s.input_shape} keeps dims dynamic)")
         try:
             variant = builder(self, precision)
         except ConversionError as exc:
@@ -243,7 +250,7 @@ class VariantBuilder:
         if cmp is not None and isinstance(cmp.samples, np.ndarray):
             x = cmp.samples[:1]
         elif self.s.calib is not None:
-            x = self.s.calib[:1]
+            x = batch_of_one(self.s.calib, 0)  # a real sample: with dynamic dims, its own shape
         else:
             x = np.zeros([1] + list(self.s.input_shape[1:]), np.float32)
         return Comparator._adapt(x, rt)

@@ -8,25 +8,38 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 #: decoders whose results carry boxes: box-f1 is the default measure for them
-BOX_DECODERS = ("ppocr_det", "blazeface")
+BOX_DECODERS = ("ppocr_det", "blazeface", "mediapipe_ssd", "yolo")
 
 
 def box_decoder_for(preset: Any, input_shape: Sequence[int]) -> Optional[Callable[[dict], np.ndarray]]:
-    """The preset's decoder as `outputs -> K x 4 boxes` in model-input pixels, or None when the
-    model has no box decoder (no preset, or a classifier/raw model)."""
+    """The decoder of `preset` (a preset, or convert's model facts: anything with ``decoder``,
+    ``labels`` and ``task``, so a model without a preset whose decoder was chosen from its output,
+    e.g. YOLO, is judged by boxes too) as `outputs -> K x 4 boxes` in model-input pixels, or None
+    when the model has no box decoder (a classifier/raw model)."""
     if preset is None or (preset.decoder or {}).get("type") not in BOX_DECODERS:
         return None
     from .decoders import make_decoder
     from .preprocess import Transform
 
     decoder = make_decoder(decoder=preset.decoder, labels=preset.labels, task=preset.task)
-    h, w = (int(input_shape[2]), int(input_shape[3])) if len(input_shape) == 4 else (0, 0)
+    # a dynamic size (None) leaves the boxes unclipped: each sample has its own size
+    h, w = _spatial_size(input_shape)
     transform = Transform(input_size=(h, w), original_size=(h, w))
 
     def boxes(outputs: dict) -> np.ndarray:
         return decoder(outputs, [transform])[0].boxes
 
     return boxes
+
+
+def _spatial_size(input_shape: Sequence[Optional[int]]) -> tuple[int, int]:
+    """(height, width) of a 4-D image input, NCHW or NHWC (MediaPipe, TFLite), 0 where dynamic."""
+    from runtimes.spec import guess_layout
+
+    if len(input_shape) != 4:
+        return 0, 0
+    ah, aw = (1, 2) if guess_layout(list(input_shape)) == "NHWC" else (2, 3)
+    return int(input_shape[ah] or 0), int(input_shape[aw] or 0)
 
 
 def parse_metric(metric: Optional[str]) -> tuple[Optional[str], Optional[str]]:

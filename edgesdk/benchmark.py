@@ -9,7 +9,9 @@ Each row reports the precision the engine really ran (``runtime.precision``, and
 OpenVINO its inference precision), so a bf16 run is never mistaken for fp32. Timing is
 `runtimes.timing.measure`: one `infer` call per sample, as an application sees it.
 Feeds are deterministic random tensors of the model's input shape (latency does not depend
-on the values for these models); dynamic spatial dims take `size` (or the preset's size).
+on the values for these models); dynamic dims take `input_shape` (--input-shape), else `size`,
+else the bundle's or the preset's size (edgesdk.shapes.feed_shape); a dynamic dim nothing fills
+is refused, naming --input-shape (no made-up default).
 """
 from __future__ import annotations
 
@@ -31,8 +33,6 @@ from .errors import ConfigError, EdgeSDKError
 
 #: progress(label, done, total) while one configuration runs
 BenchProgress = Callable[[str, int, Optional[int]], None]
-
-DEFAULT_SIZE = (640, 640)
 
 
 @dataclass
@@ -120,25 +120,22 @@ def parse_batches(text: Union[str, Sequence[int]]) -> list[int]:
 
 
 def make_feeds(specs: Sequence[Any], batch: int, size: Optional[tuple[int, int]] = None,
-               seed: int = 0) -> dict[str, np.ndarray]:
+               seed: int = 0, input_shape: Optional[Sequence[Optional[int]]] = None,
+               size_from: str = "--size") -> dict[str, np.ndarray]:
     """Deterministic random feeds for input specs; batch dim -> `batch` (a fixed batch of 1
-    stays looped by the runtime), dynamic H/W of image inputs -> `size`."""
+    stays looped by the runtime), other dims from `input_shape` (single-input models), dynamic
+    H/W of image inputs -> `size`; anything still dynamic is refused."""
+    from .shapes import feed_shape, unresolved_error
+
     rng = np.random.default_rng(seed)
     feeds = {}
-    h, w = size or DEFAULT_SIZE
     for spec in specs:
-        shape = list(spec.shape)
+        stated = input_shape if len(specs) == 1 else None
+        shape, _ = feed_shape(spec.shape, spec.layout, stated, size, size_from, spec.name)
         if shape:
             shape[0] = batch
-        if len(shape) == 4:
-            hw_axes = (2, 3) if spec.layout == "NCHW" else (1, 2)
-            for axis, value in zip(hw_axes, (h, w)):
-                if shape[axis] is None:
-                    shape[axis] = value
         if any(d is None for d in shape):
-            unresolved = [i for i, d in enumerate(shape) if d is None]
-            raise ConfigError(f"input {spec.name!r} {spec.shape} has dynamic dims {unresolved} that bench cannot "
-                              "guess; wrap the model in a bundle with fixed shapes")
+            raise unresolved_error(spec.name, spec.shape, shape)
         dt = spec.dtype
         if dt.kind == "f":
             arr = rng.uniform(-1, 1, size=shape).astype(dt)
@@ -167,8 +164,9 @@ def host_summary() -> dict[str, Any]:
     return info
 
 
-def _resolve(model: Union[str, Path]) -> tuple[Path, dict[str, Any], Optional[tuple[int, int]]]:
-    """A model file or a bundle -> (model path, runtime options from the manifest, input size)."""
+def _resolve(model: Union[str, Path]) -> tuple[Path, dict[str, Any], Optional[tuple[int, int]], str]:
+    """A model file or a bundle -> (model path, runtime options from the manifest, input size,
+    where the size came from)."""
     from .bundle import Bundle
     from .presets import preset_for
 
@@ -178,11 +176,12 @@ def _resolve(model: Union[str, Path]) -> tuple[Path, dict[str, Any], Optional[tu
         m = bundle.manifest
         opts = {k: v for k, v in m.runtime.items() if k in ("device", "precision")}
         size = m.preprocess.size if m.preprocess is not None else None
-        return bundle.model_path, opts, size
+        return bundle.model_path, opts, size, "the bundle's preprocess size"
     if not path.is_file():
         raise runtimes.ModelLoadError(f"{path} does not exist (expected a model file or a bundle directory)")
     preset = preset_for(path, use_hash=False)
-    return path, {}, preset.preprocess.size if preset is not None else None
+    size = preset.preprocess.size if preset is not None else None
+    return path, {}, size, f"the preset {preset.name}" if preset is not None else ""
 
 
 def benchmark(model: Union[str, Path], backends: Union[str, Sequence[str]] = "all",
@@ -190,18 +189,21 @@ def benchmark(model: Union[str, Path], backends: Union[str, Sequence[str]] = "al
               precision: Optional[str] = None, device: str = "CPU", iterations: int = 50, warmup: int = 5,
               seconds: Optional[float] = None, size: Optional[tuple[int, int]] = None,
               performance_hint: str = "latency", progress: Optional[BenchProgress] = None,
-              keep_going: bool = True) -> BenchResult:
+              keep_going: bool = True, input_shape: Optional[Sequence[Optional[int]]] = None) -> BenchResult:
     """Measure every backend x batch. A configuration that fails becomes a row with
-    `error` (and the next one runs) unless `keep_going` is False."""
-    path, manifest_opts, preset_size = _resolve(model)
+    `error` (and the next one runs) unless `keep_going` is False; a shape bench cannot make
+    (dynamic dims nothing fills) is refused."""
+    path, manifest_opts, preset_size, size_from = _resolve(model)
     names = backends_for(path, backends)
     batch_list = parse_batches(batches)
+    size_from = "--size" if size else size_from
     size = size or preset_size
     result = BenchResult(
         model=str(model), host=host_summary(),
         settings={"backends": names, "batches": batch_list, "threads": threads, "precision": precision,
                   "device": device, "iterations": iterations, "warmup": warmup, "seconds": seconds,
                   "size": list(size) if size else None, "performance_hint": performance_hint,
+                  "input_shape": list(input_shape) if input_shape else None,
                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     for name in names:
         opts = dict(manifest_opts)
@@ -222,11 +224,18 @@ def benchmark(model: Union[str, Path], backends: Union[str, Sequence[str]] = "al
                                inference_precision=getattr(rt, "inference_precision", None))
                 label = f"{name} batch {batch}"
                 try:
-                    feeds = make_feeds(rt.inputs, batch, size)
+                    feeds = make_feeds(rt.inputs, batch, size, input_shape=input_shape, size_from=size_from)
                     row.input_shape = tuple(next(iter(feeds.values())).shape)
+                    if len(rt.inputs) == 1:
+                        from .shapes import feed_shape
+
+                        result.settings["input_shape_source"] = feed_shape(
+                            rt.inputs[0].shape, rt.inputs[0].layout, input_shape, size, size_from)[1]
                     cb = (lambda done, total, _l=label: progress(_l, done, total)) if progress else None
                     row.stats = measure(rt, feeds, warmup=warmup, iterations=iterations, seconds=seconds,
                                         progress=cb)
+                except ConfigError:
+                    raise  # a shape nobody gave is the user's to fix, not a failed configuration
                 except EdgeSDKError as exc:
                     if not keep_going:
                         raise

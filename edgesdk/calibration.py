@@ -23,12 +23,17 @@ sides of the accuracy check:
 - video: `VIDEO_SEGMENTS` contiguous segments of the video;
 - .npy / array: nothing says where samples came from, so each is its own source (the report
   says so; pass --val with separate data to be sure).
+
+A model input with dynamic dims (`--input-shape 1,3,48,-1`, see edgesdk.shapes) keeps each
+image's own size: `samples` is then a list of per-sample arrays of different shapes (each
+without the batch dim, like ``samples[i]`` of an array), at most `MAX_DYNAMIC_SIDE` along a
+dynamic dim (wider images are squeezed or scaled down to it; `notes` says how many).
 """
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -37,6 +42,10 @@ import numpy as np
 from .errors import ConversionError, EdgeSDKError
 from .imageio import read_image
 from .preprocess import PreprocessSpec, Preprocessor
+from .shapes import MAX_DYNAMIC_SIDE
+
+#: model-ready samples: N x input shape, or (dynamic dims) one array per sample, shapes differing
+Samples = Union[np.ndarray, list]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -63,20 +72,23 @@ def stderr_progress(done: int, total: int, what: str) -> None:
 
 @dataclass
 class CalibrationSet:
-    """Model-ready samples (N x input shape, the model input's dtype) and where they came from."""
+    """Model-ready samples (N x input shape, the model input's dtype; a list of per-sample arrays
+    when dynamic dims give them different shapes) and where they came from."""
 
-    samples: np.ndarray
+    samples: Samples
     source: str
     kind: str  # "images" | "video" | "npy-images" | "npy-tensors"
     names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return int(self.samples.shape[0])
+        return len(self.samples)
 
     #: per sample: where it came from (photo, video segment, file); same source = near-duplicates
     sources: list[str] = field(default_factory=list)
     #: how `sources` were derived, for the report
     source_rule: str = "each sample its own source"
+    #: what was done to fit dynamic dims (capped sizes), for the report
+    notes: list[str] = field(default_factory=list)
 
     def split(self, holdout: Union[float, int] = 0.25, min_holdout: int = 2) -> tuple["CalibrationSet", "CalibrationSet"]:
         """(calibration part, held-out part), split by source: whole sources are held out,
@@ -98,16 +110,33 @@ class CalibrationSet:
 
     def _part(self, mask: np.ndarray) -> "CalibrationSet":
         pick = lambda items: [x for x, m in zip(items, mask) if m] if items else []  # noqa: E731
-        return CalibrationSet(self.samples[mask], self.source, self.kind, pick(self.names), pick(self.sources),
-                              self.source_rule)
+        samples = pick(self.samples) if isinstance(self.samples, list) else self.samples[mask]
+        return CalibrationSet(samples, self.source, self.kind, pick(self.names), pick(self.sources),
+                              self.source_rule, list(self.notes))
 
     @property
     def source_count(self) -> int:
         return len(set(self.sources)) if self.sources else len(self)
 
     def describe(self) -> dict:
+        shapes = sample_shapes(self.samples)
+        same = all(s == shapes[0] for s in shapes)
         return {"source": self.source, "kind": self.kind, "count": len(self),
-                "shape": list(self.samples.shape[1:]), "dtype": str(self.samples.dtype)}
+                "shape": list(shapes[0]) if same else [None if len({s[a] for s in shapes}) > 1 else shapes[0][a]
+                                                       for a in range(len(shapes[0]))],
+                "dtype": str(np.asarray(self.samples[0]).dtype)}
+
+
+def sample_shapes(samples: Samples) -> list[tuple[int, ...]]:
+    """Each sample's shape (without the batch dim)."""
+    return [tuple(np.shape(s)) for s in samples] if isinstance(samples, list) else [tuple(samples.shape[1:])] * len(samples)
+
+
+def _stack_or_list(out: Sequence[np.ndarray]) -> Samples:
+    """One array when every sample has the same shape (everything downstream takes it), else a list."""
+    if all(o.shape == out[0].shape for o in out):
+        return np.stack(out)
+    return [np.ascontiguousarray(o) for o in out]
 
 
 def _held_out_mask(sources: Sequence[str], k: int) -> np.ndarray:
@@ -139,12 +168,14 @@ def _evenly(items: Sequence, size: Optional[int]) -> list:
     return [items[i] for i in idx]
 
 
-def _check_spec(spec: Optional[PreprocessSpec], source: Path) -> Preprocessor:
+def _check_spec(spec: Optional[PreprocessSpec], source: Path,
+                input_shape: Optional[Sequence[Optional[int]]] = None) -> Preprocessor:
     if spec is None:
         raise ConversionError(
             f"{source} holds images, but there is no preprocessing to turn them into model input; give the "
             "model's preprocessing (a preset, or --size/--mean/--std/--layout) or pass a .npy of model-ready tensors")
-    if spec.size is None:
+    dynamic = input_shape is not None and None in list(input_shape)[1:]
+    if spec.size is None and not dynamic:
         raise ConversionError(
             f"calibration images need a fixed model input size, but the preprocessing has none ({source}); "
             "make the model's input static (--input-shape) so the calibration samples match it")
@@ -152,17 +183,41 @@ def _check_spec(spec: Optional[PreprocessSpec], source: Path) -> Preprocessor:
 
 
 def _preprocess(pre: Preprocessor, images: Sequence[np.ndarray], names: Sequence[str], source: Path,
-                progress: Optional[Progress], what: str) -> np.ndarray:
-    out = []
+                progress: Optional[Progress], what: str, notes: Optional[list[str]] = None) -> Samples:
+    out, capped = [], 0
     for i, (img, name) in enumerate(zip(images, names)):
         try:
-            batch, _ = pre([img])
+            one, img = _capped(pre, img)
+            batch, _ = one([img])
         except EdgeSDKError as exc:
             raise ConversionError(f"calibration sample {name} from {source} could not be preprocessed: {exc}") from exc
+        capped += one is not pre or img is not images[i]
         out.append(batch[0])
         if progress is not None:
             progress(i + 1, len(images), what)
-    return np.stack(out)
+    if capped and notes is not None:
+        notes.append(f"{capped} of {len(images)} samples from {source} needed more than {MAX_DYNAMIC_SIDE} pixels "
+                     "along a dynamic dim: brought down to it")
+    return _stack_or_list(out)
+
+
+def _capped(pre: Preprocessor, img: np.ndarray) -> tuple[Preprocessor, np.ndarray]:
+    """(preprocessor, image) that keep a dynamic-size sample within MAX_DYNAMIC_SIDE: a dynamic
+    width is squeezed to the cap (fit-height), dynamic height and width scale the image down."""
+    spec = pre.spec
+    if not (spec.dynamic_width or spec.size is None):
+        return pre, img
+    th, tw = pre.target_size(*img.shape[:2])
+    if spec.dynamic_width and tw > MAX_DYNAMIC_SIDE:
+        cap = MAX_DYNAMIC_SIDE // spec.size_multiple * spec.size_multiple
+        return Preprocessor(replace(spec, size=(th, cap), dynamic_width=False)), img
+    if spec.size is None and max(th, tw) > MAX_DYNAMIC_SIDE:
+        import cv2
+
+        r = (MAX_DYNAMIC_SIDE - spec.size_multiple) / max(th, tw)
+        h, w = img.shape[:2]
+        return pre, cv2.resize(img, (max(1, int(w * r)), max(1, int(h * r))), interpolation=cv2.INTER_AREA)
+    return pre, img
 
 
 def _from_folder(folder: Path, pre: Preprocessor, size: Optional[int], progress: Optional[Progress]) -> CalibrationSet:
@@ -182,9 +237,10 @@ def _from_folder(folder: Path, pre: Preprocessor, size: Optional[int], progress:
             raise ConversionError(f"calibration image {f.name} in {folder} cannot be read: {exc}; "
                                   "remove or replace it") from exc
         names.append(f.name)
-    samples = _preprocess(pre, images, names, folder, progress, "images")
+    notes: list[str] = []
+    samples = _preprocess(pre, images, names, folder, progress, "images", notes)
     sources, rule = photo_sources(names)
-    return CalibrationSet(samples, str(folder), "images", names, sources, rule)
+    return CalibrationSet(samples, str(folder), "images", names, sources, rule, notes)
 
 
 def _from_video(path: Path, pre: Preprocessor, size: Optional[int], progress: Optional[Progress]) -> CalibrationSet:
@@ -216,9 +272,10 @@ def _from_video(path: Path, pre: Preprocessor, size: Optional[int], progress: Op
         cap.release()
     if not images:
         raise ConversionError(f"calibration video {path} has no readable frames")
-    samples = _preprocess(pre, images, names, path, progress, "video frames")
+    notes: list[str] = []
+    samples = _preprocess(pre, images, names, path, progress, "video frames", notes)
     return CalibrationSet(samples, str(path), "video", names, sources,
-                          f"{VIDEO_SEGMENTS} contiguous segments of the video")
+                          f"{VIDEO_SEGMENTS} contiguous segments of the video", notes)
 
 
 def _from_npy(path: Path, spec: Optional[PreprocessSpec], input_shape: Optional[Sequence[Optional[int]]],
@@ -230,12 +287,14 @@ def _from_npy(path: Path, spec: Optional[PreprocessSpec], input_shape: Optional[
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ConversionError(f"calibration file {path} is empty (shape {list(arr.shape)}); it must hold N >= 1 samples")
     if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
-        pre = _check_spec(spec, path)
+        pre = _check_spec(spec, path, input_shape)
         items = _evenly(list(range(arr.shape[0])), size)
         images = [arr[i] for i in items]
-        samples = _preprocess(pre, images, [f"#{i}" for i in items], path, progress, "images")
+        notes: list[str] = []
+        samples = _preprocess(pre, images, [f"#{i}" for i in items], path, progress, "images", notes)
         return CalibrationSet(samples, str(path), "npy-images", [f"#{i}" for i in items], [f"#{i}" for i in items],
-                              "each array item its own source (a .npy says nothing about where images came from)")
+                              "each array item its own source (a .npy says nothing about where images came from)",
+                              notes)
     if input_shape is not None:
         want = list(input_shape)
         got = list(arr.shape)
@@ -291,11 +350,11 @@ def load_calibration(source: Union[str, Path, np.ndarray], spec: Optional[Prepro
         raise ConversionError(f"calibration data {str(path)!r} does not exist; give an image folder, a video "
                               "file or a .npy file")
     if path.is_dir():
-        result = _from_folder(path, _check_spec(spec, path), size, progress)
+        result = _from_folder(path, _check_spec(spec, path, input_shape), size, progress)
     elif path.suffix.lower() == ".npy":
         result = _from_npy(path, spec, input_shape, dtype, size, progress)
     elif path.suffix.lower() in VIDEO_SUFFIXES:
-        result = _from_video(path, _check_spec(spec, path), size, progress)
+        result = _from_video(path, _check_spec(spec, path, input_shape), size, progress)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise ConversionError(f"{path} is a single image; calibration needs many real samples: put 32-300 images "
                               "in a folder and pass the folder")
@@ -304,11 +363,15 @@ def load_calibration(source: Union[str, Path, np.ndarray], spec: Optional[Prepro
                               "nor a .npy file")
     if input_shape is not None:
         want = list(input_shape)
-        got = [None] + list(result.samples.shape[1:])
-        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got[1:], want[1:])):
-            raise ConversionError(
-                f"calibration samples from {path} preprocess to {list(result.samples.shape[1:])}, but the model "
-                f"input is {want}; the preprocessing does not match the model (size or layout)")
-    if dtype is not None and result.samples.dtype != dtype:
+        for shape in dict.fromkeys(sample_shapes(result.samples)):
+            got = [None] + list(shape)
+            if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got[1:], want[1:])):
+                raise ConversionError(
+                    f"calibration samples from {path} preprocess to {list(shape)}, but the model input is "
+                    f"{['?' if d is None else d for d in want]}; the preprocessing does not match the model (size or "
+                    "layout)")
+    if dtype is not None and isinstance(result.samples, list):
+        result.samples = [s.astype(dtype, copy=False) for s in result.samples]
+    elif dtype is not None and result.samples.dtype != dtype:
         result.samples = result.samples.astype(dtype)
     return result

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from .preprocess import PreprocessSpec
 from .preprocess_options import PreprocessOptions
 
 from .convert_options import DEFAULT_MAX_DROP, PRECISION_CHOICES, TASK_CHOICES, ConvertOptions  # noqa: F401
+from .conversion.candidates import candidates as _candidates  # noqa: F401  (moved; tests import it from here)
 
 Progress = Callable[[str], None]
 
@@ -102,11 +103,16 @@ def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
     return path, load_onnx(path)
 
 
-def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Optional[PreprocessSpec],
-                  batch: int) -> tuple[str, list[int], np.dtype]:
+def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Optional[PreprocessSpec],
+                  batch: int) -> tuple[str, list[Optional[int]], np.dtype]:
+    """(input name, shape, dtype): the stated shape (None where -1 keeps a dim dynamic: see
+    edgesdk.shapes), else the model's dims with a dynamic batch set to `batch` and dynamic
+    spatial dims filled from the preprocessing's size."""
     from onnx import helper
 
     from converters.passes import graph_inputs, input_dims
+
+    from .shapes import parse_input_shape, show
 
     inputs = graph_inputs(model)
     if len(inputs) != 1:
@@ -116,10 +122,15 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Option
     dims = input_dims(vi)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
     if input_shape is not None:
-        shape = [int(d) for d in input_shape]
+        shape = parse_input_shape(input_shape) or []
         if len(shape) != len(dims):
-            raise ConversionError(f"--input-shape {shape} has rank {len(shape)}, the model input {vi.name!r} "
-                                  f"has rank {len(dims)} ({['?' if d is None else d for d in dims]})")
+            raise ConversionError(f"--input-shape {show(shape)} has rank {len(shape)}, the model input {vi.name!r} "
+                                  f"has rank {len(dims)} ({show(dims)})")
+        fixed = [a for a, (want, have) in enumerate(zip(shape, dims)) if want is None and have is not None]
+        if fixed:
+            raise ConversionError(f"--input-shape {show(shape)} keeps axis {', '.join(map(str, fixed))} dynamic, but "
+                                  f"the model input {vi.name!r} fixes it ({show(dims)}); give "
+                                  f"{', '.join(str(dims[a]) for a in fixed)} there")
         return vi.name, shape, dtype
     shape = list(dims)
     if shape and shape[0] is None:
@@ -135,27 +146,18 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[int]], spec: Option
     if None in shape:
         shown = ["?" if d is None else d for d in dims]
         raise ConversionError(
-            f"model input {vi.name!r} has dynamic dims {shown}; edge targets and INT8 calibration need a static "
-            f"shape: pass --input-shape, e.g. {','.join(str(d or 640) for d in [batch] + shape[1:])}")
+            f"model input {vi.name!r} has dynamic dims {shown}; pass --input-shape with their sizes, e.g. "
+            f"{','.join(str(d or 640) for d in [batch] + shape[1:])}, or -1 for a dim to keep dynamic on targets that "
+            "allow it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height for text lines")
     return vi.name, [int(d) for d in shape], dtype
 
 
-def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[int]) -> Optional[PreprocessSpec]:
-    """The preset's preprocessing with the size fixed to the static input shape."""
-    if spec is None or len(shape) != 4:
-        return spec
-    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
-    changes: dict[str, Any] = {"size": hw}
-    if spec.resize == "none":
-        changes["resize"] = "stretch"
-    # the size is fixed now: drop the dynamic-size rounding
-    if getattr(spec, "limit_side_len", None) is not None:
-        changes["limit_side_len"] = None
-    if spec.size_multiple != 1:
-        changes["size_multiple"] = 1
-    if spec.dynamic_width:
-        changes["dynamic_width"] = False  # a static model takes exactly its width (padded)
-    return replace(spec, **changes)
+def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[Optional[int]]) -> Optional[PreprocessSpec]:
+    """The preset's preprocessing with the size fixed to the static input shape (dynamic dims:
+    filled per image, see edgesdk.shapes.spec_for_shape)."""
+    from .shapes import spec_for_shape
+
+    return spec_for_shape(spec, shape)[0]
 
 
 @dataclass
@@ -184,32 +186,43 @@ TASK_DECODERS = {"classification": {"type": "classification", "top_k": 5},
 def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input_shape: Optional[Sequence[int]],
                  preprocess: Optional[PreprocessSpec], options: Optional[PreprocessOptions], task: Optional[str],
                  labels: Union[str, Path, Sequence[str], None], calib: Any, assume: bool,
-                 say: Progress) -> ModelFacts:
+                 say: Progress, stated_decoder: Optional[Mapping[str, Any]] = None) -> ModelFacts:
     from converters.passes import graph_inputs, input_dims
 
     from . import presets
+    from .decoders import decoder_for_task
     from .model_metadata import read_model_facts
     from .preprocess_options import ResolvedPreprocess, resolve_preprocess
 
-    pre = presets.get_preset(preset) if preset else (presets.preset_for(src) if isinstance(model, (str, Path)) else None)
+    pre = presets.lookup_preset(preset, src) if preset or isinstance(model, (str, Path)) else None
     meta = read_model_facts(src)
+    from .shapes import dynamic_notes, shape_for_resolve
+
     inputs = graph_inputs(proto)
     dims = input_dims(inputs[0]) if len(inputs) == 1 else None
     if preprocess is not None:
         resolved = ResolvedPreprocess(preprocess, {k: "argument preprocess" for k in preprocess.to_dict()})
     else:
         resolved = resolve_preprocess(options, model_facts=meta, preset=pre.preprocess if pre else None,
-                                      preset_name=pre.name if pre else "", input_shape=dims,
+                                      preset_name=pre.name if pre else "",
+                                      input_shape=shape_for_resolve(dims, input_shape, options),
                                       input_name=inputs[0].name if inputs else "input")
     name_in, shape, dtype = _static_shape(proto, input_shape, resolved.spec, batch=1)
     spec = _bundle_spec(replace(resolved.spec, dtype=np.dtype(dtype).name), shape)
-    notes: list[str] = []
+    notes: list[str] = dynamic_notes(name_in, shape, resolved.spec, resolved.sources)
     _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
     the_task = task or meta.get("task") or (pre.task if pre else "raw")
     if the_task not in TASK_CHOICES:
         raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
     names = _labels(labels, meta, pre, proto, the_task)
-    decoder = dict(pre.decoder) if pre is not None and pre.task == the_task else dict(TASK_DECODERS.get(the_task, {}))
+    if pre is not None and pre.task == the_task and not stated_decoder:
+        decoder = dict(pre.decoder)
+    else:  # no preset decoder: the decoders package decides (YOLO layouts from the output shape) and says why
+        decoder, line = decoder_for_task(the_task, _outputs(proto), names, stated_decoder,
+                                         TASK_DECODERS.get(the_task), spec.size)
+        if line:
+            say(line)
+            notes.append(line)
     if not decoder:
         raise ConversionError(f"--task {the_task} needs a decoder this model's preset would give (none known for "
                               f"{src.name}); use --task raw to ship the outputs undecoded")
@@ -219,6 +232,8 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
     sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
+    if None in shape:
+        sources["dynamic_axes"] = [a for a, d in enumerate(shape) if d is None]  # what the manifest keeps dynamic
     model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
     return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
 
@@ -262,6 +277,9 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
         names = [str(v) for v in labels]
     elif meta.get("labels"):
         names, origin = list(meta["labels"]), "the model's metadata labels"
+    elif task == "classification" and meta.get("character") and len(meta["character"]) == _class_count(proto):
+        # PaddleClas exports carry their class names as 'character', one per line, like a CTC dictionary
+        return list(meta["character"])
     else:
         return list(pre.labels) if pre is not None else []
     classes = _class_count(proto)
@@ -276,6 +294,12 @@ def _output_dims(proto: Any) -> list[Optional[int]]:
 
     outs = proto.graph.output
     return input_dims(outs[0]) if len(outs) == 1 else []
+
+
+def _outputs(proto: Any) -> list[tuple[str, list[Optional[int]]]]:
+    from converters.passes import input_dims
+
+    return [(o.name, input_dims(o)) for o in proto.graph.output]
 
 
 def _class_count(proto: Any) -> Optional[int]:
@@ -310,6 +334,7 @@ def convert(
     preprocess: Optional[PreprocessSpec] = None,
     task: Optional[str] = None,
     labels: Optional[Sequence[str]] = None,
+    decoder: Optional[Mapping[str, Any]] = None,
     calib_size: int = 64,
     val: Union[str, Path, np.ndarray, None] = None,
     holdout: float = 0.25,
@@ -358,6 +383,7 @@ def convert(
             the model's metadata and the preset; what is used and where each field came from is in
             the manifest (provenance.preprocess_sources).
         task / labels: override the preset's and the model metadata's (labels: a list or a file).
+        decoder: decoder settings to use instead of the chosen ones ({"type": "yolo", "layout": "v5"}).
         assume_preprocess: accept an image calibration source for a model whose normalization
             nobody stated (a loud warning names what was assumed); refused otherwise.
         calib_size: at most this many calibration samples (evenly spaced).
@@ -388,8 +414,8 @@ def convert(
     opts = options or ConvertOptions(
         precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape,
         preset=preset, preprocess=preprocess, preprocess_options=preprocess_options,
-        assume_preprocess=assume_preprocess, task=task, labels=labels, calib_size=calib_size, val=val,
-        holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
+        assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size,
+        val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
         prune_criterion=prune_criterion, lowrank=lowrank, distill=distill, distill_minutes=distill_minutes,
         resume=resume, backends=backends, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -33,6 +33,8 @@ class ConvertOptions:
     assume_preprocess: bool = False
     task: Optional[str] = None
     labels: Union[str, Path, Sequence[str], None] = None
+    #: decoder stated by the user ({"type": "yolo", "layout": "v8"}; --decoder, --decoder-layout)
+    decoder: Optional[Mapping[str, Any]] = None
     calib_size: int = 64
     val: Union[str, Path, np.ndarray, None] = None
     holdout: float = 0.25

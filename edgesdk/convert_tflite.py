@@ -40,6 +40,39 @@ def _input_spec(src: Path) -> Any:
         return rt.inputs[0]
 
 
+def tflite_custom_ops(path: Path) -> list[str]:
+    """Names of the custom ops a .tflite uses (``Model.operator_codes[].custom_code`` in its
+    flatbuffer), read without an engine; [] when the file cannot be read this way."""
+    import struct
+
+    buf = path.read_bytes()
+
+    def u32(at: int) -> int:
+        return struct.unpack_from("<I", buf, at)[0]
+
+    def field(table: int, i: int) -> Any:  # where field i of the table at `table` is, or None
+        vtable = table - struct.unpack_from("<i", buf, table)[0]
+        if 4 + 2 * i >= struct.unpack_from("<H", buf, vtable)[0]:
+            return None
+        off = struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0]
+        return table + off if off else None
+
+    try:
+        codes = field(u32(0), 1)  # Model field 1: operator_codes
+        if codes is None:
+            return []
+        vec, names = codes + u32(codes), set()
+        for k in range(u32(vec)):
+            code = vec + 4 + 4 * k + u32(vec + 4 + 4 * k)
+            custom = field(code, 1)  # OperatorCode field 1: custom_code
+            if custom is not None:
+                at = custom + u32(custom)
+                names.add(buf[at + 4:at + 4 + u32(at)].decode("utf-8"))
+        return sorted(names)
+    except (struct.error, UnicodeDecodeError, IndexError):
+        return []
+
+
 def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
     from converters.variants import Variant
 
@@ -53,8 +86,12 @@ def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
     except Exception as exc:  # the frontend raises its own kinds; the op name is what the user needs
         ops = sorted(set(re.findall(r"(?:operation|op(?:erator)?)\s*(?:type)?\s*[:=]?\s*'?\"?([A-Z][A-Za-z0-9_]+)", str(exc))))
-        v.error = (f"OpenVINO cannot read {src.name}" + (f": unsupported op {', '.join(ops)}" if ops else "")
-                   + f" ({str(exc).splitlines()[0][:200]})")
+        custom = tflite_custom_ops(src)
+        # the frontend's message often names no op; a custom op (MediaPipe's) is what it lacks then
+        why = (f": unsupported op {', '.join(ops)}" if ops else
+               f": custom op {', '.join(custom)} is not in OpenVINO's TFLite frontend" if custom else "")
+        v.error = (f"OpenVINO cannot read {src.name}{why}; the litert route (the .tflite as given) runs it"
+                   + f" ({str(exc).splitlines()[0][:160]})")
         return v
     v.model, v.files = xml.name, {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
     v.check_with = ("openvino", xml)
@@ -80,6 +117,32 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
             v.checked = True
         say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}")
     return variants
+
+
+def _labels(labels: Any, pre: Any) -> list[str]:
+    """--labels (a list, or a file with one class name per line), else the preset's."""
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if labels is not None:
+        return [str(v) for v in labels]
+    return list(pre.labels) if pre is not None else []
+
+
+def _say_facts(src: Path, spec_in: Any, pre: Any, task: str, resolved: Any, say: Callable[[str], None],
+               notes: list[str]) -> None:
+    """What the bundle will assume about its input, said before the work (and kept in the report)."""
+    say(f"{src.name}: input {spec_in.name} {list(spec_in.shape)}; preset {pre.name if pre else 'none'}; task {task}")
+    if pre is None and resolved.assumed:
+        from .convert import _short
+
+        assumed = ", ".join(f"{k}={_short(getattr(resolved.spec, k))}" for k in resolved.assumed)
+        note = (f"no preset: preprocessing ASSUMED, not stated: {assumed} (state --normalize/--mean/--std/--color/"
+                "--resize/--pad-value to change it)")
+        say(note)
+        notes.append(note)
 
 
 @dataclass
@@ -121,11 +184,11 @@ def convert_tflite(ctx: Context, src: Path) -> Any:
 def _prepare(ctx: Context, src: Path) -> TflitePrepared:
     from . import convert as conv
     from .preprocess_options import resolve_preprocess
-    from .presets import get_preset, preset_for
+    from .presets import lookup_preset
 
     opts = ctx.opts
     spec_in = _input_spec(src)
-    pre = get_preset(opts.preset) if opts.preset else preset_for(src)
+    pre = lookup_preset(opts.preset, src)
     resolved = resolve_preprocess(opts.preprocess_options, preset=pre.preprocess if pre else None,
                                   preset_name=pre.name if pre else "", input_shape=list(spec_in.shape),
                                   input_name=spec_in.name, dtype=spec_in.dtype.name)
@@ -136,7 +199,8 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
     spec = conv._bundle_spec(opts.preprocess or resolved.spec, shape)
     task = opts.task or (pre.task if pre else "raw")
     decoder = dict(pre.decoder) if pre is not None and pre.task == task else dict(conv.TASK_DECODERS.get(task, {}))
-    labels = list(opts.labels) if isinstance(opts.labels, (list, tuple)) else (list(pre.labels) if pre else [])
+    labels = _labels(opts.labels, pre)
+    _say_facts(src, spec_in, pre, task, resolved, ctx.say, notes)
     return TflitePrepared(src, spec_in, shape, pre, resolved, spec, task, decoder, labels, notes)
 
 
@@ -160,9 +224,12 @@ def _data(ctx: Context, prep: TflitePrepared) -> Data:
 
 def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
     variants = build_tflite_variants(prep.src, ctx.opts, data.comparator, ctx.work, ctx.say)
-    return Built(variants, [], notes=["input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, "
-                                      "Edge TPU recipes) were not built; INT8 from a float .tflite needs the ONNX "
-                                      "source"])
+    custom = tflite_custom_ops(prep.src)
+    note = ("input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, Edge TPU recipes) were "
+            "not built; INT8 from a float .tflite needs the ONNX source (tf2onnx --tflite makes one; convert that "
+            ".onnx)" + (f"; custom op {', '.join(custom)} may block that route too (tf2onnx converts builtin ops; "
+                        "1.17 rejects MediaPipe's Convolution2DTransposeBias)" if custom else ""))
+    return Built(variants, [], notes=[note])
 
 
 def _choose(ctx: Context, built: Built) -> Choice:

@@ -8,7 +8,12 @@ Exporters write these under different names; we read the common ones:
 - ``labels`` / ``names`` / ``classes``: class names (a JSON list, a JSON or Python dict of
   index -> name as Ultralytics writes, or one name per line);
 - ``character``: a CTC recognizer's dictionary, one character per line (PaddleOCR exports);
-- ``task``.
+- ``task``;
+- Ultralytics exports (``author`` Ultralytics, or ``imgsz`` + ``stride`` + ``names``): ``task``
+  (detect -> detection, classify -> classification; segment/pose/obb are kept as named, which
+  convert refuses), ``imgsz`` (the input size for dynamic dims), ``stride``, ``names`` and the
+  preprocessing Ultralytics' own predictor applies (see `ultralytics_facts`), recorded as coming
+  from "ultralytics metadata".
 
 Nothing here guesses: a key that is absent is absent.
 """
@@ -18,6 +23,8 @@ import ast
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from .errors import ConfigError
 
 PREPROCESS_KEYS = ("mean", "std", "scale", "normalize", "color", "color_format", "layout", "resize")
 LABEL_KEYS = ("labels", "names", "classes")
@@ -83,7 +90,11 @@ def read_model_facts(path: Union[str, Path], props: Optional[dict[str, str]] = N
     facts: dict[str, Any] = {"preprocess": pre, "keys": used}
     for key in LABEL_KEYS:
         if key in props:
-            facts["labels"] = parse_labels(props[key])
+            try:
+                facts["labels"] = parse_labels(props[key])
+            except (ValueError, SyntaxError, TypeError, KeyError):
+                raise ConfigError(f"the model's metadata {key!r} is not a list or an index -> name dict of class "
+                                  f"names ({props[key][:60]!r}); fix the model's metadata_props") from None
             used.append(key)
             break
     if "character" in props:
@@ -92,4 +103,59 @@ def read_model_facts(path: Union[str, Path], props: Optional[dict[str, str]] = N
     if "task" in props:
         facts["task"] = props["task"].strip()
         used.append("task")
+    if is_ultralytics(props):
+        _merge_ultralytics(facts, ultralytics_facts(props), props)
     return facts
+
+
+#: Ultralytics task names -> ours; the others (segment, pose, obb) have no decoder here yet
+ULTRALYTICS_TASKS = {"detect": "detection", "classify": "classification"}
+#: what Ultralytics' predictor feeds every model: RGB, x/255, no mean/std; detect/segment/pose/obb
+#: letterbox the image centered with gray 114 (ultralytics.data.augment.LetterBox), classify
+#: resizes the short side and center-crops (classify_transforms, crop_fraction 1.0)
+ULTRALYTICS_PREPROCESS = {"color": "RGB", "scale": 1.0 / 255.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+ULTRALYTICS_ORIGIN = "ultralytics metadata"
+
+
+def is_ultralytics(props: dict[str, str]) -> bool:
+    """An Ultralytics export: its author says so, or it carries the keys only its exporter writes."""
+    return props.get("author", "").strip().lower() == "ultralytics" or {"imgsz", "stride", "names"} <= set(props)
+
+
+def _size(value: str) -> Optional[tuple[int, int]]:
+    obj = ast.literal_eval(value.strip())  # "[320, 320]" or "640": literals only, never eval
+    if isinstance(obj, int):
+        return obj, obj
+    if isinstance(obj, (list, tuple)) and len(obj) == 2 and all(isinstance(v, int) for v in obj):
+        return int(obj[0]), int(obj[1])
+    return None
+
+
+def ultralytics_facts(props: dict[str, str]) -> dict[str, Any]:
+    """Task, input size, stride and preprocessing of an Ultralytics export."""
+    task = props.get("task", "detect").strip()
+    pre: dict[str, Any] = dict(ULTRALYTICS_PREPROCESS)
+    if task == "classify":
+        pre.update(resize="crop", crop_ratio=1.0)
+    else:
+        pre.update(resize="letterbox", pad_value=114)
+    out: dict[str, Any] = {"task": ULTRALYTICS_TASKS.get(task, task), "ultralytics_task": task, "preprocess": pre}
+    try:
+        size = _size(props["imgsz"]) if "imgsz" in props else None
+    except (ValueError, SyntaxError):
+        size = None
+    if size is not None:
+        pre["size"] = size
+    if props.get("stride", "").strip().isdigit():
+        out["stride"] = int(props["stride"])
+    if props.get("version"):
+        out["ultralytics_version"] = props["version"].strip()
+    return out
+
+
+def _merge_ultralytics(facts: dict[str, Any], ultra: dict[str, Any], props: dict[str, str]) -> None:
+    """Ultralytics facts under what the model states explicitly (edgesdk.preprocess, mean, ...)."""
+    facts["preprocess"] = {**ultra.pop("preprocess"), **facts["preprocess"]}
+    facts["preprocess_origin"] = ULTRALYTICS_ORIGIN
+    facts.update(ultra)
+    facts["keys"].extend(k for k in ("imgsz", "stride", "author", "version") if k in props)

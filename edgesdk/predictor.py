@@ -6,7 +6,9 @@
 
 A bundle brings its preprocessing and decoder from its manifest. A bare model file gets
 them from its preset (looked up by sha256 or file name, see `edgesdk.presets`); an unknown
-model gets a guessed preprocessing (RGB, [0, 1], stretched) and the raw decoder.
+model gets a guessed preprocessing (RGB, [0, 1], stretched) and the raw decoder. An unknown
+model with dynamic image dims needs `input_shape` (-1 keeps a dim dynamic, edgesdk.shapes):
+nothing else says what size to feed it.
 """
 from __future__ import annotations
 
@@ -40,13 +42,17 @@ class Predictor:
         backend: engine name (default: the bundle's, or by file suffix).
         preset: for a bare model file, a preset name to use instead of the lookup.
         preprocess_options: for a bare model file, stated preprocessing (PreprocessOptions).
+        input_shape: for a bare model file, the shape to feed (e.g. [1, 3, 224, 224]; -1 keeps a
+            dim dynamic: [1, 3, 48, -1] with fit-height resizing follows each image's width).
         batch_size: most images per engine call (default: the model's fixed batch, else 8).
         **runtime_kw: passed to `runtimes.load` (device, precision, threads, ...).
     """
 
     def __init__(self, bundle_or_path: Union[str, Path, Bundle], backend: Optional[str] = None, *,
                  preset: Optional[str] = None, batch_size: Optional[int] = None,
-                 preprocess_options: Any = None, **runtime_kw: Any) -> None:
+                 preprocess_options: Any = None, input_shape: Optional[Sequence[Any]] = None,
+                 task: Optional[str] = None, labels: Union[str, Path, Sequence[str], None] = None,
+                 **runtime_kw: Any) -> None:
         self.bundle: Optional[Bundle] = None
         if isinstance(bundle_or_path, Bundle):
             self.bundle = bundle_or_path
@@ -56,6 +62,9 @@ class Predictor:
                 self.bundle = Bundle.load(path)
             elif not path.exists():
                 raise BundleError(f"{path} does not exist (expected a model file or a bundle directory)")
+        if self.bundle is not None and input_shape is not None:
+            raise BundleError(f"--input-shape: the bundle {self.bundle.path.name} records its own input shape; the "
+                              "option is for bare model files (re-convert the bundle to change it)")
         if self.bundle is not None:
             self.manifest: Manifest = self.bundle.manifest
             self.model_path = self.bundle.model_path
@@ -63,12 +72,14 @@ class Predictor:
         else:
             self.model_path = Path(bundle_or_path)
             self.runtime = load_runtime(self.model_path, backend=backend, **runtime_kw)
-            from .presets import build_manifest
-
             self.runtime.activate()
-            self.manifest = build_manifest(self.model_path, preset, backend=self.runtime.backend,
-                                           inputs=self.runtime.inputs, outputs=self.runtime.outputs,
-                                           preprocess_options=preprocess_options)
+            try:
+                overrides = _task_overrides(task, labels)
+                self.manifest = _bare_manifest(self.model_path, preset, self.runtime, preprocess_options, input_shape,
+                                               overrides)
+            except BaseException:
+                self.runtime.close()  # refused: leave no engine behind
+                raise
             assumed = (self.manifest.provenance.get("preprocess_sources") or {}).get("assumed", [])
             if self.manifest.provenance.get("preset") is None and assumed:
                 log.warning("%s: no preset known for this model and nothing stated for %s; assumed %s. "
@@ -169,6 +180,64 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"Predictor({self.manifest.name}, task={self.task}, runtime={self.runtime!r})"
+
+
+def _task_overrides(task: Optional[str], labels: Union[str, Path, Sequence[str], None]) -> dict[str, Any]:
+    """A bare model's stated task and labels (a list, or a file with one name per line)."""
+    out: dict[str, Any] = {"task": task} if task else {}
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise BundleError(f"--labels {labels}: no such file (expected one class name per line)")
+        out["labels"] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif labels is not None:
+        out["labels"] = [str(v) for v in labels]
+    return out
+
+
+def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options: Any,
+                   input_shape: Optional[Sequence[Any]], overrides: Optional[dict[str, Any]] = None) -> Manifest:
+    """A bare model's manifest, its preprocessing sized by `input_shape`; an unknown model whose
+    image dims are dynamic and that no `input_shape` sizes is refused, naming --input-shape."""
+    from dataclasses import replace
+
+    from .presets import build_manifest
+    from .shapes import fill_dims, parse_input_shape, shape_for_resolve, spatial_axes, spec_for_shape, unresolved_error
+
+    inputs = list(runtime.inputs)
+    stated = parse_input_shape(input_shape)
+    seen = inputs
+    if stated is not None and len(inputs) == 1:
+        fill_dims(inputs[0].shape, stated, inputs[0].name)  # a stated dim the model contradicts fails here
+        seen = [replace(inputs[0], shape=tuple(shape_for_resolve(list(inputs[0].shape), stated, options)))]
+    manifest = build_manifest(path, preset, backend=runtime.backend, inputs=seen, outputs=runtime.outputs,
+                              preprocess_options=options, **(overrides or {}))
+    _check_label_count(manifest)
+    manifest.inputs = inputs
+    spec = manifest.preprocess
+    if spec is None or len(inputs) != 1 or inputs[0].rank != 4:
+        return manifest
+    if stated is not None:
+        manifest.preprocess = spec_for_shape(spec, fill_dims(inputs[0].shape, stated, inputs[0].name))[0]
+    elif manifest.provenance.get("preset") is None:
+        dims = list(inputs[0].shape)
+        axes = spatial_axes(spec.layout)
+        sources = (manifest.provenance.get("preprocess_sources") or {}).get("sources", {})
+        if spec.size is not None and not str(sources.get("size", "default")).startswith("default"):
+            for axis, size in zip(axes, spec.size):  # the model's metadata says its size (Ultralytics imgsz)
+                dims[axis] = size if dims[axis] is None else dims[axis]
+            manifest.preprocess = spec_for_shape(spec, [dims[0] or 1, *dims[1:]])[0]
+        elif any(dims[a] is None for a in axes):
+            raise unresolved_error(inputs[0].name, dims, dims, what="predict")
+    return manifest
+
+
+def _check_label_count(manifest: Manifest) -> None:
+    outs = [o for o in manifest.outputs if o.rank == 2 and o.shape[-1]]
+    if manifest.task == "classification" and manifest.labels and len(outs) == 1 and \
+            len(manifest.labels) != outs[0].shape[-1]:
+        raise BundleError(f"--labels has {len(manifest.labels)} names but the model's output {outs[0].name!r} has "
+                          f"{outs[0].shape[-1]} classes: give one name per class, in class-index order")
 
 
 def _load_all(images: Iterable[ImageLike]) -> list[np.ndarray]:

@@ -25,6 +25,9 @@ from .errors import ConfigError, InputMismatchError, SourceError
 #: text-line models); none: the image must already have the model size.
 RESIZE_MODES = ("stretch", "letterbox", "crop", "fit_height", "none")
 LIMIT_TYPES = ("max", "min")
+#: resize filters by name -> OpenCV flag; "area" is what PIL/torchvision's antialiased bilinear
+#: comes closest to when shrinking, "lanczos" what PaddleClas evaluates with
+INTERPOLATIONS = {"linear": 1, "area": 3, "cubic": 2, "lanczos": 4, "nearest": 0}
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,13 @@ class PreprocessSpec:
     #: (at least size[1], rounded up to size_multiple) instead of padding to size[1], as
     #: PaddleOCR's recognizer does (imgW = max(320, 48 * w / h))
     dynamic_width: bool = False
+    #: the resize filter (INTERPOLATIONS); the model was trained with one, and it moves scores
+    interpolation: str = "linear"
 
     def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"preprocess.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                              f"got {self.interpolation!r}")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"preprocess.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.color not in ("RGB", "BGR", "GRAY"):
@@ -186,19 +194,19 @@ class Preprocessor:
                     f"image is {w}x{h} but the model takes {tw}x{th} and preprocess.resize is 'none'")
             return img, Transform(input_size=(th, tw), original_size=(h, w))
         if mode == "stretch":
-            out = cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR)
+            out = cv2.resize(img, (tw, th), interpolation=INTERPOLATIONS[self.spec.interpolation])
             return out, Transform((th / h, tw / w), (0.0, 0.0), (th, tw), (h, w))
         if mode == "fit_height":
             # PaddleOCR cls/rec: height to th, width by aspect (ceil) capped at tw, pad right
             nw = max(1, min(tw, int(math.ceil(th * w / h))))
-            resized = cv2.resize(img, (nw, th), interpolation=cv2.INTER_LINEAR)
+            resized = cv2.resize(img, (nw, th), interpolation=INTERPOLATIONS[self.spec.interpolation])
             out = np.full((th, tw) + img.shape[2:], self.spec.pad_value, dtype=img.dtype)
             out[:, :nw] = resized
             return out, Transform((th / h, nw / w), (0.0, 0.0), (th, tw), (h, w))
         if mode == "letterbox":
             r = min(th / h, tw / w)
             nh, nw = max(1, round(h * r)), max(1, round(w * r))
-            resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            resized = cv2.resize(img, (nw, nh), interpolation=INTERPOLATIONS[self.spec.interpolation])
             top, left = (th - nh) // 2, (tw - nw) // 2
             out = np.full((th, tw) + img.shape[2:], self.spec.pad_value, dtype=img.dtype)
             out[top:top + nh, left:left + nw] = resized
@@ -206,7 +214,7 @@ class Preprocessor:
         # crop: scale the short side to fit, then center-crop
         r = max(th / h, tw / w) / self.spec.crop_ratio
         nh, nw = max(th, round(h * r)), max(tw, round(w * r))
-        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(img, (nw, nh), interpolation=INTERPOLATIONS[self.spec.interpolation])
         top, left = (nh - th) // 2, (nw - tw) // 2
         return resized[top:top + th, left:left + tw], Transform((r, r), (-float(top), -float(left)), (th, tw), (h, w))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional, Sequence
 
 from .errors import ConfigError
-from .preprocess import RESIZE_MODES, PreprocessSpec
+from .preprocess import INTERPOLATIONS, RESIZE_MODES, PreprocessSpec
 
 #: --normalize NAME -> (scale, mean, std) with mean/std in scaled units: (x * scale - mean) / std
 NORMALIZATIONS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
@@ -29,7 +29,8 @@ LAYOUTS = ("NCHW", "NHWC")
 #: the CLI spells fit_height with a dash
 RESIZE_CHOICES = ("stretch", "letterbox", "crop", "fit-height", "none")
 FLAG = {"normalize": "--normalize", "mean": "--mean", "std": "--std", "scale": "--scale", "color": "--color",
-        "resize": "--resize", "pad_value": "--pad-value", "layout": "--layout", "crop_ratio": "--crop-ratio"}
+        "resize": "--resize", "pad_value": "--pad-value", "layout": "--layout", "crop_ratio": "--crop-ratio",
+        "interpolation": "--interpolation"}
 
 
 def parse_triple(option: str, text: Optional[str]) -> Optional[tuple[float, ...]]:
@@ -59,6 +60,7 @@ class PreprocessOptions:
     pad_value: Optional[int] = None
     layout: Optional[str] = None
     crop_ratio: Optional[float] = None
+    interpolation: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -89,6 +91,10 @@ class PreprocessOptions:
             raise ConfigError(f"--pad-value is a pixel value in 0..255, got {self.pad_value}")
         if self.crop_ratio is not None and not 0.0 < float(self.crop_ratio) <= 1.0:
             raise ConfigError(f"--crop-ratio is the crop's share of the short side, in (0, 1], got {self.crop_ratio}")
+        if self.interpolation is not None:
+            object.__setattr__(self, "interpolation", self.interpolation.lower())
+            if self.interpolation not in INTERPOLATIONS:
+                raise ConfigError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         self._check_normalize_agrees()
 
     def _check_normalize_agrees(self) -> None:
@@ -178,7 +184,7 @@ def resolve_preprocess(options: Optional[PreprocessOptions] = None, *, model_fac
     if "normalize" in meta:
         scale, mean, std = NORMALIZATIONS[str(meta.pop("normalize")).lower()]
         meta = {"scale": scale, "mean": mean, "std": std, **meta}
-    layers.append(("model metadata", meta))
+    layers.append((str((model_facts or {}).get("preprocess_origin") or "model metadata"), meta))
     if preset is not None:
         layers.append((f"preset {preset_name}".strip(), preset.to_dict()))
     values: dict[str, Any] = {}

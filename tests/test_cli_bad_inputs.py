@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, cls_model, photos):
+def bad(tmp_path_factory, cls_model, photos, model_paths, blazeface_model):
     """Named files: good ones to pair with one bad thing at a time, and the bad ones."""
     from edgesdk.presets import make_bundle
+    from tinymodels import TinyModels
 
     d = tmp_path_factory.mktemp("bad")
     good = cls_model.read_bytes()
@@ -32,12 +33,21 @@ def bad(tmp_path_factory, cls_model, photos):
              "truncated": d / "truncated.onnx", "empty": d / "empty.onnx", "corrupt_tflite": d / "corrupt.tflite",
              "corrupt_xml": d / "corrupt.xml", "photo": d / "photo.png", "bad_image": d / "bad.png",
              "missing_image": d / "missing.png", "bundle": make_bundle(cls_model, d / "bundle").path,
+             "labels3": d / "three-labels.txt",
              "not_bundle": d / "not_a_bundle", "corrupt_pkg": d / "corrupt.edgepkg", "empty_pkg": d / "empty.edgepkg",
              "missing_pkg": d / "missing.edgepkg", "root": d / "device-root", "out": d / "out",
              "bad_yaml": d / "bad.yaml", "empty_yaml": d / "empty.yaml", "missing_yaml": d / "missing.yaml",
-             "missing_dir": d / "missing-dir"}
+             "missing_dir": d / "missing-dir",
+             # a detector for --then rows, and a model that takes no image (it cannot run on crops)
+             "det_bundle": make_bundle(model_paths["blazeface_short.tflite"], d / "bf").path,
+             "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
+             "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx",
+             "tflite": blazeface_model}
+    files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
+    files["labels3"].write_text("a\nb\nc\n")
     rng = np.random.default_rng(0)
     files["corrupt"].write_bytes(rng.bytes(4096))
+    _without_preset(cls_model, files["dyn_model"])
     files["truncated"].write_bytes(good[: len(good) // 2])
     files["empty"].write_bytes(b"")
     files["corrupt_tflite"].write_bytes(rng.bytes(4096))
@@ -53,6 +63,15 @@ def bad(tmp_path_factory, cls_model, photos):
     files["bad_yaml"].write_text("devices: [unclosed\n  - : :\n")
     files["empty_yaml"].write_text("")
     return files
+
+
+def _without_preset(model: Path, dest: Path) -> None:
+    """The classifier ([?,3,?,?]) under another name and hash: no preset says its input size."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    proto.metadata_props.add(key="copied", value="no preset")
+    onnx.save(proto, str(dest))
 
 
 BAD_MODELS = ["{missing}", "{corrupt}", "{truncated}", "{empty}"]
@@ -72,7 +91,14 @@ TABLE: list[tuple[str, str]] = [
     ("predict {model} {photo} --threads 0", "threads"),
     ("predict {model} {photo} --batch-size 0", "batch-size"),
     ("predict {model} {photo} --score-threshold 2", "score-threshold"),
+    ("predict {bundle} {photo} --task raw", "--task/--labels"),
+    ("predict {model} {photo} --labels {labels3}", "3 names"),
+    ("predict {model} {photo} --labels {missing_image}", "no such file"),
+    ("predict {model} {photo} --task segment", "segment"),
     ("predict {model}", "IMAGES"),
+    ("predict {dyn_model} {photo}", "--input-shape"),  # dynamic dims, nothing says their size
+    ("predict {model} {photo} --input-shape 1,3,x,5", "input-shape"),
+    ("predict {bundle} {photo} --input-shape 1,3,48,192", "input-shape"),
     *[(f"bench {m} --iterations 1 --warmup 0", "") for m in BAD_MODELS],
     ("bench {model} --backend no-such-backend", "no-such-backend"),
     ("bench {model} --backend auto", "not auto"),
@@ -83,15 +109,30 @@ TABLE: list[tuple[str, str]] = [
     ("bench {model} --device XPU", "XPU"),
     ("bench {model} --precision fp7", "fp7"),
     ("bench {model} --iterations 0", "iterations"),
+    ("bench {dyn_model} --iterations 1 --warmup 0", "--input-shape"),  # no 640x640 default
+    ("bench {model} --input-shape 1,3,48", "rank"),
+    ("bench {model} --input-shape 1,3,x,5", "input-shape"),
     *[(f"convert {m} -o {{out}}/c -p generic-arm64", "") for m in BAD_MODELS],
     ("convert {model} -o {out}/c -p generic-arm64 --profile no-such-profile", "no-such-profile"),
     ("convert {model} -o {out}/c -p generic-arm64 --precision fp7", "fp7"),
     ("convert {model} -o {out}/c -p generic-arm64 --input-shape abc", "input-shape"),
+    ("convert {model} -o {out}/c -p generic-arm64 --input-shape 1,3,x,5", "input-shape"),
+    ("convert {model} -o {out}/c -p generic-arm64 --input-shape -1,3,48,192", "batch dim"),
+    ("convert {model} -o {out}/c -p coral-edgetpu --input-shape 1,3,48,-1", "--input-shape"),  # static-only targets
+    ("convert {model} -o {out}/c -p raspberry-pi-4 --backend litert --input-shape 1,3,48,-1", "--input-shape"),
     ("convert {model} -o {out}/c -p generic-arm64 --backend no-such-backend", "no-such-backend"),
     ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),
+    ("convert {model} -o {out}/c -p generic-arm64 --task detection", "--decoder"),  # [N,2] is no YOLO output
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout end2end", "--decoder-layout"),
     ("convert {model}", "missing option"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --preset no-such-preset", "'none'"),
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "missing.png"),
     *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
     ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),
     ("run {bundle} --source {bad_image} --max-frames 1 --no-status", "bad.png"),
@@ -99,6 +140,22 @@ TABLE: list[tuple[str, str]] = [
     ("run {bundle} --source {photo} --profile no-such-profile --no-status", "no-such-profile"),
     ("run {bundle} --source {photo} --batch 0 --no-status", "batch"),
     ("run {bundle} --source {photo} --sink nosuch://x --max-frames 1 --no-status", "nosuch"),
+    ("run {det_bundle} --source {photo} --then {vector_model} --max-frames 1 --no-status", "does not take one image"),
+    ("run {bundle} --source {photo} --then {bundle} --max-frames 1 --no-status", "detects"),
+    ("run {bundle} --source {photo} --replicas 100000 --max-frames 1 --no-status", "replicas"),
+    ("run {bundle} --source p={photo} --weight p=0 --max-frames 1 --no-status", "weight"),
+    ("run {bundle} --source p={photo} --weight p=-2 --max-frames 1 --no-status", "weight"),
+    ("run {bundle} --source p={photo} --weight q=1 --max-frames 1 --no-status", "unknown source"),
+    ("run {bundle} --source {photo} --gate change --gate-threshold 1.5 --max-frames 1 --no-status", "gate-threshold"),
+    ("run {bundle} --source {photo} --gate change --gate-threshold -0.1 --max-frames 1 --no-status",
+     "gate-threshold"),
+    ("run {bundle} --source {photo} --replicas 2 --replica-mode streams --backend onnxruntime --max-frames 1 "
+     "--no-status", "replica"),
+    ("run {bundle} --no-status", "--source"),
+    ("run --spec {missing_yaml} --no-status", "missing.yaml"),
+    ("run --spec {bad_yaml} --no-status", "bad.yaml"),
+    ("run --spec {spec_no_sources} --no-status", "sources"),
+    ("run {bundle} --spec {spec_no_sources} --no-status", "BUNDLE"),
     ("profiles show no-such-profile", "no-such-profile"),
     ("profiles --profiles-dir {missing_dir} list", "missing-dir"),
     ("profiles list --bogus-option", "bogus"),

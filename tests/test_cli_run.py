@@ -65,6 +65,24 @@ def test_a_folder_without_images_exits_non_zero(bundle, tmp_path):
     assert proc.returncode == 9 and "no images" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_results_of_a_folder_say_which_image_they_are_about(bundle, tmp_path, photos):
+    """BlazeFace over real photos in a folder: each JSONL line names its file, and the faces land on the
+    photos that have one."""
+    import cv2
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut", "coffee", "rocket"):
+        cv2.imwrite(str(folder / f"{name}.png"), photos[name])
+    out = tmp_path / "out.jsonl"
+    proc = _run(str(bundle), "--source", str(folder), "--sink", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    found = {Path(r["meta"]["path"]).name: len(r["detections"]) for r in lines}
+    assert set(found) == {"astronaut.png", "coffee.png", "rocket.png"}
+    assert found["astronaut.png"] >= 1 and found["coffee.png"] == 0
+
+
 def test_a_video_writer_that_cannot_open_exits_non_zero_and_leaves_nothing(bundle, clip, tmp_path):
     out = tmp_path / "out.mp4"
     proc = _run(str(bundle), "--source", str(clip.path), "--sink", f"{out}?fourcc=ZZZZ",

@@ -256,8 +256,8 @@ def test_raw_splits_batch_items():
 def test_make_decoder_factory_errors():
     assert isinstance(make_decoder(decoder={}, task="classification"), ClassificationDecoder)
     assert isinstance(make_decoder(decoder={}, task="raw"), RawDecoder)
-    with pytest.raises(ConfigError, match="unknown decoder type 'yolo'"):
-        make_decoder(decoder={"type": "yolo"})
+    with pytest.raises(ConfigError, match="unknown decoder type 'no_such_decoder'"):
+        make_decoder(decoder={"type": "no_such_decoder"})
     with pytest.raises(ConfigError, match="must name its decoder"):
         make_decoder(decoder={}, task="detection")
     with pytest.raises(ConfigError, match=r"unknown settings \['iou'\]"):
@@ -276,3 +276,17 @@ def test_crop_text_straightens_a_rotated_region():
     assert crop[3:-3, 3:-3].min() > 200  # all bar, no background
     tall = crop_text(img, order_points(cv2.boxPoints(((100, 100), (20, 80), 0.0))))
     assert tall.shape[1] > tall.shape[0]  # vertical text is turned to a line
+
+
+def test_the_accuracy_guard_reads_boxes_of_an_nhwc_detector(blazeface_model, photos):
+    """BlazeFace (1x128x128x3, NHWC) on LiteRT: the guard's box reader finds the astronaut's face inside
+    the 128x128 input, not clipped to a 3-pixel-wide image as an NCHW reading of the shape would."""
+    from edgesdk.accuracy import box_decoder_for
+
+    preset = get_preset("blazeface_short")
+    boxes_of = box_decoder_for(preset, [1, 128, 128, 3])
+    x, _ = Preprocessor(preset.preprocess)([photos["astronaut"]])
+    with runtimes.load(blazeface_model) as rt:
+        boxes = boxes_of(rt.infer({rt.inputs[0].name: x}))
+    assert len(boxes) >= 1
+    assert float(boxes[:, 2].max()) > 20 and float(boxes.max()) <= 128.5

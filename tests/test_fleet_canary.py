@@ -16,20 +16,13 @@ from edgesdk.provision.install import install, status
 from edgesdk.provision.package import pack
 from edgesdk.results import Result
 from provisiondata import QUIET, art, edgesdk  # noqa: F401 (fixture)
-from realdata import photos
+from sampledata import text_line_frames
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     """24 text-line frames: 12 windows of the page photo (191 x 384), each upright and turned 180 degrees."""
-    folder = tmp_path_factory.mktemp("frames")
-    page = photos()["page"]
-    for i in range(12):
-        y, x = 25 * (i % 6), 144 * (i // 6)
-        crop = np.ascontiguousarray(page[y: y + 40, x: x + 240])
-        cv2.imwrite(str(folder / f"{i:02d}a.png"), crop)
-        cv2.imwrite(str(folder / f"{i:02d}b.png"), cv2.rotate(crop, cv2.ROTATE_180))
-    return folder
+    return text_line_frames(tmp_path_factory.mktemp("frames"))
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ def test_nothing_stated_is_all_assumed():
     (dict(mean="0.5,0.5,0.5", color="GRAY"), [1, 1, 28, 28], ["--mean", "3 values", "1 channel"]),
     (dict(normalize="zscore"), NCHW, ["--normalize", "imagenet"]),
     (dict(crop_ratio=1.5), NCHW, ["--crop-ratio"]),
+    (dict(interpolation="bicubic"), NCHW, ["--interpolation", "lanczos"]),
 ])
 def test_bad_options_name_the_option(options, shape, words):
     with pytest.raises(ConfigError) as exc:
@@ -101,3 +102,19 @@ def test_crop_ratio_resizes_the_short_side_before_the_center_crop():
     assert row[:100].max() == 0 and row[-100:].min() == 255
     with pytest.raises(ConfigError):
         PreprocessSpec(crop_ratio=0)
+
+
+def test_interpolation_is_stated_recorded_and_used():
+    import numpy as np
+
+    from edgesdk.preprocess import Preprocessor
+
+    r = resolve_preprocess(PreprocessOptions(normalize="unit", interpolation="AREA"), input_shape=NCHW)
+    assert r.spec.interpolation == "area" and r.sources["interpolation"] == "option --interpolation"
+    assert r.spec.to_dict()["interpolation"] == "area"
+    stripes = np.zeros((448, 448, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: area averages them, nearest keeps one of the two
+    near = resolve_preprocess(PreprocessOptions(normalize="unit", interpolation="nearest"), input_shape=NCHW)
+    a = Preprocessor(r.spec)([stripes])[0]
+    b = Preprocessor(near.spec)([stripes])[0]
+    assert abs(float(np.mean(a[0])) - 0.5) < 0.01 and float(np.std(b[0])) < 0.01 and float(np.mean(b[0])) in (0.0, 1.0)

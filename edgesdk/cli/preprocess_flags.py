@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import click
 
+from ..preprocess import INTERPOLATIONS
 from ..preprocess_options import COLORS, LAYOUTS, NORMALIZATIONS, RESIZE_CHOICES, PreprocessOptions
 
 _FLAGS = [
@@ -22,9 +23,12 @@ _FLAGS = [
                  help="Input layout (must agree with the model's input shape)."),
     click.option("--crop-ratio", "pre_crop", type=click.FloatRange(0, 1, min_open=True), default=None,
                  help="--resize crop: crop this share of the short side (0.875 = resize 256, crop 224)."),
+    click.option("--interpolation", "pre_interp", type=click.Choice(list(INTERPOLATIONS), case_sensitive=False),
+                 default=None, help="Resize filter the model was trained with (default linear)."),
 ]
 _KEYS = {"normalize": "normalize", "pre_mean": "mean", "pre_std": "std", "pre_scale": "scale",
-         "pre_color": "color", "pre_resize": "resize", "pre_pad": "pad_value", "pre_layout": "layout", "pre_crop": "crop_ratio"}
+         "pre_color": "color", "pre_resize": "resize", "pre_pad": "pad_value", "pre_layout": "layout", "pre_crop": "crop_ratio",
+         "pre_interp": "interpolation"}
 
 
 def preprocess_flags(fn: Callable[..., Any]) -> Callable[..., Any]:

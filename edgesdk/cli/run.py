@@ -67,9 +67,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 @click.command("run")
-@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--source", "sources", multiple=True, required=True, metavar="SRC",
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--source", "sources", multiple=True, metavar="SRC",
               help=f"One of: {source_forms()}. NAME=SRC names it. Repeat for several sources.")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="A stream spec (YAML/JSON: model, sources, sinks, batching, slo_ms...) instead of BUNDLE and "
+                   "--source/--sink; the file is re-read while running: sources added to it or removed from it are "
+                   "added or removed without a restart (see --reload).")
+@click.option("--reload/--no-reload", "reload_spec", default=True, show_default=True,
+              help="--spec: apply source changes in the file while running.")
 @click.option("--weight", "weights", multiple=True, metavar="NAME=W",
               help="Share of the engine for source NAME when it is overloaded (> 0, default 1 each).")
 @click.option("--batching", type=click.Choice(["none", "fixed", "adaptive"]), default="none", show_default=True,
@@ -107,6 +114,9 @@ def _write_json(path: Path, data: dict) -> None:
               help="Engine threads (of each replica; default with --replicas: cores / replicas).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="Engine instances behind the one batcher (at most the CPU cores).")
+@click.option("--replica-mode", type=click.Choice(["auto", "engines", "streams"]), default="auto", show_default=True,
+              help="--replicas: engines = N models; streams = one model running N batches at once in the backend's "
+                   "own streams (OpenVINO NUM_STREAMS); auto = streams where the backend has them.")
 @click.option("--buffer", "buffer_size", type=click.IntRange(min=1), default=None,
               help="Frames buffered per source (default max(8, 2 x batch)).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=2, show_default=True,
@@ -117,12 +127,14 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the final statistics as JSON here.")
 @preprocess_flags
-def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batching: str, batch: Optional[int],
+def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Path], reload_spec: bool,
+        weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
         gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
         control_port: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
-        threads: Optional[int], replicas: int, buffer_size: Optional[int], max_inflight: int, profile: Optional[str],
+        threads: Optional[int], replicas: int, replica_mode: str, buffer_size: Optional[int], max_inflight: int,
+        profile: Optional[str],
         status: Optional[bool], report_path: Optional[Path], **flags: Any) -> None:
     """Run BUNDLE on live sources and send results to sinks.
 
@@ -134,10 +146,18 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
     edgesdk run faces/ --source 0 --sink faces.jsonl --sink out.mp4
     edgesdk run faces/ --source door=rtsp://10.0.0.5/live --source cam0=0 --weight door=2 \\
         --batching adaptive --slo-ms 50 --sink mqtt://127.0.0.1:1883/faces --metrics-port 9100
+    edgesdk run --spec cameras.yaml --status    # edit the file's sources: applied while running
     """
     from ..streaming.pipeline import Pipeline
 
     _check_names_first(backend, profile)
+    status_on = sys.stderr.isatty() if status is None else status
+    if spec_path is not None:
+        pipe, names = _from_spec_file(click.get_current_context(), spec_path, reload_spec, bundle, status_on)
+        _run_and_report(pipe, names, report_path)
+        return
+    if bundle is None or not sources:
+        raise ConfigError("edgesdk run needs BUNDLE and at least one --source (or --spec FILE describing both)")
     runtime_kw = {"threads": threads} if threads else {}
     model: Any = str(bundle)
     stated = pop_preprocess(flags)
@@ -151,12 +171,44 @@ def run(bundle: Path, sources: tuple[str, ...], weights: tuple[str, ...], batchi
     pipe = Pipeline(model, list(sources), list(sinks), batching=batching, batch=batch, max_wait_ms=max_wait_ms,
                     slo_ms=slo_ms, max_inflight=max_inflight, loop=loop, realtime=realtime, buffer_size=buffer_size,
                     max_frames=max_frames, duration=duration, metrics_port=metrics_port,
-                    status=sys.stderr.isatty() if status is None else status, backend=backend, profile=profile,
+                    status=status_on, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
-                    gate_max_age_s=gate_max_age_s, replicas=replicas, then=[str(p) for p in then],
-                    control_port=control_port,
-                    **runtime_kw)
+                    gate_max_age_s=gate_max_age_s, replicas=replicas, replica_mode=replica_mode,
+                    then=[str(p) for p in then], control_port=control_port, **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
+    _run_and_report(pipe, list(sources), report_path)
+
+
+#: options that may come with --spec (they say how to watch this run, not what it runs)
+SPEC_OVERRIDES = ("duration", "status", "report_path", "control_port", "metrics_port", "max_frames", "reload_spec",
+                  "spec_path", "backend", "profile", "bundle")
+
+
+def _from_spec_file(ctx: click.Context, path: Path, reload_spec: bool, bundle: Optional[Path],
+                    status: bool) -> tuple[Any, list[str]]:
+    """The pipeline a spec file describes; options on the command line other than the ones
+    about watching the run are refused (one place says what runs: the file)."""
+    from click.core import ParameterSource
+
+    from ..streaming.specwatch import pipeline_from_file
+
+    given = sorted(name for name in ctx.params if name not in SPEC_OVERRIDES
+                   and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE)
+    if bundle is not None or given:
+        what = (["BUNDLE"] if bundle is not None else []) + ["--" + g.replace("_", "-") for g in given]
+        raise ConfigError(f"--spec {path} describes the model, sources, sinks and batching; {', '.join(what)} "
+                          "cannot be given with it: put them in the spec file (or run without --spec)")
+    overrides = {k: ctx.params[k] for k in ("duration", "control_port", "metrics_port", "max_frames", "backend",
+                                            "profile") if ctx.params.get(k) is not None}
+    pipe = pipeline_from_file(path, watch=reload_spec, status=status, **overrides)
+    names = [str(s) for s in pipe.source_set.specs]
+    click.echo(f"running {path} ({len(names)} source(s)"
+               f"{'; source changes in the file apply while running' if reload_spec else ''}); Ctrl-C stops",
+               err=True)
+    return pipe, names
+
+
+def _run_and_report(pipe: Any, sources: list[str], report_path: Optional[Path]) -> None:
     try:
         report = pipe.run()
     finally:

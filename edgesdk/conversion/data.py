@@ -82,4 +82,4 @@ def _comparator(ctx: Context, prep: Prepared, held: Any) -> Any:
     # a PyTorch model is compared through its export, before any compression changes the file
     original = prep.src_path if isinstance(ctx.model, (str, Path)) else prep.prepared_path
     return Comparator(original, held.samples, task=prep.facts.task, eval_fn=ctx.eval_fn, reference_backend=REFERENCE,
-                      metric=ctx.metric, box_decoder=box_decoder_for(prep.facts.preset, prep.facts.shape))
+                      metric=ctx.metric, box_decoder=box_decoder_for(prep.facts, prep.facts.shape))

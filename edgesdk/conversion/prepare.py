@@ -37,7 +37,7 @@ def prepare(ctx: Context) -> Prepared:
     o = ctx.opts
     src_path, proto = _load_model(ctx.model, ctx.work, o.torch_example, ctx.say, o.example_shape)
     facts = _model_facts(ctx.model, src_path, proto, o.preset, o.input_shape, o.preprocess, o.preprocess_options,
-                         o.task, o.labels, o.calib, o.assume_preprocess, ctx.say)
+                         o.task, o.labels, o.calib, o.assume_preprocess, ctx.say, o.decoder)
     ctx.say(f"{src_path.name}: input {facts.input_name} {facts.shape}; preset "
             f"{facts.preset.name if facts.preset else 'none'}; task {facts.task}; profile {ctx.prof.name} "
             f"(this host: {ctx.this_host}); budget {o.budget}")

@@ -15,11 +15,13 @@ from .base import Decoder
 DECODERS = {
     "classification": "classification:ClassificationDecoder",
     "blazeface": "blazeface:BlazeFaceDecoder",
+    "mediapipe_ssd": "blazeface:MediaPipeSSDDecoder",
     "face_landmark": "face_landmark:FaceLandmarkDecoder",
     "ppocr_det": "ppocr_det:PPOCRDetDecoder",
     "raw": "raw:RawDecoder",
     "ctc": "ctc:CTCDecoder",
     "segmentation": "segmentation:SegmentationDecoder",
+    "yolo": "yolo:YoloDecoder",
 }
 # task -> decoder type when the manifest names none
 TASK_DEFAULT = {"classification": "classification", "text_detection": "ppocr_det", "raw": "raw",
@@ -51,11 +53,43 @@ def make_decoder(manifest: Any = None, *, decoder: Optional[Mapping[str, Any]] =
     kind = settings.pop("type", None)
     if kind is None:
         if task == "detection":
-            raise ConfigError("a detection manifest must name its decoder (decoder.type, e.g. 'blazeface'); "
-                              f"known: {', '.join(sorted(DECODERS))}")
+            raise ConfigError("a detection manifest must name its decoder (decoder.type, e.g. 'yolo' or "
+                              f"'blazeface'); known: {', '.join(sorted(DECODERS))}")
         kind = TASK_DEFAULT.get(task or "raw", "raw")
     cls = decoder_class(kind)
     return cls(labels=list(labels or []), **settings)
 
 
-__all__ = ["Decoder", "make_decoder", "decoder_class", "DECODERS"]
+def decoder_for_task(task: str, outputs: Sequence[tuple[str, Sequence[Optional[int]]]], labels: Sequence[str],
+                     stated: Optional[Mapping[str, Any]] = None, default: Optional[Mapping[str, Any]] = None,
+                     input_size: Optional[Sequence[int]] = None) -> tuple[dict[str, Any], Optional[str]]:
+    """Decoder settings for a model with no preset decoder, and a line stating the choice (or None).
+
+    `outputs` are the model's (name, dims); `stated` what the user said (``--decoder TYPE``,
+    ``--decoder-layout``: {"type": ..., "layout": ...}). A detection model with nothing stated
+    gets the YOLO decoder when its output shape and class count say which layout it has; otherwise
+    this refuses, naming the options. Other tasks keep `default`.
+    """
+    settings = {k: v for k, v in (stated or {}).items() if v is not None}
+    kind = settings.pop("type", None) or ("yolo" if "layout" in settings else None)
+    if kind is None and task != "detection":
+        return dict(default or {}), None
+    kind = kind or "yolo"
+    if kind == "yolo":
+        from .yolo import yolo_settings
+
+        rank3 = [(n, d) for n, d in outputs if len(d) == 3] or list(outputs)[:1]
+        name, dims = rank3[0] if rank3 else ("output", [])
+        try:
+            out = yolo_settings(dims, labels, settings.pop("layout", None), input_size, name, **settings)
+        except ConfigError as exc:
+            if stated:
+                raise
+            raise ConfigError(f"--task detection: no preset names this model's decoder and {exc}; or name "
+                              f"another decoder with --decoder TYPE ({', '.join(sorted(DECODERS))})") from None
+        return out, make_decoder(decoder=out, labels=labels, task=task).describe()
+    decoder_class(kind)(labels=list(labels or []), **settings)  # unknown settings fail here, not at predict
+    return {"type": kind, **settings}, f"decoder {kind} (option --decoder)"
+
+
+__all__ = ["Decoder", "make_decoder", "decoder_class", "decoder_for_task", "DECODERS"]

@@ -1,4 +1,4 @@
-"""BlazeFace (MediaPipe face detection): SSD anchors + box/keypoint decode + weighted NMS.
+"""BlazeFace and other MediaPipe SSD detectors: SSD anchors + box/keypoint decode + weighted NMS.
 
 Follows MediaPipe's ssd_anchors_calculator and tflite_tensors_to_detections_calculator
 with fixed-size anchors: a regressor row is (dx, dy, w, h, kx0, ky0, ...) in model-input
@@ -52,6 +52,7 @@ class BlazeFaceDecoder(Decoder):
     """
 
     kind = "blazeface"
+    default_labels: tuple[str, ...] = ("face",)
 
     def __init__(self, labels: Optional[Sequence[str]] = None, input_size: Sequence[int] = (128, 128),
                  strides: Sequence[int] = (8, 16, 16, 16), anchor_offset: Sequence[float] = (0.5, 0.5),
@@ -60,12 +61,12 @@ class BlazeFaceDecoder(Decoder):
                  raw_score_limit: float = 80.0, max_detections: Optional[int] = None,
                  keypoint_names: Optional[Sequence[str]] = None, boxes_output: Optional[str] = None,
                  scores_output: Optional[str] = None, **unknown: Any) -> None:
-        super().__init__(labels or ["face"])
+        super().__init__(labels or list(self.default_labels))
         self._check_unknown(unknown)
         if nms not in ("weighted", "hard"):
-            raise ConfigError(f"blazeface nms must be 'weighted' or 'hard', got {nms!r}")
+            raise ConfigError(f"{self.kind} nms must be 'weighted' or 'hard', got {nms!r}")
         if not 0.0 <= float(score_threshold) <= 1.0 or not 0.0 <= float(iou_threshold) <= 1.0:
-            raise ConfigError("blazeface score_threshold and iou_threshold must be within [0, 1]")
+            raise ConfigError(f"{self.kind} score_threshold and iou_threshold must be within [0, 1]")
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.anchors = ssd_anchors(self.input_size, list(strides), anchor_offset, interpolated_scale_aspect_ratio)
         self.num_keypoints = int(num_keypoints)
@@ -84,7 +85,7 @@ class BlazeFaceDecoder(Decoder):
                              lambda x: x.ndim == 3 and x.shape[-1] == 1)
         if raw.shape[1] != a or logits.shape[1] != a:
             raise InputMismatchError(
-                f"blazeface decoder expects {a} anchors (input {self.input_size}, these strides), the model gives "
+                f"{self.kind} decoder expects {a} anchors (input {self.input_size}, these strides), the model gives "
                 f"regressors {raw.shape} and scores {logits.shape}; check the decoder settings for this model")
         return raw.astype(np.float32, copy=False), logits[..., 0].astype(np.float32, copy=False)
 
@@ -125,3 +126,12 @@ class BlazeFaceDecoder(Decoder):
                 labels=[self.label(0)] * len(boxes), keypoints=t.to_original(kps),
                 meta={"keypoint_names": self.keypoint_names} if self.keypoint_names else {}))
         return results
+
+
+class MediaPipeSSDDecoder(BlazeFaceDecoder):
+    """Any MediaPipe SSD detector decoded as TensorsToDetectionsCalculator does with fixed-size
+    anchors and ``reverse_output_order`` (x before y): BlazeFace, the palm detector, the pose
+    detector. Same settings as `BlazeFaceDecoder`; the labels come from the manifest."""
+
+    kind = "mediapipe_ssd"
+    default_labels = ("object",)

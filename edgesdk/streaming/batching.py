@@ -17,8 +17,9 @@ long to wait for them.
   ``stale`` (counted) rather than making every later frame late too; a backlog of
   lossless frames (a file) is drained at the best throughput. Observed violations shrink
   the budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD);
-  and it plans with the device time it observed to be likely (mean + 2 std of actual /
-  predicted), so a device shared with other work gets smaller, safer batches.
+  and it plans with the device time of its p99 (the 99th percentile of actual / predicted
+  over the recent batches), so a device shared with other work gets smaller, safer batches
+  and the frames it keeps make the SLO at the p99, not only on average.
 
 Policies see the clock only through `QueueView.now`, so they can be tested against a
 simulated device deterministically.
@@ -40,6 +41,12 @@ log = logging.getLogger("edgesdk.streaming")
 
 POLICIES = ("none", "fixed", "adaptive")
 DEFAULT_ADAPTIVE_MAX = 16
+#: batches whose actual / predicted device time the jitter (its p99) is taken over
+RATIO_WINDOW = 200
+#: batches seen before the p99 of that ratio is trusted (mean + 2 std before)
+MIN_RATIOS = 30
+#: the most the plan allows for a batch taking longer than predicted
+MAX_JITTER = 4.0
 
 
 @dataclass(frozen=True)
@@ -269,6 +276,8 @@ class AdaptiveBatching(BatchPolicy):
         self.probe_every = probe_every
         self.warmup_batches = 3
         self._ratio_mean, self._ratio_var = 1.0, 0.0
+        self._ratios: deque[float] = deque(maxlen=RATIO_WINDOW)
+        self._jitter_cache: Optional[float] = None
         self._dispatches = 0
         self._next_probe = probe_every
         self.probes = 0
@@ -282,9 +291,17 @@ class AdaptiveBatching(BatchPolicy):
 
     @property
     def jitter(self) -> float:
-        """How much longer than predicted a batch may take: mean + 2 std of the ratio
-        observed / predicted (1.0 on a quiet device; more where other work shares it)."""
-        return min(3.0, max(1.0, self._ratio_mean + 2.0 * self._ratio_var ** 0.5))
+        """How much longer than predicted a batch may take: the p99 of the ratio observed /
+        predicted over the recent batches (1.0 on a quiet device; more where other work
+        shares it). The SLO is a p99 target, so the plan covers the p99 of engine time;
+        mean + 2 std (about a p97.5 for a normal spread) until enough batches were seen."""
+        if self._jitter_cache is None:  # asked for every size of every plan: once per observation
+            if len(self._ratios) >= MIN_RATIOS:
+                tail = float(np.quantile(np.fromiter(self._ratios, np.float64), 0.99))
+            else:
+                tail = self._ratio_mean + 2.0 * self._ratio_var ** 0.5
+            self._jitter_cache = min(MAX_JITTER, max(1.0, tail))
+        return self._jitter_cache
 
     def _cost(self, size: int) -> Optional[float]:
         t = self.device.predict(size)
@@ -364,10 +381,18 @@ class AdaptiveBatching(BatchPolicy):
             self._next_probe = self._dispatches + self.probe_every
             self.probes += int(size != best)
         self.target = best = size
+        return self._now_plan(view, ts, ts_desc, device_free, best, cost, largest)
+
+    def _now_plan(self, view: QueueView, ts: list[float], ts_desc: list[float], device_free: float, best: int,
+                  cost: float, largest: int) -> Plan:
+        """The plan of a batch of `best` that goes now: which live frames are stale, and
+        under overload how many each source keeps."""
         # Stale: frames that would miss the SLO itself (with the planning margin). The
         # shrinking budget decides batch sizes only; dropping by it would throw frames away
-        # while the engine still had room for them.
-        cutoff = device_free + cost - self.slo_s * self.margin
+        # while the engine still had room for them. The batch in the engine may overrun its
+        # prediction as much as this one may (the p99 of engine time): kept frames wait for that too.
+        overrun = (self.jitter - 1.0) * (self.device.predict(best) or 0.0) if view.inflight else 0.0
+        cutoff = device_free + overrun + cost - self.slo_s * self.margin
         keep = None
         if len(ts_desc) > 2 * best and view.arrival_rate > self._capacity(largest):
             # Overloaded (frames arrive faster than batches of this size are done, and more
@@ -424,7 +449,9 @@ class AdaptiveBatching(BatchPolicy):
                 now: float) -> None:
         predicted = self.device.predict(size)
         if predicted and self.device.count(size) >= 2:
-            r = min(2.0, max(0.5, device_s / predicted))  # a level shift is the curve's to learn
+            r = min(MAX_JITTER, max(0.5, device_s / predicted))  # a level shift is the curve's to learn
+            self._ratios.append(r)
+            self._jitter_cache = None
             a = 0.05
             d = r - self._ratio_mean
             self._ratio_mean += a * d

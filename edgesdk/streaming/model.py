@@ -37,6 +37,8 @@ class StreamModel:
     bundle: Any = None
     #: image -> key; images with different keys cannot share a call (dynamic-size models)
     group_key: Optional[Callable[[np.ndarray], Any]] = None
+    #: how the engine runs (replicas, streams, threads), for the statistics; None: one plain engine
+    describe: Optional[Callable[[], dict[str, Any]]] = None
 
     def pad(self, feeds: Feeds, n: int) -> tuple[Feeds, int]:
         """Pad a batch of n to `fixed_batch` by repeating the last image; returns (feeds, size)."""

@@ -115,3 +115,22 @@ class SloWatch:
 
     def close(self, snap: dict[str, Any]) -> None:
         self.update(snap)
+
+
+def notify(observers: list[Observer], snap: dict[str, Any]) -> None:
+    """Give each observer the snapshot; one that fails is logged and dropped (its bug must
+    not stop the run)."""
+    for obs in list(observers):
+        try:
+            obs.update(snap)
+        except Exception:
+            log.exception("observer %r failed", obs)
+            observers.remove(obs)
+
+
+def close_all(observers: list[Observer], snap: dict[str, Any]) -> None:
+    for obs in observers:
+        try:
+            obs.close(snap)
+        except Exception:
+            log.exception("observer %r failed at the end", obs)

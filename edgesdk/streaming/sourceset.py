@@ -87,13 +87,21 @@ class SourceSet:
         src = make_source(spec, name, realtime=self.realtime)
         src.weight = check_weight(src.source_id, weight)
         with self._lock:
-            if src.source_id in self.states:
+            # a name removed before (or whose source ended) may come back; its statistics go on
+            if any(r.source.source_id == src.source_id and r.is_alive() for r in self.readers):
                 raise ConfigError(f"a source named {src.source_id!r} is already in the pipeline; give it "
                                   "another name (NAME=SPEC)")
             before_start(src.source_id)
+            # the lane of an earlier source of this name that ended by itself (a removed one has none)
+            left = self.buffer.remove_source(src.source_id)
+            if left:
+                self.stats.drop("removed", len(left), source=src.source_id)
             self._lane(src)
+            before = [r for r in self.readers if r.source.source_id == src.source_id]
             self.sources.append(src)
             reader = self._reader(src, opened=False)
+            if before:  # frame numbers go on where the earlier source of this name stopped: unique in the run
+                reader.frames = before[-1].frames
             self.readers.append(reader)
         reader.start()
         log.info("source added: %s", src.describe())

@@ -54,6 +54,10 @@ class Source(abc.ABC):
         """Seconds into the file of the frame just read (files); None for live sources."""
         return None
 
+    def item(self) -> Optional[str]:
+        """The file the frame just read came from (image folders, globs); None otherwise."""
+        return None
+
     def describe(self) -> str:
         return f"{self.kind} {self.spec!r} ({self.source_id})"
 

@@ -34,6 +34,7 @@ class ImageFolderSource(Source):
         super().__init__(source_id, spec, live=realtime, fps=fps if fps is not None else (10.0 if realtime else None))
         self.files: list[Path] = []
         self._pos = 0
+        self._item: Optional[str] = None
 
     def _list(self) -> list[Path]:
         p = Path(self.spec)
@@ -58,7 +59,9 @@ class ImageFolderSource(Source):
             path = self.files[self._pos]
             self._pos += 1
             try:
-                return read_image(path)
+                image = read_image(path)
+                self._item = str(path)
+                return image
             except SourceError as exc:  # also an image over the pixel cap
                 log.warning("%s: skipping %s (%s)", self.describe(), path, exc)
         return None
@@ -66,3 +69,6 @@ class ImageFolderSource(Source):
     def rewind(self) -> bool:
         self._pos = 0
         return bool(self.files)
+
+    def item(self) -> Optional[str]:
+        return self._item

@@ -179,4 +179,7 @@ class SourceReader(threading.Thread):
         pos = src.position()
         if pos is not None:
             meta["position_s"] = round(pos, 4)
+        item = src.item()
+        if item is not None:
+            meta["path"] = item
         return meta
