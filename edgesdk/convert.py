@@ -5,30 +5,29 @@
                      input_shape=[1, 3, 640, 640])
     print(result.chosen.name, result.bundle.path)
 
-Steps (each recorded in the bundle's report):
-1. graph preparation passes (static shapes, opset >= 13, node names, constant folding, shape
-   inference) on the ONNX model (a PyTorch module is exported to ONNX first);
-2. optional structured pruning (`prune=RATIO`, converters.pruning) of the prepared model;
-3. calibration data (folder / video / .npy) preprocessed exactly as the bundle's PreprocessSpec
-   will preprocess at run time, split into calibration and held-out samples;
-4. candidate variants from the profile's backend preferences (formats and precisions), each
+Named stages (edgesdk/conversion/, one module each, like Olive's passes), each a short function
+``stage(ctx, *earlier results) -> dataclass``; the report (report.json ``stages``, report.md
+"Stages") replays them with their seconds and a one-line summary:
+1. prepare: the model as ONNX (a PyTorch module is exported first), its facts (input, stated or
+   read preprocessing, task, labels) and the graph preparation passes (static shapes, opset >= 13,
+   node names, constant folding, shape inference);
+2. data: calibration data (folder / video / .npy) preprocessed exactly as the bundle's
+   PreprocessSpec will preprocess at run time, split into calibration and held-out samples, and
+   the Comparator holding the original's outputs on the held-out ones;
+3. compress: optional structured pruning (`prune=RATIO`), low-rank factorization and distillation
+   (after "data": they use the calibration samples);
+4. build: candidate variants from the profile's backend preferences (formats and precisions), each
    compared with the original on the held-out samples; INT8 over the accuracy budget keeps its
    most sensitive layers float until the budget holds;
-5. the choice: with `precision="auto"` on the profile's own hardware, every candidate is timed
-   here and the fastest within the budget wins (INT8 is not always faster); elsewhere the
-   profile's preference order decides, among candidates within the budget;
-6. an atomic bundle write (nothing is left behind on errors or Ctrl-C) with report.md,
+5. choose: with `precision="auto"` on the profile's own hardware, every candidate is timed here
+   and the fastest within the budget wins (INT8 is not always faster); elsewhere the profile's
+   preference order decides, among candidates within the budget;
+6. write: an atomic bundle write (nothing is left behind on errors or Ctrl-C) with report.md,
    report.json and accuracy_latency.png.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,16 +35,13 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .bundle import Bundle, Manifest, sha256_file, write_bundle
-from .errors import BundleError, ConversionError, EdgeSDKError
+from .bundle import Bundle
+from .errors import ConversionError
 from .preprocess import PreprocessSpec
 from .preprocess_options import PreprocessOptions
 
 from .convert_options import DEFAULT_MAX_DROP, PRECISION_CHOICES, TASK_CHOICES, ConvertOptions  # noqa: F401
-from runtimes.registry import RECORDS, record  # noqa: E402  one record per backend
-
-#: what each backend's converter can produce (read from its record)
-PRODUCES = {name: r.precisions for name, r in RECORDS.items()}
+from .conversion.candidates import candidates as _candidates  # noqa: F401  (moved; tests import it from here)
 
 Progress = Callable[[str], None]
 
@@ -64,16 +60,6 @@ class ConvertResult:
     @property
     def path(self) -> Path:
         return self.bundle.path
-
-
-@dataclass
-class _Candidate:
-    backend: str
-    precision: str      # what VariantBuilder.build takes (incl. "bf16", "int8+bf16")
-    device: str
-    layout: str
-    rank: int           # position in the profile's preference order
-    listed: bool = True
 
 
 # --------------------------------------------------------------------------- inputs
@@ -333,196 +319,6 @@ def _torch_name(model: Any) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower() if cls and cls != "Module" else "model"
 
 
-# --------------------------------------------------------------------------- candidates
-
-def _candidates(profile: Any, precision: str, backends: Optional[Sequence[str]], measure: bool,
-                available: Sequence[str], tflite_ok: bool) -> tuple[list[_Candidate], list[str]]:
-    """Variants to build, in the profile's preference order, and notes on what was skipped."""
-    notes: list[str] = []
-    out: list[_Candidate] = []
-    seen: set[tuple[str, str]] = set()
-
-    def add(c: _Candidate) -> None:
-        if (c.backend, c.precision) not in seen:
-            seen.add((c.backend, c.precision))
-            out.append(c)
-
-    for rank, pref in enumerate(profile.backends):
-        if backends and pref.backend not in backends:
-            continue
-        rec = record(pref.backend)
-        if rec.engine and pref.backend not in available and measure:
-            notes.append(f"{pref.backend} is not installed here: its variants were not built")
-            continue
-        if rec.needs == "onnx2tf" and not tflite_ok:
-            notes.append(f"{pref.backend}: the ONNX -> TFLite converter (onnx2tf) is not installed (make tflite)")
-            continue
-        wanted = list(pref.precisions) if precision == "auto" else [p for p in pref.precisions if p == precision]
-        for p in wanted:
-            if p not in PRODUCES.get(pref.backend, ()):
-                notes.append(f"{pref.backend} {p}: no converter for it")
-                continue
-            add(_Candidate(pref.backend, p, pref.device, pref.layout, rank))
-        # on AMX-class CPUs the float parts of an int8 IR can run in bf16 too: measure it
-        if (pref.backend == "openvino" and precision == "auto" and measure
-                and "bf16" in pref.precisions and "int8" in pref.precisions):
-            add(_Candidate("openvino", "int8+bf16", pref.device, pref.layout, rank))
-        # OpenVINO also runs onnxruntime's QDQ model in int8 (a smaller file than the IR): measure it
-        if pref.backend == "openvino" and measure and "int8" in wanted:
-            add(_Candidate("openvino", "int8-qdq", pref.device, pref.layout, rank))
-    if precision != "auto" and not out:
-        # the profile does not list it: build it with the first backend that can
-        for rank, pref in enumerate(profile.backends):
-            if (not backends or pref.backend in backends) and precision in PRODUCES.get(pref.backend, ()):
-                if record(pref.backend).needs == "onnx2tf" and not tflite_ok:
-                    continue
-                add(_Candidate(pref.backend, precision, pref.device, pref.layout, rank, listed=False))
-                notes.append(f"the profile lists no {precision} variant; built {pref.backend} {precision} as asked")
-                break
-    if not out:
-        raise ConversionError(
-            f"profile {profile.name} offers nothing this converter can build"
-            + (f" with precision {precision}" if precision != "auto" else "")
-            + (f" on backends {', '.join(backends)}" if backends else "")
-            + (": " + "; ".join(notes) if notes else ""))
-    return out, notes
-
-
-def _choose(variants: list[Any], candidates: list[_Candidate], budget: float, measure: bool,
-            keep_best: bool = False, warnings: Sequence[str] = ()) -> tuple[Any, str]:
-    ok = [(v, c) for v, c in zip(variants, candidates) if v.ok and v.within(budget) is not False]
-    if not ok:
-        checked = [v for v in variants if v.ok and v.comparison is not None]
-        if keep_best and checked:
-            best = min(checked, key=lambda v: v.comparison.drop)
-            return best, (f"OVER BUDGET: no variant met the budget ({budget}); --keep-best wrote the closest, "
-                          f"drop {best.comparison.drop:.4f}")
-        failed = "; ".join(f"{v.name}: {v.error or f'drop {v.comparison.drop:.4f} > {budget}'}" for v in variants)
-        why = (" Likely cause: " + " ".join(warnings)) if warnings else ""
-        raise ConversionError(f"no variant could be built within the accuracy budget ({budget}): {failed}.{why} "
-                              "Pass --keep-best to write the closest variant (marked over budget).")
-    if measure:
-        timed = [(v, c) for v, c in ok if v.latency]
-        if timed:
-            best = min(timed, key=lambda vc: (vc[0].latency["p50_ms"], vc[1].rank))
-            return best[0], (f"fastest within the accuracy budget measured here "
-                             f"({best[0].latency['p50_ms']:.2f} ms p50)")
-    v, c = ok[0]
-    checked = v.comparison is not None
-    return v, ("first in the profile's preference order " + ("within the accuracy budget" if checked
-                                                             else "(accuracy not checked: no held-out samples)"))
-
-
-# --------------------------------------------------------------------------- report
-
-def _plot(path: Path, rows: list[dict[str, Any]], chosen_key: str, title: str) -> bool:
-    pts = [r for r in rows if r.get("latency") and r.get("accuracy")]
-    if not pts:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
-    for r in pts:
-        x = r["latency"]["p50_ms"]
-        y = r["accuracy"]["cosine"]
-        chosen = r["key"] == chosen_key
-        ax.scatter([x], [y], s=90 if chosen else 40, marker="*" if chosen else "o",
-                   color="tab:red" if chosen else ("tab:gray" if r.get("within_budget") is False else "tab:blue"))
-        ax.annotate(r["key"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.set_xlabel("latency p50 (ms, this machine)")
-    ax.set_ylabel("cosine similarity to the original (held-out)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
-
-
-def _markdown(report: dict[str, Any], plotted: bool) -> str:
-    from .report import Report
-
-    r = report
-    rep = Report(f"Conversion report: {r['model']['file']} for {r['profile']['name']}")
-    chosen = r["chosen"]
-    rep.paragraph(f"**Chosen: {chosen['name']}** ({chosen['backend']}, file {chosen['precision']}, runtime "
-                  f"precision {chosen.get('runtime_precision') or chosen['precision']}) - {r['decision']}.")
-    rep.paragraph(f"Accuracy budget: drop <= {r['budget']} ({r['accuracy_measure']}). Mode: {r['mode']}. "
-                  f"Profile is this host: {r['profile']['is_this_host']}.")
-    rows = []
-    for v in r["variants"]:
-        acc = v.get("accuracy") or {}
-        lat = v.get("latency") or {}
-        rows.append([v["key"] + (" *" if v["key"] == chosen["key"] else ""), v["precision"],
-                     v.get("runtime_precision") or "-", _mb(v.get("size_bytes")), v.get("size_ratio"),
-                     lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("cosine_min"),
-                     acc.get("max_abs"), acc.get("top1_agreement"), acc.get("drop"),
-                     {True: "yes", False: "no", None: "-"}[v.get("within_budget")],
-                     (v.get("error") or "")[:120]])
-    rep.heading("Variants")
-    rep.table(["variant", "file", "runtime", "MB", "size ratio", "p50 ms", "speed-up", "cosine", "worst cos",
-               "max abs", "top-1", "drop", "in budget", "error"], rows)
-    rep.paragraph("Ratios are against onnxruntime fp32 of the prepared model, measured in the same run on this "
-                  "machine (noisy; compare within one report).")
-    if plotted:
-        rep.image("accuracy_latency.png", "accuracy against latency")
-    for v in r["variants"]:
-        g = v.get("guard")
-        if not g:
-            continue
-        rep.heading(f"Accuracy guard: {v['key']}", 3)
-        rep.paragraph(f"Initial drop {g['initial_drop']:.4f} (budget {g['budget']}); final {g['final_drop']:.4f}; "
-                      f"{g['candidates']} quantized layers ranked; stopped: {g['stopped']} ({g['seconds']} s).")
-        if g["float_layers"]:
-            rep.paragraph("Layers kept float: " + ", ".join(f"`{n}`" for n in g["float_layers"]))
-        if g["steps"]:
-            rep.table(["step", "layer", "drop after", "kept", "p50 ms"],
-                      [[i + 1, s["layer"], s["drop"], "yes" if s["kept"] else "no (put back)", s["latency_ms"]]
-                       for i, s in enumerate(g["steps"])])
-        if g.get("frontier"):
-            rep.paragraph("Accuracy-latency frontier (layers kept float -> drop, p50 ms):")
-            rep.table(["float layers", "drop", "within budget", "p50 ms"],
-                      [[len(s["excluded"]), s["drop"], "yes" if s["kept"] else "no", s["latency_ms"]]
-                       for s in g["frontier"]])
-    if r.get("warnings"):
-        rep.heading("Warnings")
-        rep.bullets(r["warnings"])
-    rep.heading("Verified and not verified")
-    for v in r["variants"]:
-        items = [f"verified: {x}" for x in v.get("verified", [])] + [f"NOT verified: {x}" for x in v.get("not_verified", [])]
-        items += [f"note: {x}" for x in v.get("notes", [])]
-        if items:
-            rep.paragraph(f"**{v['key']}**")
-            rep.bullets(items)
-    rep.heading("Graph preparation")
-    rep.table(["pass", "changes", "s"], [[p["name"], "; ".join(p["changes"]) or "-", p["seconds"]] for p in r["passes"]])
-    if r.get("pruning"):
-        rep.heading("Pruning")
-        rep.paragraph(r["pruning"]["markdown"])
-    if r.get("distillation"):
-        rep.paragraph(r["distillation"]["markdown"])
-    cal = r.get("calibration")
-    rep.heading("Calibration and held-out data")
-    if cal:
-        rep.bullets([f"source: {cal['source']} ({cal['kind']})",
-                     f"{cal['calibration']} samples for calibration, {cal['held_out']} held out for the accuracy "
-                     f"check ({cal['held_out_source']}); the guard's decisions use the same held-out samples",
-                     f"model input {cal['shape']} {cal['dtype']}, preprocessed with the bundle's preprocessing"])
-    else:
-        rep.paragraph("No calibration data: INT8 static variants were not built and accuracy was not checked.")
-    if r.get("notes"):
-        rep.heading("Notes")
-        rep.bullets(r["notes"])
-    return rep.to_markdown()
-
-
-def _mb(n: Optional[int]) -> Optional[float]:
-    return None if n is None else round(n / 1e6, 3)
-
-
 # --------------------------------------------------------------------------- main
 
 def convert(
@@ -610,298 +406,36 @@ def convert(
             (default from the model: top1 for classifiers, box-f1 with a box decoder, else cosine).
         keep_best: when no variant meets the budget, write the closest (marked over budget).
     """
-    from converters.compare import Comparator, load_eval_fn
-    from converters.passes import PassContext, default_passes, run_passes
-    from converters.variants import BuildSettings, VariantBuilder
+    from .conversion import build, choose, compress, data, prepare, write
+    from .conversion.context import decide_measuring, is_tflite, open_context, work_dir
 
-    from . import hostinfo, presets
-    from .calibration import load_calibration, stderr_progress
-    from .profiles import load_profile
-
-    say = progress or (lambda msg: None)
     started = time.perf_counter()
     # one validated home for every setting; `options` replaces the keyword arguments
-    opts = options or ConvertOptions(precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options, assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size, val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune, prune_criterion=prune_criterion, backends=backends, measure=measure, accuracy_control=accuracy_control, guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force, torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs)
-    (precision, calib, max_accuracy_drop, input_shape, preset, preprocess, preprocess_options, assume_preprocess, task, labels, calib_size, val, holdout, calib_method, exclude, eval_fn, prune, prune_criterion, backends, measure, accuracy_control, guard_steps, threads, bench_seconds, name, force, torch_example, example_shape, profiles_dirs) = (getattr(opts, f) for f in ("precision", "calib", "max_accuracy_drop", "input_shape", "preset", "preprocess", "preprocess_options", "assume_preprocess", "task", "labels", "calib_size", "val", "holdout", "calib_method", "exclude", "eval_fn", "prune", "prune_criterion", "backends", "measure", "accuracy_control", "guard_steps", "threads", "bench_seconds", "name", "force", "torch_example", "example_shape", "profiles_dirs"))
-    budget = opts.budget
-    output = Path(output)
-    if output.exists() and not force:
-        raise BundleError(f"{output} already exists; choose another output or pass --force to replace it")
-    prof = load_profile(profile, profiles_dirs) if not hasattr(profile, "backends") else profile
-    from converters import guard as int8_guard
-
-    from .accuracy import box_decoder_for, parse_metric
-
-    metric_name, metric_fn = parse_metric(metric)
-    eval_fn = metric_fn or eval_fn
-    fn = load_eval_fn(eval_fn) if isinstance(eval_fn, str) else eval_fn
-    warnings: list[str] = []
-    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".tflite" and Path(model).is_file():
+    opts = options or ConvertOptions(
+        precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape,
+        preset=preset, preprocess=preprocess, preprocess_options=preprocess_options,
+        assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size,
+        val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
+        prune_criterion=prune_criterion, lowrank=lowrank, distill=distill, distill_minutes=distill_minutes,
+        resume=resume, backends=backends, measure=measure, accuracy_control=accuracy_control,
+        guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force,
+        torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs, metric=metric,
+        keep_best=keep_best)
+    ctx = open_context(model, profile, output, opts, progress, started)
+    if is_tflite(model):
         from .convert_tflite import convert_tflite
 
-        return convert_tflite(Path(model), prof, output, opts, say)
-
-    import runtimes
-    from converters import tflite
-
-    available = runtimes.available_backends()
-    try:
-        this_host = hostinfo.is_this_host(prof, extra_dirs=profiles_dirs)
-    except EdgeSDKError:
-        this_host = False
-    do_measure = (precision == "auto" and this_host) if measure is None else bool(measure)
-    cpu = os.cpu_count() or 1
-    threads = threads or max(1, min(int(getattr(prof, "threads", cpu) or cpu), cpu))
-
-    work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=output.parent if output.parent.exists() else None))
-    try:
-        # 1. the model and what it is
-        src_path, model_proto = _load_model(model, work, torch_example, say, example_shape)
-        facts = _model_facts(model, src_path, model_proto, preset, input_shape, preprocess, preprocess_options,
-                             task, labels, calib, assume_preprocess, say, opts.decoder)
-        pre, name_in, shape, dtype = facts.preset, facts.input_name, facts.shape, facts.dtype
-        spec, the_task, labels = facts.preprocess, facts.task, facts.labels
-        name = name or facts.name
-        say(f"{src_path.name}: input {name_in} {shape}; preset {pre.name if pre else 'none'}; task {the_task}; "
-            f"profile {prof.name} (this host: {this_host}); budget {budget}")
-
-        # 2. graph preparation
-        ctx = PassContext(input_shapes={name_in: shape}, work_dir=work)
-        prepared_model, records = run_passes(model_proto, default_passes(), ctx)
-        prepared = work / "prepared.onnx"
-        import onnx
-
-        onnx.save(prepared_model, str(prepared))
-        say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
-        # 3. calibration and held-out data
-        calib_set = fit = held = None
-        cal_info = None
-        if calib is not None:
-            say(f"calibration data: {calib if not isinstance(calib, np.ndarray) else 'array'}")
-            calib_set = load_calibration(calib, spec, calib_size, input_shape=shape, input_dtype=dtype,
-                                         progress=stderr_progress if progress else None)
-            if val is not None:
-                fit = calib_set
-                held = load_calibration(val, spec, None, input_shape=shape, input_dtype=dtype,
-                                        progress=stderr_progress if progress else None)
-                held_source = f"--val {held.source}"
-            else:
-                fit, held = calib_set.split(holdout)
-                held_source = (f"{held.source_count} of {calib_set.source_count} sources of the calibration data held "
-                               f"out whole ({calib_set.source_rule}), never used to calibrate")
-            warnings += int8_guard.data_warnings(fit.samples, len(held), fit.source_count)
-            cal_info = {"source": calib_set.source, "kind": calib_set.kind, "calibration": len(fit),
-                        "held_out": len(held), "held_out_source": held_source, "shape": shape, "dtype": str(dtype)}
-        elif val is not None:
-            held = load_calibration(val, spec, None, input_shape=shape, input_dtype=dtype,
-                                    progress=stderr_progress if progress else None)
-        comparator = None
-        if held is not None:
-            say(f"reference outputs of the original model on {len(held)} held-out samples")
-            comparator = Comparator(src_path if isinstance(model, (str, Path)) else prepared, held.samples,
-                                    task=the_task, eval_fn=fn, reference_backend="onnxruntime", metric=metric_name,
-                                    box_decoder=box_decoder_for(facts, shape))
-            for w in warnings:
-                say(f"WARNING: {w}")
-
-        prune_info = None
-        if prune:
-            from converters.pruning import channel_prune
-
-            say(f"structured channel pruning, ratio {prune} ({prune_criterion})"
-                + (", biases compensated on the calibration samples" if fit is not None else ""))
-            pruned, prep = channel_prune(prepared_model, prune, criterion=prune_criterion,
-                                         input_shapes={name_in: shape},
-                                         calib=fit.samples if fit is not None else None)
-            onnx.save(pruned, str(prepared))
-            prune_info = {"report": prep.to_dict(), "markdown": prep.to_markdown()}
-        distill_info = None
-        if lowrank or distill is not False:
-            from converters import distill as kd
-
-            distill_info = kd.compress_for_convert(
-                prepared_model, prepared, pruned=bool(prune), lowrank=lowrank, distill_student=distill,
-                fit=fit.samples if fit is not None else None, input_shapes={name_in: shape}, source=str(calib),
-                config=kd.DistillConfig(minutes=distill_minutes, resume=resume, threads=threads,
-                                        checkpoint=kd.checkpoint_path_for(output)), progress=say)
-
-        # 4. candidates
-        cands, cand_notes = _candidates(prof, precision, backends, do_measure, available, tflite.is_available())
-        if precision == "int8" and fit is None and any(c.backend != "onnxruntime" for c in cands):
-            raise ConversionError("INT8 needs calibration data: pass --calib with a folder of real images, a video "
-                                  "or a .npy (never random noise)")
-        pref = next((p for p in prof.backends if p.backend == "tensorrt"), None)
-        settings = BuildSettings(
-            prepared=prepared, work=work / "variants", input_name=name_in, input_shape=shape,
-            calib=fit.samples if fit is not None else None, comparator=comparator, budget=budget,
-            calib_method=calib_method, exclude=list(exclude), guard_steps=guard_steps,
-            accuracy_control=accuracy_control, threads=threads, measure=do_measure, bench_seconds=bench_seconds,
-            trt_version=str(dict(prof.software).get("tensorrt", "10.3")).split()[0] if pref else "10.3.0",
-            dla_core=pref.option("dla_core") if pref else None, progress=say, model_name=src_path.name)
-        builder = VariantBuilder(settings)
-        baseline = None
-        if do_measure and not any((c.backend, c.precision) == ("onnxruntime", "fp32") for c in cands):
-            # ratios are against onnxruntime fp32: build it as a reference row if the profile has none
-            baseline = builder.build("onnxruntime", "fp32")
-            baseline.key, baseline.name = "baseline-onnxruntime-fp32", "onnxruntime fp32 (baseline)"
-        variants = []
-        if do_measure:
-            # float variants first: the INT8 guard stops when a float variant is as fast
-            order = sorted(range(len(cands)), key=lambda i: (cands[i].precision.startswith("int8"), i))
-        else:
-            order = list(range(len(cands)))
-        built: dict[int, Any] = {}
-        for i in order:
-            c = cands[i]
-            if not do_measure and any(v.ok and v.within(budget) is not False for v in built.values()):
-                break  # the profile's order decides: the first good variant wins
-            if record(c.backend).needs == "onnx2tf" and fit is None and (held is None):
-                built[i] = _failed(c, "TFLite conversion needs real samples: pass --calib")
-                continue
-            say(f"building {c.backend} {c.precision}")
-            v = builder.build(c.backend, c.precision)
-            if c.layout == "NHWC" and record(v.backend).file_layout != "NHWC":
-                v.notes.append("the profile prefers NHWC for this backend; ONNX/IR models stay NCHW")
-            if c.device == "GPU" and v.ok and v.backend in ("openvino", "litert"):
-                _attach_gpu_recipe(v, work)
-            built[i] = v
-            status = v.error or (v.comparison.summary() if v.comparison else "built")
-            lat = f", {v.latency['p50_ms']:.2f} ms" if v.latency else ""
-            say(f"  {v.name}: {status}{lat}")
-        builder.close()
-        cand_built = [(built[i], cands[i]) for i in sorted(built)]
-        variants = [v for v, _ in cand_built]
-        if do_measure:
-            say(f"timing {sum(v.ok for v in variants) + bool(baseline)} variants again, interleaved in 3 rounds")
-            warnings += builder.remeasure(([baseline] if baseline else []) + variants, rounds=3)
-        chosen, decision = _choose(variants, [c for _, c in cand_built], budget, do_measure, keep_best, warnings)
-
-        # 5. report and bundle
-        base_for_ratio = baseline or next((v for v in variants if v.key == "onnxruntime-fp32" and v.ok), None)
-        rows = ([baseline.to_dict(budget, base_for_ratio)] if baseline else []) + \
-               [v.to_dict(budget, base_for_ratio) for v in variants]
-        measure_kind = ("the eval function's metric" if fn else {
-            "top1": "1 - top-1 agreement", "top5": "1 - top-5 agreement", "box-f1": "1 - box F1 vs the original's boxes",
-            "cosine": "1 - mean cosine similarity"}[comparator.metric if comparator else "cosine"])
-        report: dict[str, Any] = {
-            "model": {"file": src_path.name, "sha256": sha256_file(src_path), "input": {"name": name_in, "shape": shape,
-                                                                                        "dtype": str(dtype)}},
-            "profile": {"name": prof.name, "is_this_host": this_host},
-            "mode": ("measured here: fastest within budget" if do_measure else "profile preference order"),
-            "precision_asked": precision, "budget": budget, "accuracy_measure": measure_kind,
-            "passes": [r.to_dict() for r in records], "pruning": prune_info, "distillation": distill_info,
-            "calibration": cal_info,
-            "variants": rows, "chosen": chosen.to_dict(budget, base_for_ratio), "decision": decision,
-            "notes": facts.notes + cand_notes, "threads": threads, "warnings": warnings,
-            "over_budget": chosen.within(budget) is False,
-            "preprocess": facts.sources, "options": opts.to_dict(),
-            "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": cpu},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        manifest = _manifest(chosen, src_path, prof, spec, pre, the_task, labels, shape, name_in, dtype, report, name,
-                             facts.decoder)
-
-        def write_reports(stage: Path) -> None:
-            plotted = _plot(stage / "accuracy_latency.png", rows, chosen.key,
-                            f"{src_path.name} on {prof.name}: accuracy vs latency")
-            report["seconds"] = round(time.perf_counter() - started, 1)
-            (stage / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
-            (stage / "report.md").write_text(_markdown(report, plotted))
-            if distill_info and distill_info.get("plot"):
-                shutil.copy(distill_info["plot"], stage / "distill_curve.png")
-
-        files = {rel: p for rel, p in chosen.files.items()}
-        bundle = write_bundle(output, files, manifest, overwrite=force, extra_writer=write_reports)
-        say(f"bundle written: {output} ({chosen.name}; {decision})")
-        return ConvertResult(bundle, chosen, ([baseline] if baseline else []) + variants, report)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _attach_gpu_recipe(v: Any, work: Path) -> None:
-    """OpenCL GPU targets: the bundle runs on the GPU; gpu/ says how to set it up and check it there."""
-    from converters import gpu_recipes
-
-    v.files.update(gpu_recipes.write_recipe(work / f"gpu-{v.key}", v.backend, v.model))
-    v.device = "GPU"
-    v.not_verified.append(gpu_recipes.not_verified(v.backend))
-
-
-def _failed(c: _Candidate, why: str) -> Any:
-    from converters.variants import Variant
-
-    return Variant(f"{c.backend}-{c.precision}", f"{c.backend} {c.precision}", c.backend, c.precision, error=why)
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def _manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec], pre: Any, task: str,
-              labels: Optional[Sequence[str]], shape: list[int], input_name: str, dtype: np.dtype,
-              report: dict[str, Any], name: Optional[str], decoder: dict[str, Any]) -> Manifest:
-    import runtimes
-    from runtimes import TensorSpec
-
-    inputs = outputs = None
-    # the specs of the file the bundle ships, read here with an engine that runs it
-    local = record(v.backend).checked_with or v.backend
-    try:
-        with runtimes.load(v.files[v.model], backend=local) as rt:
-            inputs, outputs = rt.inputs, rt.outputs
-    except EdgeSDKError:
-        inputs = None
-    if inputs is None:
-        inputs = [TensorSpec(input_name, tuple(shape), dtype)]
-        outputs = []
-    # the layout of the file the bundle ships: its own input spec when it is clear (an NHWC ONNX
-    # model stays NHWC), else the variant's (onnx2tf writes NHWC)
-    shipped = inputs[0].layout if len(inputs) == 1 and inputs[0].layout in ("NCHW", "NHWC") else None
-    layout = shipped or record(v.backend).file_layout or None
-    if spec is not None and layout and layout != spec.layout:
-        spec = replace(spec, layout=layout)
-    if spec is not None and v.input_dtype and v.input_dtype != spec.dtype:
-        spec = replace(spec, dtype=v.input_dtype, quantization=v.input_quantization)
-    runtime: dict[str, Any] = {"device": v.device}
-    # what to ask the runtime for: OpenVINO's hint (bf16 runs an fp32 IR in bf16); engines that
-    # run the file as stored (onnxruntime, litert) are only pinned for fp32 files
-    if v.runtime_precision:
-        runtime["precision"] = v.runtime_precision
-    elif v.precision == "fp32":
-        runtime["precision"] = "fp32"
-    if report.get("mode", "").startswith("measured here"):
-        runtime["threads"] = int(report["threads"])  # what the choice was measured with, on this machine
-    elif getattr(prof, "threads", None):
-        runtime["threads"] = int(prof.threads)
-    metrics: dict[str, Any] = {"size_bytes": v.size_bytes}
-    if report.get("over_budget"):
-        metrics["over_budget"] = True  # written by --keep-best: no variant met the accuracy budget
-    if v.comparison is not None:
-        metrics["accuracy"] = v.comparison.to_dict()
-    if v.latency is not None:
-        metrics["latency_here"] = v.latency
-    chosen = report["chosen"]
-    if "speedup" in chosen:
-        metrics["speedup_vs_onnxruntime_fp32"] = chosen["speedup"]
-    if "size_ratio" in chosen:
-        metrics["size_ratio_vs_onnxruntime_fp32"] = chosen["size_ratio"]
-    precision = v.precision if v.precision in ("fp32", "fp16", "bf16", "int8", "mixed") else "fp32"
-    return Manifest(
-        name=name or (pre.name if pre else src.stem), model=v.model, backend=v.backend, precision=precision,
-        inputs=list(inputs), outputs=list(outputs or []), task=task, preprocess=spec,
-        decoder=dict(decoder), labels=list(labels or []),
-        profile=prof.name, runtime=runtime,
-        provenance={"source_file": src.name, "source_sha256": report["model"]["sha256"],
-                    "made_by": "edgesdk.convert", "variant": v.key, "variant_name": v.name,
-                    "passes": [p["name"] for p in report["passes"]], "decision": report["decision"],
-                    "calibration": report.get("calibration"), "verified": v.verified, "not_verified": v.not_verified,
-                    "preprocess_sources": report["preprocess"],
-                    **({"preset": pre.name} if pre is not None else {})},
-        metrics=metrics)
+        return convert_tflite(ctx, Path(model))
+    decide_measuring(ctx)
+    with work_dir(ctx):
+        prep = ctx.stage("prepare", prepare.prepare)
+        dat = ctx.stage("data", data.split_data, prep)
+        comp = ctx.stage("compress", compress.compress, prep, dat)
+        built = ctx.stage("build", build.build, prep, dat)
+        choice = ctx.stage("choose", choose.choose, built, dat)
+        written = ctx.stage("write", write.write, prep, dat, comp, built, choice)
+    written.report["stages"] = ctx.replay()  # the write stage's own time, now that it is over
+    return ConvertResult(written.bundle, choice.chosen, built.rows, written.report)
 
 
 class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]

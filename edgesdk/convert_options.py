@@ -43,6 +43,10 @@ class ConvertOptions:
     eval_fn: Union[str, Callable[[Any], float], None] = None
     prune: Optional[float] = None
     prune_criterion: str = "l1"
+    lowrank: Optional[float] = None
+    distill: Any = False
+    distill_minutes: float = 10.0
+    resume: bool = False
     backends: Optional[Sequence[str]] = None
     measure: Optional[bool] = None
     accuracy_control: str = "edgesdk"
@@ -54,6 +58,8 @@ class ConvertOptions:
     torch_example: Any = None
     example_shape: Optional[Sequence[int]] = None
     profiles_dirs: Optional[Sequence[Union[str, Path]]] = field(default=None)
+    metric: Optional[str] = None
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         from converters.onnx_quant import CALIBRATION_METHODS
@@ -75,6 +81,10 @@ class ConvertOptions:
             raise ConversionError(f"--guard-steps must be >= 0, got {self.guard_steps}")
         if self.threads is not None and int(self.threads) < 1:
             raise ConversionError(f"--threads must be >= 1, got {self.threads}")
+        if self.lowrank is not None and not 0.0 < float(self.lowrank) <= 1.0:
+            raise ConversionError(f"--lowrank is the energy share to keep, in (0, 1], got {self.lowrank}")
+        if float(self.distill_minutes) <= 0:
+            raise ConversionError(f"--distill-minutes must be > 0, got {self.distill_minutes}")
         if float(self.bench_seconds) <= 0:
             raise ConversionError(f"--bench-seconds must be > 0, got {self.bench_seconds}")
 
@@ -89,7 +99,7 @@ class ConvertOptions:
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray):
                 v = f"array {list(v.shape)} {v.dtype}"
-            elif callable(v) or f.name == "torch_example" and v is not None:
+            elif callable(v) or f.name in ("torch_example", "distill") and v is not None and not isinstance(v, bool):
                 v = type(v).__name__
             elif isinstance(v, PreprocessOptions):
                 v = v.describe()

@@ -2,8 +2,8 @@
 
 `detect_host()` reads plain files (/proc/cpuinfo, /proc/meminfo, the device tree,
 /etc/nv_tegra_release, USB ids under /sys) and asks the installed engines what they see
-(onnxruntime providers, OpenVINO devices); engines are imported lazily and a missing
-one is fine. Every parser takes the file's contents, and `detect_host(root=DIR)` reads
+through each backend record's host probe (runtimes.registry `devices`: onnxruntime's
+providers, OpenVINO's devices); engines are imported lazily and a missing one is fine. Every parser takes the file's contents, and `detect_host(root=DIR)` reads
 the same files under DIR, so recorded samples of other machines (tests/data/hosts/)
 go through exactly the code a real host does.
 
@@ -12,7 +12,6 @@ the best one with the reasons, in words a person can check.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import platform
@@ -167,6 +166,8 @@ class HostInfo:
     openvino_devices: tuple[str, ...] = ()
     openvino_device_names: tuple[tuple[str, str], ...] = ()
     backends: tuple[str, ...] = ()        # EdgeSDK runtimes backends installed here
+    #: (backend, its devices here) for every backend record with a host probe
+    engine_devices: tuple[tuple[str, tuple[str, ...]], ...] = ()
     root: str = "/"
     probe_notes: tuple[str, ...] = ()     # what could not be probed, and why
 
@@ -186,6 +187,7 @@ class HostInfo:
             "accel_drivers": sorted(self.accel_drivers), "ort_providers": list(self.ort_providers),
             "openvino_devices": list(self.openvino_devices),
             "openvino_device_names": dict(self.openvino_device_names), "backends": list(self.backends),
+            "engine_devices": {b: list(d) for b, d in self.engine_devices},
             "root": self.root, "probe_notes": list(self.probe_notes),
         }
 
@@ -219,39 +221,15 @@ def _accel_drivers(root: Path) -> frozenset:
     return frozenset(names)
 
 
-def probe_engines() -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...], list[str]]:
-    """(ORT providers, OpenVINO devices, OpenVINO device names, backends, notes); lazy imports."""
-    notes: list[str] = []
-    providers: tuple[str, ...] = ()
+def probe_all() -> tuple[dict[str, Any], tuple[str, ...], list[str]]:
+    """Every backend record's host probe: ({backend: HostDevices}, installed backends, notes)."""
     try:
-        ort = importlib.import_module("onnxruntime")
-        providers = tuple(ort.get_available_providers())
-    except ImportError:
-        notes.append("onnxruntime is not installed")
-    except Exception as exc:  # an engine that is installed but broken must not stop detection
-        notes.append(f"onnxruntime failed to report providers: {exc}")
-    devices: tuple[str, ...] = ()
-    names: list[tuple[str, str]] = []
-    try:
-        ov = importlib.import_module("openvino")
-        core = ov.Core()
-        devices = tuple(core.available_devices)
-        for dev in devices:
-            try:
-                names.append((dev, str(core.get_property(dev, "FULL_DEVICE_NAME"))))
-            except Exception as exc:  # one odd device should not hide the others
-                notes.append(f"OpenVINO could not name {dev}: {exc}")
-    except ImportError:
-        notes.append("openvino is not installed (pip install 'edgesdk[openvino]')")
-    except Exception as exc:
-        notes.append(f"OpenVINO failed to list devices: {exc}")
-    backends: tuple[str, ...] = ()
-    try:
-        from runtimes.registry import available_backends
-        backends = tuple(available_backends())
+        from runtimes.registry import available_backends, host_probes, probe_devices
     except ImportError as exc:
-        notes.append(f"runtimes registry unavailable: {exc}")
-    return providers, devices, tuple(names), backends, notes
+        return {}, (), [f"runtimes registry unavailable: {exc}"]
+    found = {name: probe_devices(name) for name in host_probes()}
+    notes = [note for d in found.values() for note in d.notes]
+    return found, tuple(available_backends()), notes
 
 
 def detect_host(root: PathLike = "/", engines: Optional[bool] = None) -> HostInfo:
@@ -289,20 +267,20 @@ def detect_host(root: PathLike = "/", engines: Optional[bool] = None) -> HostInf
         arch = cpu.arch
         cores = cpu.processors
     dev_nodes = frozenset(n for n in DEV_NODES if (base / n.lstrip("/")).exists())
-    providers: tuple[str, ...] = ()
-    ov_devices: tuple[str, ...] = ()
-    ov_names: tuple[tuple[str, str], ...] = ()
+    found: dict[str, Any] = {}
     backends: tuple[str, ...] = ()
     if engines:
-        providers, ov_devices, ov_names, backends, engine_notes = probe_engines()
+        found, backends, engine_notes = probe_all()
         notes.extend(engine_notes)
+    devices = {name: d.devices for name, d in found.items()}
     for note in notes:
         log.info("detect: %s", note)
     return HostInfo(arch=arch, cpu_model=cpu.model, vendor=cpu.vendor, cpu_flags=cpu.flags, cpu_parts=cpu.parts,
                     cores=cores, memory_mb=memory_mb, board=board, tegra_release=tegra, usb_ids=_usb_ids(base),
-                    dev_nodes=dev_nodes, accel_drivers=_accel_drivers(base), ort_providers=providers,
-                    openvino_devices=ov_devices, openvino_device_names=ov_names, backends=backends,
-                    root=str(base), probe_notes=tuple(notes))
+                    dev_nodes=dev_nodes, accel_drivers=_accel_drivers(base),
+                    ort_providers=devices.get("onnxruntime", ()), openvino_devices=devices.get("openvino", ()),
+                    openvino_device_names=found["openvino"].names if "openvino" in found else (), backends=backends,
+                    engine_devices=tuple(devices.items()), root=str(base), probe_notes=tuple(notes))
 
 
 _THIS_HOST: Optional[HostInfo] = None

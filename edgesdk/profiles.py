@@ -520,10 +520,10 @@ def _unknown_message(name: str, known: list[str]) -> str:
 
 
 def _canonical_backend(name: str) -> str:
-    # runtimes' aliases, plus names of engines profiles know before runtimes has them
-    from runtimes.registry import ALIASES
+    # every backend record's aliases, also of engines with no runtime here (trt, coral)
+    from runtimes.registry import ALL_ALIASES
     key = str(name).lower()
-    return {**ALIASES, "trt": "tensorrt", "coral": "edgetpu"}.get(key, key)
+    return ALL_ALIASES.get(key, key)
 
 
 def _thaw(value: Any) -> Any:

@@ -34,6 +34,16 @@ class BackendRecord:
     file_layout: str = ""
     #: the converter tool its files need ("onnx2tf"), checked before building
     needs: str = ""
+    #: "module:function" in runtimes/ listing the engine's devices on this host (runtimes.devices)
+    devices: str = ""
+    #: other names people give it (CLI, profiles)
+    aliases: tuple[str, ...] = ()
+    #: INT8 without calibration data is possible (dynamic quantization)
+    int8_without_calib: bool = False
+    #: extra variants worth timing when measuring here: (variant precision, profile precisions it needs)
+    measured_extras: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: converters.gpu_recipes writes a set-up-and-check recipe for its OpenCL GPU targets
+    gpu_recipe: bool = False
     #: one engine runs several batches at once in its own streams (OpenVINO NUM_STREAMS),
     #: so `--replicas N` can be N streams of one compiled model instead of N models
     streams: bool = False
@@ -45,17 +55,21 @@ class BackendRecord:
 
 RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
     BackendRecord("onnxruntime", "runtimes.onnxruntime:OnnxRuntime", ("onnxruntime",), "onnxruntime",
-                  (".onnx", ".ort"), ("fp32", "fp16", "int8")),
+                  (".onnx", ".ort"), ("fp32", "fp16", "int8"), devices="runtimes.devices:onnxruntime_providers",
+                  aliases=("ort", "onnx"), int8_without_calib=True),
+    # on AMX-class CPUs the float parts of an int8 IR can run in bf16 too, and OpenVINO also runs
+    # onnxruntime's QDQ model in int8 (a smaller file than the IR): both are timed when measuring
     BackendRecord("openvino", "runtimes.openvino:OpenVINORuntime", ("openvino",), "edgesdk[openvino]",
-                  (".xml",), ("fp32", "fp16", "bf16", "int8"), streams=True,
-                  static_devices=("NPU",)),
+                  (".xml",), ("fp32", "fp16", "bf16", "int8"), devices="runtimes.devices:openvino_devices",
+                  aliases=("ov",), measured_extras=(("int8+bf16", ("int8", "bf16")), ("int8-qdq", ("int8",))),
+                  gpu_recipe=True, streams=True, static_devices=("NPU",)),
     BackendRecord("litert", "runtimes.litert:LiteRTRuntime", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                   "edgesdk[litert]", (".tflite",), ("fp32", "fp16", "int8"), file_layout="NHWC", needs="onnx2tf",
-                  static_shapes=True),
+                  aliases=("tflite", "tensorflow-lite"), gpu_recipe=True, static_shapes=True),
     BackendRecord("tensorrt", "", ("tensorrt",), "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"),
-                  checked_with="onnxruntime", static_shapes=True),  # one optimization profile per engine here
+                  checked_with="onnxruntime", aliases=("trt",), static_shapes=True),  # one optimization profile per engine here
     BackendRecord("edgetpu", "", ("pycoral",), "pycoral", (), ("int8",), checked_with="litert",
-                  file_layout="NHWC", needs="onnx2tf", static_shapes=True),
+                  file_layout="NHWC", needs="onnx2tf", aliases=("coral",), static_shapes=True),
     # AMD Kria / Vitis AI DPU: INT8 QDQ ONNX checked here on onnxruntime, the DPU recipe unverified
     BackendRecord("vitis_ai", "", ("vai_q_onnx",), "vai_q_onnx", (), ("int8",), checked_with="onnxruntime",
                   static_shapes=True),  # the DPU compiler takes fixed shapes
@@ -72,8 +86,12 @@ def record(name: str) -> BackendRecord:
 # name -> (module, class, engine module to probe, pip extra): the backends with a local engine
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     r.name: (*r.engine.split(":"), r.probes, r.extra) for r in RECORDS.values() if r.engine}  # type: ignore[misc]
-ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "tflite": "litert",
-           "tensorflow-lite": "litert"}
+#: every record's other names (profiles also name backends with no engine here: trt, coral)
+ALL_ALIASES = {alias: r.name for r in RECORDS.values() for alias in r.aliases}
+#: the aliases of the backends a runtime can be loaded for
+ALIASES = {alias: name for alias, name in ALL_ALIASES.items() if RECORDS[name].engine}
+#: the engine every variant is compared against, and whose fp32 file the speed-up and size ratios divide by
+REFERENCE = "onnxruntime"
 # Which backend a file suffix goes to first.
 SUFFIX_BACKEND = {suffix: r.name for r in RECORDS.values() if r.engine for suffix in r.suffixes}
 
@@ -102,6 +120,40 @@ def backend_class(name: str) -> type[Runtime]:
     if not is_available(key):
         raise BackendUnavailableError(f"the {key} backend is not installed: pip install '{extra}'")
     return getattr(importlib.import_module(module), cls)
+
+
+@dataclass(frozen=True)
+class HostDevices:
+    """What one backend's host probe found: its devices here (with names where the engine gives
+    them), or why there are none."""
+
+    backend: str
+    installed: bool
+    devices: tuple[str, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def probe_devices(name: str) -> HostDevices:
+    """Run the record's `devices` probe; a missing or broken engine is a note, never an exception."""
+    rec = record(name)
+    if not any(importlib.util.find_spec(p) is not None for p in rec.probes):
+        return HostDevices(rec.name, False, notes=(f"{rec.name} is not installed (pip install '{rec.extra}')",))
+    if not rec.devices:
+        return HostDevices(rec.name, True)
+    module, function = rec.devices.split(":")
+    try:
+        found = list(getattr(importlib.import_module(module), function)())
+    except ImportError as exc:
+        return HostDevices(rec.name, False, notes=(f"{rec.name} is not installed ({exc})",))
+    except Exception as exc:  # an engine that is installed but broken must not stop detection
+        return HostDevices(rec.name, True, notes=(f"{rec.name} failed to list its devices: {exc}",))
+    return HostDevices(rec.name, True, tuple(d for d, _ in found), tuple((d, n) for d, n in found if n))
+
+
+def host_probes() -> list[str]:
+    """The backends whose record names a host probe, in record order."""
+    return [r.name for r in RECORDS.values() if r.devices]
 
 
 def backend_for(path: Union[str, Path]) -> str:
