@@ -43,6 +43,10 @@ def build(ctx: Context, prep: Prepared, data: Data) -> Built:
     o = ctx.opts
     cands, notes = candidates(ctx.prof, o.precision, o.backends, ctx.measure, runtimes.available_backends(),
                               tflite.is_available())
+    from ..shapes import keep_dynamic_candidates
+
+    cands, skipped = keep_dynamic_candidates(cands, prep.facts.shape, ctx.prof.name)  # TFLite, NPU: static only
+    notes += skipped
     if o.precision == "int8" and data.fit is None and any(not record(c.backend).int8_without_calib for c in cands):
         raise ConversionError("INT8 needs calibration data: pass --calib with a folder of real images, a video "
                               "or a .npy (never random noise)")

@@ -26,21 +26,23 @@ class Compressed:
 def compress(ctx: Context, prep: Prepared, data: Data) -> Compressed:
     o = ctx.opts
     out = Compressed()
+    plan = None
     if o.prune:
-        out.pruning = _prune(ctx, prep, data)
+        out.pruning, plan = _prune(ctx, prep, data)
     if o.lowrank or o.distill is not False:
         from converters import distill as kd
 
         out.distillation = kd.compress_for_convert(
             prep.prepared_model, prep.prepared_path, pruned=bool(o.prune), lowrank=o.lowrank,
             distill_student=o.distill, fit=data.fit_samples, input_shapes={prep.facts.input_name: prep.facts.shape},
-            source=str(o.calib), progress=ctx.say,
+            source=str(o.calib), progress=ctx.say, plan=plan,  # feature matching at the pruned layers
             config=kd.DistillConfig(minutes=o.distill_minutes, resume=o.resume, threads=ctx.threads,
                                     checkpoint=kd.checkpoint_path_for(ctx.output)))
     return out
 
 
-def _prune(ctx: Context, prep: Prepared, data: Data) -> dict[str, Any]:
+def _prune(ctx: Context, prep: Prepared, data: Data) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """The report's "pruning" and the plan (producer node -> kept channels) distillation matches on."""
     import onnx
 
     from converters.pruning import channel_prune
@@ -52,4 +54,4 @@ def _prune(ctx: Context, prep: Prepared, data: Data) -> dict[str, Any]:
                                         input_shapes={prep.facts.input_name: prep.facts.shape},
                                         calib=data.fit_samples)
     onnx.save(pruned, str(prep.prepared_path))
-    return {"report": prep_report.to_dict(), "markdown": prep_report.to_markdown()}
+    return {"report": prep_report.to_dict(), "markdown": prep_report.to_markdown()}, prep_report.plan

@@ -52,7 +52,7 @@ def split_data(ctx: Context, prep: Prepared) -> Data:
         data.warnings += int8_guard.data_warnings(data.fit.samples, len(data.held), data.fit.source_count)
         data.info = {"source": calib_set.source, "kind": calib_set.kind, "calibration": len(data.fit),
                      "held_out": len(data.held), "held_out_source": held_source, "shape": prep.facts.shape,
-                     "dtype": str(prep.facts.dtype)}
+                     "dtype": str(prep.facts.dtype), "notes": list(calib_set.notes)}
     elif o.val is not None:
         data.held = _load(ctx, prep, o.val, None)
     if data.held is not None:
