@@ -15,6 +15,9 @@ Modules (engines are imported inside functions, never here):
 
 Imports `runtimes` (to validate and measure) but nothing of `edgesdk`.
 """
+from .blas_threads import limit_blas_threads
 from .errors import ConversionError
+
+limit_blas_threads()
 
 __all__ = ["ConversionError"]

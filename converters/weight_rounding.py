@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .errors import ConversionError
+from .samples import Samples, batch_of_one
 
 #: int8 symmetric narrow range: the step per output channel is max|w| / LEVELS
 LEVELS = 127
@@ -208,7 +209,7 @@ def _one_blas_thread() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _collect(model: Any, layers: list[_Layer], input_name: str, calib: np.ndarray,
+def _collect(model: Any, layers: list[_Layer], input_name: str, calib: Samples,
              progress: Callable[[str], None]) -> None:
     """Run the float model on the calibration samples and sum each layer's input covariance."""
     import onnx
@@ -227,7 +228,7 @@ def _collect(model: Any, layers: list[_Layer], input_name: str, calib: np.ndarra
     names = [o.name for o in sess.get_outputs()]
     picks = np.unique(np.linspace(0, len(calib) - 1, min(len(calib), MAX_SAMPLES)).astype(int))
     for k, index in enumerate(picks):
-        x = calib[index:index + 1]
+        x = batch_of_one(calib, index).astype(np.float32, copy=False)  # per-sample shapes (dynamic dims) too
         outs = dict(zip(names, sess.run(None, {input_name: x})))
         outs[input_name] = x
         for layer in layers:
@@ -260,7 +261,7 @@ def round_weights(src: Path, dst: Path, input_name: str, calib: np.ndarray,
     report = RoundingReport(layers=len(layers))
     if layers:
         with _one_blas_thread():
-            _collect(model, layers, input_name, np.asarray(calib, np.float32), progress or (lambda m: None))
+            _collect(model, layers, input_name, calib, progress or (lambda m: None))
         by_name = {t.name: t for t in model.graph.initializer}
         for layer in layers:
             with _one_blas_thread():

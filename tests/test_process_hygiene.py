@@ -78,3 +78,21 @@ def test_engine_telemetry_can_be_kept_on_request(monkeypatch):
     monkeypatch.setattr(engine_telemetry, "_disabled", False)
     monkeypatch.setenv(engine_telemetry.ENV_KEEP, "1")
     assert engine_telemetry.disable() is False
+
+
+
+@pytest.mark.parametrize("setting, threads", [(None, 1), ("2", 2)])
+def test_conversion_processes_keep_numpy_blas_on_one_thread(setting, threads):
+    """OpenBLAS's threaded path is what spun forever in `np.linalg.norm` of the accuracy check (a
+    .tflite conversion after host detection had probed OpenVINO in the same process): importing
+    `converters` limits it, EDGESDK_BLAS_THREADS sets another count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                               "EDGESDK_BLAS_THREADS")}
+    if setting:
+        env["EDGESDK_BLAS_THREADS"] = setting
+    code = ("import json, converters, threadpoolctl; "
+            "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts and all(c == min(threads, os.cpu_count() or 1) for c in counts), counts
