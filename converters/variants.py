@@ -380,7 +380,7 @@ class VariantBuilder:
         if s.comparator is None:
             return v
         self.check(v)
-        if v.within(s.budget) or not v.ok:
+        if v.within(s.budget) or not v.ok or self._guard_off(v):
             return v
         # the guard: rank on a keep-activations QDQ model by surgery, step with real re-quantization
         float_model = onnx.load(str(s.prepared))
@@ -494,7 +494,7 @@ class VariantBuilder:
         if s.comparator is None:
             return v
         self.check(v)
-        if v.within(s.budget) or not v.ok:
+        if v.within(s.budget) or not v.ok or self._guard_off(v):
             return v
         if self._ov_int8_guard is not None:  # the same IR was guarded already (other hint)
             return self._ov_mixed(v, self._ov_int8_guard, hint)
@@ -559,6 +559,13 @@ class VariantBuilder:
         self._ov_files(mixed, xml)
         self.check(mixed)
         return mixed
+
+    def _guard_off(self, v: Variant) -> bool:
+        """guard_steps 0 (`--guard-steps 0`): an over-budget INT8 variant stays as it is, said in its notes."""
+        if self.s.guard_steps > 0:
+            return False
+        v.notes.append("accuracy guard off (--guard-steps 0): over budget, no layer was kept float")
+        return True
 
     def _ov_nncf_control(self, v: Variant) -> Optional[Path]:
         from . import openvino_ir

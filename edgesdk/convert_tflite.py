@@ -78,10 +78,17 @@ def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
 
     v = Variant(f"openvino-{precision}", f"openvino {precision} (read from the .tflite)", "openvino", precision,
                 layout="NHWC")
-    try:
-        import openvino as ov
+    import logging
 
-        model = ov.convert_model(str(src))
+    from converters.openvino_ir import _ov
+
+    root_level = logging.root.level
+    try:
+        ov = _ov()  # the engine's telemetry declined first (converters.engine_telemetry)
+        try:
+            model = ov.convert_model(str(src))
+        finally:  # convert_model sets the root logger to ERROR: every later warning would be lost
+            logging.root.setLevel(root_level)
         xml = work / f"{src.stem}.xml"
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
     except Exception as exc:  # the frontend raises its own kinds; the op name is what the user needs

@@ -124,6 +124,7 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
+    ("convert {model} -o {out}/c -p generic-arm64 --guard-steps -1", "guard-steps"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),

@@ -400,7 +400,8 @@ def test_int8_keeps_the_boxes_on_held_out_photos(yolo_model, photos, tmp_path):
     for name in ("horse", "motorcycle_left"):
         cv2.imwrite(str(val / f"{name}.png"), photos[name])
     result = convert(yolo_model, "amd-epyc-zen4", tmp_path / "int8.bundle", precision="int8", calib=str(calib),
-                     val=str(val), backends=["onnxruntime"], calib_method="nncf", measure=False, guard_steps=0)
+                     val=str(val), backends=["onnxruntime"], calib_method="nncf", measure=False, guard_steps=0,
+                     max_accuracy_drop=0.1)  # the budget this test asserts: box F1 >= 0.9, no layer kept float
     acc = next(v for v in result.report["variants"] if v["key"] == result.chosen.key)["accuracy"]
     assert result.chosen.precision == "int8" and acc["kind"] == "box-f1", (result.chosen, acc)
     assert acc["box_f1"] >= 0.9, acc

@@ -56,7 +56,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")
 @click.option("--accuracy-control", type=click.Choice(["edgesdk", "nncf"]), default="edgesdk", show_default=True,
               help="INT8 over budget: own layer-sensitivity guard, or NNCF's accuracy control (OpenVINO, slow).")
-@click.option("--guard-steps", type=int, default=8, show_default=True, help="Most layers the guard tries float.")
+@click.option("--guard-steps", type=click.IntRange(min=0), default=8, show_default=True,
+              help="0 turns the INT8 accuracy guard off; with --accuracy-control nncf, its most steps.")
 @click.option("--threads", type=int, help="Engine threads for checks and timing.")
 @click.option("--bench-seconds", type=float, default=1.0, show_default=True,
               help="Time spent timing each variant (split over 3 interleaved rounds at the end).")
