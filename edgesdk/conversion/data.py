@@ -81,5 +81,6 @@ def _comparator(ctx: Context, prep: Prepared, held: Any) -> Any:
     ctx.say(f"reference outputs of the original model on {len(held)} held-out samples")
     # a PyTorch model is compared through its export, before any compression changes the file
     original = prep.src_path if isinstance(ctx.model, (str, Path)) else prep.prepared_path
+    original = prep.reference_path or original  # a float16 model: its float32 widening
     return Comparator(original, held.samples, task=prep.facts.task, eval_fn=ctx.eval_fn, reference_backend=REFERENCE,
                       metric=ctx.metric, box_decoder=box_decoder_for(prep.facts, prep.facts.shape))

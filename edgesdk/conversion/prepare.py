@@ -2,9 +2,9 @@
 and the graph preparation passes (static shapes, opset, names, folding, shape inference)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .context import Context
 
@@ -18,6 +18,9 @@ class Prepared:
     prepared_model: Any              # the passes' output, before any compression
     passes: list[Any]                # converters.passes records
     name: str                        # the bundle's name
+    #: the model the accuracy check runs as the original when that is not src_path (a float16
+    #: model widened to float32: the engines' float32 reference runs it, the float16 file it cannot)
+    reference_path: Optional[Path] = None
 
     def summary(self) -> str:
         f = self.facts
@@ -30,6 +33,7 @@ class Prepared:
 def prepare(ctx: Context) -> Prepared:
     import onnx
 
+    from converters.fp16_io import is_float16_model
     from converters.passes import PassContext, default_passes, run_passes
 
     from ..convert import _load_model, _model_facts
@@ -42,8 +46,66 @@ def prepare(ctx: Context) -> Prepared:
             f"{facts.preset.name if facts.preset else 'none'}; task {facts.task}; profile {ctx.prof.name} "
             f"(this host: {ctx.this_host}); budget {o.budget}")
     pass_ctx = PassContext(input_shapes={facts.input_name: facts.shape}, work_dir=ctx.work)
-    prepared_model, records = run_passes(proto, default_passes(), pass_ctx)
+    why = _needs_float32(ctx) if is_float16_model(proto) else None
+    model, reference = proto, None
+    if why:
+        model, reference = _widen(ctx, src_path, proto, pass_ctx, why)
+        facts = _float32_facts(facts)
+        facts.notes.append(f"float16 model widened to float32 for {why}; {FLOAT16_IO_NOTE}")
+    prepared_model, records = run_passes(model, default_passes(), pass_ctx)
     prepared = ctx.work / "prepared.onnx"
     onnx.save(prepared_model, str(prepared))
     ctx.say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
-    return Prepared(src_path, proto, facts, prepared, prepared_model, records, o.name or facts.name)
+    return Prepared(src_path, proto, facts, prepared, prepared_model, pass_ctx.records, o.name or facts.name,
+                    reference)
+
+
+#: how a user keeps a float16 model's float16 inputs and outputs (stated wherever it is widened)
+FLOAT16_IO_NOTE = ("the bundle takes and gives float32; to keep float16 I/O build only float variants "
+                   "(--precision fp16 or fp32 keep the model as stored), or wrap the bundle's model with "
+                   "converters.fp16_io.with_float16_io")
+
+
+def _widen(ctx: Context, src_path: Path, proto: Any, pass_ctx: Any, why: str) -> tuple[Any, Path]:
+    """The float16 model widened to float32 (a pass record in `pass_ctx`), saved as the accuracy
+    check's reference."""
+    import onnx
+
+    from converters.fp16_io import Float16ToFloat32
+
+    wide = Float16ToFloat32()(proto, pass_ctx)
+    reference = ctx.work / "widened_float32.onnx"
+    onnx.save(wide, str(reference))
+    ctx.say(f"{src_path.name} is stored in float16; {why} take only float32 graphs, so it was widened to float32 "
+            f"(weights keep their float16 values; the accuracy check compares with this float32 model); "
+            f"{FLOAT16_IO_NOTE}")
+    return wide, reference
+
+
+def _needs_float32(ctx: Context) -> Optional[str]:
+    """Which of this run's candidates need a float32 graph (INT8: NNCF and onnxruntime's quantizer;
+    TFLite: onnx2tf), or None when all of them take the model as stored."""
+    import runtimes
+    from converters import tflite
+    from runtimes.registry import record
+
+    from ..errors import ConversionError
+    from .candidates import candidates
+
+    o = ctx.opts
+    try:
+        cands, _ = candidates(ctx.prof, o.precision, o.backends, ctx.measure, runtimes.available_backends(),
+                              tflite.is_available())
+    except ConversionError:  # nothing to build: the build stage says so in its own words
+        return None
+    needs = sorted({f"{c.backend} {c.precision}" for c in cands
+                    if "int8" in c.precision or record(c.backend).needs == "onnx2tf"})
+    return ", ".join(needs) or None
+
+
+def _float32_facts(facts: Any) -> Any:
+    """The model facts of the widened model: float32 input, float32 preprocessing output."""
+    import numpy as np
+
+    return replace(facts, dtype=np.dtype(np.float32), preprocess=replace(facts.preprocess, dtype="float32"),
+                   notes=list(facts.notes))
