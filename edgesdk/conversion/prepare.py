@@ -61,9 +61,12 @@ def prepare(ctx: Context) -> Prepared:
 
 
 #: how a user keeps a float16 model's float16 inputs and outputs (stated wherever it is widened)
-FLOAT16_IO_NOTE = ("the bundle takes and gives float32; to keep float16 I/O build only float variants "
-                   "(--precision fp16 or fp32 keep the model as stored), or wrap the bundle's model with "
-                   "converters.fp16_io.with_float16_io")
+FLOAT16_IO_NOTE = ("the bundle takes and gives float32; to keep float16 I/O build only variants that take the "
+                   "model as stored (--precision fp32, or fp16 with --backend openvino), or wrap the bundle's "
+                   "model with converters.fp16_io.with_float16_io")
+#: float variants whose converter refuses a model already stored in float16 (onnxconverter-common's
+#: fp16 conversion raises "already converted to float16")
+FLOAT32_ONLY = {("onnxruntime", "fp16")}
 
 
 def _widen(ctx: Context, src_path: Path, proto: Any, pass_ctx: Any, why: str) -> tuple[Any, Path]:
@@ -84,7 +87,7 @@ def _widen(ctx: Context, src_path: Path, proto: Any, pass_ctx: Any, why: str) ->
 
 def _needs_float32(ctx: Context) -> Optional[str]:
     """Which of this run's candidates need a float32 graph (INT8: NNCF and onnxruntime's quantizer;
-    TFLite: onnx2tf), or None when all of them take the model as stored."""
+    TFLite: onnx2tf; FLOAT32_ONLY), or None when all of them take the model as stored."""
     import runtimes
     from converters import tflite
     from runtimes.registry import record
@@ -99,7 +102,8 @@ def _needs_float32(ctx: Context) -> Optional[str]:
     except ConversionError:  # nothing to build: the build stage says so in its own words
         return None
     needs = sorted({f"{c.backend} {c.precision}" for c in cands
-                    if "int8" in c.precision or record(c.backend).needs == "onnx2tf"})
+                    if "int8" in c.precision or record(c.backend).needs == "onnx2tf"
+                    or (c.backend, c.precision) in FLOAT32_ONLY})
     return ", ".join(needs) or None
 
 
