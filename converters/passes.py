@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from runtimes.dims import merge_stated_dims
+
 from .errors import ConversionError
 
 #: per-channel QDQ quantization (onnxruntime) and OpenVINO's importer want opset >= 13
@@ -104,19 +106,9 @@ class MakeStatic(GraphPass):
                                   f"{sorted(inputs)}; use one of those names")
         for name, shape in ctx.input_shapes.items():
             vi = inputs[name]
-            dims = vi.type.tensor_type.shape.dim
-            if len(dims) != len(shape):
-                raise ConversionError(f"input {name!r} has rank {len(dims)} but the shape asked for is "
-                                      f"{list(shape)} (rank {len(shape)})")
-            for axis, (d, want) in enumerate(zip(dims, shape)):
-                if want is None:
-                    continue
-                have = d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                if have is not None:
-                    if have != want:
-                        raise ConversionError(
-                            f"input {name!r} axis {axis} is fixed at {have} in the model, cannot make it {want}; "
-                            f"ask for a shape the model takes ({input_dims(vi)})")
+            merge_stated_dims(input_dims(vi), shape, name, error=ConversionError)  # rank and fixed dims agree
+            for axis, (d, want) in enumerate(zip(vi.type.tensor_type.shape.dim, shape)):
+                if want is None or (d.HasField("dim_value") and d.dim_value > 0):
                     continue
                 was = d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
                 d.Clear()

@@ -111,6 +111,7 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     from onnx import helper
 
     from converters.passes import graph_inputs, input_dims
+    from runtimes.dims import merge_stated_dims
 
     from .shapes import parse_input_shape, show
 
@@ -123,9 +124,7 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
     if input_shape is not None:
         shape = parse_input_shape(input_shape) or []
-        if len(shape) != len(dims):
-            raise ConversionError(f"--input-shape {show(shape)} has rank {len(shape)}, the model input {vi.name!r} "
-                                  f"has rank {len(dims)} ({show(dims)})")
+        merge_stated_dims(dims, shape, vi.name, error=ConversionError)  # rank and fixed dims (runtimes.dims)
         fixed = [a for a, (want, have) in enumerate(zip(shape, dims)) if want is None and have is not None]
         if fixed:
             raise ConversionError(f"--input-shape {show(shape)} keeps axis {', '.join(map(str, fixed))} dynamic, but "

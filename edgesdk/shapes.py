@@ -18,6 +18,8 @@ import re
 from dataclasses import replace
 from typing import Any, Optional, Sequence, Union
 
+from runtimes.dims import merge_stated_dims, show_dims
+
 from .errors import ConfigError, ConversionError
 from .preprocess import PreprocessSpec
 
@@ -60,8 +62,7 @@ def parse_input_shape(value: Union[str, Sequence[Any], None], option: str = "--i
     return dims
 
 
-def show(shape: Sequence[Optional[int]]) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape)
+show = show_dims  # '1x3x?x?'
 
 
 def dynamic_axes(shape: Optional[Sequence[Optional[int]]]) -> list[int]:
@@ -195,21 +196,11 @@ def _static_spec(spec: PreprocessSpec, hw: tuple[int, int]) -> PreprocessSpec:
 
 def fill_dims(model_shape: Sequence[Optional[int]], stated: Optional[Sequence[Optional[int]]],
               name: str = "input") -> Dims:
-    """The model's dims with `stated` applied; a stated dim that contradicts a fixed one is an error."""
-    dims = list(model_shape)
+    """The model's dims with `stated` applied; a stated dim that contradicts a fixed one is an error
+    (the batch may differ: the runtime loops a batch-1 model over a bigger batch)."""
     if stated is None:
-        return dims
-    if len(stated) != len(dims):
-        raise ConfigError(f"--input-shape {show(stated)} has rank {len(stated)}, the model input {name!r} has rank "
-                          f"{len(dims)} ({show(dims)})")
-    for axis, (have, want) in enumerate(zip(dims, stated)):
-        if want is None:
-            continue
-        if have is not None and have != want and axis != 0:
-            raise ConfigError(f"--input-shape {show(stated)}: axis {axis} of input {name!r} is fixed at {have} in "
-                              f"the model ({show(dims)}); give {have} there")
-        dims[axis] = want
-    return dims
+        return list(model_shape)
+    return merge_stated_dims(model_shape, stated, name, error=ConfigError, free_axes=(0,))
 
 
 def feed_shape(model_shape: Sequence[Optional[int]], layout: str, stated: Optional[Sequence[Optional[int]]],

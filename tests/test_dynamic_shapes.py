@@ -53,6 +53,52 @@ def test_input_shape_parsing():
             parse_input_shape(bad)
 
 
+@pytest.mark.parametrize("stated,wording", [
+    ([1, 4, 48, 192], "--input-shape 1x4x48x192: input 'x' axis 1 is fixed at 3 in the model (?x3x?x?); give 3 there"),
+    ([1, 3, 48], "--input-shape 1x3x48 has rank 3, the model input 'x' has rank 4 (?x3x?x?)"),
+])
+def test_one_checker_words_a_contradicting_shape_alike_in_convert_and_bench(cls_model, stated, wording):
+    """MakeStatic (convert) and fill_dims (bench, predict) both check through runtimes.dims."""
+    import onnx
+
+    from converters.passes import MakeStatic, PassContext
+    from edgesdk.errors import ConfigError
+    from edgesdk.shapes import fill_dims
+
+    with pytest.raises(ConversionError) as in_convert:
+        MakeStatic()(onnx.load(str(cls_model)), PassContext(input_shapes={"x": stated}))
+    with pytest.raises(ConfigError) as in_bench:
+        fill_dims([None, 3, None, None], stated, "x")
+    assert str(in_convert.value) == str(in_bench.value) == wording
+
+
+def test_bench_may_feed_another_batch_but_convert_cannot_change_a_fixed_one(cls_model):
+    import onnx
+
+    from converters.passes import MakeStatic, PassContext
+    from edgesdk.shapes import fill_dims
+
+    assert fill_dims([1, 3, 48, 192], [8, 3, 48, 192], "x") == [8, 3, 48, 192]  # the runtime loops batch 1
+    assert fill_dims([None, 3, None, None], [1, 3, 48, None], "x") == [1, 3, 48, None]
+    model = onnx.load(str(cls_model))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    with pytest.raises(ConversionError, match="axis 0 is fixed at 1 in the model"):
+        MakeStatic()(model, PassContext(input_shapes={"x": [8, 3, 48, 192]}))
+    fixed = MakeStatic()(model, PassContext(input_shapes={"x": [1, 3, 48, 192]}))
+    assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 48, 192]
+
+
+def test_a_contradicting_shape_is_one_line_from_convert_and_predict(cls_model, photos, tmp_path, capsys):
+    photo = tmp_path / "coffee.png"
+    cv2.imwrite(str(photo), photos["coffee"])
+    code, out, err = cli(["convert", str(cls_model), "-p", "amd-epyc-zen4", "--precision", "fp32", "--backend",
+                          "onnxruntime", "--input-shape", "1,4,48,192", "-o", str(tmp_path / "b"), "-q"], capsys)
+    assert code == 8 and "input 'x' axis 1 is fixed at 3 in the model" in err and "Traceback" not in err
+    code, out, err = cli(["predict", str(cls_model), str(photo), "--input-shape", "1,4,48,192"], capsys)
+    assert code == 2 and "input 'x' axis 1 is fixed at 3 in the model" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_static_targets_are_skipped_or_refused_from_their_records():
     from edgesdk.convert import _candidates
     from edgesdk.profiles import load_profile
