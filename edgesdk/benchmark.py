@@ -205,10 +205,10 @@ def benchmark(model: Union[str, Path], backends: Union[str, Sequence[str]] = "al
                   "size": list(size) if size else None, "performance_hint": performance_hint,
                   "input_shape": list(input_shape) if input_shape else None,
                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    feed = _FeedPlan(size, size_from, input_shape)
+    timing = _Timing(warmup, iterations, seconds, progress, keep_going)
     for name in names:
-        opts = dict(manifest_opts)
-        if precision is not None:
-            opts["precision"] = precision
+        opts = {**manifest_opts, **({"precision": precision} if precision is not None else {})}
         opts.setdefault("device", device)
         try:
             rt = runtimes.load(path, backend=name, threads=threads, performance_hint=performance_hint, **opts)
@@ -219,33 +219,60 @@ def benchmark(model: Union[str, Path], backends: Union[str, Sequence[str]] = "al
             result.rows += [BenchRow(name, b, error=str(exc)) for b in batch_list]
             continue
         try:
-            for batch in batch_list:
-                row = BenchRow(name, batch, precision=rt.precision, device=rt.device, threads=threads,
-                               inference_precision=getattr(rt, "inference_precision", None))
-                label = f"{name} batch {batch}"
-                try:
-                    feeds = make_feeds(rt.inputs, batch, size, input_shape=input_shape, size_from=size_from)
-                    row.input_shape = tuple(next(iter(feeds.values())).shape)
-                    if len(rt.inputs) == 1:
-                        from .shapes import feed_shape
-
-                        result.settings["input_shape_source"] = feed_shape(
-                            rt.inputs[0].shape, rt.inputs[0].layout, input_shape, size, size_from)[1]
-                    cb = (lambda done, total, _l=label: progress(_l, done, total)) if progress else None
-                    row.stats = measure(rt, feeds, warmup=warmup, iterations=iterations, seconds=seconds,
-                                        progress=cb)
-                except ConfigError:
-                    raise  # a shape nobody gave is the user's to fix, not a failed configuration
-                except EdgeSDKError as exc:
-                    if not keep_going:
-                        raise
-                    row.error = str(exc)
-                # what ran may only be known after the first inference on some engines
-                row.precision = rt.precision
-                result.rows.append(row)
+            result.rows += [_bench_one(rt, name, batch, threads, feed, timing, result.settings) for batch in batch_list]
         finally:
             rt.close()
     return result
+
+
+@dataclass
+class _FeedPlan:
+    """Where the feeds' dynamic dims come from (make_feeds' arguments)."""
+
+    size: Optional[tuple[int, int]]
+    size_from: str
+    input_shape: Optional[Sequence[Optional[int]]]
+
+
+@dataclass
+class _Timing:
+    """How each configuration is timed, and whether a failure stops the run."""
+
+    warmup: int
+    iterations: int
+    seconds: Optional[float]
+    progress: Optional[BenchProgress]
+    keep_going: bool
+
+
+def _bench_one(rt: Any, name: str, batch: int, threads: Optional[int], feed: _FeedPlan, timing: _Timing,
+               settings: dict[str, Any]) -> BenchRow:
+    """One backend x batch row; an engine failure becomes the row's error (unless not keep_going),
+    a shape nobody gave (ConfigError) is raised: it is the user's to fix."""
+    row = BenchRow(name, batch, precision=rt.precision, device=rt.device, threads=threads,
+                   inference_precision=getattr(rt, "inference_precision", None))
+    label = f"{name} batch {batch}"
+    try:
+        feeds = make_feeds(rt.inputs, batch, feed.size, input_shape=feed.input_shape, size_from=feed.size_from)
+        row.input_shape = tuple(next(iter(feeds.values())).shape)
+        if len(rt.inputs) == 1:
+            from .shapes import feed_shape
+
+            settings["input_shape_source"] = feed_shape(
+                rt.inputs[0].shape, rt.inputs[0].layout, feed.input_shape, feed.size, feed.size_from)[1]
+        progress = timing.progress
+        cb = (lambda done, total, _l=label: progress(_l, done, total)) if progress else None
+        row.stats = measure(rt, feeds, warmup=timing.warmup, iterations=timing.iterations, seconds=timing.seconds,
+                            progress=cb)
+    except ConfigError:
+        raise
+    except EdgeSDKError as exc:
+        if not timing.keep_going:
+            raise
+        row.error = str(exc)
+    # what ran may only be known after the first inference on some engines
+    row.precision = rt.precision
+    return row
 
 
 HEADERS = ["backend", "batch", "precision", "device", "p50 ms", "p90 ms", "p99 ms", "mean ms",
