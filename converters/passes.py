@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from runtimes.dims import merge_stated_dims
+from runtimes.errors import first_line
 
 from .errors import ConversionError
 
@@ -141,7 +142,7 @@ class UpgradeOpset(GraphPass):
         except Exception as exc:  # the converter raises bare RuntimeErrors/ValidationErrors
             raise ConversionError(
                 f"could not upgrade the model from opset {current} to {ctx.min_opset} (needed for per-channel "
-                f"int8 and OpenVINO): {str(exc).splitlines()[0][:300]}; re-export the model with opset >= "
+                f"int8 and OpenVINO): {first_line(exc)}; re-export the model with opset >= "
                 f"{ctx.min_opset}") from exc
         record.changes.append(f"opset {current} -> {ctx.min_opset}")
         return upgraded
@@ -190,7 +191,7 @@ class FoldConstants(GraphPass):
                 out = onnx.load(str(dst))
             except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
                 raise ConversionError(f"constant folding failed (onnxruntime could not load the model): "
-                                      f"{str(exc).splitlines()[0][:300]}") from exc
+                                      f"{first_line(exc)}") from exc
         # onnxruntime may add its own opset domains for the fusions it made; keep the model's
         after = _op_counts(out)
         diff = {op: after.get(op, 0) - before.get(op, 0) for op in set(before) | set(after)}
@@ -212,7 +213,7 @@ class InferShapes(GraphPass):
         try:
             out = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:  # inference is best effort: keep the model as it was
-            record.changes.append(f"shape inference failed, kept as is: {str(exc).splitlines()[0][:200]}")
+            record.changes.append(f"shape inference failed, kept as is: {first_line(exc, 200)}")
             return model
         known = sum(1 for v in out.graph.value_info
                     if v.type.tensor_type.HasField("shape")
@@ -261,11 +262,11 @@ def load_onnx(path: Path) -> Any:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError and friends
         raise ConversionError(f"{path.name} is not a readable ONNX model (corrupt or truncated?): "
-                              f"{str(exc).splitlines()[0][:200]}; re-export or re-download it") from exc
+                              f"{first_line(exc, 200)}; re-export or re-download it") from exc
     if not model.graph.node:
         raise ConversionError(f"{path.name} holds no graph nodes (corrupt or truncated?); re-export or re-download it")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError
-        raise ConversionError(f"{path.name} is not a valid ONNX model: {str(exc).splitlines()[0][:300]}") from exc
+        raise ConversionError(f"{path.name} is not a valid ONNX model: {first_line(exc)}") from exc
     return model

@@ -7,6 +7,13 @@ was wrong, what was expected, and what to do.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An engine's or library's exception as one line for a message: its first non-blank line
+    (cut at `limit`), or the exception's type name when it says nothing."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class EdgeSDKError(Exception):
     """Base of every error EdgeSDK raises on purpose."""
 

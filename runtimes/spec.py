@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-Dim = Optional[int]  # None means dynamic
+from .dims import Dim, show_dims  # Dim: an int, None for a dynamic dim
 
 LAYOUTS = ("NCHW", "NHWC", "NC", "NLC", "")
 
@@ -76,6 +76,6 @@ class TensorSpec:
         )
 
     def __str__(self) -> str:
-        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        dims = show_dims(self.shape)
         lay = f" {self.layout}" if self.layout else ""
         return f"{self.name}: {self.dtype.name}[{dims}]{lay}"

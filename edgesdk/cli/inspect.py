@@ -99,7 +99,9 @@ def _onnx_facts(path: Path) -> dict[str, Any]:
 
 
 def _spec_line(s: dict) -> str:
-    dims = "x".join("?" if d is None else str(d) for d in s["shape"])
+    from runtimes.dims import show_dims
+
+    dims = show_dims(s["shape"])
     return f"{s['name']}: {s['dtype']}[{dims}] {s.get('layout') or ''}".rstrip()
 
 
