@@ -124,6 +124,28 @@ class MakeStatic(GraphPass):
         return model
 
 
+class InitializersNotInputs(GraphPass):
+    """Weights listed as graph inputs (IR < 4 exporters list every initializer there) become
+    plain initializers (IR version 4, which allows that): engines then treat them as constants
+    (onnxruntime folds nothing that a caller could override), and converters see one real input."""
+
+    name = "initializers_not_inputs"
+
+    def apply(self, model: Any, ctx: PassContext, record: PassRecord) -> Any:
+        inits = {t.name for t in model.graph.initializer}
+        keep = [i for i in model.graph.input if i.name not in inits]
+        dropped = len(model.graph.input) - len(keep)
+        if not dropped:
+            return model
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        if model.ir_version < 4:
+            record.changes.append(f"IR version {model.ir_version} -> 4")
+            model.ir_version = 4
+        record.changes.append(f"{dropped} initializers no longer listed as graph inputs")
+        return model
+
+
 class UpgradeOpset(GraphPass):
     """Convert the default-domain opset up to `ctx.min_opset` with onnx.version_converter."""
 
@@ -192,7 +214,6 @@ class FoldConstants(GraphPass):
             except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
                 raise ConversionError(f"constant folding failed (onnxruntime could not load the model): "
                                       f"{first_line(exc)}") from exc
-        # onnxruntime may add its own opset domains for the fusions it made; keep the model's
         after = _op_counts(out)
         diff = {op: after.get(op, 0) - before.get(op, 0) for op in set(before) | set(after)}
         gone = ", ".join(f"{op} {d:+d}" for op, d in sorted(diff.items()) if d)
@@ -234,7 +255,7 @@ def default_passes(static: bool = True, fold: bool = True) -> list[GraphPass]:
     passes: list[GraphPass] = []
     if static:
         passes.append(MakeStatic())
-    passes += [UpgradeOpset(), NameNodes()]
+    passes += [InitializersNotInputs(), UpgradeOpset(), NameNodes()]
     if fold:
         passes += [FoldConstants(), NameNodes()]
     passes.append(InferShapes())

@@ -41,3 +41,60 @@ def test_fold_constants_failure_names_the_engine_error(cls_model, monkeypatch):
 def test_shapes_print_one_way():
     assert show_dims([1, 3, None, None]) == "1x3x?x?"
     assert str(TensorSpec("x", (None, 3, 48, 192), "float32", "NCHW")) == "x: float32[?x3x48x192] NCHW"
+
+
+def _onnx_wheel_model(name: str):
+    """A model-zoo architecture the onnx wheel ships (backend test data, IR 3, opset 9; weights
+    made by ConstantOfShape nodes, every initializer also listed as a graph input)."""
+    from pathlib import Path
+
+    import onnx
+
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
+    assert path.is_file(), f"the onnx wheel no longer ships {path.name}"
+    return path
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "resnet50"])
+def test_ir3_models_keep_one_real_input_through_the_passes(name):
+    """onnxruntime's folding kept the input entries of the initializers it folded away: the
+    prepared model then asked for 18 (squeezenet) or 213 (resnet50) inputs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from converters.passes import default_passes, graph_inputs, run_passes
+
+    original = load_onnx(_onnx_wheel_model(name))
+    assert original.ir_version == 3 and len(original.graph.input) > 1
+    feed = graph_inputs(original)[0].name
+    model, records = run_passes(load_onnx(_onnx_wheel_model(name)), default_passes(),
+                                PassContext(input_shapes={feed: [1, 3, 224, 224]}))
+    assert [i.name for i in model.graph.input] == [feed] and model.ir_version >= 4
+    done = {r.name: r.changes for r in records}
+    assert any("no longer listed as graph inputs" in c for c in done["initializers_not_inputs"])
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
+    want = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {feed: x})
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {feed: x})
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_ir3_model_zoo_model_converts_via_the_cli(precision, photos, tmp_path, capsys):
+    import cv2
+
+    from clitools import cli
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for key, img in photos.items():
+        cv2.imwrite(str(calib / f"{key}.png"), img)
+    out = tmp_path / "b"
+    code, stdout, stderr = cli(["convert", str(_onnx_wheel_model("squeezenet")), "-p", "generic-x86-64",
+                                "--precision", precision, "--backend", "onnxruntime", "--calib", str(calib),
+                                "--normalize", "imagenet", "--color", "RGB", "--resize", "stretch",
+                                "--no-measure", "-o", str(out), "-q"], capsys)
+    assert code == 0, stdout + stderr
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == precision and [i["name"] for i in manifest["inputs"]] == ["data_0"]
