@@ -82,10 +82,12 @@ class Predictor:
                 raise
             assumed = (self.manifest.provenance.get("preprocess_sources") or {}).get("assumed", [])
             if self.manifest.provenance.get("preset") is None and assumed:
-                log.warning("%s: no preset known for this model and nothing stated for %s; assumed %s. "
-                            "State them (--normalize/--mean/--std/--color/--resize) or wrap the model in a "
-                            "bundle with edgesdk convert.", self.model_path.name, ", ".join(assumed),
-                            self.manifest.preprocess)
+                from .preprocess_options import assumed_flags
+
+                log.warning("%s: no preset known for this model and nothing stated for %s; assumed %s. State "
+                            "them with those options (or --normalize) or wrap the model in a bundle with edgesdk "
+                            "convert.", self.model_path.name, ", ".join(assumed),
+                            assumed_flags(self.manifest.preprocess, assumed))
         self.preprocessor: Optional[Preprocessor] = (
             Preprocessor(self.manifest.preprocess) if self.manifest.preprocess is not None else None)
         self.decoder: Decoder = make_decoder(self.manifest)

@@ -139,6 +139,20 @@ def _show(v: Any) -> str:
     return ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) else str(v)
 
 
+#: resize modes that pad (the pad value then matters)
+PADDING_RESIZES = ("fit_height", "letterbox")
+
+
+def assumed_flags(spec: Any, names: Sequence[str]) -> str:
+    """The assumed fields of `spec` as the options that would state them: '--color RGB, --scale 0.003922'."""
+    def show(v: Any) -> str:
+        if isinstance(v, (tuple, list)):
+            return ",".join(f"{x:.4g}" for x in v)
+        return f"{v:.4g}" if isinstance(v, float) else str(v).replace("_", "-")
+
+    return ", ".join(f"{FLAG.get(k, k)} {show(getattr(spec, k))}" for k in names if hasattr(spec, k))
+
+
 @dataclass(frozen=True)
 class ResolvedPreprocess:
     spec: PreprocessSpec
@@ -201,6 +215,8 @@ def resolve_preprocess(options: Optional[PreprocessOptions] = None, *, model_fac
         if key not in values:
             values[key] = getattr(defaults, key)
             sources[key] = "default (assumed)"
+    if sources["pad_value"].startswith("default") and values["resize"] not in PADDING_RESIZES:
+        sources["pad_value"] = f"unused (resize {values['resize']} does not pad)"  # no guess to warn about
     values.setdefault("dtype", dtype)
     _check_channels(values, sources, input_shape, input_name)
     return ResolvedPreprocess(PreprocessSpec.from_dict({k: (list(v) if isinstance(v, tuple) else v)

@@ -21,7 +21,34 @@ def test_normalize_expands_and_every_field_says_where_it_came_from():
     assert r.sources["mean"] == "option --normalize imagenet"
     assert r.sources["resize"] == "option --resize"
     assert r.sources["layout"] == "model input shape"
-    assert r.assumed == ["color", "pad_value"] and r.normalization_stated
+    assert r.assumed == ["color"] and r.normalization_stated  # crop does not pad: its pad value is no guess
+    assert r.sources["pad_value"] == "unused (resize crop does not pad)"
+
+
+@pytest.mark.parametrize("resize, pad_assumed", [("stretch", False), ("crop", False), ("letterbox", True),
+                                                 ("fit-height", True)])
+def test_the_pad_value_is_a_guess_only_where_the_resize_pads(resize, pad_assumed):
+    r = resolve_preprocess(PreprocessOptions(normalize="imagenet", resize=resize, color="RGB"), input_shape=NCHW)
+    assert ("pad_value" in r.assumed) == pad_assumed
+
+
+def test_a_bare_model_warns_with_the_assumed_values_as_options(model_paths, photos, caplog):
+    """A model nobody described: the warning names each guess as the option that states it
+    (not a PreprocessSpec repr); with everything that matters stated there is no warning."""
+    import logging
+
+    from edgesdk.predictor import Predictor
+
+    onnx_model = model_paths["efficientnet_lite0.onnx"]
+    with caplog.at_level(logging.WARNING, logger="edgesdk.predictor"):
+        Predictor(onnx_model, preset="none").close()
+    assert "assumed --resize stretch, --color RGB, --scale 0.003922, --mean 0,0,0, --std 1,1,1." in caplog.text
+    assert "PreprocessSpec(" not in caplog.text
+    caplog.clear()
+    stated = PreprocessOptions(normalize="imagenet", color="RGB", resize="stretch")
+    with caplog.at_level(logging.WARNING, logger="edgesdk.predictor"):
+        Predictor(onnx_model, preset="none", preprocess_options=stated).close()
+    assert "no preset known" not in caplog.text
 
 
 def test_nothing_stated_is_all_assumed():
