@@ -16,6 +16,8 @@ def guess_layout(shape: Sequence[Dim]) -> str:
     if len(shape) != 4:
         return "NC" if len(shape) == 2 else ""
     c_first, c_last = shape[1], shape[3]
+    if shape[2] == 1 and c_last == 1 and c_first not in (None, 1):
+        return "NCHW"  # [N, C, 1, 1]: a 1x1 map of C channels (pooled features, class scores), not C rows
     if c_first in (1, 3, 4) and c_last not in (1, 3, 4):
         return "NCHW"
     if c_last in (1, 3, 4) and c_first not in (1, 3, 4):

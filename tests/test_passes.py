@@ -98,3 +98,12 @@ def test_an_ir3_model_zoo_model_converts_via_the_cli(precision, photos, tmp_path
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == precision and [i["name"] for i in manifest["inputs"]] == ["data_0"]
+
+
+def test_a_pooled_n_c_1_1_output_reads_as_nchw():
+    """squeezenet/densenet121 end in [1, 1000, 1, 1]: `info` called it NHWC (1000 rows of 1 pixel)."""
+    from runtimes.spec import guess_layout
+
+    assert guess_layout([1, 1000, 1, 1]) == "NCHW"
+    assert guess_layout([1, 224, 224, 3]) == "NHWC" and guess_layout([1, 3, 224, 224]) == "NCHW"
+    assert guess_layout([1, 1, 1, 3]) == "NCHW"  # unchanged: channels first wins a tie
