@@ -122,8 +122,7 @@ class Predictor:
     def preprocess(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, list[Transform]]:
         """Images (arrays or paths) -> (model-ready batch, transforms)."""
         if self.preprocessor is None:
-            raise BundleError(f"{self.manifest.name}: no preprocessing is known for this model; "
-                              "feed arrays to .runtime.infer() or give the bundle a preprocess section")
+            raise self._no_preprocessing()
         return self.preprocessor(_load_all(images))
 
     def decode(self, outputs: dict[str, np.ndarray], transforms: Sequence[Transform]) -> list[Result]:
@@ -153,8 +152,7 @@ class Predictor:
         if not loaded:
             return []
         if self.preprocessor is None:
-            raise BundleError(f"{self.manifest.name}: no preprocessing is known for this model; "
-                              "feed arrays to .runtime.infer() or give the bundle a preprocess section")
+            raise self._no_preprocessing()
         self.runtime.activate()
         results: list[Optional[Result]] = [None] * len(loaded)
         for group in self._groups(loaded):
@@ -172,6 +170,17 @@ class Predictor:
         return [r for r in results if r is not None]
 
     _feeds = feeds  # the name streaming looked for first
+
+    def _no_preprocessing(self) -> BundleError:
+        """Why images cannot be fed: the model's inputs named, and what feeds it instead."""
+        specs = self.runtime.inputs
+        image = len(specs) == 1 and specs[0].rank == 4
+        why = "nothing says how images become its input" if image else "its inputs are not one image tensor"
+        fix = "" if not image else (", or give the bundle a preprocess section" if self.bundle is not None
+                                    else ", or state the preprocessing (--normalize, --color, --resize) or a --preset")
+        return BundleError(f"{self.manifest.name}: no preprocessing is known for this model ({why}: "
+                           f"{', '.join(str(s) for s in specs)}); predict feeds images: feed arrays with "
+                           f"runtimes.load(model).infer({{name: array}}){fix}")
 
     def _groups(self, images: list[np.ndarray]) -> list[list[int]]:
         assert self.preprocessor is not None

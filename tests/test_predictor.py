@@ -133,6 +133,17 @@ def test_model_without_image_input_refuses_images(tiny_models):
             p.predict([np.zeros((8, 8, 3), np.uint8)])
 
 
+def test_a_non_image_model_is_refused_naming_its_inputs(tiny_models):
+    """Like silero-vad (audio + state): the refusal names the inputs and the way to feed them,
+    and offers no preprocessing options that could not help."""
+    with Predictor(tiny_models.two_inputs()) as p:
+        with pytest.raises(BundleError) as exc:
+            p.preprocess([np.zeros((8, 8, 3), np.uint8)])
+    text = str(exc.value)
+    assert "not one image tensor: a: float32[?x4]" in text and "b: float32[?x4]" in text
+    assert "runtimes.load(model).infer(" in text and "--normalize" not in text
+
+
 def test_layout_mismatch_between_manifest_and_model_is_transposed(cls_model, cls_predictor, text_crops, tmp_path):
     # a manifest saying NHWC for an NCHW model (as after a TFLite round trip the other way)
     bundle = make_bundle(cls_model, tmp_path / "nhwc", layout="NHWC")
