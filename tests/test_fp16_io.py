@@ -120,3 +120,21 @@ def test_fp16_variants_of_a_float16_model(half_model, cls_images, tmp_path, caps
     assert ("float16_to_float32" in [p["name"] for p in report["passes"]]) == widened
     dtype = json.loads((out / "manifest.json").read_text())["inputs"][0]["dtype"]
     assert dtype == ("float32" if widened else "float16")
+
+
+@pytest.mark.tflite_convert
+def test_tflite_of_a_float16_model_via_the_cli(half_model, cls_images, tmp_path, capsys):
+    """onnx2tf takes float32 graphs; before the widening the check fed the TFLite model float16
+    samples ("expects dtype float32, got float16")."""
+    from converters import tflite
+
+    if not tflite.is_available():
+        pytest.skip("onnx2tf is not installed (optional extra): run `make tflite`")
+    out = tmp_path / "b"
+    code, stdout, stderr = cli(["convert", str(half_model), "-p", "raspberry-pi-4", "--backend", "litert",
+                                "--precision", "fp32", "--preset", "ppocr_cls", "--calib", str(cls_images),
+                                "--no-measure", "-o", str(out)], capsys)
+    assert code == 0, stdout + stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "litert" and manifest["inputs"][0]["dtype"] == "float32"
+    assert "widened to float32" in (out / "report.md").read_text()
