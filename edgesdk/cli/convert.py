@@ -51,7 +51,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
 @click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
 @click.option("--distill-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=10.0, show_default=True, help="Distillation time budget.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted distillation from its checkpoint (OUTPUT.distill.pt).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted distillation or QAT from its checkpoint (OUTPUT.distill.pt, OUTPUT.VARIANT.qat.pt).")
 @click.option("--qat", is_flag=True, help="INT8 still over the budget after the guard: quantization-aware fine-tuning "
               "towards the fp32 model on --calib (no labels), then judged again.")
 @click.option("--qat-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=4.0, show_default=True,

@@ -77,8 +77,10 @@ def _fine_tune(ctx: Context, builder: Any, v: Any, data: Data, trained: dict[Pat
     src = v.files[v.model]
     dst = s.work / (src.stem + "_qat.onnx")
     ctx.say(f"QAT of {v.name} (held-out drop {v.comparison.drop:.4f} > {o.budget}) for at most {o.qat_minutes:g} min")
-    _, rep = qat(s.prepared, src, data.fit_samples, dst, QatConfig(minutes=o.qat_minutes, threads=ctx.threads),
-                 progress=ctx.say, source=f"--calib {o.calib}")
+    # beside the bundle like distillation's, so Ctrl-C keeps the best weights and --resume continues
+    checkpoint = ctx.output.with_name(f"{ctx.output.name}.{v.key}.qat.pt")
+    cfg = QatConfig(minutes=o.qat_minutes, threads=ctx.threads, checkpoint=checkpoint, resume=o.resume)
+    _, rep = qat(s.prepared, src, data.fit_samples, dst, cfg, progress=ctx.say, source=f"--calib {o.calib}")
     rep.int8 = int8_evidence(dst, s.work, src)
     trained[dst] = rep
     q = Variant(v.key + "-qat", v.name + " after QAT", v.backend, "int8", model=dst.name, files={dst.name: dst},
