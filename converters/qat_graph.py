@@ -216,7 +216,7 @@ def write_back(qdq: Any, tg: TrainingGraph, act_scales: dict[str, float], consts
         _requantize(by_name[c.dq], c, consts.get(c.tensor), weight_scales.get(c.tensor, c.scale), put)
     for c in tg.consts:
         if c.role == "bias" and c.tensor in consts:
-            _write_bias(by_name, producer, inits, slots, c, consts[c.tensor], put)
+            _write_bias(by_name, producer, inits, c, consts[c.tensor], put)
     for name, value in consts.items():   # float initializers trained as they are (NNCF's biases)
         if name not in slots and name in inits:
             new = put(f"{name}__qat", value.astype(np.float32))
@@ -240,8 +240,7 @@ def _requantize(dq: Any, c: ConstSlot, value: Optional[np.ndarray], scale: np.nd
     dq.input[1] = put(f"{c.tensor}__qat_scale", scale)
 
 
-def _write_bias(by_name: dict, producer: dict, inits: dict, slots: dict, c: ConstSlot, value: np.ndarray,
-                put) -> None:
+def _write_bias(by_name: dict, producer: dict, inits: dict, c: ConstSlot, value: np.ndarray, put) -> None:
     """int32 bias at scale input x weight (what QLinearConv assumes); other dtypes at their own scale."""
     dq, node = by_name[c.dq], by_name[c.consumer]
     if c.dtype != np.int32:
@@ -258,7 +257,9 @@ def _write_bias(by_name: dict, producer: dict, inits: dict, slots: dict, c: Cons
     scale = (x_scale * w_scale).astype(np.float32)
     scale = scale if np.ndim(c.scale) == 1 or scale.size > 1 else scale.reshape(())
     safe = np.where(scale > 0, scale, 1.0)   # an all-zero weight channel has scale 0: its bias is 0 too
-    q = np.clip(np.rint(value / safe), np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+    with np.errstate(over="ignore"):        # a ~0 weight scale: the bias saturates int32, as the quantizer's does
+        q = np.clip(np.rint(value.astype(np.float64) / safe), np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+    q = q.astype(np.int32)   # clipped in float64: float32 cannot hold int32's max
     dq.input[0] = put(f"{c.tensor}__qat_q", q)
     dq.input[1] = put(f"{c.tensor}__qat_scale", scale)
     if len(dq.input) > 2 and dq.input[2]:

@@ -7,7 +7,6 @@ result goes through the same check and guard judgement as every variant, placed 
 variant it came from so the profile's order still decides."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 from .context import Context
@@ -53,23 +52,23 @@ def run(ctx: Context, builder: Any, variants: list[Any], cands: list[Any], data:
     """(variants, candidates, notes) with a QAT variant after each INT8 variant that missed."""
     budget = ctx.opts.budget
     out_v, out_c, notes = [], [], []
-    trained: dict[Path, Any] = {}
     for v, c in zip(variants, cands):
         out_v.append(v)
         out_c.append(c)
-        if v not in missed([v], budget) or not v.model.endswith(".onnx"):
-            if v in missed([v], budget):
-                notes.append(f"--qat: {v.key} is not a QDQ ONNX file (OpenVINO IR); the QAT model of the onnxruntime "
-                             "INT8 variant runs on OpenVINO too")
+        if not missed([v], budget):
             continue
-        q = _fine_tune(ctx, builder, v, data, trained)
+        if not v.model.endswith(".onnx"):
+            notes.append(f"--qat: {v.key} is an OpenVINO IR, not a QDQ ONNX file; QAT fine-tunes the QDQ ONNX "
+                         "variants (onnxruntime int8, openvino int8-qdq), which OpenVINO also runs in int8")
+            continue
+        q = _fine_tune(ctx, builder, v, data)
         out_v.append(q)
         out_c.append(c)
         notes.append(q.notes[-1])
     return out_v, out_c, notes
 
 
-def _fine_tune(ctx: Context, builder: Any, v: Any, data: Data, trained: dict[Path, Any]) -> Any:
+def _fine_tune(ctx: Context, builder: Any, v: Any, data: Data) -> Any:
     from converters.qat import QatConfig, int8_evidence, qat
     from converters.variants import Variant
 
@@ -82,7 +81,6 @@ def _fine_tune(ctx: Context, builder: Any, v: Any, data: Data, trained: dict[Pat
     cfg = QatConfig(minutes=o.qat_minutes, threads=ctx.threads, checkpoint=checkpoint, resume=o.resume)
     _, rep = qat(s.prepared, src, data.fit_samples, dst, cfg, progress=ctx.say, source=f"--calib {o.calib}")
     rep.int8 = int8_evidence(dst, s.work, src)
-    trained[dst] = rep
     q = Variant(v.key + "-qat", v.name + " after QAT", v.backend, "int8", model=dst.name, files={dst.name: dst},
                 check_with=(v.check_with[0], dst), runtime_precision=v.runtime_precision, notes=list(v.notes))
     builder.check(q)
