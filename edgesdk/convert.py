@@ -346,6 +346,8 @@ def convert(
     distill: Any = False,
     distill_minutes: float = 10.0,
     resume: bool = False,
+    qat: bool = False,
+    qat_minutes: float = 4.0,
     backends: Optional[Sequence[str]] = None,
     measure: Optional[bool] = None,
     accuracy_control: str = "edgesdk",
@@ -395,6 +397,9 @@ def convert(
             distillation of the compressed model (True) or of an nn.Module student from the original,
             label-free on the calibration data, for at most distill_minutes; resume continues from
             the checkpoint beside `output` (converters.distill).
+        qat / qat_minutes: INT8 variants still over the budget after the guard are fine-tuned with
+            fake quantization towards the fp32 model on the calibration data (label-free, at most
+            qat_minutes each) and judged again (converters.qat).
         backends: only consider these backends of the profile.
         measure: time candidates here (default: when `precision` is auto and the profile is this host).
         accuracy_control: "edgesdk" (own sensitivity guard, fast) or "nncf" (OpenVINO INT8 with
@@ -416,7 +421,7 @@ def convert(
         assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size,
         val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
         prune_criterion=prune_criterion, lowrank=lowrank, distill=distill, distill_minutes=distill_minutes,
-        resume=resume, backends=backends, measure=measure, accuracy_control=accuracy_control,
+        resume=resume, qat=qat, qat_minutes=qat_minutes, backends=backends, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force,
         torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs, metric=metric,
         keep_best=keep_best)

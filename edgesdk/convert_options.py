@@ -47,6 +47,8 @@ class ConvertOptions:
     distill: Any = False
     distill_minutes: float = 10.0
     resume: bool = False
+    qat: bool = False               # quantization-aware fine-tuning of INT8 that misses the budget
+    qat_minutes: float = 4.0
     backends: Optional[Sequence[str]] = None
     measure: Optional[bool] = None
     accuracy_control: str = "edgesdk"
@@ -85,6 +87,11 @@ class ConvertOptions:
             raise ConversionError(f"--lowrank is the energy share to keep, in (0, 1], got {self.lowrank}")
         if float(self.distill_minutes) <= 0:
             raise ConversionError(f"--distill-minutes must be > 0, got {self.distill_minutes}")
+        if float(self.qat_minutes) <= 0:
+            raise ConversionError(f"--qat-minutes must be > 0, got {self.qat_minutes}")
+        if self.qat and self.precision not in ("int8", "auto"):
+            raise ConversionError(f"--qat fine-tunes INT8 models, but --precision is {self.precision}: use "
+                                  "--precision int8 (or auto), or drop --qat")
         if float(self.bench_seconds) <= 0:
             raise ConversionError(f"--bench-seconds must be > 0, got {self.bench_seconds}")
 

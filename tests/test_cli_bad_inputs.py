@@ -125,6 +125,9 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
     ("convert {model} -o {out}/c -p generic-arm64 --guard-steps -1", "guard-steps"),
+    ("convert {model} -o {out}/c -p generic-arm64 --precision fp32 --qat", "--precision int8"),  # QAT is for INT8
+    ("convert {model} -o {out}/c -p generic-arm64 --qat-minutes 0", "qat-minutes"),
+    ("convert {model} -o {out}/c -p generic-arm64 --precision int8 --qat", "--calib"),  # QAT trains on real inputs
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),

@@ -51,7 +51,11 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
 @click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
 @click.option("--distill-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=10.0, show_default=True, help="Distillation time budget.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted distillation from its checkpoint (OUTPUT.distill.pt).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted distillation or QAT from its checkpoint (OUTPUT.distill.pt, OUTPUT.VARIANT.qat.pt).")
+@click.option("--qat", is_flag=True, help="INT8 still over the budget after the guard: quantization-aware fine-tuning "
+              "towards the fp32 model on --calib (no labels), then judged again.")
+@click.option("--qat-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=4.0, show_default=True,
+              help="QAT time budget per INT8 variant.")
 @click.option("--backend", "backends", multiple=True, help="Only consider this backend of the profile (repeatable).")
 @click.option("--measure/--no-measure", default=None, help="Time the candidates here (default: auto on this host).")
 @click.option("--accuracy-control", type=click.Choice(["edgesdk", "nncf"]), default="edgesdk", show_default=True,
@@ -77,7 +81,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
             prune_criterion: str, lowrank: Optional[float], distill: bool, distill_minutes: float,
-            resume: bool, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
+            resume: bool, qat: bool, qat_minutes: float, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
             metric: Optional[str] = None, keep_best: bool = False,
@@ -107,7 +111,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
         input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
-        lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume,
+        lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume, qat=qat, qat_minutes=qat_minutes,
         backends=list(backends or ()) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
         progress=None if quiet else _stderr, task=task, labels=labels, assume_preprocess=assume_preprocess,

@@ -10,6 +10,7 @@ from typing import Any, Optional
 from runtimes.registry import REFERENCE, record
 
 from ..errors import ConversionError
+from . import qat
 from .candidates import Candidate, candidates
 from .context import Context
 from .data import Data
@@ -50,6 +51,8 @@ def build(ctx: Context, prep: Prepared, data: Data) -> Built:
     if o.precision == "int8" and data.fit is None and any(not record(c.backend).int8_without_calib for c in cands):
         raise ConversionError("INT8 needs calibration data: pass --calib with a folder of real images, a video "
                               "or a .npy (never random noise)")
+    if o.qat:
+        qat.check_inputs(ctx, prep, data)  # before minutes of building
     builder = VariantBuilder(_settings(ctx, prep, data))
     baseline = None
     if ctx.measure and not any((c.backend, c.precision) == (REFERENCE, "fp32") for c in cands):
@@ -57,8 +60,10 @@ def build(ctx: Context, prep: Prepared, data: Data) -> Built:
         baseline = builder.build(REFERENCE, "fp32")
         baseline.key, baseline.name = f"baseline-{REFERENCE}-fp32", f"{REFERENCE} fp32 (baseline)"
     built = _build_all(ctx, builder, cands, data)
+    variants, kept, qat_notes = qat.after_guard(ctx, builder, [built[i] for i in sorted(built)],
+                                                [cands[i] for i in sorted(built)], data)
     builder.close()
-    result = Built([built[i] for i in sorted(built)], [cands[i] for i in sorted(built)], baseline, notes)
+    result = Built(variants, kept, baseline, notes + qat_notes)
     if ctx.measure:
         ctx.say(f"timing {sum(v.ok for v in result.variants) + bool(baseline)} variants again, interleaved in 3 rounds")
         result.warnings += builder.remeasure(result.rows, rounds=3)
