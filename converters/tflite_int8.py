@@ -140,7 +140,13 @@ def rounding_reached(content):
     return exact, total
 
 plain = quantize([])
-layers = [n for n in int8_ops(plain) if n in set(names)]
+def calibrated_name(name, known):
+    # a model output's op is renamed in the quantized model ("PartitionedCall:0" -> "...:01"): its
+    # DEQUANTIZE takes the output name
+    return name if name in known else name[:-1] if name[:-1] in known else None
+
+known = set(names)
+layers = [c for c in (calibrated_name(n, known) for n in int8_ops(plain)) if c is not None]
 exact, total = rounding_reached(plain)
 say("ready", layers=layers, aligned=aligned, why=why, exact=exact, weighted=total, seconds=round(time.time() - t0, 1))
 for line in sys.stdin:
