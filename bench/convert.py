@@ -15,8 +15,10 @@ HELD-OUT real images made from other photographs and other text (tests/convdata.
 Every INT8 variant (onnxruntime QDQ, OpenVINO, LiteRT) quantizes a float model whose Conv/Gemm
 weights were first rounded to int8 steps on the calibration data (converters.weight_rounding).
 INT8 variants over the accuracy budget go through the accuracy guard (bisection over the
-sensitivity ranking); LiteRT INT8 is judged against the budget but cannot keep layers float. "chosen" is what `--precision auto` picks when measuring: the fastest
-variant within the budget.
+sensitivity ranking), LiteRT INT8 too (TFLite ops kept float, converters.tflite_guard; its row
+is litert-int8-mixed when the guard kept layers float, the fully quantized drop is in the guard's
+initial_drop). "chosen" is what `--precision auto` picks when measuring: the fastest variant
+within the budget.
 
 Issue-12 targets (printed as met / NOT met):
   imagenet (EfficientNet-Lite0, no preset, .cache/models/efficientnet_lite0.onnx, made by

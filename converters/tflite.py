@@ -65,6 +65,7 @@ class TFLiteResult:
     seconds: float = 0.0
     log_path: Optional[Path] = None
     changes: list[str] = field(default_factory=list)              # what was changed in the ONNX first
+    saved_model: Optional[Path] = None          # onnx2tf's TF SavedModel, when asked to keep it
 
 
 def is_available() -> bool:
@@ -165,6 +166,8 @@ _o2t.convert(
     output_integer_quantized_tflite=cfg["int8"],
     custom_input_op_name_np_data_path=[[cfg["input_name"], cfg["calib_nhwc"], 0.0, 1.0]],
     not_use_onnxsim=cfg["no_onnxsim"],
+    # a SavedModel with a serving signature: what converters.tflite_int8 calibrates and quantizes
+    output_signaturedefs=cfg["signatures"],
     disable_model_save=False,
     verbosity="info",
 )
@@ -192,7 +195,8 @@ def _default_progress(msg: str) -> None:
 
 def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], precision: str,
                    calib_nchw: np.ndarray, *, timeout: float = 1800.0, use_onnxsim: bool = True,
-                   progress: Optional[Callable[[str], None]] = _default_progress) -> TFLiteResult:
+                   progress: Optional[Callable[[str], None]] = _default_progress,
+                   saved_model_dir: Optional[Union[str, os.PathLike]] = None) -> TFLiteResult:
     """Convert an ONNX model to TFLite with onnx2tf, offline.
 
     Args:
@@ -204,6 +208,9 @@ def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
             shape is taken from it (batch 1) and INT8 is calibrated on it. Never random noise.
         timeout: seconds before the converter process is killed.
         progress: callable for progress lines (stderr by default; None for silence).
+        saved_model_dir: keep onnx2tf's TF SavedModel (with its serving signature) in this
+            folder (replaced if it exists): converters.tflite_int8 quantizes from it with layers
+            kept float.
 
     Returns TFLiteResult; the model's input is NHWC (`layout`).
     """
@@ -239,7 +246,7 @@ def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         np.save(work / "images_nhwc.npy", ((nhwc - lo) / (hi - lo) if hi > lo else np.zeros_like(nhwc)).astype(np.float32))
         cfg = {"onnx": str(src), "out": str(work / "out"), "int8": precision == "int8", "input_name": input_name,
                "calib_nhwc": str(work / "calib_nhwc.npy"), "images_nhwc": str(work / "images_nhwc.npy"),
-               "no_onnxsim": not use_onnxsim}
+               "no_onnxsim": not use_onnxsim, "signatures": saved_model_dir is not None}
         (work / "cfg.json").write_text(json.dumps(cfg))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", PYTHONUNBUFFERED="1")
         log_path = work / "onnx2tf.log"
@@ -275,15 +282,31 @@ def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
             variants[kind] = dest
         kept_log = out_dir / f"{stem}_{precision}_onnx2tf.log"
         os.replace(log_path, kept_log)
+        saved = _keep_saved_model(work / "out", Path(saved_model_dir)) if saved_model_dir is not None else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - start
     result = TFLiteResult(path=variants[main], precision=precision, input_name=input_name, variants=variants,
-                          seconds=seconds, log_path=kept_log, changes=changes)
+                          seconds=seconds, log_path=kept_log, changes=changes, saved_model=saved)
     _describe(result)
     if progress:
         progress(f"[tflite] wrote {result.path} in {seconds:.0f} s (input {result.input_shape}, NHWC)")
     return result
+
+
+def _keep_saved_model(folder: Path, dest: Path) -> Path:
+    """Move onnx2tf's SavedModel (saved_model.pb, variables/, assets/, fingerprint.pb) to `dest`."""
+    if not (folder / "saved_model.pb").is_file():
+        raise ConversionError(f"onnx2tf wrote no SavedModel in {folder} (needed for TFLite INT8 with layers kept float)")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("saved_model.pb", "variables", "assets", "fingerprint.pb"):
+        if (folder / name).exists():
+            os.replace(folder / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
 
 
 def _describe(result: TFLiteResult) -> None:

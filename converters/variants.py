@@ -8,8 +8,8 @@ the prepared fp32 ONNX model; `check` compares it with the original on held-out 
 Every INT8 quantizer starts from the prepared model with its weights rounded on the calibration
 data (converters.weight_rounding; `weight_rounding=False` turns it off). INT8 variants over the
 accuracy budget go through the sensitivity guard, which keeps the most sensitive layers float
-(onnxruntime QDQ, OpenVINO); LiteRT INT8 is judged against the budget like every variant, but
-onnx2tf cannot keep single layers float, so over the budget it is not chosen.
+(onnxruntime QDQ, OpenVINO, LiteRT: converters.tflite_guard keeps TFLite ops float). The Edge
+TPU's full-integer model cannot keep layers float.
 """
 from __future__ import annotations
 
@@ -602,18 +602,26 @@ class VariantBuilder:
                 self._need_calib("TFLite INT8")
             raise ConversionError("TFLite conversion (onnx2tf) needs real samples for its own output check and the "
                                   "input shape: pass --calib with real images")
+        from . import tflite_guard
+
+        if precision == "int8" and not full_integer:
+            return tflite_guard.build_int8(self)  # calibrated by us, through the accuracy guard
         out = s.work / f"tflite_{precision}"
         self._say(f"litert {precision}: onnx2tf (about a minute)")
-        src = self._int8_source() if precision == "int8" else s.prepared
-        result = tflite.onnx_to_tflite(src, out, precision, calib[: min(len(calib), 32)],
-                                       progress=lambda line: None)
-        path = result.path.rename(out / f"model_{precision}.tflite")
+        if precision == "fp32":  # its SavedModel is kept for the INT8 variant
+            result = tflite_guard.saved_model(self, s.prepared)
+            out.mkdir(parents=True, exist_ok=True)
+        else:
+            src = self._int8_source() if precision == "int8" else s.prepared
+            result = tflite.onnx_to_tflite(src, out, precision, tflite_guard.spread(calib, 32),
+                                           progress=lambda line: None)
+        path = Path(shutil.copy2(result.path, out / f"model_{precision}.tflite"))
         v = Variant(f"litert-{precision}", f"litert {precision} (onnx2tf)", "litert", precision, layout="NHWC",
                     notes=["TFLite models are NHWC: the bundle's preprocessing says layout NHWC"] + list(result.changes))
-        if precision == "int8":
+        if precision == "int8":  # the Edge TPU's full-integer model: onnx2tf's INT8, no layer can stay float
             self._int8_notes(v)
-            v.notes.append("onnx2tf's INT8 cannot keep single layers float: over the budget, the profile's next "
-                           "precision is the answer")
+            v.notes.append("full-integer INT8 for the Edge TPU: every layer int8 (no layer kept float); "
+                           f"onnx2tf calibrated on {min(len(calib), 32)} samples spread over the set")
         if full_integer:
             full = result.variants.get("full_integer_quant")
             if full is None:
