@@ -145,6 +145,8 @@ class VariantBuilder:
         self._rounded: Optional[Path] = None
         self._rounding_note: Optional[str] = None
         self._ov_rounded: Any = None
+        #: the held-out scores behind the weight-rounding choice (`_pick_rounding`), for reports
+        self.rounding_choice: Optional[dict[str, Any]] = None
 
     # ----------------------------------------------------------------- public
     def build(self, backend: str, precision: str) -> Variant:
@@ -313,7 +315,8 @@ class VariantBuilder:
 
     def _int8_source(self) -> Path:
         """The float model every INT8 quantizer starts from: with `weight_rounding`, the prepared
-        model with its Conv/Gemm weights rounded to int8 steps on the calibration data (made once)."""
+        model with its Conv/Gemm weights rounded to int8 steps on the calibration data (made once),
+        unless nearest rounding does better on the held-out samples (`_pick_rounding`)."""
         from . import weight_rounding
 
         if not self.s.weight_rounding:
@@ -324,11 +327,41 @@ class VariantBuilder:
             path = self._file("prepared_rounded.onnx")
             report = weight_rounding.round_weights(self.s.prepared, path, self.s.input_name, calib,
                                                    progress=self._say)
-            self._rounded = path
-            self._rounding_note = (report.summary() + f" ({report.seconds:.0f} s; build setting weight_rounding="
-                                   "False keeps each quantizer's nearest rounding)")
+            note = report.summary() + f" ({report.seconds:.0f} s"
+            self._rounded, choice = self._pick_rounding(path)
+            self._rounding_note = note + "; " + choice + ")"
             self._say(self._rounding_note)
         return self._rounded
+
+    def _pick_rounding(self, rounded: Path) -> tuple[Path, str]:
+        """Data-aware or nearest weight rounding, whichever keeps the held-out metric closer to
+        the original with only the weights on the int8 grid (activations float: the part the
+        rounding changes; both are float models, so two onnxruntime passes over the held-out
+        samples decide). Without held-out samples the data-aware rounding stays, unjudged."""
+        from . import weight_rounding
+
+        cmp = self.s.comparator
+        if cmp is None:
+            return rounded, "not judged on held-out data: no held-out samples; build setting weight_rounding=False " \
+                            "keeps each quantizer's nearest rounding"
+        nearest = self._file("prepared_nearest.onnx")
+        weight_rounding.nearest_weights(self.s.prepared, nearest)
+        try:
+            kw = {"threads": self.s.threads} if self.s.threads else {}
+            ours = cmp.compare(rounded, backend="onnxruntime", **kw)
+            near = cmp.compare(nearest, backend="onnxruntime", **kw)
+        finally:
+            nearest.unlink(missing_ok=True)
+        scores = (f"int8 weights only, held-out {ours.kind} drop: data-aware {ours.drop:.4f} (cosine "
+                  f"{ours.cosine:.4f}), nearest {near.drop:.4f} (cosine {near.cosine:.4f})")
+        self.rounding_choice = {"data_aware_drop": ours.drop, "nearest_drop": near.drop,
+                                "data_aware_cosine": ours.cosine, "nearest_cosine": near.cosine}
+        if (near.drop, -near.cosine) < (ours.drop, -ours.cosine):
+            self.rounding_choice["kept"] = "nearest"
+            rounded.unlink(missing_ok=True)
+            return self.s.prepared, f"{scores}: nearest kept (each quantizer rounds to nearest itself)"
+        self.rounding_choice["kept"] = "data-aware"
+        return rounded, f"{scores}: data-aware kept; build setting weight_rounding=False forces nearest"
 
     def _int8_notes(self, v: Variant) -> None:
         if self._rounding_note:

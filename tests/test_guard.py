@@ -173,6 +173,39 @@ def test_nothing_meets_the_budget_tries_every_layer_and_reports_the_closest():
     assert [len(s.excluded) for s in frontier(rep)] == [2] and rep.to_dict()["frontier"]
 
 
+def test_bisection_on_the_real_classifier(cls_model, tmp_path):
+    """OpenVINO INT8 of the real classifier with a strict cosine budget: the guard keeps real
+    layers float, the prefix it settles on is within budget (or the closest), and keeping layers
+    float lowers the measured drop. (Moved from test_compare.py with the greedy walk's removal.)"""
+    import onnx
+
+    from converters import openvino_ir
+    from converters.passes import PassContext, default_passes, load_onnx, run_passes
+    from convdata import cls_samples
+
+    model, _ = run_passes(load_onnx(cls_model), default_passes(), PassContext(input_shapes={"x": [1, 3, 48, 192]}))
+    prepared = tmp_path / "cls.onnx"
+    onnx.save(model, str(prepared))
+    fm = openvino_ir.read_onnx(prepared)
+    q = openvino_ir.quantize(fm, cls_samples("calibration"))
+    cmp = Comparator(cls_model, cls_samples("heldout")[:8])  # cosine-based drop
+    sub = cmp.subset(3)
+    path = tmp_path / "trial.xml"
+
+    def drop(c, excluded):
+        openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, fm), path)
+        return c.compare(path, backend="openvino", precision="fp32").drop
+
+    layers = openvino_ir.quantized_layers(q)[:16]  # the first layers: enough to see the effect, quick
+    initial = drop(cmp, [])
+    rep = bisect_float_layers(layers, lambda ex: drop(cmp, ex), budget=initial / 2,
+                              rank_evaluate=lambda ex: drop(sub, ex))
+    assert rep.steps and set(rep.excluded) <= set(layers), rep.to_dict()
+    assert rep.final_drop < initial
+    all_float = next(s for s in rep.steps if len(s.excluded) == len(layers))
+    assert all_float.drop < initial
+
+
 # ------------------------------------------------------------------ INT8 that holds on onnxruntime
 def test_onnxruntime_int8_via_nncf_keeps_the_detector_close(det_model, tmp_path):
     """NNCF's ONNX backend writes the QDQ the onnxruntime variant ships: on the real PP-OCRv4
