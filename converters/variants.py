@@ -236,7 +236,8 @@ class VariantBuilder:
         finally:
             for _, rt, _, _ in live:
                 rt.deactivate()
-        return _timing_warnings([v for v, _, _, _ in live], target_spread, max_rounds)
+        timed = [v for v, _, _, _ in live]
+        return _timing_warnings(timed, target_spread, max_rounds) + note_slower_than_float(timed)
 
     @staticmethod
     def _timing_round(live: list, seconds: float, first: bool) -> None:
@@ -767,6 +768,23 @@ def _timing_warnings(timed: Sequence[Variant], target_spread: float, max_rounds:
     if wide:
         out.append(f"timing did not settle within {target_spread:.0%} after {max_rounds} interleaved rounds for "
                    f"{', '.join(wide)}: treat their latency as +-{max(v.latency['spread'] for v in timed if v.latency):.0%}")
+    return out
+
+
+def note_slower_than_float(timed: Sequence[Variant]) -> list[str]:
+    """INT8/mixed variants slower than their own backend's fp32 (on onnxruntime, float layers
+    between QDQ pairs break the int8 kernel fusions): a note on the variant and a warning line."""
+    fp32 = {v.backend: v.latency["p50_ms"] for v in timed if v.precision == "fp32" and v.latency}
+    out = []
+    for v in timed:
+        base = fp32.get(v.backend)
+        if v.precision not in ("int8", "mixed") or not v.latency or base is None or v.latency["p50_ms"] <= base:
+            continue
+        floats = len(v.guard.excluded) if v.guard else 0
+        line = (f"{v.key} ({floats} layers kept float) is slower than {v.backend} fp32: {v.latency['p50_ms']:.2f} vs "
+                f"{base:.2f} ms p50; the fp32 variant is the faster choice on this machine")
+        v.notes.append(line)
+        out.append(line)
     return out
 
 

@@ -227,3 +227,20 @@ def test_onnxruntime_int8_via_nncf_keeps_the_detector_close(det_model, tmp_path)
         finally:
             q.close()
     assert cosines["nncf"] > 0.95 and cosines["nncf"] > cosines["minmax"] + 0.1, cosines
+
+
+def test_int8_slower_than_its_backends_fp32_is_said_in_the_notes_and_warnings():
+    from converters.sensitivity import GuardReport
+    from converters.variants import Variant, note_slower_than_float
+
+    def v(key, backend, precision, ms, floats=0):
+        out = Variant(key, key, backend, precision, latency={"p50_ms": ms})
+        if floats:
+            out.guard = GuardReport(0.01, 0.02, 0.01, excluded=[f"l{i}" for i in range(floats)])
+        return out
+
+    timed = [v("onnxruntime-fp32", "onnxruntime", "fp32", 90.0), v("onnxruntime-int8-mixed", "onnxruntime", "mixed", 110.0, 3),
+             v("openvino-fp32", "openvino", "fp32", 45.0), v("openvino-int8", "openvino", "int8", 30.0)]
+    lines = note_slower_than_float(timed)
+    assert len(lines) == 1 and "onnxruntime-int8-mixed (3 layers kept float) is slower than onnxruntime fp32" in lines[0]
+    assert lines[0] in timed[1].notes and not timed[3].notes
