@@ -145,6 +145,7 @@ class VariantBuilder:
         self._rounded: Optional[Path] = None
         self._rounding_note: Optional[str] = None
         self._ov_rounded: Any = None
+        self._ov_aligned: Any = None
         #: the held-out scores behind the weight-rounding choice (`_pick_rounding`), for reports
         self.rounding_choice: Optional[dict[str, Any]] = None
 
@@ -537,7 +538,7 @@ class VariantBuilder:
             if guard_xml is None:
                 return v
             return self._ov_from_file(v, guard_xml, hint, "NNCF accuracy control")
-        float_model = self._ov_model()
+        float_model = self._ov_revert_source()
         candidates = [n for n in openvino_ir.quantized_layers(q) if n not in s.exclude]
         sub = self._subset_comparator()
         scratch = self._file("ov_trial.xml")
@@ -568,6 +569,20 @@ class VariantBuilder:
         v.guard = guard
         return self._ov_mixed(v, guard, hint)
 
+    def _ov_revert_source(self) -> Any:
+        """The float model whose weights and biases layers kept float get back, with op names
+        matching the INT8 source's (openvino_ir.align_names: the rounded model is another read)."""
+        from . import openvino_ir
+
+        if self._ov_rounded is None or self._ov_rounded is self._ov_model():
+            return self._ov_model()
+        if self._ov_aligned is None:
+            self._ov_aligned, renamed = openvino_ir.align_names(self._ov_model(), self._ov_rounded)
+            if not renamed and self._ov_aligned.get_ordered_ops()[-1].get_friendly_name() != \
+                    self._ov_rounded.get_ordered_ops()[-1].get_friendly_name():
+                self._say("openvino int8: the float and rounded graphs differ; layers kept float keep rounded weights")
+        return self._ov_aligned
+
     def _ov_files(self, v: Variant, xml: Path) -> None:
         v.model = xml.name
         v.files = {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
@@ -582,7 +597,7 @@ class VariantBuilder:
         xml = self._file("model_int8_mixed.xml")
         if not xml.is_file():
             q, _ = self._ov_int8
-            openvino_ir.save_ir(openvino_ir.revert_layers(q, guard.excluded, self._ov_model()), xml)
+            openvino_ir.save_ir(openvino_ir.revert_layers(q, guard.excluded, self._ov_revert_source()), xml)
         return self._ov_from_file(v, xml, hint, "the accuracy guard", guard.excluded)
 
     def _ov_from_file(self, v: Variant, xml: Path, hint: str, by: str, layers: Sequence[str] = ()) -> Variant:
