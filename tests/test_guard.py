@@ -188,15 +188,15 @@ def test_bisection_on_the_real_classifier(cls_model, tmp_path):
     onnx.save(model, str(prepared))
     fm = openvino_ir.read_onnx(prepared)
     q = openvino_ir.quantize(fm, cls_samples("calibration"))
-    cmp = Comparator(cls_model, cls_samples("heldout")[:8])  # cosine-based drop
-    sub = cmp.subset(3)
+    cmp = Comparator(cls_model, cls_samples("heldout")[:6])  # cosine-based drop
+    sub = cmp.subset(2)
     path = tmp_path / "trial.xml"
 
     def drop(c, excluded):
         openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, fm), path)
         return c.compare(path, backend="openvino", precision="fp32").drop
 
-    layers = openvino_ir.quantized_layers(q)[:16]  # the first layers: enough to see the effect, quick
+    layers = openvino_ir.quantized_layers(q)[:8]  # the first layers: enough to see the effect, quick
     initial = drop(cmp, [])
     rep = bisect_float_layers(layers, lambda ex: drop(cmp, ex), budget=initial / 2,
                               rank_evaluate=lambda ex: drop(sub, ex))
