@@ -1,20 +1,18 @@
 """Keep the layers most sensitive to quantization in float until the accuracy budget holds.
 
-`bisect_float_layers` (what the converter uses) ranks the layers and bisects over the ranking
-until the budget holds or every ranked layer was tried; `keep_sensitive_layers_float` is the
-older greedy walk described below (kept for callers that bound the number of steps).
-
 Backend-neutral: the caller passes functions that build/evaluate a model with a given set of
 layers kept float (ONNX QDQ: `onnx_quant.revert_layers`; OpenVINO: `openvino_ir.revert_layers`).
 
+`bisect_float_layers`:
 1. Measure the fully quantized model. Within budget: done.
 2. Rank: revert each quantized layer alone and measure how much of the drop it wins back
    (on a few held-out samples, for speed).
-3. Greedy: keep the best-ranked layer float, measure on all held-out samples; a layer that
-   does not help is put back. Stop when the budget holds, after `max_steps`, after
-   `max_misses` layers in a row that did not help, or when the mixed model is no faster than the float alternative (then fp16/bf16/
-   fp32 is the better answer). Every step is recorded with its drop (and latency, when the
-   caller measures it), so the report says which layers stayed float and what that cost.
+3. Bisect over the ranking: keep the top k float for the smallest k within budget; when even
+   all ranked layers float miss it, the closest prefix is the answer. Every prefix tried is a
+   step with its drop (and latency, when the caller measures it): the accuracy-latency
+   frontier the report shows, and which layers stayed float.
+(An older greedy walk that stopped after a few misses is gone: it gave up before the budget
+held on models whose sensitive layers ranked below several useless ones.)
 """
 from __future__ import annotations
 
@@ -62,82 +60,6 @@ class GuardReport:
                 "ranking_top": [{"layer": n, "gain": round(g, 6)} for n, g in self.ranking[:10]],
                 "steps": [s.to_dict() for s in self.steps], "stopped": self.stopped,
                 "seconds": round(self.seconds, 2)}
-
-
-def keep_sensitive_layers_float(
-    candidates: Sequence[str],
-    evaluate: Evaluate,
-    budget: float,
-    *,
-    rank_evaluate: Optional[Evaluate] = None,
-    max_steps: int = 8,
-    max_misses: int = 3,
-    latency: Optional[Callable[[Sequence[str]], float]] = None,
-    float_latency_ms: Optional[float] = None,
-    progress: Optional[Callable[[str], None]] = None,
-) -> GuardReport:
-    """Run the guard. `evaluate(excluded) -> drop` on all held-out samples; `rank_evaluate`
-    the same on a subset (defaults to `evaluate`). `latency(excluded) -> ms` and
-    `float_latency_ms` (the best float variant within budget) let it stop when int8 stops
-    paying off."""
-    start = time.perf_counter()
-    say = progress or (lambda msg: None)
-    rank_evaluate = rank_evaluate or evaluate
-    drop0 = evaluate([])
-    report = GuardReport(budget, drop0, drop0, candidates=len(candidates))
-    if drop0 <= budget:
-        report.stopped = "fully quantized model is within budget"
-        report.seconds = time.perf_counter() - start
-        return report
-
-    say(f"accuracy drop {drop0:.4f} > budget {budget:.4f}: ranking {len(candidates)} layers by sensitivity")
-    base = rank_evaluate([]) if rank_evaluate is not evaluate else drop0
-    ranking = []
-    for i, name in enumerate(candidates):
-        ranking.append((name, base - rank_evaluate([name])))
-        if (i + 1) % 10 == 0 or i + 1 == len(candidates):
-            say(f"ranked {i + 1}/{len(candidates)} layers")
-    ranking.sort(key=lambda item: item[1], reverse=True)
-    report.ranking = ranking
-
-    excluded: list[str] = []
-    current = drop0
-    misses = 0
-    queue = [name for name, gain in ranking if gain > 0]
-    if not queue:
-        report.stopped = "no single layer kept float reduces the drop"
-    for name in queue:
-        if len(report.steps) >= max_steps:
-            report.stopped = f"stopped after {max_steps} steps"
-            break
-        trial = excluded + [name]
-        drop = evaluate(trial)
-        kept = drop < current
-        lat = latency(trial) if (latency is not None and kept) else None
-        report.steps.append(GuardStep(name, trial if kept else list(excluded), drop, kept, lat))
-        say(f"step {len(report.steps)}: {name} float -> drop {drop:.4f}" + ("" if kept else " (no better: put back)"))
-        if not kept:
-            misses += 1
-            if misses >= max_misses:
-                report.stopped = f"{max_misses} layers in a row did not help"
-                break
-            continue
-        misses = 0
-        excluded, current = trial, drop
-        if current <= budget:
-            report.stopped = "within budget"
-            break
-        if lat is not None and float_latency_ms is not None and lat >= float_latency_ms:
-            report.stopped = (f"mixed model ({lat:.2f} ms) is no faster than the float variant "
-                              f"({float_latency_ms:.2f} ms): float wins")
-            break
-    else:
-        if queue and not report.stopped:
-            report.stopped = "ran out of layers that help"
-    report.excluded = excluded
-    report.final_drop = current
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def rank_layers(candidates: Sequence[str], rank_evaluate: Evaluate,

@@ -145,6 +145,9 @@ class VariantBuilder:
         self._rounded: Optional[Path] = None
         self._rounding_note: Optional[str] = None
         self._ov_rounded: Any = None
+        self._ov_aligned: Any = None
+        #: the held-out scores behind the weight-rounding choice (`_pick_rounding`), for reports
+        self.rounding_choice: Optional[dict[str, Any]] = None
 
     # ----------------------------------------------------------------- public
     def build(self, backend: str, precision: str) -> Variant:
@@ -234,7 +237,8 @@ class VariantBuilder:
         finally:
             for _, rt, _, _ in live:
                 rt.deactivate()
-        return _timing_warnings([v for v, _, _, _ in live], target_spread, max_rounds)
+        timed = [v for v, _, _, _ in live]
+        return _timing_warnings(timed, target_spread, max_rounds) + note_slower_than_float(timed)
 
     @staticmethod
     def _timing_round(live: list, seconds: float, first: bool) -> None:
@@ -313,7 +317,8 @@ class VariantBuilder:
 
     def _int8_source(self) -> Path:
         """The float model every INT8 quantizer starts from: with `weight_rounding`, the prepared
-        model with its Conv/Gemm weights rounded to int8 steps on the calibration data (made once)."""
+        model with its Conv/Gemm weights rounded to int8 steps on the calibration data (made once),
+        unless nearest rounding does better on the held-out samples (`_pick_rounding`)."""
         from . import weight_rounding
 
         if not self.s.weight_rounding:
@@ -324,11 +329,41 @@ class VariantBuilder:
             path = self._file("prepared_rounded.onnx")
             report = weight_rounding.round_weights(self.s.prepared, path, self.s.input_name, calib,
                                                    progress=self._say)
-            self._rounded = path
-            self._rounding_note = (report.summary() + f" ({report.seconds:.0f} s; build setting weight_rounding="
-                                   "False keeps each quantizer's nearest rounding)")
+            note = report.summary() + f" ({report.seconds:.0f} s"
+            self._rounded, choice = self._pick_rounding(path)
+            self._rounding_note = note + "; " + choice + ")"
             self._say(self._rounding_note)
         return self._rounded
+
+    def _pick_rounding(self, rounded: Path) -> tuple[Path, str]:
+        """Data-aware or nearest weight rounding, whichever keeps the held-out metric closer to
+        the original with only the weights on the int8 grid (activations float: the part the
+        rounding changes; both are float models, so two onnxruntime passes over the held-out
+        samples decide). Without held-out samples the data-aware rounding stays, unjudged."""
+        from . import weight_rounding
+
+        cmp = self.s.comparator
+        if cmp is None:
+            return rounded, "not judged on held-out data: no held-out samples; build setting weight_rounding=False " \
+                            "keeps each quantizer's nearest rounding"
+        nearest = self._file("prepared_nearest.onnx")
+        weight_rounding.nearest_weights(self.s.prepared, nearest)
+        try:
+            kw = {"threads": self.s.threads} if self.s.threads else {}
+            ours = cmp.compare(rounded, backend="onnxruntime", **kw)
+            near = cmp.compare(nearest, backend="onnxruntime", **kw)
+        finally:
+            nearest.unlink(missing_ok=True)
+        scores = (f"int8 weights only, held-out {ours.kind} drop: data-aware {ours.drop:.4f} (cosine "
+                  f"{ours.cosine:.4f}), nearest {near.drop:.4f} (cosine {near.cosine:.4f})")
+        self.rounding_choice = {"data_aware_drop": ours.drop, "nearest_drop": near.drop,
+                                "data_aware_cosine": ours.cosine, "nearest_cosine": near.cosine}
+        if (near.drop, -near.cosine) < (ours.drop, -ours.cosine):
+            self.rounding_choice["kept"] = "nearest"
+            rounded.unlink(missing_ok=True)
+            return self.s.prepared, f"{scores}: nearest kept (each quantizer rounds to nearest itself)"
+        self.rounding_choice["kept"] = "data-aware"
+        return rounded, f"{scores}: data-aware kept; build setting weight_rounding=False forces nearest"
 
     def _int8_notes(self, v: Variant) -> None:
         if self._rounding_note:
@@ -503,7 +538,7 @@ class VariantBuilder:
             if guard_xml is None:
                 return v
             return self._ov_from_file(v, guard_xml, hint, "NNCF accuracy control")
-        float_model = self._ov_model()
+        float_model = self._ov_revert_source()
         candidates = [n for n in openvino_ir.quantized_layers(q) if n not in s.exclude]
         sub = self._subset_comparator()
         scratch = self._file("ov_trial.xml")
@@ -534,6 +569,20 @@ class VariantBuilder:
         v.guard = guard
         return self._ov_mixed(v, guard, hint)
 
+    def _ov_revert_source(self) -> Any:
+        """The float model whose weights and biases layers kept float get back, with op names
+        matching the INT8 source's (openvino_ir.align_names: the rounded model is another read)."""
+        from . import openvino_ir
+
+        if self._ov_rounded is None or self._ov_rounded is self._ov_model():
+            return self._ov_model()
+        if self._ov_aligned is None:
+            self._ov_aligned, renamed = openvino_ir.align_names(self._ov_model(), self._ov_rounded)
+            if not renamed and self._ov_aligned.get_ordered_ops()[-1].get_friendly_name() != \
+                    self._ov_rounded.get_ordered_ops()[-1].get_friendly_name():
+                self._say("openvino int8: the float and rounded graphs differ; layers kept float keep rounded weights")
+        return self._ov_aligned
+
     def _ov_files(self, v: Variant, xml: Path) -> None:
         v.model = xml.name
         v.files = {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
@@ -548,7 +597,7 @@ class VariantBuilder:
         xml = self._file("model_int8_mixed.xml")
         if not xml.is_file():
             q, _ = self._ov_int8
-            openvino_ir.save_ir(openvino_ir.revert_layers(q, guard.excluded, self._ov_model()), xml)
+            openvino_ir.save_ir(openvino_ir.revert_layers(q, guard.excluded, self._ov_revert_source()), xml)
         return self._ov_from_file(v, xml, hint, "the accuracy guard", guard.excluded)
 
     def _ov_from_file(self, v: Variant, xml: Path, hint: str, by: str, layers: Sequence[str] = ()) -> Variant:
@@ -742,6 +791,23 @@ def _timing_warnings(timed: Sequence[Variant], target_spread: float, max_rounds:
     if wide:
         out.append(f"timing did not settle within {target_spread:.0%} after {max_rounds} interleaved rounds for "
                    f"{', '.join(wide)}: treat their latency as +-{max(v.latency['spread'] for v in timed if v.latency):.0%}")
+    return out
+
+
+def note_slower_than_float(timed: Sequence[Variant]) -> list[str]:
+    """INT8/mixed variants slower than their own backend's fp32 (on onnxruntime, float layers
+    between QDQ pairs break the int8 kernel fusions): a note on the variant and a warning line."""
+    fp32 = {v.backend: v.latency["p50_ms"] for v in timed if v.precision == "fp32" and v.latency}
+    out = []
+    for v in timed:
+        base = fp32.get(v.backend)
+        if v.precision not in ("int8", "mixed") or not v.latency or base is None or v.latency["p50_ms"] <= base:
+            continue
+        floats = len(v.guard.excluded) if v.guard else 0
+        line = (f"{v.key} ({floats} layers kept float) is slower than {v.backend} fp32: {v.latency['p50_ms']:.2f} vs "
+                f"{base:.2f} ms p50; the fp32 variant is the faster choice on this machine")
+        v.notes.append(line)
+        out.append(line)
     return out
 
 

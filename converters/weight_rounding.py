@@ -193,9 +193,7 @@ def _round_layer(layer: _Layer) -> tuple[np.ndarray, float, float]:
     e_near, e_new = out_err(near - w) / base, out_err(new - w) / base
     if e_new > e_near:  # never worse than nearest rounding (e.g. a covariance too thin to trust)
         new, e_new = near, e_near
-    flat = new.reshape(rows.shape)
-    weight = flat.reshape(layer.weight.shape) if layer.is_conv else (flat if layer.trans_b else flat.T)
-    return weight.astype(np.float32), float(np.sqrt(e_near)), float(np.sqrt(e_new))
+    return _as_weight(layer, new), float(np.sqrt(e_near)), float(np.sqrt(e_new))
 
 
 def _one_blas_thread() -> Any:
@@ -237,6 +235,54 @@ def _collect(model: Any, layers: list[_Layer], input_name: str, calib: Samples,
             progress(f"weight rounding: statistics {k + 1}/{len(picks)} samples")
 
 
+def nearest_weights(src: Path, dst: Path) -> int:
+    """Write `dst`: `src` with the same Conv/Gemm weights `round_weights` rounds snapped to the
+    nearest int8 step instead (what each backend's quantizer does by itself): the baseline the
+    data-aware rounding is judged against on held-out data. Returns how many layers changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    layers = _roundable(model)
+    by_name = {t.name: t for t in model.graph.initializer}
+    for layer in layers:
+        rows = layer.rows().astype(np.float64)
+        w = rows.reshape(layer.groups, rows.shape[0] // layer.groups, -1)
+        scale = np.abs(w).max(2) / LEVELS
+        near = np.clip(np.round(w / np.where(scale > 0, scale, 1.0)[..., None]), -LEVELS, LEVELS) * scale[..., None]
+        by_name[layer.node.input[1]].CopyFrom(numpy_helper.from_array(_as_weight(layer, near), layer.node.input[1]))
+    _save(model, dst)
+    return len(layers)
+
+
+def _roundable(model: Any) -> list[_Layer]:
+    """The Conv/Gemm layers whose weight is theirs alone (a shared weight is left as it is)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    return [_Layer(n, inits[n.input[1]]) for n in model.graph.node if supported(n, inits) and uses[n.input[1]] == 1]
+
+
+def _as_weight(layer: _Layer, grouped_rows: np.ndarray) -> np.ndarray:
+    """(groups, n, d) rows back to the layer's weight layout, float32."""
+    flat = grouped_rows.reshape(layer.rows().shape)
+    weight = flat.reshape(layer.weight.shape) if layer.is_conv else (flat if layer.trans_b else flat.T)
+    return weight.astype(np.float32)
+
+
+def _save(model: Any, dst: Path) -> None:
+    """Temp file then rename: never a half-written model."""
+    import onnx
+
+    tmp = Path(dst).with_name(Path(dst).name + ".part")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+
+
 def round_weights(src: Path, dst: Path, input_name: str, calib: np.ndarray,
                   progress: Optional[Callable[[str], None]] = None) -> RoundingReport:
     """Write `dst`: the float model `src` with every Conv/Gemm weight rounded to int8 steps by
@@ -251,13 +297,7 @@ def round_weights(src: Path, dst: Path, input_name: str, calib: np.ndarray,
     if calib is None or len(calib) == 0:
         raise ConversionError("data-aware weight rounding needs calibration samples (--calib)")
     model = onnx.load(str(src))
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    layers = [_Layer(n, inits[n.input[1]]) for n in model.graph.node
-              if supported(n, inits) and uses[n.input[1]] == 1]  # a shared weight: left as it is
+    layers = _roundable(model)
     report = RoundingReport(layers=len(layers))
     if layers:
         with _one_blas_thread():
@@ -268,8 +308,6 @@ def round_weights(src: Path, dst: Path, input_name: str, calib: np.ndarray,
                 weight, e_near, e_new = _round_layer(layer)
             by_name[layer.node.input[1]].CopyFrom(numpy_helper.from_array(weight, layer.node.input[1]))
             report.errors[layer.node.name] = (e_near, e_new)
-    tmp = Path(dst).with_name(Path(dst).name + ".part")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    _save(model, dst)
     report.seconds = time.perf_counter() - start
     return report

@@ -9,7 +9,6 @@ import pytest
 
 from converters.compare import Comparator, cosine, load_eval_fn
 from converters.errors import ConversionError
-from converters.sensitivity import keep_sensitive_layers_float
 from convdata import cls_crops, cls_samples
 
 
@@ -117,102 +116,6 @@ def test_subset_reuses_reference_outputs(cmp):
 
 
 # ------------------------------------------------------------------ the sensitivity guard
-
-def _toy(costs: dict[str, float], base: float, interaction: float = 0.0):
-    """drop = base - sum of the gains of the layers kept float (+ a penalty for layer 'bad')."""
-    calls = []
-
-    def evaluate(excluded):
-        calls.append(list(excluded))
-        return max(0.0, base - sum(costs[n] for n in excluded) + (interaction if "bad" in excluded else 0.0))
-
-    return evaluate, calls
-
-
-def test_guard_keeps_the_most_sensitive_layers_float_until_the_budget_holds():
-    evaluate, _ = _toy({"a": 0.001, "b": 0.03, "c": 0.015, "d": 0.0}, base=0.06)
-    rep = keep_sensitive_layers_float(["a", "b", "c", "d"], evaluate, budget=0.02)
-    assert rep.initial_drop == pytest.approx(0.06)
-    assert rep.ranking[0][0] == "b" and rep.ranking[1][0] == "c"
-    assert rep.excluded == ["b", "c"] and rep.within_budget and rep.stopped == "within budget"
-    assert [s.layer for s in rep.steps] == ["b", "c"]
-    d = rep.to_dict()
-    assert d["float_layers"] == ["b", "c"] and d["steps"][1]["drop"] == pytest.approx(0.015)
-
-
-def test_guard_puts_back_a_layer_that_does_not_help():
-    # alone 'bad' looks good, but with 'b' already float it makes things worse
-    costs = {"b": 0.03, "bad": 0.02, "c": 0.012}
-    evaluate, _ = _toy(costs, base=0.06, interaction=0.04)
-
-    def rank(excluded):  # ranking sees each layer alone
-        return 0.06 - sum(costs[n] for n in excluded)
-
-    rep = keep_sensitive_layers_float(list(costs), evaluate, budget=0.02, rank_evaluate=rank)
-    assert [(s.layer, s.kept) for s in rep.steps] == [("b", True), ("bad", False), ("c", True)]
-    assert rep.excluded == ["b", "c"] and rep.within_budget
-
-
-def test_guard_stops_when_float_is_as_fast():
-    evaluate, _ = _toy({"a": 0.01, "b": 0.01, "c": 0.01}, base=0.06)
-    rep = keep_sensitive_layers_float(["a", "b", "c"], evaluate, budget=0.0, latency=lambda ex: 10.0 + len(ex),
-                                      float_latency_ms=11.5)
-    assert len(rep.excluded) == 2 and not rep.within_budget and "float wins" in rep.stopped
-    assert rep.steps[-1].latency_ms == 12.0
-
-
-def test_guard_within_budget_does_nothing_and_max_steps_bounds_it():
-    evaluate, calls = _toy({"a": 0.01}, base=0.01)
-    rep = keep_sensitive_layers_float(["a"], evaluate, budget=0.02)
-    assert rep.excluded == [] and calls == [[]] and "within budget" in rep.stopped
-    evaluate, _ = _toy({n: 0.001 for n in "abcdef"}, base=0.5)
-    rep = keep_sensitive_layers_float(list("abcdef"), evaluate, budget=0.0, max_steps=3)
-    assert len(rep.steps) == 3 and "after 3 steps" in rep.stopped and not rep.within_budget
-
-
-def test_guard_on_the_real_classifier(cls_model, tmp_path):
-    """OpenVINO INT8 of the real classifier with a strict cosine budget: the guard reverts real
-    layers and each kept step lowers the measured drop."""
-    from converters import openvino_ir
-    from converters.passes import PassContext, default_passes, load_onnx, run_passes
-    import onnx
-
-    model, _ = run_passes(load_onnx(cls_model), default_passes(), PassContext(input_shapes={"x": [1, 3, 48, 192]}))
-    prepared = tmp_path / "cls.onnx"
-    onnx.save(model, str(prepared))
-    fm = openvino_ir.read_onnx(prepared)
-    q = openvino_ir.quantize(fm, cls_samples("calibration"))
-    cmp = Comparator(cls_model, cls_samples("heldout")[:8])  # cosine-based drop
-    sub = cmp.subset(3)
-    path = tmp_path / "trial.xml"
-
-    def drop(c, excluded):
-        openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, fm), path)
-        return c.compare(path, backend="openvino", precision="fp32").drop
-
-    layers = openvino_ir.quantized_layers(q)[:16]  # the first layers: enough to see the effect, quick
-    initial = drop(cmp, [])
-    rep = keep_sensitive_layers_float(layers, lambda ex: drop(cmp, ex), budget=initial / 2,
-                                      rank_evaluate=lambda ex: drop(sub, ex), max_steps=4)
-    kept = [s for s in rep.steps if s.kept]
-    assert kept, rep.to_dict()
-    drops = [initial] + [s.drop for s in kept]
-    assert all(b < a for a, b in zip(drops, drops[1:]))
-    assert rep.final_drop < initial and set(rep.excluded) <= set(layers)
-
-
-def test_guard_gives_up_after_layers_in_a_row_that_do_not_help():
-    calls = []
-
-    def evaluate(excluded):
-        calls.append(list(excluded))
-        return 0.05  # nothing helps on the full held-out set
-
-    rep = keep_sensitive_layers_float(list("abcdef"), evaluate, budget=0.01,
-                                      rank_evaluate=lambda ex: 0.05 - 0.001 * len(ex), max_misses=3)
-    assert [s.kept for s in rep.steps] == [False, False, False] and "3 layers in a row" in rep.stopped
-    assert rep.excluded == [] and rep.final_drop == 0.05
-
 
 def test_samples_without_signal_do_not_decide_the_cosine():
     """A detector map that is ~0 (a photo without text) must not make float noise look like a

@@ -173,6 +173,39 @@ def test_nothing_meets_the_budget_tries_every_layer_and_reports_the_closest():
     assert [len(s.excluded) for s in frontier(rep)] == [2] and rep.to_dict()["frontier"]
 
 
+def test_bisection_on_the_real_classifier(cls_model, tmp_path):
+    """OpenVINO INT8 of the real classifier with a strict cosine budget: the guard keeps real
+    layers float, the prefix it settles on is within budget (or the closest), and keeping layers
+    float lowers the measured drop. (Moved from test_compare.py with the greedy walk's removal.)"""
+    import onnx
+
+    from converters import openvino_ir
+    from converters.passes import PassContext, default_passes, load_onnx, run_passes
+    from convdata import cls_samples
+
+    model, _ = run_passes(load_onnx(cls_model), default_passes(), PassContext(input_shapes={"x": [1, 3, 48, 192]}))
+    prepared = tmp_path / "cls.onnx"
+    onnx.save(model, str(prepared))
+    fm = openvino_ir.read_onnx(prepared)
+    q = openvino_ir.quantize(fm, cls_samples("calibration"))
+    cmp = Comparator(cls_model, cls_samples("heldout")[:6])  # cosine-based drop
+    sub = cmp.subset(2)
+    path = tmp_path / "trial.xml"
+
+    def drop(c, excluded):
+        openvino_ir.save_ir(openvino_ir.revert_layers(q, excluded, fm), path)
+        return c.compare(path, backend="openvino", precision="fp32").drop
+
+    layers = openvino_ir.quantized_layers(q)[:8]  # the first layers: enough to see the effect, quick
+    initial = drop(cmp, [])
+    rep = bisect_float_layers(layers, lambda ex: drop(cmp, ex), budget=initial / 2,
+                              rank_evaluate=lambda ex: drop(sub, ex))
+    assert rep.steps and set(rep.excluded) <= set(layers), rep.to_dict()
+    assert rep.final_drop < initial
+    all_float = next(s for s in rep.steps if len(s.excluded) == len(layers))
+    assert all_float.drop < initial
+
+
 # ------------------------------------------------------------------ INT8 that holds on onnxruntime
 def test_onnxruntime_int8_via_nncf_keeps_the_detector_close(det_model, tmp_path):
     """NNCF's ONNX backend writes the QDQ the onnxruntime variant ships: on the real PP-OCRv4
@@ -194,3 +227,20 @@ def test_onnxruntime_int8_via_nncf_keeps_the_detector_close(det_model, tmp_path)
         finally:
             q.close()
     assert cosines["nncf"] > 0.95 and cosines["nncf"] > cosines["minmax"] + 0.1, cosines
+
+
+def test_int8_slower_than_its_backends_fp32_is_said_in_the_notes_and_warnings():
+    from converters.sensitivity import GuardReport
+    from converters.variants import Variant, note_slower_than_float
+
+    def v(key, backend, precision, ms, floats=0):
+        out = Variant(key, key, backend, precision, latency={"p50_ms": ms})
+        if floats:
+            out.guard = GuardReport(0.01, 0.02, 0.01, excluded=[f"l{i}" for i in range(floats)])
+        return out
+
+    timed = [v("onnxruntime-fp32", "onnxruntime", "fp32", 90.0), v("onnxruntime-int8-mixed", "onnxruntime", "mixed", 110.0, 3),
+             v("openvino-fp32", "openvino", "fp32", 45.0), v("openvino-int8", "openvino", "int8", 30.0)]
+    lines = note_slower_than_float(timed)
+    assert len(lines) == 1 and "onnxruntime-int8-mixed (3 layers kept float) is slower than onnxruntime fp32" in lines[0]
+    assert lines[0] in timed[1].notes and not timed[3].notes

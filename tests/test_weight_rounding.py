@@ -136,3 +136,51 @@ def test_efficientnet_lite0_int8_weights_agree_better_with_data_aware_rounding(t
     ref = top1(tmp_path / "p.onnx")
     ours, nearest = np.mean(top1(tmp_path / "r.onnx") == ref), np.mean(top1(tmp_path / "n.onnx") == ref)
     assert ours >= 0.9 and ours >= nearest + 0.05, (ours, nearest)
+
+
+def test_nearest_weights_snaps_each_weight_to_its_nearest_step(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    src = _tiny_model(tmp_path / "t.onnx")
+    assert wr.nearest_weights(src, tmp_path / "n.onnx") == 2 and not (tmp_path / "n.onnx.part").exists()
+    before = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(src)).graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "n.onnx")).graph.initializer}
+    for name in ("dw", "pw"):
+        b = before[name].reshape(len(before[name]), -1)
+        step = np.abs(b).max(1, keepdims=True) / 127
+        assert np.allclose(after[name].reshape(b.shape), np.round(b / step) * step, atol=1e-6)
+    assert np.array_equal(after["db"], before["db"])
+
+
+class _Scores:
+    """A comparator stand-in: the drop each candidate file gets, by file name."""
+
+    def __init__(self, drops):
+        self.drops, self.seen = drops, []
+
+    def compare(self, path, backend=None, **kw):
+        from types import SimpleNamespace
+
+        self.seen.append((Path(path).name, backend))
+        drop = self.drops[Path(path).name]
+        return SimpleNamespace(drop=drop, cosine=1 - drop, kind="top1")
+
+
+@pytest.mark.parametrize("drops,kept", [({"prepared_rounded.onnx": 0.02, "prepared_nearest.onnx": 0.05}, "data-aware"),
+                                        ({"prepared_rounded.onnx": 0.04, "prepared_nearest.onnx": 0.01}, "nearest")])
+def test_the_variant_builder_keeps_the_rounding_that_does_better_on_held_out_data(tmp_path, drops, kept):
+    from converters.variants import BuildSettings, VariantBuilder
+
+    src = _tiny_model(tmp_path / "t.onnx")
+    calib = (1.0 + 0.3 * np.random.default_rng(2).standard_normal((12, 4, 16, 16))).astype(np.float32)
+    scores = _Scores(drops)
+    b = VariantBuilder(BuildSettings(prepared=src, work=tmp_path / "w", input_name="x", input_shape=[1, 4, 16, 16],
+                                     calib=calib, comparator=scores))
+    chosen = b._int8_source()
+    assert [s for s in scores.seen] == [("prepared_rounded.onnx", "onnxruntime"), ("prepared_nearest.onnx", "onnxruntime")]
+    assert b.rounding_choice["kept"] == kept
+    assert chosen == (src if kept == "nearest" else tmp_path / "w" / "prepared_rounded.onnx")
+    assert f"{kept} kept" in b._rounding_note and "nearest 0.0" in b._rounding_note and "data-aware 0.0" in b._rounding_note
+    assert not (tmp_path / "w" / "prepared_nearest.onnx").exists()  # the trial file is gone
+    assert b._int8_source() == chosen  # decided once per conversion
