@@ -535,27 +535,11 @@ def _channel_scores(an: _Analysis, leaves: list[int], criterion: str) -> np.ndar
 
 def _activation_stats(model, tensors: Sequence[str], calib) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel mean and standard deviation (axis 1) of `tensors` over the calibration data."""
-    from onnx import helper
+    from .pruning_refit import intermediate_activations
 
-    import onnxruntime as ort
-
-    feeds_list = _calib_feeds(model, calib)
-    m = copy_model(model)
-    present = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in present:
-            m.graph.output.append(helper.ValueInfoProto(name=t))
-            present.add(t)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # engine errors come in many types; say what it was for
-        raise ConversionError(f"cannot run the model on onnxruntime to collect activation statistics: {e}") from e
-    names = list(dict.fromkeys(tensors))
     sums: dict[str, Any] = {}
-    for feeds in feeds_list:
-        for name, value in zip(names, sess.run(names, feeds)):
+    for acts in intermediate_activations(model, tensors, _calib_feeds(model, calib), "collect activation statistics"):
+        for name, value in acts.items():
             v = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             s1, s2, n = sums.get(name, (0.0, 0.0, 0))
             sums[name] = (s1 + v.sum(axis=1), s2 + (v * v).sum(axis=1), n + v.shape[1])

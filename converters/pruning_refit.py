@@ -103,7 +103,7 @@ def refit_pruned(original, pruned, plan: Mapping[str, Sequence[int]], feeds: Seq
                for i in chunk if jobs[i][1] is not None}
         err = {i: 0.0 for i in chunk}
         names = [n for i in chunk for n in (g.node[i].input[0], g.node[i].output[0])]
-        for k, acts in enumerate(_activations(m, names, feeds)):
+        for k, acts in enumerate(intermediate_activations(m, names, feeds)):
             for i in chunk:
                 pos, width, target = samples[k][i]
                 y = acts[g.node[i].output[0]][0]
@@ -154,7 +154,7 @@ def _targets(original, m, jobs, plan, feeds, positions_per_image: int, seed: int
     rng = np.random.default_rng(seed)
     g = m.graph
     out = []
-    for acts in _activations(original, [g.node[i].output[0] for i in jobs], feeds):
+    for acts in intermediate_activations(original, [g.node[i].output[0] for i in jobs], feeds):
         per = {}
         for i in jobs:
             y = acts[g.node[i].output[0]][0]
@@ -197,7 +197,8 @@ def _write(model, ni: int, sol: np.ndarray, w: np.ndarray) -> None:
         node.input.append(bname)
 
 
-def _activations(model, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]):
+def intermediate_activations(model, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]],
+                             purpose: str = "refit the pruned layers"):
     """Per feed, {tensor: value} of the named intermediate tensors (one onnxruntime session)."""
     from onnx import helper
 
@@ -219,6 +220,6 @@ def _activations(model, tensors: Sequence[str], feeds: Sequence[dict[str, np.nda
     try:
         sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # engine errors come in many types; say what it was for
-        raise ConversionError(f"cannot run the model on onnxruntime to refit the pruned layers: {e}") from e
+        raise ConversionError(f"cannot run the model on onnxruntime to {purpose}: {e}") from e
     for feed in feeds:
         yield dict(zip(names, sess.run(names, feed)))
