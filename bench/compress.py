@@ -183,7 +183,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--criterion", default="activation", help="pruning criterion: l1, l2, activation")
     ap.add_argument("--no-refit", action="store_true", help="no least-squares refit of the pruned layers")
-    ap.add_argument("--multiple-of", type=int, default=8,
+    ap.add_argument("--multiple-of", type=int, default=16,
                     help="kept channels rounded to the nearest multiple (onnxruntime NCHWc blocks)")
     ap.add_argument("--markdown", default="compress.md")
     ap.add_argument("--plot", default="compress_curve.png")

@@ -837,7 +837,8 @@ def measure_latency(report: PruneReport, original, pruned, feeds: Mapping[str, n
                     backends: Sequence[str] = ("onnxruntime", "openvino"), threads: Optional[int] = None,
                     iterations: int = 20, warmup: int = 3) -> dict[str, tuple[float, float]]:
     """Time the original and the pruned model on each installed backend (fp32 pinned: OpenVINO
-    would otherwise run bf16 on AMX CPUs) and store p50 latencies in `report.latency_ms`."""
+    would otherwise run bf16 on AMX CPUs) and store p50 latencies in `report.latency_ms`: the
+    median over 5 alternating rounds of iterations/5 calls each."""
     import os
     import tempfile
 
@@ -856,15 +857,19 @@ def measure_latency(report: PruneReport, original, pruned, feeds: Mapping[str, n
         for backend in backends:
             if not is_available(backend):
                 continue
-            p50 = []
-            for p in paths:
-                rt = load(p, backend=backend, precision="fp32", threads=threads)
+            rts = [load(p, backend=backend, precision="fp32", threads=threads) for p in paths]
+            for rt in rts:
                 rt.activate()
-                try:
-                    p50.append(measure(rt, dict(feeds), warmup=warmup, iterations=iterations).p50)
-                finally:
+            try:   # alternating rounds: a shared box's load changes within seconds, so timing one
+                # model after the other skews their ratio (0.68x and 1.02x in two runs of one pruning)
+                for rt in rts:
+                    measure(rt, dict(feeds), warmup=warmup, iterations=1)
+                rounds = [[measure(rt, dict(feeds), warmup=0, iterations=max(1, iterations // 5)).p50 for rt in rts]
+                          for _ in range(5)]
+            finally:
+                for rt in rts:
                     rt.deactivate()
-            report.latency_ms[backend] = (float(p50[0]), float(p50[1]))
+            report.latency_ms[backend] = tuple(float(np.median([r[k] for r in rounds])) for k in range(2))
     return report.latency_ms
 
 
