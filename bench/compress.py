@@ -19,6 +19,7 @@ is at 640.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -62,15 +63,19 @@ def bench_det(path: Path, args, work: Path) -> dict:
     model = onnx.load(str(path))
     shapes = {"x": DET}
     cal, held = convdata.det_samples("calibration", 48, 640), convdata.det_samples("heldout", 12, 640)
-    _, full = pruning.channel_prune(model, 0.3, input_shapes=shapes, verify=False)
-    sens = pruning.group_sensitivity(model, 0.3, cal[:4], shapes, progress=say)
+    kw = dict(criterion=args.criterion, multiple_of=args.multiple_of, round_mode="nearest", calib=cal[:8],
+              refit=not args.no_refit)
+    _, full = pruning.channel_prune(model, 0.3, input_shapes=shapes, verify=False, **kw)
+    sens = pruning.group_sensitivity(model, 0.3, cal[:4], shapes, progress=say, **kw)
     exclude = pruning.sensitive_to_exclude(sens, full.flops_ratio, TARGET["det_flops"] - 0.02)
-    pruned, rep = pruning.channel_prune(model, 0.3, input_shapes=shapes, exclude=exclude)
-    say(f"det pruned: FLOPs x{rep.flops_ratio:.3f}, {len(exclude)} sensitive groups left whole")
+    pruned, rep = pruning.channel_prune(model, 0.3, input_shapes=shapes, exclude=exclude, **kw)
+    say(f"det pruned ({args.criterion}, kept channels rounded to multiples of {args.multiple_of}, "
+        f"{'no refit' if args.no_refit else 'least-squares refit'}): "
+        f"FLOPs x{rep.flops_ratio:.3f}, {len(exclude)} sensitive groups left whole")
     cfg = kd.DistillConfig(minutes=args.det_minutes, train_size=args.train_size, lr=args.lr, batch=args.batch,
                            eval_every_s=60, patience=6, target=0.995, threads=args.threads,
                            checkpoint=work / "det.distill.pt")
-    t0 = time.monotonic()
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
     student, drep = kd.distill_onnx(model, pruned, cal, work / "det_student.onnx", cfg, say,
                                     source="48 text scenes (calibration split)", plan=rep.plan)
     train_s = time.monotonic() - t0
@@ -81,7 +86,7 @@ def bench_det(path: Path, args, work: Path) -> dict:
     pruning.measure_latency(rep, model, student, {"x": held[:1]}, threads=args.threads, iterations=10)
     return {"model": model, "student_path": work / "det_student.onnx", "cal": cal, "held": held, "cmp": cmp,
             "prune": rep, "distill": drep, "before": before, "after": after, "train_s": train_s,
-            "excluded": exclude}
+            "excluded": exclude, "load": (load0, os.getloadavg()[0])}
 
 
 def _rec_samples(split: str, n: int) -> np.ndarray:
@@ -147,7 +152,11 @@ def report(res: dict, args) -> tuple[str, bool]:
         add("det FLOPs ratio", d["prune"].flops_ratio, "<=", TARGET["det_flops"])
         for backend, (b, a) in d["prune"].latency_ms.items():
             add(f"det latency ratio, {backend}", a / b, "<=", TARGET["det_latency"])
-        md += [f"Detector before distillation: {d['before'].summary()}",
+        dr = d["distill"]
+        md += [f"Detector distillation: {dr.steps} steps in {dr.seconds:.0f} s "
+               f"({dr.seconds / max(dr.steps, 1):.3f} s/step incl. evaluation), load average "
+               f"{d['load'][0]:.1f} -> {d['load'][1]:.1f}",
+               f"Detector before distillation: {d['before'].summary()}",
                f"Detector after: {d['after'].summary()}",
                f"Groups left whole by sensitivity: {', '.join(d['excluded']) or 'none'}", "",
                d["prune"].to_markdown(), d["distill"].to_markdown()]
@@ -172,6 +181,10 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=4, help="detector crops per step")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--criterion", default="activation", help="pruning criterion: l1, l2, activation")
+    ap.add_argument("--no-refit", action="store_true", help="no least-squares refit of the pruned layers")
+    ap.add_argument("--multiple-of", type=int, default=16,
+                    help="kept channels rounded to the nearest multiple (onnxruntime NCHWc blocks)")
     ap.add_argument("--markdown", default="compress.md")
     ap.add_argument("--plot", default="compress_curve.png")
     args = ap.parse_args()

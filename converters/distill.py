@@ -46,7 +46,9 @@ class DistillInterrupted(DistillError):
 class DistillConfig:
     minutes: float = 10.0           # training time budget (evaluation included)
     batch: int = 4
-    lr: float = 1e-3                # Adam, cosine-decayed over the time budget
+    lr: float = 1e-3                # Adam peak, reached after `warmup`, then cosine-decayed over the time budget
+    warmup_steps: int = 30          # linear learning-rate ramp: Adam's first steps are noisy (counted in steps,
+                                    # not time: a loaded box runs fewer steps per second)
     eval_every_s: float = 20.0      # held-out evaluation + checkpoint interval
     patience: int = 8               # evaluations without improvement before stopping
     target: float = 0.9995          # stop as soon as the held-out cosine reaches this
@@ -537,6 +539,13 @@ def recalibrate_batchnorm(module, samples: np.ndarray, batch: int = 4) -> int:
     return len(bns)
 
 
+def lr_factor(frac: float, step: int, warmup_steps: int) -> float:
+    """Share of the peak learning rate at `frac` of the time budget and `step`: a linear ramp over
+    the first `warmup_steps` steps times a cosine decay over the budget down to 5% of the peak."""
+    ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return ramp * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, frac)))))
+
+
 def _train(run: _Run) -> None:
     import torch
 
@@ -575,9 +584,8 @@ def _train(run: _Run) -> None:
     try:
         with _StopSignals():
             while time.monotonic() - t0 < budget:
-                frac = (time.monotonic() - t0) / budget
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+                    g["lr"] = cfg.lr * lr_factor((time.monotonic() - t0) / budget, step, cfg.warmup_steps)
                 idx = torch.randint(0, len(run.train), (min(cfg.batch, len(run.train)),), generator=gen)
                 x = augment(torch.from_numpy(run.train[idx.numpy()]), gen, cfg)
                 with torch.no_grad():

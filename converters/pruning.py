@@ -535,27 +535,11 @@ def _channel_scores(an: _Analysis, leaves: list[int], criterion: str) -> np.ndar
 
 def _activation_stats(model, tensors: Sequence[str], calib) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel mean and standard deviation (axis 1) of `tensors` over the calibration data."""
-    from onnx import helper
+    from .pruning_refit import intermediate_activations
 
-    import onnxruntime as ort
-
-    feeds_list = _calib_feeds(model, calib)
-    m = copy_model(model)
-    present = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in present:
-            m.graph.output.append(helper.ValueInfoProto(name=t))
-            present.add(t)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # engine errors come in many types; say what it was for
-        raise ConversionError(f"cannot run the model on onnxruntime to collect activation statistics: {e}") from e
-    names = list(dict.fromkeys(tensors))
     sums: dict[str, Any] = {}
-    for feeds in feeds_list:
-        for name, value in zip(names, sess.run(names, feeds)):
+    for acts in intermediate_activations(model, tensors, _calib_feeds(model, calib), "collect activation statistics"):
+        for name, value in acts.items():
             v = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             s1, s2, n = sums.get(name, (0.0, 0.0, 0))
             sums[name] = (s1 + v.sum(axis=1), s2 + (v * v).sum(axis=1), n + v.shape[1])
@@ -661,11 +645,21 @@ def _kept_positions(an: _Analysis, view: tuple[int, ...], keep: Mapping[int, np.
     return np.concatenate(out).astype(np.int64)
 
 
+def _round_channels(n_keep: int, size: int, multiple: int, mode: str) -> int:
+    """Kept channel count as a multiple of `multiple` (never more than `size`, never 0)."""
+    if mode == "nearest":
+        n = int(np.floor(n_keep / multiple + 0.5)) * multiple
+        if n <= 0:   # never 0 channels: one multiple, or the whole group when it is smaller
+            n = multiple
+        return min(size, n)
+    return min(size, int(np.ceil(n_keep / multiple)) * multiple)
+
+
 def channel_prune(model, ratio: float, criterion: str = "l1",
                   input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
                   min_channels: int = 1, multiple_of: int = 1, exclude: Sequence[str] = (),
                   plan: Optional[Mapping[str, Sequence[int]]] = None, verify: bool = True,
-                  calib: Any = None):
+                  calib: Any = None, round_mode: str = "up", refit: bool = False):
     """Remove `ratio` of the output channels of every prunable group of convolutions.
 
     Args:
@@ -676,7 +670,12 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
         input_shapes: static input shapes for the FLOPs count and the verification run,
             e.g. {"x": [1, 3, 640, 640]}; dynamic dims otherwise stay dynamic (batch counts as 1).
         min_channels: never keep fewer channels than this in a group.
-        multiple_of: round the kept channel count up to a multiple of this (SIMD-friendly widths).
+        multiple_of: round the kept channel count to a multiple of this (SIMD-friendly widths:
+            onnxruntime's NCHWc convolutions block channels by 16 on AVX-512, 8 on AVX2; other
+            counts fall back to slower kernels, so 0.56x FLOPs ran at 0.9x latency).
+        round_mode: "up" (keep at least the requested channels) or "nearest" (the multiple
+            nearest the requested count, so a 24-channel group at ratio 0.3 keeps 16, not 24;
+            a group no larger than one multiple stays whole).
         exclude: producer node names whose groups must stay whole.
         plan: producer node -> kept channel indices (e.g. `PruneReport.plan` of an earlier run);
             groups it names keep exactly those channels, other groups are left whole.
@@ -684,6 +683,9 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
         calib: real input data, (N, C, H, W) float32 or {input name: array}, preprocessed as at run
             time. With it, each removed channel's mean activation is folded into the biases of the
             convolutions that read it (bias compensation), which keeps far more of the accuracy.
+        refit: with `calib`, refit the weights and bias of every (group-1, 2-D) Conv of the pruned
+            model by least squares, in depth order, so its output matches the unpruned layer's on
+            the calibration data given the pruned model's own inputs (converters.pruning_refit).
 
     Returns (pruned model, PruneReport). Output shapes are unchanged.
     """
@@ -695,12 +697,16 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
     _ensure_model(model)
     if criterion not in ("l1", "l2", "activation"):
         raise ConversionError(f"unknown pruning criterion {criterion!r}; use 'l1', 'l2' or 'activation'")
+    if refit and calib is None:
+        raise ConversionError("refit needs calibration data: pass calib=... (real inputs, preprocessed)")
     if criterion == "activation" and calib is None:
         raise ConversionError("the 'activation' criterion needs calibration data: pass calib=...")
     if not 0.0 <= float(ratio) < 1.0:
         raise ConversionError(f"channel ratio must be in [0, 1), got {ratio}")
     if min_channels < 1 or multiple_of < 1:
         raise ConversionError("min_channels and multiple_of must be >= 1")
+    if round_mode not in ("up", "nearest"):
+        raise ConversionError(f"unknown round_mode {round_mode!r}; use 'up' or 'nearest'")
     m = prepare(model)
     an = _Analysis(m, infer_shapes(m, input_shapes))
     an.run()
@@ -742,7 +748,7 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
             n_keep = size - int(np.floor(size * float(ratio) + 1e-9))
             n_keep = max(n_keep, min(min_channels, size))
             if multiple_of > 1:
-                n_keep = min(size, int(np.ceil(n_keep / multiple_of)) * multiple_of)
+                n_keep = _round_channels(n_keep, size, multiple_of, round_mode)
             prunable_total += size
             if n_keep >= size:
                 continue
@@ -792,8 +798,14 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
     for ni, view in an.group_attr:
         if any(an.find(l) in keep for l in view):
             set_int_attr(g.node[ni], "group", len(_kept_positions(an, view, keep)))
-    remove_unused_initializers(m)
     del g.value_info[:]
+    refit_count = 0
+    if refit and keep:
+        from .pruning_refit import refit_pruned
+
+        m, refit_count = refit_pruned(model, m, new_plan, _calib_feeds(model, calib))
+        g = m.graph
+    remove_unused_initializers(m)
 
     if verify:
         _verify(model, m, input_shapes)
@@ -803,6 +815,13 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
         "data (the accuracy guard) before shipping it.",
         "Constant nodes were turned into initializers and constant subgraphs folded (same function).",
     ]
+    if multiple_of > 1:
+        notes.append(f"Kept channel counts rounded {'to the nearest' if round_mode == 'nearest' else 'up to a'} "
+                     f"multiple of {multiple_of}: onnxruntime's blocked (NCHWc) CPU convolutions need such widths; "
+                     "other counts fall back to slower kernels (multiple_of=1 turns this off).")
+    if refit_count:
+        notes.append(f"Least-squares refit: {refit_count} convolutions were refit, in depth order, on "
+                     f"{len(_calib_feeds(model, calib))} calibration inputs to reproduce the unpruned layers' outputs.")
     if compensated:
         notes.append(f"Bias compensation: the mean activation of removed channels (measured on "
                      f"{len(_calib_feeds(model, calib))} calibration inputs) was folded into {compensated} consumers' biases.")
@@ -818,7 +837,8 @@ def measure_latency(report: PruneReport, original, pruned, feeds: Mapping[str, n
                     backends: Sequence[str] = ("onnxruntime", "openvino"), threads: Optional[int] = None,
                     iterations: int = 20, warmup: int = 3) -> dict[str, tuple[float, float]]:
     """Time the original and the pruned model on each installed backend (fp32 pinned: OpenVINO
-    would otherwise run bf16 on AMX CPUs) and store p50 latencies in `report.latency_ms`."""
+    would otherwise run bf16 on AMX CPUs) and store p50 latencies in `report.latency_ms`: the
+    median over 5 alternating rounds of iterations/5 calls each."""
     import os
     import tempfile
 
@@ -837,15 +857,19 @@ def measure_latency(report: PruneReport, original, pruned, feeds: Mapping[str, n
         for backend in backends:
             if not is_available(backend):
                 continue
-            p50 = []
-            for p in paths:
-                rt = load(p, backend=backend, precision="fp32", threads=threads)
+            rts = [load(p, backend=backend, precision="fp32", threads=threads) for p in paths]
+            for rt in rts:
                 rt.activate()
-                try:
-                    p50.append(measure(rt, dict(feeds), warmup=warmup, iterations=iterations).p50)
-                finally:
+            try:   # alternating rounds: a shared box's load changes within seconds, so timing one
+                # model after the other skews their ratio (0.68x and 1.02x in two runs of one pruning)
+                for rt in rts:
+                    measure(rt, dict(feeds), warmup=warmup, iterations=1)
+                rounds = [[measure(rt, dict(feeds), warmup=0, iterations=max(1, iterations // 5)).p50 for rt in rts]
+                          for _ in range(5)]
+            finally:
+                for rt in rts:
                     rt.deactivate()
-            report.latency_ms[backend] = (float(p50[0]), float(p50[1]))
+            report.latency_ms[backend] = tuple(float(np.median([r[k] for r in rounds])) for k in range(2))
     return report.latency_ms
 
 
@@ -932,10 +956,12 @@ class GroupSensitivity:
 
 
 def group_sensitivity(model, ratio: float, samples: np.ndarray, input_shapes: Mapping[str, Sequence[int]],
-                      criterion: str = "l1", progress=None) -> list[GroupSensitivity]:
+                      criterion: str = "l1", progress=None, **prune_kw) -> list[GroupSensitivity]:
     """Prune each prunable group alone at `ratio` and measure, on real `samples` (onnxruntime,
     one at a time), how far the first output moves and how many FLOPs it saves. Early layers
-    of a detector backbone are often both cheap and fragile: this is what tells them apart."""
+    of a detector backbone are often both cheap and fragile: this is what tells them apart.
+    prune_kw (multiple_of, round_mode, calib) go to channel_prune, as for the real pruning; a
+    refit is left out here (it costs seconds per group), so the ranking is of unrefit damage."""
     import onnxruntime as ort
 
     from .compare import cosine
@@ -947,11 +973,14 @@ def group_sensitivity(model, ratio: float, samples: np.ndarray, input_shapes: Ma
         return [sess.run(None, {name: samples[i:i + 1]})[0] for i in range(len(samples))]
 
     ref = run(model)
-    _, full = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes, verify=False)
+    prune_kw = {k: v for k, v in prune_kw.items() if k != "refit"}
+    _, full = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes, verify=False, **prune_kw)
+    calib_only = {"calib": prune_kw["calib"]} if prune_kw.get("calib") is not None else {}
     out = []
     for k, g in enumerate(full.groups):
         one, rep = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes,
-                                 plan={p: full.plan[p] for p in g.producers}, verify=False)
+                                 plan={p: full.plan[p] for p in g.producers}, verify=False,
+                                 **calib_only)
         cos = float(np.mean([cosine(a, b) for a, b in zip(ref, run(one))]))
         out.append(GroupSensitivity(list(g.producers), cos, 1.0 - rep.flops_ratio))
         if progress:

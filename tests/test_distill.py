@@ -194,3 +194,12 @@ def test_pruned_features_map_student_channels_to_the_teacher_channels_they_kept(
     k = list(feats).index(first) + 1
     assert t_out[k].shape == s_out[k].shape
     np.testing.assert_allclose(s_out[k].numpy(), t_out[k].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_learning_rate_ramps_up_over_the_warmup_steps_then_decays_to_five_percent():
+    assert kd.lr_factor(0.0, 0, 30) == pytest.approx(1 / 30)
+    assert kd.lr_factor(0.0, 14, 30) == pytest.approx(0.5)
+    assert kd.lr_factor(0.0, 100, 30) == pytest.approx(1.0)
+    assert kd.lr_factor(0.5, 100, 30) == pytest.approx(0.525)
+    assert kd.lr_factor(1.0, 100, 30) == pytest.approx(0.05) and kd.lr_factor(2.0, 100, 30) == pytest.approx(0.05)
+    assert kd.lr_factor(0.0, 0, 0) == pytest.approx(1.0)   # no warmup
