@@ -321,6 +321,20 @@ def margin(value: float, limit: float, at_most: bool) -> str:
     return f"margin {m * 100:+.1f}% of the limit {limit:g}"
 
 
+def burst_note(rates: list[float], res: dict[str, Any], slo: float) -> str:
+    """The slow sources start together, so their frames arrive together: what the engine
+    speed of this run allows of such a burst within the SLO (fairness and the SLO can both
+    hold only if that covers their shares)."""
+    slow = min(rates)
+    n = sum(1 for r in rates if r == slow)
+    per_frame = res["device_batch"]["p50_ms"] / max(res["batch_mean"], 1e-9)
+    fits = int(0.9 * slo // per_frame) - 1  # one batch ahead of it in the engine
+    return (f"Burst bound: the {n} sources at {slow:g} fps capture together; at this run's engine time "
+            f"({per_frame:.0f} ms a frame, p50) a burst of {n} takes {n * per_frame:.0f} ms, and about {fits} of "
+            f"them fit in 90% of the {slo:g} ms SLO behind the batch in the engine, i.e. up to "
+            f"{min(n, max(fits, 0)) / n * slow:.1f} fps each of the {slow:g} offered.")
+
+
 def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float, how: str, slo: float,
                  checks: list[tuple[str, bool, str]]) -> list[str]:
     fps = res["fps"]
@@ -342,6 +356,7 @@ def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float
     else:
         # max-min fairness: each gets what it offers up to its share of what the others leave
         got = {sid: f / max(shares[sid], 1e-9) for sid, f in fps.items()}
+        lines += [burst_note(rates, res, slo), ""]
         worst = min(got, key=got.get)
         checks.append((f"cameras {title}: each source gets >= 0.9 of its max-min fair share of the aggregate",
                        got[worst] >= 0.9, f"lowest {worst} {fps[worst]:.1f} of {shares[worst]:.1f} fps = "
