@@ -26,7 +26,13 @@ latency percentiles over all its runs):
     capacity alone (measured right before and after each scenario with the same engine and
     threads, at batch 1/4/8 and at the batch size the stream used most), p99 <= SLO, drops
     per source and reason, and where the latency goes (queue / preprocess / infer / decode,
-    the engine's own time per batch, the batcher's budget and jitter).
+    the engine's own time per batch, the batcher's budget, jitter and learned stale margin).
+    From the pipeline's per-batch timeline: engine idle time by cause, the slowest (p99)
+    batches' split, engine time against prediction, GC pauses; the load average before and
+    after each run, how much capacity alone drifted between before and after (the ratio's
+    uncertainty), the margin of every check, and for the mixed scenario the burst bound
+    (its slow sources capture together: how many of such a burst fit in the SLO at the
+    engine speed of the run).
  5. Replicas (``--part replicas``): N engines, and OpenVINO's own N streams, against one
     engine with the same total threads (reported, not a target).
 Prints a table per part and PASS/FAIL per target; exit 1 if a target fails. A Markdown
