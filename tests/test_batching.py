@@ -211,8 +211,11 @@ def test_the_margin_quantile_follows_the_share_of_frames_that_missed_the_slo():
     start = pol.keep_q
     for _ in range(300):  # 2 of 10 frames late: far above the goal
         pol.observe(1, 0.03, 0.002, [0.05] * 8 + [0.3, 0.3], 0.0, late_s=0.01)
-    assert pol.keep_q > start and pol.keep_q <= 0.999
+    assert pol.keep_q == pytest.approx(start)  # at the p99 already: never beyond
     for _ in range(3000):  # none late: it relaxes, never below the p90
         pol.observe(1, 0.03, 0.002, [0.05] * 10, 0.0, late_s=0.01)
     assert pol.keep_q == pytest.approx(0.9)
     assert pol.describe()["keep_quantile"] == pytest.approx(0.9)
+    for _ in range(100):  # late again: back up
+        pol.observe(1, 0.03, 0.002, [0.05] * 8 + [0.3, 0.3], 0.0, late_s=0.01)
+    assert 0.9 < pol.keep_q <= 0.99

@@ -25,8 +25,9 @@ long to wait for them.
   pipeline reports when its results actually came out, and frames are kept only if their
   expected latency plus a high quantile of that error (over the recent batches) stays
   within 90 % of the SLO. The quantile starts at the p99 and is tuned by what comes out:
-  up when more than 0.5 % of the recent frames missed the SLO, down (to the p90 at least)
-  when fewer did, so no more frames are thrown away than the p99 target needs. Under
+  down (to the p90 at least) while fewer than 0.5 % of the recent frames miss the SLO, back
+  up (to the p99 at most) when more do, so no more frames are thrown away than the p99
+  target needs. Under
   overload a source whose newest frame is already too old sits the batch out (its turn is
   kept: it goes first when its next frame arrives) rather than making the batch late.
 
@@ -69,8 +70,10 @@ JIT_LEAD = 0.25
 LATE_GOAL = 0.005
 #: recent delivered frames that share is measured over
 LATE_WINDOW = 600
-#: the quantile range of the plans' error the margin may cover
-KEEP_Q = (0.9, 0.999)
+#: the quantile range of the plans' error the margin may cover: at most its p99, the p99
+#: target per frame; where more frames still miss, the tail is the engine's or the box's, not
+#: the frames' age, and dropping older frames would cost their sources' shares for nothing
+KEEP_Q = (0.9, 0.99)
 
 
 @dataclass(frozen=True)
