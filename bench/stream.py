@@ -26,7 +26,13 @@ latency percentiles over all its runs):
     capacity alone (measured right before and after each scenario with the same engine and
     threads, at batch 1/4/8 and at the batch size the stream used most), p99 <= SLO, drops
     per source and reason, and where the latency goes (queue / preprocess / infer / decode,
-    the engine's own time per batch, the batcher's budget and jitter).
+    the engine's own time per batch, the batcher's budget, jitter and learned stale margin).
+    From the pipeline's per-batch timeline: engine idle time by cause, the slowest (p99)
+    batches' split, engine time against prediction, GC pauses; the load average before and
+    after each run, how much capacity alone drifted between before and after (the ratio's
+    uncertainty), the margin of every check, and for the mixed scenario the burst bound
+    (its slow sources capture together: how many of such a burst fit in the SLO at the
+    engine speed of the run).
  5. Replicas (``--part replicas``): N engines, and OpenVINO's own N streams, against one
     engine with the same total threads (reported, not a target).
 Prints a table per part and PASS/FAIL per target; exit 1 if a target fails. A Markdown
@@ -51,8 +57,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import fetch_models  # noqa: E402
+import stream_timeline  # noqa: E402
 from edgesdk.predictor import Predictor  # noqa: E402
 from edgesdk.presets import make_bundle  # noqa: E402
 from edgesdk.streaming import Pipeline  # noqa: E402
@@ -210,9 +218,11 @@ def camera_run(pred: Predictor, frames: list[np.ndarray], rates: list[float], se
     srcs = [ProducerSource(frames[k * 3:] + frames[:k * 3], f"cam{k}", live=True, fps=f) for k, f in enumerate(rates)]
     pipe = Pipeline(pred, srcs, loop=True, realtime=True, duration=seconds, on_result=on_result,
                     batching="adaptive", slo_ms=slo_ms, batch=16)
-    report = pipe.run(handle_signals=False)
+    with stream_timeline.GcPauses() as pauses:
+        report = pipe.run(handle_signals=False)
     lo, hi = pipe.stats.started + warmup, pipe.stats.started + seconds
     span = hi - lo
+    timeline = stream_timeline.text(stream_timeline.analyse(pipe.stats.timeline(), lo, hi), pauses.text())
     rec: dict[str, int] = {f"cam{k}": 0 for k in range(len(rates))}
     lat: list[float] = []
     for sid, ts, ms in got:
@@ -226,7 +236,7 @@ def camera_run(pred: Predictor, frames: list[np.ndarray], rates: list[float], se
             "device_batch": snap["device_batch"], "policy": report.policy,
             "p99_ms": float(np.percentile(lat, 99)) if lat else float("nan"),
             "p50_ms": float(np.percentile(lat, 50)) if lat else float("nan"),
-            "busy": snap["device_busy"], "batch_mean": snap["batch_mean"],
+            "busy": snap["device_busy"], "batch_mean": snap["batch_mean"], "timeline": timeline,
             "drops": {sid: row["drops"] for sid, row in snap["sources"].items()},
             # what the producer threads managed to capture (a loaded box can pace them below the rate asked)
             "captured": {sid: row["frames_in"] / max(snap["elapsed_s"], 1e-9) for sid, row in snap["sources"].items()}}
@@ -270,7 +280,9 @@ def latency_breakdown(res: dict[str, Any]) -> str:
     pol = res["policy"]
     return ("Latency p50/p99 ms by stage: " + ", ".join(parts) + f"; engine per batch {db['p50_ms']:.0f}/"
             f"{db['p99_ms']:.0f}. Batcher: budget {pol.get('budget_ms')} ms, jitter (p99 engine time / predicted) "
-            f"{pol.get('jitter')}, curve (ms by size) {pol.get('device_ms')}.")
+            f"{pol.get('jitter')}, frames kept if expected to be out within {pol.get('keep_within_ms')} ms "
+            f"(the SLO target less the q{pol.get('keep_quantile')} of how late batches came out against their "
+            f"expectation), curve (ms by size) {pol.get('device_ms')}.")
 
 
 def scenario(pred: Predictor, frames: list[np.ndarray], rates: list[float], seconds: float, warmup: float,
@@ -279,14 +291,20 @@ def scenario(pred: Predictor, frames: list[np.ndarray], rates: list[float], seco
     after it (the box's load drifts; the mean of the two), at the best of batch 1/4/8 and at
     the batch size the stream used most. (result, capacity fps, how it was measured)."""
     cap_s, cap_w = min(seconds, 3.0), min(warmup, 1.0)
+    load0 = os.getloadavg()[0]
     before = capacity_alone(pred, frames, cap_s, cap_w)
     res = camera_run(pred, frames, rates, seconds, warmup, slo)
+    res["load"] = (load0, os.getloadavg()[0])
     best = max(before, key=before.get)
     after = capacity_alone(pred, frames, cap_s, cap_w, tuple(sorted({best, res["modal_batch"]})))
     cap = max((before.get(b, after[b]) + after[b]) / 2 for b in after)
+    drift = max(abs(after[b] - before[b]) / max(before[b], after[b], 1e-9) for b in after if b in before)
     how = (f"capacity alone {cap:.1f} fps: before {', '.join(f'b{b} {v:.1f}' for b, v in before.items())}; "
            f"after {', '.join(f'b{b} {v:.1f}' for b, v in after.items())} (stream's most used batch "
-           f"{res['modal_batch']}; the best size, before and after averaged)")
+           f"{res['modal_batch']}; the best size, before and after averaged); before and after differ by up to "
+           f"{drift * 100:.0f}%" + (": the box's load changed during the run, so the aggregate / capacity ratio is "
+                                   "uncertain by about that much" if drift > 0.15 else ""))
+    res["capacity_drift"] = drift
     log(how)
     return res, cap, how
 
@@ -303,6 +321,26 @@ def cameras(pred: Predictor, frames: list[np.ndarray], seconds: float, warmup: f
     return lines
 
 
+def margin(value: float, limit: float, at_most: bool) -> str:
+    """How far a measured value is inside (+) or outside (-) its limit, as a share of the limit."""
+    m = (limit - value) / limit if at_most else (value - limit) / limit
+    return f"margin {m * 100:+.1f}% of the limit {limit:g}"
+
+
+def burst_note(rates: list[float], res: dict[str, Any], slo: float) -> str:
+    """The slow sources start together, so their frames arrive together: what the engine
+    speed of this run allows of such a burst within the SLO (fairness and the SLO can both
+    hold only if that covers their shares)."""
+    slow = min(rates)
+    n = sum(1 for r in rates if r == slow)
+    per_frame = res["device_batch"]["p50_ms"] / max(res["batch_mean"], 1e-9)
+    fits = int(0.9 * slo // per_frame) - 1  # one batch ahead of it in the engine
+    return (f"Burst bound: the {n} sources at {slow:g} fps capture together; at this run's engine time "
+            f"({per_frame:.0f} ms a frame, p50) a burst of {n} takes {n * per_frame:.0f} ms, and about {fits} of "
+            f"them fit in 90% of the {slo:g} ms SLO behind the batch in the engine, i.e. up to "
+            f"{min(n, max(fits, 0)) / n * slow:.1f} fps each of the {slow:g} offered.")
+
+
 def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float, how: str, slo: float,
                  checks: list[tuple[str, bool, str]]) -> list[str]:
     fps = res["fps"]
@@ -313,27 +351,33 @@ def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float
     lines = [f"### {title} ({offered:g} fps offered, {offered / cap:.2f} x capacity)", "", how + ".", "",
              camera_table(res), "",
              f"Aggregate {agg:.1f} fps = {agg / cap:.2f} of capacity; engine busy {res['busy'] * 100:.0f}%; "
-             f"p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms; mean batch {res['batch_mean']:.2f}.", "",
-             latency_breakdown(res), ""]
+             f"p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms; mean batch {res['batch_mean']:.2f}; "
+             f"load average (1 min) {res['load'][0]:.2f} before, {res['load'][1]:.2f} after the run "
+             f"({os.cpu_count()} cores).", "",
+             latency_breakdown(res), "", res["timeline"], ""]
     if len(set(rates)) == 1:
         spread = max(fps.values()) / max(min(fps.values()), 1e-9)
-        checks.append((f"cameras {title}: per-source fps max/min <= 1.1", spread <= 1.1, f"{spread:.3f}"))
+        checks.append((f"cameras {title}: per-source fps max/min <= 1.1", spread <= 1.1,
+                       f"{spread:.3f}; {margin(spread, 1.1, True)}"))
     else:
         # max-min fairness: each gets what it offers up to its share of what the others leave
         got = {sid: f / max(shares[sid], 1e-9) for sid, f in fps.items()}
+        lines += [burst_note(rates, res, slo), ""]
         worst = min(got, key=got.get)
         checks.append((f"cameras {title}: each source gets >= 0.9 of its max-min fair share of the aggregate",
                        got[worst] >= 0.9, f"lowest {worst} {fps[worst]:.1f} of {shares[worst]:.1f} fps = "
-                       f"{got[worst]:.2f}; shares (fps) " + ", ".join(f"{sid} {v:.1f}" for sid, v in shares.items())))
+                       f"{got[worst]:.2f} ({margin(got[worst], 0.9, False)}); shares (fps) " + ", ".join(f"{sid} {v:.1f}" for sid, v in shares.items())))
     if offered > cap:
-        checks.append((f"cameras {title}: engine busy >= 90%", res["busy"] >= 0.9, f"{res['busy'] * 100:.0f}%"))
+        checks.append((f"cameras {title}: engine busy >= 90%", res["busy"] >= 0.9,
+                       f"{res['busy'] * 100:.0f}%; {margin(res['busy'], 0.9, False)}"))
         checks.append((f"cameras {title}: aggregate >= 0.9 of capacity alone", agg >= 0.9 * cap,
-                       f"{agg:.1f} / {cap:.1f} = {agg / cap:.2f}"))
+                       f"{agg:.1f} / {cap:.1f} = {agg / cap:.2f}; {margin(agg / cap, 0.9, False)}"))
     else:
         checks.append((f"cameras {title}: not overloaded, every offered frame processed (>= 95%)",
-                       agg >= 0.95 * offered, f"{agg:.1f} of {offered:g} fps = {agg / offered:.2f}"))
+                       agg >= 0.95 * offered, f"{agg:.1f} of {offered:g} fps = {agg / offered:.2f}; "
+                       f"{margin(agg / offered, 0.95, False)}"))
     checks.append((f"cameras {title}: p99 <= {slo:g} ms SLO", res["p99_ms"] <= slo,
-                   f"{res['p99_ms']:.0f} ms = {res['p99_ms'] / slo:.2f} of the SLO"))
+                   f"{res['p99_ms']:.0f} ms = {res['p99_ms'] / slo:.2f} of the SLO; {margin(res['p99_ms'], slo, True)}"))
     return lines
 
 

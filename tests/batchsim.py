@@ -56,7 +56,7 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
     lanes: list[deque] = [deque() for _ in range(sources)]
     drops: Counter = Counter()
     recent: deque = deque(maxlen=rate_window)
-    inflight: list = []  # heap of (done, seq, size, device_s, host_s, [arrival times])
+    inflight: list = []  # heap of (done, seq, size, device_s, host_s, [arrival times], planned done)
     latencies: list[float] = []
     done_times: list[float] = []
     batches: Counter = Counter()
@@ -74,13 +74,13 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
             if min(t_done, t_arr) > to or (t_done == math.inf and t_arr == math.inf):
                 break
             if t_done <= t_arr:
-                done, _, size, dev, host, arr = heapq.heappop(inflight)
+                done, _, size, dev, host, arr, expect = heapq.heappop(inflight)
                 lat = [done - a for a in arr]
                 for a, x in zip(arr, lat):
                     if a >= warmup:
                         latencies.append(x)
                 done_times.extend([done] * len(arr))
-                policy.observe(size, dev, host, lat, done)
+                policy.observe(size, dev, host, lat, done, late_s=None if expect is None else done - expect)
             else:
                 t, s = arrivals[ai]
                 ai += 1
@@ -152,7 +152,7 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
         device_s = device_free - max(submit, prev_done)
         prev_done = device_free
         seq += 1
-        heapq.heappush(inflight, (device_free + host / 2, seq, b, device_s, host, taken))
+        heapq.heappush(inflight, (device_free + host / 2, seq, b, device_s, host, taken, plan.expect_done))
         batches[b] += 1
         sizes_over_time.append((now, b))
         now = submit

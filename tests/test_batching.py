@@ -163,3 +163,59 @@ def test_adaptive_on_a_noisy_device_plans_with_the_jitter_it_sees():
     assert r.p99 <= 0.2
     assert r.throughput >= 0.9 * fixed
     assert pol.jitter > 1.2  # it noticed the spread
+
+
+def _warm(slo_s: float = 0.2, device_s: float = 0.03) -> AdaptiveBatching:
+    """An adaptive policy that has measured batch 1 (device_s) and 2 a few times."""
+    pol = AdaptiveBatching(slo_s, max_batch=2)
+    for _ in range(4):
+        pol.observe(1, device_s, 0.002, [0.05], 0.0)
+        pol.observe(2, 2 * device_s, 0.004, [0.05], 0.0)
+    return pol
+
+
+def test_the_stale_margin_is_learned_from_how_late_batches_came_out():
+    pol = _warm()
+    assert pol.keep_within is None  # until enough batches were seen: the planning margin
+    for i in range(40):  # results came out 20-59 ms later than expected
+        pol.observe(1, 0.03, 0.002, [0.05], 0.0, late_s=0.020 + i * 0.001)
+    assert pol.keep_within == pytest.approx(0.9 * 0.2 - 0.0586, abs=1e-3)  # SLO target less the p99 lateness
+    view = QueueView(now=10.0, queued=8, oldest=9.8, arrival_rate=120.0, busy_until=10.0, lanes=8,
+                     timestamps=tuple(9.8 + 0.025 * k for k in range(8)), next_fair=9.8)
+    plan = pol.plan(view)
+    assert plan.expect_done is not None and plan.expect_done > 10.0
+    assert plan.stale_before == pytest.approx(plan.expect_done - pol.keep_within)
+    for _ in range(200):  # a device that got much slower than expected: the margin grows, bounded
+        pol.observe(1, 0.03, 0.002, [0.05], 0.0, late_s=0.5)
+    assert pol.keep_within == pytest.approx(0.5 * 0.2)
+
+
+def test_a_source_whose_frames_are_all_too_old_sits_the_batch_out_not_the_batch():
+    """Overload: the source whose turn it is holds only an old frame; others have fresh ones.
+    Its old frame is dropped (the batch is not made late for it), unless nothing is fresh."""
+    pol = _warm()
+    for _ in range(40):
+        pol.observe(1, 0.03, 0.002, [0.05], 0.0, late_s=0.01)
+    old, fresh = 10.0 - 0.19, 10.0 - 0.005
+    view = QueueView(now=10.0, queued=2, oldest=old, arrival_rate=200.0, busy_until=10.0, lanes=2,
+                     timestamps=(old, fresh), next_fair=old)
+    plan = pol.plan(view)
+    assert old < plan.stale_before <= fresh
+    only_old = QueueView(now=10.0, queued=1, oldest=old, arrival_rate=200.0, busy_until=10.0, lanes=1,
+                         timestamps=(old,), next_fair=old)
+    assert pol.plan(only_old).stale_before <= old  # nothing makes it: still run the one whose turn it is
+
+
+def test_the_margin_quantile_follows_the_share_of_frames_that_missed_the_slo():
+    pol = _warm()
+    start = pol.keep_q
+    for _ in range(300):  # 2 of 10 frames late: far above the goal
+        pol.observe(1, 0.03, 0.002, [0.05] * 8 + [0.3, 0.3], 0.0, late_s=0.01)
+    assert pol.keep_q == pytest.approx(start)  # at the p99 already: never beyond
+    for _ in range(3000):  # none late: it relaxes, never below the p90
+        pol.observe(1, 0.03, 0.002, [0.05] * 10, 0.0, late_s=0.01)
+    assert pol.keep_q == pytest.approx(0.9)
+    assert pol.describe()["keep_quantile"] == pytest.approx(0.9)
+    for _ in range(100):  # late again: back up
+        pol.observe(1, 0.03, 0.002, [0.05] * 8 + [0.3, 0.3], 0.0, late_s=0.01)
+    assert 0.9 < pol.keep_q <= 0.99

@@ -62,6 +62,9 @@ def bad(tmp_path_factory, cls_model, photos, model_paths, blazeface_model):
     files["root"].mkdir()
     files["bad_yaml"].write_text("devices: [unclosed\n  - : :\n")
     files["empty_yaml"].write_text("")
+    files["provision_args"] = d / "provision-args.yaml"  # run.args the service's `run --spec` would refuse
+    files["provision_args"].write_text("root: r\nallow_unsigned: true\npackages:\n  - name: a\n    path: a.edgepkg\n"
+                                       "    run: {sources: [cam.mp4], args: [--loop]}\n")
     return files
 
 
@@ -181,6 +184,7 @@ TABLE: list[tuple[str, str]] = [
     ("status --root {root} --profile no-such-profile --check-health", ""),
     ("uninstall --root {missing_dir} --yes", "missing-dir"),
     *[(f"provision {y}", "") for y in ("{missing_yaml}", "{bad_yaml}", "{empty_yaml}")],
+    ("provision {provision_args} --dry-run", "run.args[0]: '--loop'"),
     ("push {missing_pkg} oci://127.0.0.1:9/r:t --plain-http", "missing"),
     ("push {corrupt_pkg} oci://127.0.0.1:9/r:t --plain-http", ""),
     ("push {corrupt_pkg} not-a-registry-url", "oci://"),

@@ -68,6 +68,8 @@ BASE = {"root": "/r", "trusted_keys": "/k", "packages": [{"name": "a", "path": "
      r"run.metrics_port: must be a TCP port"),
     ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "sink": ["x"]}}]},
      r"packages\[0\].run.sink: unknown key"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "args": ["--report", "r.json", "--loop"]}}]},
+     r"packages\[0\].run.args\[2\]: '--loop': the service runs `edgesdk run --spec`"),
 ])
 def test_spec_errors_name_the_key(change, message):
     data = {k: v for k, v in {**BASE, **change}.items() if v is not None}
@@ -130,10 +132,15 @@ def test_dry_run_prints_the_unit_and_changes_nothing(art, tmp_path):
     assert "Restart=on-failure" in out and "User=camera" in out and "Group=video" in out
     execs = [line for line in out.splitlines() if line.startswith("ExecStart=")]
     args = shlex.split(execs[0].split("=", 1)[1])
-    assert args[1:5] == ["-m", "edgesdk", "run", str(tmp_path / "device" / "ocr-cls" / "current" / "bundle")]
-    assert args[5:] == ["--source", "rtsp://127.0.0.1:8554/live", "--batching", "adaptive", "--batch", "4",
-                        "--max-wait-ms", "20", "--slo-ms", "50", "--sink", "/var/lib/edgesdk/ocr.jsonl",
-                        "--metrics-port", "9100"]
+    stream = tmp_path / "device" / "ocr-cls" / "stream.yaml"
+    assert args[1:] == ["-m", "edgesdk", "run", "--spec", str(stream), "--metrics-port", "9100"]
+    # the stream spec the service runs, printed as it would be written (not written: dry run)
+    assert not stream.exists() and f"# {stream}" in out and "would write stream spec" in out
+    text = out.split(f"# {stream}\n", 1)[1]
+    assert yaml.safe_load(text.split("\n# /", 1)[0]) == {
+        "model": str(tmp_path / "device" / "ocr-cls" / "current" / "bundle"),
+        "sources": ["rtsp://127.0.0.1:8554/live"], "batching": "adaptive", "batch": 4, "max_wait_ms": 20.0,
+        "slo_ms": 50.0, "sinks": ["/var/lib/edgesdk/ocr.jsonl"]}
     # '+': status runs with full privileges, so the service user needs no write access to the root
     assert f"ExecStartPre=+{sys.executable} -m edgesdk status --root {tmp_path / 'device' / 'ocr-cls'}" in out
     assert "would install ocr-cls" in out and "would write unit" in out
@@ -220,3 +227,82 @@ def test_the_units_commands_run_the_installed_release(art, tmp_path):
     import json
     labels = [json.loads(line)["topk"][0]["label"] for line in out.read_text().splitlines()]
     assert sorted(labels) == ["0", "0", "180", "180"]
+
+
+def _run_section(tmp_path, sources, batching="none"):
+    return [{"name": "ocr-cls", "path": "cls-1.0.0.edgepkg", "run": {"sources": sources, "batching": batching}}]
+
+
+def test_provision_writes_the_stream_spec_the_service_runs_and_source_edits_need_no_restart(art, tmp_path):
+    from edgesdk.streaming.spec import load_spec_file
+
+    spec_path = write_spec(tmp_path, art, packages=_run_section(tmp_path, ["a=rtsp://10.0.0.1/a"]))
+    report = apply(load_spec(spec_path), **QUIET)
+    stream = tmp_path / "device" / "ocr-cls" / "stream.yaml"
+    assert any(c.startswith(f"wrote stream spec {stream}") for c in report.changes)
+    unit = (tmp_path / "units" / "edgesdk-ocr-cls.service").read_text()
+    assert f"run --spec {stream}" in unit
+    read = load_spec_file(stream)  # as `edgesdk run --spec` reads it
+    assert read["sources"] == ["a=rtsp://10.0.0.1/a"] and read["batching"] == "none"
+    assert read["model"] == str(tmp_path / "device" / "ocr-cls" / "current" / "bundle")
+    assert check(load_spec(spec_path)).drift == []
+
+    # a source added in the deployment spec: only the stream spec changes, no restart
+    write_spec(tmp_path, art, packages=_run_section(tmp_path, ["a=rtsp://10.0.0.1/a", "b=rtsp://10.0.0.1/b"]))
+    report = apply(load_spec(spec_path), **QUIET)
+    assert report.changes == [f"wrote stream spec {stream} (the running service applies its sources without a "
+                              "restart)"]
+    assert load_spec_file(stream)["sources"] == ["a=rtsp://10.0.0.1/a", "b=rtsp://10.0.0.1/b"]
+    # a batching change is not applied while running: the service restarts
+    write_spec(tmp_path, art, packages=_run_section(tmp_path, ["a=rtsp://10.0.0.1/a"], batching="adaptive"))
+    report = apply(load_spec(load_spec(spec_path).source), dry_run=True, **QUIET)
+    assert report.changes == [f"would write stream spec {stream} (the service restarts)"]
+
+    # edited on the device: it applies live there, `--check` calls it drift, provision puts the spec's back
+    stream.write_text(stream.read_text().replace("rtsp://10.0.0.1/b", "rtsp://10.0.0.1/c"))
+    write_spec(tmp_path, art, packages=_run_section(tmp_path, ["a=rtsp://10.0.0.1/a", "b=rtsp://10.0.0.1/b"]))
+    assert check(load_spec(spec_path)).drift == [f"stream spec {stream} differs from the spec"]
+    stream.unlink()
+    assert check(load_spec(spec_path)).drift == [f"stream spec {stream} is missing"]
+    apply(load_spec(spec_path), **QUIET)
+    assert check(load_spec(spec_path)).drift == []
+
+
+def test_a_running_service_follows_re_provisioned_sources_without_a_restart(art, tmp_path):
+    """The provisioned stream spec run as the service runs it (`pipeline_from_file`, what
+    `edgesdk run --spec` builds), real model and videos of real photos: a source added by
+    re-provisioning starts, one removed ends, with no restart and the statistics kept."""
+    import time
+
+    from edgesdk.streaming.specwatch import pipeline_from_file
+    from streamdata import make_video
+
+    a = make_video(tmp_path / "a.mp4", (("astronaut", 6), ("coffee", 6)), fps=20.0).path
+    b = make_video(tmp_path / "b.mp4", (("page", 6), ("camera", 6)), fps=20.0).path
+    spec_path = write_spec(tmp_path, art, packages=_run_section(tmp_path, [f"a={a}"]))
+    apply(load_spec(spec_path), **QUIET)
+    stream = tmp_path / "device" / "ocr-cls" / "stream.yaml"
+    pipe = pipeline_from_file(stream, loop=True, realtime=True).start()  # a file source, played like a camera
+
+    def rows():
+        return pipe.snapshot()["sources"]
+
+    def wait_for(cond, timeout=10.0):
+        end = time.time() + timeout
+        while time.time() < end and not cond():
+            time.sleep(0.05)
+        return cond()
+
+    try:
+        assert wait_for(lambda: rows().get("a", {}).get("frames_out", 0) >= 5)
+        write_spec(tmp_path, art, packages=_run_section(tmp_path, [f"b={b}"]))
+        assert apply(load_spec(spec_path), **QUIET).changes == [
+            f"wrote stream spec {stream} (the running service applies its sources without a restart)"]
+        assert wait_for(lambda: rows().get("b", {}).get("frames_out", 0) >= 5)
+        assert wait_for(lambda: rows()["a"]["state"] == "ended")
+        assert pipe.running and pipe.snapshot()["gauges"]["spec"]["reloads"] >= 1
+    finally:
+        pipe.stop("test")
+        pipe.wait(15)
+    stats = pipe.report().stats["sources"]
+    assert stats["a"]["frames_out"] >= 5 and stats["b"]["frames_out"] >= 5

@@ -17,7 +17,9 @@ import yaml
 
 from edgesdk.errors import ConfigError
 from edgesdk.provision.spec import load_spec
+from edgesdk.provision.streamspec import render_stream_spec
 from edgesdk.provision.systemd import render_unit, run_args
+from edgesdk.streaming.spec import load_spec_file
 from provisiondata import art, edgesdk  # noqa: F401 (art: fixture)
 
 _ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", ";": ";", " ": " "}
@@ -81,7 +83,7 @@ def exec_words(value: str) -> tuple[str, list[str]]:
 HOSTILE = {
     "sources": ["rtsp://u:p@h/x?a=1&b=$HOME", "/data/50% done/*.png", "a b\"c'd", "back\\slash", ";", "-leading"],
     "sinks": ["/var/lib/edgesdk/${USER}.jsonl", "mqtt://h:1883/t%h"],
-    "args": ["--json", "$(reboot)", "`id`"],
+    "args": ["--report", "/var/lib/$(reboot)/`id`.json", "--control=9"],
     "environment": {"A": "$HOME and ${PATH}", "B": "100%", "C": 'quote " and \\ backslash', "D": "x'y"},
 }
 
@@ -110,6 +112,10 @@ def test_unit_parses_back_to_every_field(art, tmp_path):
     assert dict(unexpand(w[0], dollar=False).split("=", 1) for w in env) == HOSTILE["environment"]
     execs = {k: exec_words(v) for k, v in unit["Service"] if k.startswith("Exec")}
     assert execs["ExecStart"] == ("", run_args(spec, pkg))
+    assert run_args(spec, pkg)[-len(HOSTILE["args"]):] == HOSTILE["args"]
+    # sources and sinks live in the stream spec the service runs: they read back exactly from it
+    stream = parse_stream(render_stream_spec(spec, pkg), tmp_path)
+    assert stream["sources"] == HOSTILE["sources"] and stream["sinks"] == HOSTILE["sinks"]
     assert execs["ExecStartPre"] == ("+", [*spec.edgesdk, "status", "--root", str(spec.package_root(pkg))])
     assert [k for k, _ in unit["Service"]].count("ExecStartPre") == 1
     assert dict(unit["Install"]) == {"WantedBy": "multi-user.target"}
@@ -122,6 +128,17 @@ def test_a_newline_in_the_spec_path_cannot_inject_lines(art, tmp_path):
     unit = parse_unit(text)
     assert [k for k, _ in unit["Service"]].count("ExecStartPre") == 1 and list(unit) == ["Unit", "Service", "Install"]
     assert "/bin/touch" not in "".join(v for _, v in unit["Service"])
+    # nor into the stream spec: the path is in its first comment, which stays one comment line
+    stream = render_stream_spec(spec, spec.packages[0])
+    assert stream.splitlines()[0].startswith("# Written by") and "\nExecStartPre" not in stream
+    assert parse_stream(stream, tmp_path)["sources"] == HOSTILE["sources"]
+
+
+def parse_stream(text: str, folder) -> dict:
+    """A stream spec as `edgesdk run --spec` reads it."""
+    path = folder / "stream.yaml"
+    path.write_text(text)
+    return load_spec_file(path)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -184,3 +201,13 @@ def test_lock_timeout_must_be_finite(art, tmp_path):
                 "--lock-timeout", "nan")
     assert r.returncode == 2 and "finite" in r.stderr
     assert sys.executable  # the CLI ran under this interpreter
+
+
+def test_the_args_provision_allows_are_the_options_run_takes_with_spec():
+    """run.args is checked at provision time against what `edgesdk run --spec` accepts."""
+    from edgesdk.cli.run import SPEC_OVERRIDES, run
+    from edgesdk.provision.spec import ARGS_WITH_SPEC
+
+    taken = {opt for p in run.params if p.name in SPEC_OVERRIDES and p.name not in ("spec_path", "bundle")
+             for opt in p.opts + p.secondary_opts}
+    assert set(ARGS_WITH_SPEC) == taken

@@ -89,6 +89,37 @@ def test_weights_split_an_overloaded_engine_proportionally():
     assert got["b"] == 2 * got["a"] and got["a"] == 2 * got["c"]
 
 
+def _served_after_a_wait(stale: bool) -> int:
+    """Two busy cameras are served 12 frames while a third waits; `stale`: its frames came
+    and were dropped as too old meanwhile (not idle). Then it gets 3 frames at once: how
+    many of the next 3 taken are its?"""
+    buf = FrameBuffer()
+    for sid in ("busy1", "busy2", "waiting"):
+        buf.add_source(sid, 8, drop_oldest=True)
+    t, i = 100.0, 0
+    for _ in range(6):
+        for sid in ("busy1", "busy2"):
+            buf.put(_frame(sid, i, t))
+        if stale:
+            buf.put(_frame("waiting", i, t - 1.0))
+            assert [f.source_id for f in buf.drop_stale(t - 0.5)] == ["waiting"]
+        assert sorted(f.source_id for f in buf.take(2, deadline=0)) == ["busy1", "busy2"]
+        t, i = t + 0.1, i + 1
+    for k in range(3):
+        buf.put(_frame("waiting", i + k, t))
+        for sid in ("busy1", "busy2"):
+            buf.put(_frame(sid, i + k, t))
+    return sum(f.source_id == "waiting" for f in buf.take(3, deadline=0))
+
+
+def test_a_source_whose_frames_were_dropped_as_stale_keeps_its_turns():
+    """An idle source coming back gets about one frame of credit (no burst); one whose frames were
+    thrown away as too old was not idle: it keeps several turns, so when its fresh frames come
+    (slow cameras capturing together, of which only the first few make the SLO) it catches up."""
+    idle, stale = _served_after_a_wait(stale=False), _served_after_a_wait(stale=True)
+    assert idle <= 2 and stale == 3
+
+
 def test_take_within_capacity_keeps_every_frame_oldest_first():
     buf = FrameBuffer()
     buf.add_source("a", 10, drop_oldest=True)

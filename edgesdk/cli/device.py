@@ -255,6 +255,6 @@ def provision(spec_path: Path, check: bool, dry_run: bool) -> None:
         return
     report = apply(spec, dry_run=dry_run, progress=_err)
     if dry_run:
-        for path, content in report.units.items():
+        for path, content in {**report.streams, **report.units}.items():
             click.echo(f"# {path}\n{content}")
     click.echo("\n".join(report.changes) if report.changes else "no changes")

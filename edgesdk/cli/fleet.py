@@ -224,7 +224,7 @@ def provision(spec_path: Path, check: bool, dry_run: bool) -> None:
         systemctl("restart", spec.broker.service)
         changes.append(f"restarted {spec.broker.service}")
     if dry_run:
-        for path, content in report.units.items():
+        for path, content in {**report.streams, **report.units}.items():
             click.echo(f"# {path}\n{content}")
     all_changes = report.changes + changes
     click.echo("\n".join(all_changes) if all_changes else "no changes")

@@ -1,8 +1,10 @@
 """`edgesdk provision`: make a device match its deployment spec, idempotently.
 
 For each package: install it into ROOT/<name> unless that exact package file (by sha256) is
-already the current, intact, healthy release; write its systemd unit unless the file already
-says the same; with systemd managed, reload/enable/restart what changed. Stale units this tool
+already the current, intact, healthy release; write its stream spec (ROOT/<name>/stream.yaml,
+which the service `edgesdk run --spec` re-reads while running: a change of sources needs no
+restart) and its systemd unit unless the files already say the same; with systemd managed,
+reload/enable/restart what changed. Stale units this tool
 wrote for packages no longer in the spec are removed. A second run with nothing changed
 changes nothing and says so. `check` changes nothing and lists the drift.
 """
@@ -18,6 +20,7 @@ from .fsutil import atomic_write
 from .install import install, release_problems
 from .spec import DeploymentSpec, PackageSpec
 from .store import Store
+from .streamspec import needs_restart, render_stream_spec, stream_spec_path
 from .systemd import PREFIX, is_managed, render_unit, systemctl, systemctl_available, unit_name
 
 Progress = Callable[[str], None]
@@ -28,6 +31,7 @@ class ProvisionReport:
     changes: list[str] = field(default_factory=list)  # done (or, dry run, to do)
     drift: list[str] = field(default_factory=list)  # check: how the device differs from the spec
     units: dict[str, str] = field(default_factory=dict)  # unit path -> content wanted
+    streams: dict[str, str] = field(default_factory=dict)  # stream spec path -> content wanted
 
     @property
     def changed(self) -> bool:
@@ -71,36 +75,48 @@ def _stale_units(spec: DeploymentSpec, wanted: dict[str, str]) -> list[Path]:
             if str(p) not in wanted and is_managed(p)]
 
 
-def plan(spec: DeploymentSpec) -> tuple[list[tuple[PackageSpec, str, str]], dict[str, str], list[str]]:
-    """(packages to install with why and sha256, units wanted path -> content, unit drift)."""
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _file_drift(what: str, path: Path, content: str) -> Optional[str]:
+    existing = _read(path)
+    if existing is None:
+        return f"{what} {path} is missing"
+    return f"{what} {path} differs from the spec" if existing != content else None
+
+
+def plan(spec: DeploymentSpec) -> tuple[list[tuple[PackageSpec, str, str]], dict[str, str], list[str],
+                                        dict[str, str]]:
+    """(packages to install with why and sha256, units wanted path -> content, unit and
+    stream spec drift, stream specs wanted path -> content)."""
     installs = []
     units: dict[str, str] = {}
-    unit_drift = []
+    streams: dict[str, str] = {}
+    drift: list[Optional[str]] = []
     for i, pkg in enumerate(spec.packages):
         wanted = _wanted_sha(pkg, i)
         why = _package_drift(spec, pkg, wanted)
         if why:
             installs.append((pkg, why, wanted))
         if pkg.run is not None:
+            stream = stream_spec_path(spec, pkg)
+            streams[str(stream)] = render_stream_spec(spec, pkg)
+            drift.append(_file_drift("stream spec", stream, streams[str(stream)]))
             path = spec.unit_dir / unit_name(pkg)
-            content = render_unit(spec, pkg)
-            units[str(path)] = content
-            try:
-                existing = path.read_text()
-            except OSError:
-                existing = None
-            if existing is None:
-                unit_drift.append(f"unit {path} is missing")
-            elif existing != content:
-                unit_drift.append(f"unit {path} differs from the spec")
-    unit_drift += [f"unit {p} is not in the spec any more" for p in _stale_units(spec, units)]
-    return installs, units, unit_drift
+            units[str(path)] = render_unit(spec, pkg)
+            drift.append(_file_drift("unit", path, units[str(path)]))
+    drift += [f"unit {p} is not in the spec any more" for p in _stale_units(spec, units)]
+    return installs, units, [d for d in drift if d], streams
 
 
 def check(spec: DeploymentSpec) -> ProvisionReport:
     """List how the device differs from the spec; change nothing."""
-    installs, units, unit_drift = plan(spec)
-    report = ProvisionReport(drift=[why for _, why, _ in installs] + unit_drift, units=units)
+    installs, units, file_drift, streams = plan(spec)
+    report = ProvisionReport(drift=[why for _, why, _ in installs] + file_drift, units=units, streams=streams)
     if systemctl_available(spec.manage):
         for path in units:
             name = Path(path).name
@@ -114,8 +130,8 @@ def check(spec: DeploymentSpec) -> ProvisionReport:
 def apply(spec: DeploymentSpec, dry_run: bool = False, progress: Optional[Progress] = None) -> ProvisionReport:
     """Make the device match the spec; report what changed (or would, with dry_run)."""
     say = progress or (lambda _m: None)
-    installs, units, _ = plan(spec)
-    report = ProvisionReport(units=units)
+    installs, units, _, streams = plan(spec)
+    report = ProvisionReport(units=units, streams=streams)
     restart: set[str] = set()
     for pkg, why, wanted in installs:
         if dry_run:
@@ -130,14 +146,11 @@ def apply(spec: DeploymentSpec, dry_run: bool = False, progress: Optional[Progre
                               f"{pkg.name}: recorded {pkg.source} as the source of current release {result.release}")
         if pkg.run is not None:
             restart.add(unit_name(pkg))
+    restart |= _write_streams(spec, streams, dry_run, report)
     written = []
     for path, content in units.items():
         p = Path(path)
-        try:
-            same = p.read_text() == content
-        except OSError:
-            same = False
-        if same:
+        if _read(p) == content:
             continue
         if dry_run:
             report.changes.append(f"would write unit {p}")
@@ -162,6 +175,30 @@ def apply(spec: DeploymentSpec, dry_run: bool = False, progress: Optional[Progre
             systemctl("restart", name)
             report.changes.append(f"restarted {name}")
     return report
+
+
+def _write_streams(spec: DeploymentSpec, streams: dict[str, str], dry_run: bool, report: ProvisionReport) -> set[str]:
+    """Write the stream specs that differ; returns the units to restart (a change the running
+    service does not apply by itself: anything but its sources)."""
+    restart: set[str] = set()
+    for pkg in spec.packages:
+        if pkg.run is None:
+            continue
+        p = stream_spec_path(spec, pkg)
+        content, old = streams[str(p)], _read(p)
+        if old == content:
+            continue
+        live = not needs_restart(old, content)
+        how = "the running service applies its sources without a restart" if live else "the service restarts"
+        if dry_run:
+            report.changes.append(f"would write stream spec {p} ({how})")
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(p, content)
+        report.changes.append(f"wrote stream spec {p} ({how})")
+        if not live:
+            restart.add(unit_name(pkg))
+    return restart
 
 
 __all__ = ["apply", "check", "plan", "ProvisionReport"]

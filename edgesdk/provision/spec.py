@@ -16,7 +16,9 @@
         sha256: 3f2a...                                          # required with url
         allow_downgrade: false
         allow_reinstall: false        # accept the current version with different content
-        run:                          # optional: a systemd service running `edgesdk run`
+        run:                          # optional: a systemd service running `edgesdk run --spec
+                                      # ROOT/<name>/stream.yaml`, a file provision writes from this
+                                      # section; sources edited there apply without a restart
           sources: [rtsp://127.0.0.1:8554/live]
           batching: adaptive          # none | fixed | adaptive
           batch: 4
@@ -24,7 +26,7 @@
           slo_ms: 50
           sinks: [/var/lib/edgesdk/ocr.jsonl, "mqtt://127.0.0.1:1883/ocr"]
           metrics_port: 9100
-          args: []                    # more arguments for `edgesdk run`
+          args: []                    # more options for `edgesdk run --spec` (--report, --control...)
           environment: {OMP_NUM_THREADS: "2"}
 
 Optional fleet sections, `broker:` (the device-local mosquitto bridged upstream) and `mender:`
@@ -41,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
 
 from ..errors import ConfigError
+from ..yamlfile import read_yaml
 
 PathLike = Union[str, Path]
 BATCHING = ("none", "fixed", "adaptive")
@@ -52,6 +54,10 @@ MAX_BATCH = 4096
 #: allowed ranges of the numeric run options, in milliseconds: up to a minute of waiting, an hour of budget
 NUMBER_RANGES = {"max_wait_ms": (0.0, True, 60_000.0), "slo_ms": (0.0, False, 3_600_000.0)}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: options of `edgesdk run` that may come with --spec (how to watch the run, not what it runs;
+#: edgesdk.cli.run.SPEC_OVERRIDES, checked by a test): what run.args may hold
+ARGS_WITH_SPEC = ("--duration", "--status", "--no-status", "--report", "--control", "--metrics-port",
+                  "--max-frames", "--reload", "--no-reload", "--backend", "--profile")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
@@ -188,8 +194,14 @@ def _run(data: Any, where: str, path: str) -> RunSpec:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) or isinstance(v, (dict, list)) \
                 or _CONTROL.search(str(v)):
             raise r.error(f"environment.{k}", "must be NAME: one-line value")
+    args = r.strings("args")
+    for i, arg in enumerate(args):
+        if arg.startswith("-") and arg.split("=", 1)[0] not in ARGS_WITH_SPEC:
+            raise r.error(f"args[{i}]", f"{arg!r}: the service runs `edgesdk run --spec` on the stream spec this "
+                          "section becomes, which takes only " + ", ".join(ARGS_WITH_SPEC) + "; sources, sinks "
+                          "and batching belong in this run section")
     return RunSpec(sources=r.strings("sources", required=True), sinks=r.strings("sinks"), batching=batching,
-                   batch=batch, metrics_port=port, args=r.strings("args"),
+                   batch=batch, metrics_port=port, args=args,
                    environment=tuple((str(k), str(v)) for k, v in env.items()), **numbers)
 
 
@@ -286,11 +298,6 @@ def _fleet_sections(data: dict, where: str, base: Path, names: tuple[str, ...]) 
 
 def load_spec(path: PathLike) -> DeploymentSpec:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read deployment spec {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "deployment spec")
     spec = parse_spec(data, str(path), path.parent.absolute())
     return DeploymentSpec(**{**spec.__dict__, "source": path.absolute()})

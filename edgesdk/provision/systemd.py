@@ -10,6 +10,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from .spec import DeploymentSpec, PackageSpec
+from .streamspec import stream_spec_path
 
 PREFIX = "edgesdk-"
 MANAGED_MARK = "# Managed by `edgesdk provision`"
@@ -69,21 +70,12 @@ def _line(args: list[str]) -> str:
 
 
 def run_args(spec: DeploymentSpec, pkg: PackageSpec) -> list[str]:
-    """`edgesdk run ...` for a package (its bundle through the root's `current` link)."""
+    """`edgesdk run --spec ROOT/<name>/stream.yaml ...` for a package: the stream spec holds
+    the model (through the root's `current` link), sources, batching and sinks, and is
+    re-read while the service runs (streamspec.py)."""
     run = pkg.run
     assert run is not None
-    args = [*spec.edgesdk, "run", str(spec.package_root(pkg) / "current" / "bundle")]
-    for s in run.sources:
-        args += ["--source", s]
-    args += ["--batching", run.batching]
-    if run.batch is not None:
-        args += ["--batch", str(run.batch)]
-    if run.max_wait_ms is not None:
-        args += ["--max-wait-ms", f"{run.max_wait_ms:g}"]
-    if run.slo_ms is not None:
-        args += ["--slo-ms", f"{run.slo_ms:g}"]
-    for s in run.sinks:
-        args += ["--sink", s]
+    args = [*spec.edgesdk, "run", "--spec", str(stream_spec_path(spec, pkg))]
     if run.metrics_port is not None:
         args += ["--metrics-port", str(run.metrics_port)]
     if spec.profile:

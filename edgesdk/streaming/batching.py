@@ -11,7 +11,8 @@ long to wait for them.
   and a probe one size up now and then so the curve is measured, not assumed). For each
   batch it picks the largest size whose queueing (frames still to arrive at the measured
   rate, the device's backlog) plus processing keeps the oldest frame within the budget,
-  unless a smaller size gives more frames per second. It batches just in time: while the
+  unless a smaller size gives more frames per second (overloaded: the smallest that
+  gives about as many, within 2 %: a bigger batch would only add latency). It batches just in time: while the
   device is busy it waits and plans again shortly before the device frees up, with the
   freshest frames. Frames of live sources that can no longer make the SLO are dropped as
   ``stale`` (counted) rather than making every later frame late too; a backlog of
@@ -19,7 +20,16 @@ long to wait for them.
   the budget (multiplicative back-off) and compliant batches grow it back slowly (AIMD);
   and it plans with the device time of its p99 (the 99th percentile of actual / predicted
   over the recent batches), so a device shared with other work gets smaller, safer batches
-  and the frames it keeps make the SLO at the p99, not only on average.
+  and the frames it keeps make the SLO at the p99, not only on average. Which frames are
+  too old to keep is learned too: each batch that goes now has an expected finish, the
+  pipeline reports when its results actually came out, and frames are kept only if their
+  expected latency plus a high quantile of that error (over the recent batches) stays
+  within 90 % of the SLO. The quantile starts at the p99 and is tuned by what comes out:
+  down (to the p90 at least) while fewer than 0.5 % of the recent frames miss the SLO, back
+  up (to the p99 at most) when more do, so no more frames are thrown away than the p99
+  target needs. Under
+  overload a source whose newest frame is already too old sits the batch out (its turn is
+  kept: it goes first when its next frame arrives) rather than making the batch late.
 
 Policies see the clock only through `QueueView.now`, so they can be tested against a
 simulated device deterministically.
@@ -47,6 +57,23 @@ RATIO_WINDOW = 200
 MIN_RATIOS = 30
 #: the most the plan allows for a batch taking longer than predicted
 MAX_JITTER = 4.0
+#: share of the SLO the kept frames' planned latency plus the p99 of the plans' error may use
+#: (the rest is the safety margin that makes the SLO hold at the p99 with room, not by luck)
+SLO_TARGET = 0.9
+#: the learned margin never keeps frames only younger than this share of the SLO (a stall of
+#: the whole box must not make every frame look stale)
+MIN_KEEP = 0.5
+#: how much of the running batch's predicted engine time before its end the next one goes
+JIT_LEAD = 0.25
+#: share of delivered frames allowed past the SLO (half the 1 % a p99 target allows): the
+#: quantile of the plans' error that the margin covers is tuned online to keep to it
+LATE_GOAL = 0.005
+#: recent delivered frames that share is measured over
+LATE_WINDOW = 600
+#: the quantile range of the plans' error the margin may cover: at most its p99, the p99
+#: target per frame; where more frames still miss, the tail is the engine's or the box's, not
+#: the frames' age, and dropping older frames would cost their sources' shares for nothing
+KEEP_Q = (0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,9 @@ class Plan:
     not_before: Optional[float] = None
     #: overload: keep only each live source's newest this many frames (the rest are superseded)
     keep_per_lane: Optional[int] = None
+    #: when the batch's results are expected out (time.time()), as planned; None: not planned
+    #: (the pipeline reports back how much later they came: `observe(..., late_s=)`)
+    expect_done: Optional[float] = None
 
 
 class BatchPolicy(abc.ABC):
@@ -96,8 +126,9 @@ class BatchPolicy(abc.ABC):
     def plan(self, view: QueueView) -> Plan: ...
 
     def observe(self, size: int, device_s: float, host_s: float, latencies_s: Sequence[float],
-                now: float) -> None:
-        """Feedback after a batch: device time, host time (preprocess + decode), e2e latencies."""
+                now: float, late_s: Optional[float] = None) -> None:
+        """Feedback after a batch: device time, host time (preprocess + decode), e2e latencies,
+        and how much later than its plan's `expect_done` its results came out (None: unplanned)."""
 
     def predict_device(self, size: int) -> Optional[float]:
         """Predicted device time of a batch (None: not known yet)."""
@@ -284,6 +315,11 @@ class AdaptiveBatching(BatchPolicy):
         self.target = 1
         self.violations = 0
         self._recent: deque[bool] = deque(maxlen=200)
+        #: seconds the results of recent batches came out later than planned (negative: earlier)
+        self._late: deque[float] = deque(maxlen=RATIO_WINDOW)
+        self._keep_cache: Optional[float] = None
+        self.keep_q = 0.99  # the quantile of that lateness the kept frames' margin covers
+        self._frames_late: deque[bool] = deque(maxlen=LATE_WINDOW)
 
     @property
     def budget(self) -> float:
@@ -302,6 +338,17 @@ class AdaptiveBatching(BatchPolicy):
                 tail = self._ratio_mean + 2.0 * self._ratio_var ** 0.5
             self._jitter_cache = min(MAX_JITTER, max(1.0, tail))
         return self._jitter_cache
+
+    @property
+    def keep_within(self) -> Optional[float]:
+        """Seconds of expected latency a kept frame may have: the SLO target less the p99 of
+        how much later than expected the recent batches' results came out (engine jitter,
+        the batch ahead overrunning, GC, sinks: whatever it was), at least MIN_KEEP of the
+        SLO. None until enough batches were seen."""
+        if self._keep_cache is None and len(self._late) >= MIN_RATIOS:
+            late = float(np.quantile(np.fromiter(self._late, np.float64), self.keep_q))
+            self._keep_cache = max(MIN_KEEP * self.slo_s, SLO_TARGET * self.slo_s - late)
+        return self._keep_cache
 
     def _cost(self, size: int) -> Optional[float]:
         t = self.device.predict(size)
@@ -353,7 +400,10 @@ class AdaptiveBatching(BatchPolicy):
         # grow at most one size beyond what was measured: the curve is learned step by step
         largest = min(self.max_batch, max(self.device.points(), default=1) + 1)
         feasible = [b for b in range(1, largest + 1) if self._start_if_feasible(b, view, ts_desc) is not None]
-        best = self._largest_efficient(feasible) if feasible else 0
+        # overloaded: more frames arrive than even the largest batch allowed would run, by a
+        # curve measured at two sizes at least (with one, "no gain from batching" is assumed)
+        overloaded = len(self.device.points()) >= 2 and view.arrival_rate > self._capacity(self.max_batch)
+        best = self._efficient(feasible, overloaded) if feasible else 0
         best = max(best, self._keeping_up(view, ts_desc, largest))
         size = best = max(best, 1)  # 0: not even one frame makes it: drop the late ones, send the freshest
         probe = self._dispatches + 1 >= self._next_probe
@@ -370,8 +420,11 @@ class AdaptiveBatching(BatchPolicy):
                 size = best - 1
         cost = self._cost(size) or 0.0
         # submit a little before the device frees up: the engine's thread needs waking and a
-        # batch waiting a moment beats an idle device (and a CPU given away meanwhile)
-        lead = (self.host.predict(size) or 0.0) + 0.25 * (self.device.predict(size) or 0.0)
+        # batch waiting a moment beats an idle device (and a CPU given away meanwhile). Not
+        # earlier: its frames would wait behind the batch ahead (going at half the engine time
+        # before instead of a quarter cost the 5 fps cameras of the mixed bench 10 % of their
+        # frames, with no less idle engine time)
+        lead = (self.host.predict(size) or 0.0) + JIT_LEAD * (self.device.predict(size) or 0.0)
         if device_free - lead > view.now + 1e-3:
             # Just in time: the device is busy; batch when it is about to be free, with the
             # freshest frames then (and maybe more of them). The dispatcher plans again.
@@ -391,8 +444,14 @@ class AdaptiveBatching(BatchPolicy):
         # shrinking budget decides batch sizes only; dropping by it would throw frames away
         # while the engine still had room for them. The batch in the engine may overrun its
         # prediction as much as this one may (the p99 of engine time): kept frames wait for that too.
-        overrun = (self.jitter - 1.0) * (self.device.predict(best) or 0.0) if view.inflight else 0.0
-        cutoff = device_free + overrun + cost - self.slo_s * self.margin
+        # when its results should be out (expected values; what they turn out to be is learned)
+        expect_done = device_free + (self.device.predict(best) or 0.0) + (self.host.predict(best) or 0.0)
+        keep_within = self.keep_within
+        if keep_within is not None:
+            cutoff = expect_done - keep_within
+        else:  # not learned yet: the p99 of engine time for this batch and the one ahead of it
+            overrun = (self.jitter - 1.0) * (self.device.predict(best) or 0.0) if view.inflight else 0.0
+            cutoff = device_free + overrun + cost - self.slo_s * self.margin
         keep = None
         if len(ts_desc) > 2 * best and view.arrival_rate > self._capacity(largest):
             # Overloaded (frames arrive faster than batches of this size are done, and more
@@ -401,14 +460,15 @@ class AdaptiveBatching(BatchPolicy):
             # latency, and every source still gets its turn (the buffer serves the lanes
             # round-robin; a global "newest N" cut would starve the same cameras forever).
             keep = max(1, math.ceil(best / max(1, view.lanes)))
-        if ts_desc:
-            # always run a frame, late or not (keep measuring): the newest of the source whose
-            # turn it is (the newest overall would always be the camera whose capture phase
-            # comes last)
+        if ts_desc and ts_desc[0] < cutoff:
+            # Nothing makes it: still run a frame, late or not (keep measuring): the newest of
+            # the source whose turn it is (the newest overall would always be the camera whose
+            # capture phase comes last). Otherwise a source whose frames are all too old sits
+            # this batch out and keeps its turn for its next frame.
             cutoff = min(cutoff, view.next_fair if view.next_fair is not None else ts_desc[0])
         fresh = [t for t in ts if t >= cutoff]
         if len(fresh) >= best or keep is not None:
-            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep)
+            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep, expect_done=expect_done)
         # wait for the rest, but not beyond the latest start that keeps the oldest within budget
         oldest = min(fresh) if fresh else view.now
         return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)
@@ -426,13 +486,20 @@ class AdaptiveBatching(BatchPolicy):
                 return b if self._start_if_feasible(b, view, ts_desc, self.slo_s * self.margin) is not None else 0
         return 0
 
-    def _largest_efficient(self, sizes: list[int], tolerance: float = 0.05) -> int:
-        """The largest of `sizes` whose frames per second is within `tolerance` of the best
-        of them: bigger batches when they pay, never ones that cost throughput (on some
-        CPUs a model runs slower per frame in large batches)."""
+    def _efficient(self, sizes: list[int], overloaded: bool) -> int:
+        """Of `sizes`, one whose frames per second is within a tolerance of the best of them
+        (never a size that costs throughput: on some CPUs a model runs slower per frame in
+        large batches). Normally the largest within 5 %: headroom when the load rises.
+        Overloaded, the smallest within 2 %: frames are dropped anyway and the throughput
+        is the engine's, so a bigger batch would only add latency (all frames of a batch
+        finish when its last does: where a batch of 4 takes 4 x one frame, 4 frames run one
+        by one are out 3, 2 and 1 frame times earlier, and a burst of frames of sources that
+        capture together is not late at its end)."""
         rates = {b: b / max(self._cost(b) or 1e-9, 1e-9) for b in sizes}
         top = max(rates.values())
-        return max(b for b, r in rates.items() if r >= (1.0 - tolerance) * top)
+        if overloaded:
+            return min(b for b, r in rates.items() if r >= 0.98 * top)
+        return max(b for b, r in rates.items() if r >= 0.95 * top)
 
     def _best_throughput(self, available: int) -> int:
         """The batch size up to `available` with the lowest time per frame (larger on ties)."""
@@ -446,7 +513,11 @@ class AdaptiveBatching(BatchPolicy):
         return best
 
     def observe(self, size: int, device_s: float, host_s: float, latencies_s: Sequence[float],
-                now: float) -> None:
+                now: float, late_s: Optional[float] = None) -> None:
+        if late_s is not None:
+            self._late.append(late_s)
+            self._keep_cache = None
+        self._tune_keep(latencies_s)
         predicted = self.device.predict(size)
         if predicted and self.device.count(size) >= 2:
             r = min(MAX_JITTER, max(0.5, device_s / predicted))  # a level shift is the curve's to learn
@@ -466,10 +537,23 @@ class AdaptiveBatching(BatchPolicy):
         else:
             self.scale = min(self.margin, self.scale + self.recover)
 
+    def _tune_keep(self, latencies_s: Sequence[float]) -> None:
+        """Move the margin's quantile towards LATE_GOAL of the delivered frames missing the SLO."""
+        self._frames_late.extend(lat > self.slo_s for lat in latencies_s)
+        if len(self._frames_late) < LATE_WINDOW // 4:
+            return
+        share = sum(self._frames_late) / len(self._frames_late)
+        step = 0.005 if share > 1.2 * LATE_GOAL else (-0.001 if share < 0.6 * LATE_GOAL else 0.0)
+        q = min(KEEP_Q[1], max(KEEP_Q[0], self.keep_q + step))
+        if q != self.keep_q:
+            self.keep_q, self._keep_cache = q, None
+
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(slo_ms=self.slo_s * 1000, target=self.target, budget_ms=round(self.budget * 1000, 2),
                  jitter=round(self.jitter, 3),
+                 keep_within_ms=None if self.keep_within is None else round(self.keep_within * 1000, 1),
+                 keep_quantile=round(self.keep_q, 3),
                  late_batches_recent=sum(self._recent), probes=self.probes,
                  device_ms={b: round(t * 1000, 3) for b, t in self.device.points().items()})
         return d

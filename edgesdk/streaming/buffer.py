@@ -9,7 +9,12 @@ little is served whenever it has a frame, the others share the rest in proportio
 their weights (max-min fairness), however the capture phases line up with the batcher
 (oldest-first would always favour the same cameras, and a global "newest N" cut always
 starves the same ones). An idle lane's credit is capped at one frame, so a source that
-comes back cannot take a burst. A live lane
+comes back cannot take a burst; a lane that was not idle but had its frames dropped as too
+old for the latency target (the batcher's `drop_stale`) keeps up to STALE_CREDIT frames of
+credit, so it goes first the next time it has a fresh frame (otherwise the sources that lose
+frames to staleness, e.g. slow cameras whose frames arrive together, would lose their turn
+too, and the ones served most would take the engine). Among lanes with equal credit the
+least served goes first, then the oldest frame. A live lane
 (camera, stream) drops its oldest frame when full, so a slow consumer never makes a
 camera fall behind real time; each drop is counted. A lossless lane (file, folder)
 blocks its producer instead. Memory is bounded by the sum of the lane capacities.
@@ -24,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..results import Frame
+
+#: frames of credit a lane keeps while its frames are dropped as stale (an idle lane keeps 1)
+STALE_CREDIT = 4.0
 
 
 @dataclass
@@ -40,6 +48,8 @@ class _Lane:
     weight: float = 1.0
     #: stride scheduling: grows by 1/weight per frame served; the lowest goes next
     pass_: float = 0.0
+    #: frames were dropped as stale since it was last served (it keeps more credit)
+    starved: bool = False
 
 
 class FrameBuffer:
@@ -161,19 +171,25 @@ class FrameBuffer:
                 self._cond.notify_all()  # room for blocked producers
             return taken
 
+    def _start(self, lane: _Lane) -> float:
+        """The lane's pass as the scheduler sees it: its credit capped (lock held)."""
+        return max(lane.pass_, self._vt - (STALE_CREDIT if lane.starved else 1.0))
+
     def _serve(self, lane: _Lane) -> Frame:
         """Pop the lane's oldest frame and advance its pass (lock held)."""
-        start = max(lane.pass_, self._vt - 1.0)  # idle credit capped at one frame
+        start = self._start(lane)
         lane.pass_ = start + 1.0 / lane.weight
+        lane.starved = False
         self._vt = max(self._vt, start)
         return lane.frames.popleft()
 
     def _next_lane(self) -> Optional[_Lane]:
-        """The backlogged lane with the lowest pass (ties: the oldest head frame; lock held)."""
+        """The backlogged lane with the lowest pass (ties: the least served, then the oldest
+        head frame; lock held)."""
         backlogged = [lane for lane in self._lanes.values() if lane.frames]
         if not backlogged:
             return None
-        return min(backlogged, key=lambda l: (max(l.pass_, self._vt - 1.0), l.frames[0].timestamp))
+        return min(backlogged, key=lambda l: (self._start(l), l.pass_, l.frames[0].timestamp))
 
     def _take_all(self) -> list[Frame]:
         """Everything queued, oldest capture first across sources (lock held)."""
@@ -210,6 +226,7 @@ class FrameBuffer:
                     continue
                 while lane.frames and before is not None and lane.frames[0].timestamp < before:
                     stale.append(lane.frames.popleft())
+                    lane.starved = True
                 while keep_newest is not None and len(lane.frames) > max(1, keep_newest):
                     stale.append(lane.frames.popleft())
             self._count -= len(stale)

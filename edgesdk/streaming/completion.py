@@ -17,7 +17,7 @@ from .gate import ChangeGate
 from .inflight import Batch, Inflight
 from .model import StreamModel
 from .sinkset import SinkSet
-from .stats import PipelineStats
+from .stats import BatchRecord, PipelineStats
 
 log = logging.getLogger("edgesdk.streaming")
 
@@ -94,8 +94,12 @@ class Completer:
         t1 = time.time()
         stats.stage("decode", t1 - t0, n)
         latencies = self.deliver(batch, results, t1)
-        stats.stage("sink", time.time() - t1, len(batch.frames))
-        self.policy.observe(batch.size, device_s, batch.t_pre + (t1 - t0), latencies, time.time())
+        t_out = time.time()
+        stats.stage("sink", t_out - t1, len(batch.frames))
+        stats.batch_done(BatchRecord(n, min(f.timestamp for f in batch.frames), batch.t_take, batch.t_submit,
+                                     t_done - device_s, t_done, t_out, batch.predicted_s))
+        late = None if batch.expect_done is None else t_out - batch.expect_done
+        self.policy.observe(batch.size, device_s, batch.t_pre + (t1 - t0), latencies, time.time(), late_s=late)
 
     def _with_cached(self, batch: Batch, results: list[Result]) -> list[Optional[Result]]:
         """One result per frame of the batch: fresh ones in order, the gate's skipped frames

@@ -32,6 +32,7 @@ class Dispatcher:
         self.model, self.policy, self.buffer, self.stats = model, policy, buffer, stats
         self.inflight, self.abort, self.gate = inflight, abort, gate
         self.failed, self.fatal = failed, fatal
+        self._expect_done: Optional[float] = None  # the plan's of the frames being submitted
 
     def view(self) -> QueueView:
         now = time.time()
@@ -86,6 +87,7 @@ class Dispatcher:
         if plan.stale_before is not None or plan.keep_per_lane is not None:
             for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane):
                 self.stats.drop("stale", 1, source=f.source_id)
+        self._expect_done = plan.expect_done
         return buffer.take(plan.size, plan.deadline)
 
     def _submit_groups(self, frames: list[Frame]) -> bool:
@@ -139,7 +141,8 @@ class Dispatcher:
             stats.error("infer")
             self.failed(exc)
             return False
-        batch = Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit, inferred=inferred)
+        batch = Batch(frames, list(transforms), future, size, t_take, t_submit - t_take, t_submit, inferred=inferred,
+                      expect_done=self._expect_done)
 
         def done(_f: Future, b: Batch = batch) -> None:
             b.t_done = time.time()

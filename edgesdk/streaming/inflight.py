@@ -29,6 +29,10 @@ class Batch:
     t_done: Optional[float] = None
     #: per frame: True if the engine ran on it, False if the change gate reuses a result
     inferred: Optional[list[bool]] = None
+    #: the engine time the batcher expected for it (0: not known)
+    predicted_s: float = 0.0
+    #: when the batcher planned its results to be out (None: not planned)
+    expect_done: Optional[float] = None
 
     @property
     def count(self) -> int:
@@ -75,6 +79,7 @@ class Inflight:
 
     def put(self, batch: Batch, predicted_s: float) -> None:
         """A submitted batch: it keeps the engine busy `predicted_s` more."""
+        batch.predicted_s = predicted_s
         with self._lock:
             self.count += 1
             self.busy_until = max(self.busy_until, batch.t_submit) + predicted_s

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..yamlfile import read_yaml
 from .sources.base import Source
 
 SOURCE_KEYS = {"id", "uri", "weight"}
@@ -55,19 +56,8 @@ def parse_spec(spec: dict[str, Any]) -> tuple[Any, list[Any], list[Any], dict[st
 def load_spec_file(path: Any) -> dict[str, Any]:
     """A stream description from a YAML or JSON file (JSON is YAML). A relative model path
     is taken relative to the file. `ConfigError` naming the file when it cannot be read."""
-    import yaml
-
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the stream spec {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"stream spec {p} is not valid YAML/JSON{where}: {what}; fix the file and run again") \
-            from None
+    data = read_yaml(p, "the stream spec")
     if not isinstance(data, dict):
         raise ConfigError(f"stream spec {p} must be a table with model, sources (and sinks, batching...), "
                           f"got {type(data).__name__}")

@@ -3,7 +3,7 @@ sources added to the file are added, sources gone from it are removed, a source 
 or weight changed is replaced; no restart, the statistics of every source are kept (a
 removed one stays in the report as ``ended``).
 
-The file is checked twice a second (its modification time and size; an observer of the
+The file is checked twice a second (its inode, modification time and size; an observer of the
 pipeline; its counts are the ``spec`` gauge of the statistics). A file that does not
 parse is refused with a warning naming the error and the sources keep running as they
 are; other keys (model, batching, sinks...) changed in the file are named in a warning:
@@ -68,12 +68,14 @@ class SpecWatch:
         self.refused = 0
         self.last_error: Optional[str] = None
 
-    def _file_stamp(self) -> Optional[tuple[int, int]]:
+    def _file_stamp(self) -> Optional[tuple[int, int, int]]:
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return st.st_mtime_ns, st.st_size
+        # the inode too: a file replaced by rename (an editor, `edgesdk provision`) within the
+        # modification-time granularity of the file system, at the same size, is still a change
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     @staticmethod
     def _others(spec: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,27 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
 #: stages in pipeline order; others may be added by name
 STAGES = ("queue", "preprocess", "infer", "decode", "sink")
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """When one batch went through the pipeline (time.time() seconds)."""
+
+    size: int  # frames the engine ran on
+    oldest_capture: float  # capture time of the batch's oldest frame
+    t_take: float  # taken from the buffer
+    t_submit: float  # handed to the engine (after preprocess)
+    t_start: float  # the engine could start it (submitted, and the batch before it done)
+    t_done: float  # the engine finished it
+    t_out: float  # its results were delivered (decode, cascade, sinks)
+    predicted_s: float  # the engine time the batcher expected (0: not known)
 
 
 class Window:
@@ -98,6 +113,8 @@ class PipelineStats:
         self._gauges: dict[str, Callable[[], Any]] = {}
         self._device = Window(window)
         self._device_busy = 0.0
+        #: one record per batch (bounded): what a benchmark needs to see where time went
+        self._timeline: deque[BatchRecord] = deque(maxlen=window)
 
     # ------------------------------------------------------------------ recording
     def frame_in(self, source_id: str, now: Optional[float] = None) -> None:
@@ -129,6 +146,16 @@ class PipelineStats:
         with self._lock:
             self._device_busy += seconds
             self._device.add(seconds)
+
+    def batch_done(self, record: "BatchRecord") -> None:
+        """A batch left the pipeline (engine and sinks): its timeline entry."""
+        with self._lock:
+            self._timeline.append(record)
+
+    def timeline(self) -> list["BatchRecord"]:
+        """The recent batches, in completion order (for benchmarks and diagnosis)."""
+        with self._lock:
+            return list(self._timeline)
 
     def drop(self, reason: str, n: int = 1, source: Optional[str] = None) -> None:
         """Count dropped frames. Reasons: buffer_full, stale, superseded, removed, aborted,
