@@ -145,6 +145,43 @@ def test_near_duplicate_calibration_is_flagged_and_varied_is_not():
     assert uniformity(x) < 0.95 and data_warnings(x, 40) == []
 
 
+
+def _top1(n, misses):
+    from converters.compare import Comparison
+
+    hits = np.arange(n) >= misses
+    return Comparison(n, [], top1_agreement=float(hits.mean()), kind="top1", sample_values=hits)
+
+
+def test_all_agreeing_samples_still_get_a_wide_interval_until_there_are_enough():
+    few, many = judge(_top1(16, 0), 0.02), judge(_top1(400, 0), 0.02)
+    assert few.interval[0] == 0.0 and few.interval[1] > 0.15  # Wilson: 16 of 16 agreeing, up to 0.19
+    assert few.within and few.confident is False and few.word == "not confidently within"
+    assert many.interval[1] < 0.02 and many.confident is True and many.word == "within" and many.warnings == []
+    # the warning names how many images would settle it: about 3.84 / budget in all for zero misses
+    add = next(w for w in few.warnings if "to judge it confidently" in w)
+    need = int(add.split("add about ")[1].split()[0]) + 16
+    assert 170 <= need <= 230 and judge(_top1(need, 0), 0.02).confident is True
+    over = judge(_top1(40, 4), 0.02)
+    assert over.word == "over" and not any("to judge it confidently" in w for w in over.warnings)
+
+
+def test_a_detectors_verdict_counts_its_boxes_and_the_samples_that_decide():
+    from converters.compare import Comparison
+
+    rows = np.array([[3, 0, 1], [2, 1, 0], [0, 0, 0], [5, 0, 0]])  # tp, fp, fn per held-out image
+    det = judge(Comparison(4, [], box_f1=0.9, kind="box-f1", sample_values=rows), 0.05)
+    assert det.boxes == 3 + 1 + 2 + 0 + 0 + 5 and det.deciding == 4 and "11 boxes" in det.summary()
+    assert det.to_dict()["boxes"] == 11 and det.to_dict()["metric_name"] == "box F1 vs the original's boxes"
+    # cosine leaves samples ~0 in the original out: the report says how many decide
+    from converters.compare import OutputComparison
+
+    out = OutputComparison("map", 0.988, 0.98, 0.99, 0.1, 0.01, uninformative=2)
+    cos = judge(Comparison(5, [out], kind="cosine", sample_values=np.array([0.99, 0.98, 0.995])), 0.05)
+    assert cos.deciding == 3 and "3 decide, 2 ~0 in the original left out" in cos.summary()
+    assert any("only 3 held-out samples" in w for w in cos.warnings)
+
+
 # ------------------------------------------------------------------ the search
 def _toy(costs, base):
     calls = []
