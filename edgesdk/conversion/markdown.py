@@ -78,14 +78,36 @@ def _variants(rep: Any, r: dict[str, Any]) -> None:
         rows.append([v["key"] + (" *" if v["key"] == chosen["key"] else ""), v["precision"],
                      v.get("runtime_precision") or "-", _mb(v.get("size_bytes")), v.get("size_ratio"),
                      lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("cosine_min"),
-                     acc.get("max_abs"), acc.get("top1_agreement"), acc.get("drop"),
-                     {True: "yes", False: "no", None: "-"}[v.get("within_budget")],
+                     acc.get("max_abs"), acc.get("top1_agreement"), *verdict_cells(v.get("verdict")),
                      (v.get("error") or "")[:120]])
     rep.heading("Variants")
     rep.table(["variant", "file", "runtime", "MB", "size ratio", "p50 ms", "speed-up", "cosine", "worst cos",
-               "max abs", "top-1", "drop", "in budget", "error"], rows)
+               "max abs", "top-1", "metric", "held-out n", "drop [95% interval]", "verdict", "error"], rows)
     rep.paragraph("Ratios are against onnxruntime fp32 of the prepared model, measured in the same run on this "
                   "machine (noisy; compare within one report).")
+    _held_out(rep, r)
+
+
+def verdict_cells(verdict: Optional[dict[str, Any]]) -> list[Any]:
+    """metric, held-out n (deciding samples; boxes for detectors), drop [interval], verdict."""
+    if not verdict:
+        return ["-", "-", "-", "not checked"]
+    n = str(verdict["judged"]) + ("" if verdict.get("boxes") is None else f" ({verdict['boxes']} boxes)")
+    ci = "" if verdict["interval"] is None else " [{:.4f}, {:.4f}]".format(*verdict["interval"])
+    return [verdict["metric"], n, f"{verdict['drop']:.4f}{ci}", verdict["verdict"]]
+
+
+def _held_out(rep: Any, r: dict[str, Any]) -> None:
+    """One line per checked variant: the Verdict's own summary, then its warnings."""
+    judged = [v for v in r["variants"] if v.get("verdict")]
+    if not judged:
+        return
+    rep.heading("Held-out judgement", 3)
+    lines = []
+    for v in judged:
+        lines.append(f"{v['key']}: {v['verdict']['summary']}")
+        lines += [f"{v['key']}: WARNING: {w}" for w in v["verdict"]["warnings"]]
+    rep.bullets(lines)
 
 
 def _guard(rep: Any, key: str, g: dict[str, Any]) -> None:

@@ -72,13 +72,26 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
         "passes": [r.to_dict() for r in prep.passes], "pruning": comp.pruning, "distillation": comp.distillation,
         "calibration": data.info,
         "variants": rows, "chosen": chosen.to_dict(o.budget, base), "decision": choice.decision,
-        "notes": f.notes + built.notes, "threads": ctx.threads, "warnings": data.warnings + built.warnings,
+        "notes": f.notes + built.notes, "threads": ctx.threads, "warnings": _warnings(data, built, chosen),
         "over_budget": chosen.within(o.budget) is False,
         "preprocess": f.sources, "options": o.to_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stages": ctx.replay(),
     }
+
+
+def _warnings(data: Data, built: Built, chosen: Any) -> list[str]:
+    """The data and build warnings; the data stage's held-out size line gives way to the chosen
+    variant's (which names the drop's interval), and a pass whose interval crosses the budget
+    says how many held-out images would settle it."""
+    from converters.guard import held_out_warnings
+
+    warnings = data.warnings + built.warnings
+    if chosen.verdict is None:
+        return warnings
+    generic = held_out_warnings(len(data.held)) if data.held is not None else []
+    return [w for w in warnings if w not in generic] + [w for w in chosen.verdict.warnings if w not in warnings]
 
 
 def _cpus() -> int:
