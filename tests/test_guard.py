@@ -79,6 +79,10 @@ def test_real_detector_box_f1_against_its_own_boxes(det_model):
     assert comp.metric == "box-f1" and sum(len(b) for b in comp.reference_boxes) >= 3
     res = comp.compare(det_model, backend="onnxruntime")
     assert res.box_f1 == 1.0 and res.drop == 0.0
+    # the verdict counts the original's boxes: the report shows what decided, not just 3 images
+    verdict = judge(res, 0.03)
+    assert verdict.metric == "box-f1" and verdict.boxes == sum(len(b) for b in comp.reference_boxes)
+    assert verdict.samples == 3 and f"{verdict.boxes} boxes" in verdict.summary() and verdict.word != "within"
 
 
 # ------------------------------------------------------------------ held-out split by source
