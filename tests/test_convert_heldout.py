@@ -83,3 +83,11 @@ def test_every_compared_variant_is_judged_and_a_stale_verdict_is_redone():
     assert unjudged.verdict.drop == pytest.approx(1 / 40) and unjudged.verdict.word == "over"
     assert stale.verdict.drop == pytest.approx(0.1) and stale.verdict.split == "by photo"
     assert "held out: by photo" in stale.verdict.summary()
+
+
+def test_a_row_compared_but_never_judged_is_not_shown_as_unchecked():
+    from edgesdk.conversion.markdown import verdict_cells
+
+    assert verdict_cells({"accuracy": {"kind": "cosine", "samples": 4, "drop": 0.01}}) == [
+        "cosine", 4, "0.0100", "not judged (no interval)"]
+    assert verdict_cells({"accuracy": None})[-1] == "not checked"

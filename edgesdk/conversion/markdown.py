@@ -78,7 +78,7 @@ def _variants(rep: Any, r: dict[str, Any]) -> None:
         rows.append([v["key"] + (" *" if v["key"] == chosen["key"] else ""), v["precision"],
                      v.get("runtime_precision") or "-", _mb(v.get("size_bytes")), v.get("size_ratio"),
                      lat.get("p50_ms"), v.get("speedup"), acc.get("cosine"), acc.get("cosine_min"),
-                     acc.get("max_abs"), acc.get("top1_agreement"), *verdict_cells(v.get("verdict")),
+                     acc.get("max_abs"), acc.get("top1_agreement"), *verdict_cells(v),
                      (v.get("error") or "")[:120]])
     rep.heading("Variants")
     rep.table(["variant", "file", "runtime", "MB", "size ratio", "p50 ms", "speed-up", "cosine", "worst cos",
@@ -88,9 +88,13 @@ def _variants(rep: Any, r: dict[str, Any]) -> None:
     _held_out(rep, r)
 
 
-def verdict_cells(verdict: Optional[dict[str, Any]]) -> list[Any]:
-    """metric, held-out n (deciding samples; boxes for detectors), drop [interval], verdict."""
+def verdict_cells(row: dict[str, Any]) -> list[Any]:
+    """metric, held-out n (deciding samples; boxes for detectors), drop [interval], verdict of a
+    report row (a row compared but never judged says so rather than pass for unchecked)."""
+    verdict, acc = row.get("verdict"), row.get("accuracy")
     if not verdict:
+        if acc:
+            return [acc.get("kind"), acc.get("samples"), f"{acc['drop']:.4f}", "not judged (no interval)"]
         return ["-", "-", "-", "not checked"]
     n = str(verdict["judged"]) + ("" if verdict.get("boxes") is None else f" ({verdict['boxes']} boxes)")
     ci = "" if verdict["interval"] is None else " [{:.4f}, {:.4f}]".format(*verdict["interval"])
