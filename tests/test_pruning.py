@@ -16,6 +16,7 @@ from converters.errors import ConversionError  # noqa: E402
 from converters.graphedit import prepare  # noqa: E402
 
 import prunemodels  # noqa: E402
+from clitools import cli  # noqa: E402
 
 DET_SIZE = 320
 
@@ -345,17 +346,6 @@ def test_group_sensitivity_and_exclusion_keep_the_flops_budget(tmp_path):
 # convert --prune: the least-squares refit by default, --no-refit, and its refusals
 # ------------------------------------------------------------------------------------------
 
-def _cli(args, capsys):
-    from edgesdk.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def _bundle_logits_vs_original(bundle, original, held) -> tuple[float, float]:
     """(cosine, top-1 agreement) of the bundle's logits (its Softmax's input) against the original's,
     on crops the conversion never saw. Logits, not the 2-class probabilities: a softmax of two
@@ -386,7 +376,7 @@ def test_convert_prune_refits_by_default_and_lands_closer_to_the_original(cls_mo
     held = cls_samples("heldout")  # other crops than --calib's: judged independently of the convert
     common = ["convert", str(cls_model), "-p", "intel-xeon-amx", "--precision", "fp32", "--backend", "onnxruntime",
               "--prune", "0.3", "--calib", str(calib), "--max-accuracy-drop", "0.99", "--keep-best"]
-    code, err = _cli(common + ["-o", str(tmp_path / "refit")], capsys)
+    code, _, err = cli(common + ["-o", str(tmp_path / "refit")], capsys)
     assert code == 0, err
     assert "least-squares refit" in err and "ETA" in err   # progress shown
     refit = json.loads((tmp_path / "refit" / "report.json").read_text())["pruning"]["refit"]
@@ -394,7 +384,7 @@ def test_convert_prune_refits_by_default_and_lands_closer_to_the_original(cls_mo
     assert refit["cosine_after"] > refit["cosine_before"]
     assert "Least-squares refit" in (tmp_path / "refit" / "report.md").read_text()
 
-    code, err = _cli(common + ["--no-refit", "-o", str(tmp_path / "plain")], capsys)
+    code, _, err = cli(common + ["--no-refit", "-o", str(tmp_path / "plain")], capsys)
     assert code == 0, err
     assert "refit of the pruned convolutions off (--no-refit)" in err
     plain = json.loads((tmp_path / "plain" / "report.json").read_text())["pruning"]["refit"]
@@ -408,7 +398,7 @@ def test_convert_prune_refits_by_default_and_lands_closer_to_the_original(cls_mo
 
 
 def test_convert_prune_without_calib_says_the_refit_was_skipped(cls_model, tmp_path, capsys):
-    code, err = _cli(["convert", str(cls_model), "-p", "intel-xeon-amx", "--precision", "fp32", "--backend",
+    code, _, err = cli(["convert", str(cls_model), "-p", "intel-xeon-amx", "--precision", "fp32", "--backend",
                       "onnxruntime", "--prune", "0.3", "-o", str(tmp_path / "b")], capsys)
     assert code == 0, err
     assert "refit of the pruned convolutions skipped: it needs --calib" in err
