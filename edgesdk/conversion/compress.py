@@ -68,7 +68,7 @@ def _refit(ctx: Context, prep: Prepared, data: Data, pruned: Any, plan: dict[str
     held-out cosine before and after. A refit that lowers that cosine is not kept."""
     import time
 
-    from converters.pruning import _calib_feeds
+    from converters.pruning import calib_feeds
     from converters.pruning_refit import refit_pruned
 
     if ctx.opts.refit is False or not plan or data.fit is None:
@@ -77,7 +77,7 @@ def _refit(ctx: Context, prep: Prepared, data: Data, pruned: Any, plan: dict[str
                "skipped: it needs --calib (real inputs); the pruned filters stay as cut, without refit or bias compensation")
         ctx.say(f"least-squares refit of the pruned convolutions {why}")
         return pruned, {"applied": False, "reason": why, "note": f"Least-squares refit {why}."}
-    feeds = _calib_feeds(prep.prepared_model, data.fit_samples)
+    feeds = calib_feeds(prep.prepared_model, data.fit_samples)
     ctx.say(f"least-squares refit of the pruned convolutions on {len(feeds)} calibration inputs "
             "(--no-refit skips it)")
     started = time.perf_counter()
