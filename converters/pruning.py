@@ -538,7 +538,7 @@ def _activation_stats(model, tensors: Sequence[str], calib) -> dict[str, tuple[n
     from .pruning_refit import intermediate_activations
 
     sums: dict[str, Any] = {}
-    for acts in intermediate_activations(model, tensors, _calib_feeds(model, calib), "collect activation statistics"):
+    for acts in intermediate_activations(model, tensors, calib_feeds(model, calib), "collect activation statistics"):
         for name, value in acts.items():
             v = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             s1, s2, n = sums.get(name, (0.0, 0.0, 0))
@@ -550,7 +550,7 @@ def _activation_stats(model, tensors: Sequence[str], calib) -> dict[str, tuple[n
     return out
 
 
-def _calib_feeds(model, calib) -> list[dict[str, np.ndarray]]:
+def calib_feeds(model, calib) -> list[dict[str, np.ndarray]]:
     """Calibration data as a list of feed dicts, one image at a time (keeps memory flat)."""
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
@@ -803,7 +803,7 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
     if refit and keep:
         from .pruning_refit import refit_pruned
 
-        m, refit_count = refit_pruned(model, m, new_plan, _calib_feeds(model, calib))
+        m, refit_count = refit_pruned(model, m, new_plan, calib_feeds(model, calib))
         g = m.graph
     remove_unused_initializers(m)
 
@@ -821,10 +821,10 @@ def channel_prune(model, ratio: float, criterion: str = "l1",
                      "other counts fall back to slower kernels (multiple_of=1 turns this off).")
     if refit_count:
         notes.append(f"Least-squares refit: {refit_count} convolutions were refit, in depth order, on "
-                     f"{len(_calib_feeds(model, calib))} calibration inputs to reproduce the unpruned layers' outputs.")
+                     f"{len(calib_feeds(model, calib))} calibration inputs to reproduce the unpruned layers' outputs.")
     if compensated:
         notes.append(f"Bias compensation: the mean activation of removed channels (measured on "
-                     f"{len(_calib_feeds(model, calib))} calibration inputs) was folded into {compensated} consumers' biases.")
+                     f"{len(calib_feeds(model, calib))} calibration inputs) was folded into {compensated} consumers' biases.")
     if removed_total == 0:
         notes.insert(0, "Nothing was pruned: no group of channels could be removed safely at this ratio.")
     report = PruneReport(method="channel", requested=float(ratio), criterion=criterion,

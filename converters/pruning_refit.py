@@ -12,6 +12,7 @@ cosine from near 0 to a point distillation can start from.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -73,7 +74,7 @@ class NormalEquations:
 
 
 def refit_pruned(original, pruned, plan: Mapping[str, Sequence[int]], feeds: Sequence[dict[str, np.ndarray]],
-                 chunks: Optional[int] = None, positions_per_image: int = 2048, ridge: float = 1e-3, seed: int = 0,
+                 chunks: Optional[int] = None, positions_per_image: int = 2048, ridge: float = 1e-3, seed: int = 0, samples_per_weight: float = 4.0,
                  progress: Optional[Progress] = None) -> tuple[Any, int]:
     """Refit the convolutions of `pruned` so each output matches `original`'s same-named tensor
     (on the channels `plan` kept) given the inputs the pruned model itself produces.
@@ -86,7 +87,7 @@ def refit_pruned(original, pruned, plan: Mapping[str, Sequence[int]], feeds: Seq
     changes no longer matches), each seeing the inputs of a model whose earlier layers are
     already refit, so errors do not pile up along the depth. Returns (refit copy of `pruned`, how many were refit or corrected)."""
     from .blas_threads import limit_blas_threads
-    from .graphedit import copy_model
+    from .graphedit import copy_model, remove_unused_initializers
 
     limit_blas_threads()   # OpenBLAS can spin in the solves once OpenVINO ran in the process (field notes)
     m = copy_model(pruned)
@@ -94,6 +95,7 @@ def refit_pruned(original, pruned, plan: Mapping[str, Sequence[int]], feeds: Seq
     jobs = _refit_jobs(m, original, plan)
     if not jobs:
         return m, 0
+    started = time.perf_counter()
     samples = _targets(original, m, jobs, plan, feeds, positions_per_image, seed)
     done = 0
     rounds = np.array_split(np.asarray(sorted(jobs)), max(1, min(chunks or len(jobs), len(jobs))))
@@ -111,14 +113,17 @@ def refit_pruned(original, pruned, plan: Mapping[str, Sequence[int]], feeds: Seq
                 if i in eqs:
                     eqs[i].add(sample_patches(acts[g.node[i].input[0]][0], jobs[i][1], pos, width), target)
         for i in chunk:
-            if i in eqs and eqs[i].n >= 4 * eqs[i].a.shape[0]:
+            if i in eqs and eqs[i].n >= samples_per_weight * eqs[i].a.shape[0]:
                 _write(m, i, eqs[i].solve(ridge), jobs[i][0])
             else:
                 n = sum(len(samples[k][i][0]) for k in range(len(samples)))
                 _correct_bias(m, i, err[i] / max(n, 1))
             done += 1
         if progress and (r + 1) % max(1, len(rounds) // 10) == 0:
-            progress(f"  least-squares refit: {done} of {len(jobs)} convolutions")
+            spent = time.perf_counter() - started
+            progress(f"  least-squares refit: {done} of {len(jobs)} convolutions, {spent:.0f} s, "
+                     f"ETA {spent / done * (len(jobs) - done):.0f} s")
+    remove_unused_initializers(m)   # the replaced weights would otherwise stay in the file
     return m, done
 
 

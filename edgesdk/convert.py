@@ -342,6 +342,7 @@ def convert(
     eval_fn: Union[str, Callable[[Any], float], None] = None,
     prune: Optional[float] = None,
     prune_criterion: str = "l1",
+    refit: Optional[bool] = None,
     lowrank: Optional[float] = None,
     distill: Any = False,
     distill_minutes: float = 10.0,
@@ -393,6 +394,8 @@ def convert(
         exclude: node names to keep float in INT8 variants.
         eval_fn: user metric `fn(runtime) -> float` or "module:function".
         prune: structured channel pruning ratio before conversion (converters.pruning).
+        refit: least-squares refit of the pruned convolutions on the calibration data (converters.pruning_refit);
+            None (default) runs it whenever pruning has calibration data, False skips it, True requires `calib`.
         lowrank / distill / distill_minutes / resume: low-rank factorization energy (converters.lowrank);
             distillation of the compressed model (True) or of an nn.Module student from the original,
             label-free on the calibration data, for at most distill_minutes; resume continues from
@@ -420,7 +423,7 @@ def convert(
         preset=preset, preprocess=preprocess, preprocess_options=preprocess_options,
         assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size,
         val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
-        prune_criterion=prune_criterion, lowrank=lowrank, distill=distill, distill_minutes=distill_minutes,
+        prune_criterion=prune_criterion, refit=refit, lowrank=lowrank, distill=distill, distill_minutes=distill_minutes,
         resume=resume, qat=qat, qat_minutes=qat_minutes, backends=backends, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, name=name, force=force,
         torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs, metric=metric,

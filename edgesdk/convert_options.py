@@ -43,6 +43,8 @@ class ConvertOptions:
     eval_fn: Union[str, Callable[[Any], float], None] = None
     prune: Optional[float] = None
     prune_criterion: str = "l1"
+    #: least-squares refit of the pruned convolutions on --calib; None: on when pruning with --calib
+    refit: Optional[bool] = None
     lowrank: Optional[float] = None
     distill: Any = False
     distill_minutes: float = 10.0
@@ -79,6 +81,11 @@ class ConvertOptions:
             raise ConversionError(f"holdout must be a fraction in (0, 1), got {self.holdout}")
         if self.prune is not None and not 0.0 < float(self.prune) < 1.0:
             raise ConversionError(f"--prune is a ratio in (0, 1), got {self.prune}")
+        if self.refit and self.prune is None:
+            raise ConversionError("--refit refits the convolutions that pruning cut: add --prune RATIO, or drop --refit")
+        if self.refit and self.calib is None:
+            raise ConversionError("--refit fits the pruned convolutions on real inputs: add --calib FOLDER "
+                                  "(images, a video or .npy), or use --no-refit")
         if int(self.guard_steps) < 0:
             raise ConversionError(f"--guard-steps must be >= 0, got {self.guard_steps}")
         if self.threads is not None and int(self.threads) < 1:

@@ -127,6 +127,11 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --calib {missing_dir}", "missing-dir"),
     ("convert {model} -o {out}/c -p generic-arm64 --max-accuracy-drop -1", "accuracy"),
     ("convert {model} -o {out}/c -p generic-arm64 --prune 2", "prune"),
+    ("convert {model} -o {out}/c -p generic-arm64 --refit", "--prune"),  # the refit is of pruned convolutions
+    ("convert {model} -o {out}/c -p generic-arm64 --lowrank 0.9 --refit", "--prune"),
+    ("convert {model} -o {out}/c -p generic-arm64 --prune 0.3 --refit", "--calib"),  # it fits on real inputs
+    ("convert {model} -o {out}/c -p generic-arm64 --distill", "--prune"),  # nothing compressed to distill
+    ("convert {model} -o {out}/c -p generic-arm64 --prune 0.3 --distill", "--calib"),
     ("convert {model} -o {out}/c -p generic-arm64 --guard-steps -1", "guard-steps"),
     ("convert {model} -o {out}/c -p generic-arm64 --precision fp32 --qat", "--precision int8"),  # QAT is for INT8
     ("convert {model} -o {out}/c -p generic-arm64 --qat-minutes 0", "qat-minutes"),

@@ -47,6 +47,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--keep-best", is_flag=True, help="No variant within budget: write the closest, marked over budget.")
 @click.option("--eval", "eval_spec", help="module:function(runtime) -> metric on your labelled data (higher is better).")
 @click.option("--prune", type=click.FloatRange(0, 1, max_open=True), help="Structured channel pruning ratio before conversion (e.g. 0.3).")
+@click.option("--refit/--no-refit", default=None, help="Least-squares refit of the pruned convolutions on --calib "
+              "(default: on when --prune has --calib; seconds, no training).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
 @click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
 @click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
@@ -80,7 +82,7 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
-            prune_criterion: str, lowrank: Optional[float], distill: bool, distill_minutes: float,
+            prune_criterion: str, refit: Optional[bool], lowrank: Optional[float], distill: bool, distill_minutes: float,
             resume: bool, qat: bool, qat_minutes: float, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
@@ -110,7 +112,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     result = run_convert(
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
         input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
-        exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
+        exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion, refit=refit,
         lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume, qat=qat, qat_minutes=qat_minutes,
         backends=list(backends or ()) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
