@@ -54,6 +54,9 @@ def test_int8_variant_carries_the_verdict_in_every_output(cls_model, cls_images,
     # the printed decision and warnings carry the same verdict
     assert f"[{low:.4f}, {high:.4f}]) on {held} held-out samples: {v['verdict']} the budget" in printed
     assert report["chosen"]["verdict"] == v
+    table_row = next(line for line in printed.splitlines() if line.startswith("* onnxruntime-int8"))
+    assert "verdict" in printed and f"{v['drop']:.4f} [{low:.4f}, {high:.4f}]" in table_row
+    assert table_row.rstrip().endswith(v["verdict"])  # the printed table's verdict column
     assert all(f"WARNING: {w}" in printed for w in v["warnings"])
 
 

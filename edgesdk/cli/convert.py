@@ -98,6 +98,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     """
     from ..convert import _stderr
     from ..convert import convert as run_convert
+    from ..conversion.markdown import verdict_cells
     from ..report import text_table
     from ..shapes import dynamic_targets, parse_input_shape
 
@@ -125,9 +126,10 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
         lat = v.get("latency") or {}
         rows.append([("* " if v["key"] == result.chosen.key else "  ") + v["key"], v.get("runtime_precision") or v["precision"],
                      None if v.get("size_bytes") is None else round(v["size_bytes"] / 1e6, 3), v.get("size_ratio"),
-                     lat.get("p50_ms"), lat.get("spread"), v.get("speedup"), acc.get("cosine"), acc.get("drop"),
+                     lat.get("p50_ms"), lat.get("spread"), v.get("speedup"), acc.get("cosine"), *verdict_cells(v),
                      (v.get("error") or "")[:60]])
-    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "spread", "speed-up", "cosine", "drop", "error"], rows))
+    click.echo(text_table(["variant", "precision", "MB", "size x", "p50 ms", "spread", "speed-up", "cosine",
+                           "metric", "held-out n", "drop [95%]", "verdict", "error"], rows))
     click.echo(f"\nchosen: {result.chosen.name} - {result.report['decision']}")
     for warning in result.report.get("warnings") or []:
         click.echo(f"WARNING: {warning}")
