@@ -62,6 +62,8 @@ class DistillConfig:
     resume: bool = False
     seed: int = 0
     threads: Optional[int] = None
+    max_steps: Optional[int] = None  # also stop after this many steps; the decay then runs over steps, not
+                                     # time, so a run is repeatable on a busy machine (tests, comparisons)
 
 
 @dataclass
@@ -583,9 +585,10 @@ def _train(run: _Run) -> None:
     losses: list[float] = []
     try:
         with _StopSignals():
-            while time.monotonic() - t0 < budget:
+            while time.monotonic() - t0 < budget and not _step_limit_reached(cfg, step):
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * lr_factor((time.monotonic() - t0) / budget, step, cfg.warmup_steps)
+                    g["lr"] = cfg.lr * lr_factor(_progress_fraction(cfg, step, time.monotonic() - t0), step,
+                                                 cfg.warmup_steps)
                 idx = torch.randint(0, len(run.train), (min(cfg.batch, len(run.train)),), generator=gen)
                 x = augment(torch.from_numpy(run.train[idx.numpy()]), gen, cfg)
                 with torch.no_grad():
@@ -597,7 +600,7 @@ def _train(run: _Run) -> None:
                 step += 1
                 losses.append(loss.item())
                 now = time.monotonic()
-                if now - last_eval < cfg.eval_every_s and now - t0 < budget:
+                if now - last_eval < cfg.eval_every_s and now - t0 < budget and not _step_limit_reached(cfg, step):
                     continue
                 last_eval = now
                 cos = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
@@ -626,8 +629,21 @@ def _train(run: _Run) -> None:
             f"distillation interrupted at step {step}; the best weights (held-out cosine {rep.best_cosine:.4f}) "
             f"are kept{where}. Run the same command with --resume (resume=True) to continue") from None
     run.student.load_state_dict(best_state)
+    if _step_limit_reached(cfg, step) and rep.stopped == "time budget":
+        rep.stopped = f"step limit ({cfg.max_steps} steps)"
     rep.steps, rep.seconds = step, done_s + time.monotonic() - t0
     checkpoint()
+
+
+def _step_limit_reached(cfg: DistillConfig, step: int) -> bool:
+    return cfg.max_steps is not None and step >= cfg.max_steps
+
+
+def _progress_fraction(cfg: DistillConfig, step: int, elapsed_s: float) -> float:
+    """Where the learning-rate decay stands: by steps when a step limit is set, else by time."""
+    if cfg.max_steps:
+        return step / cfg.max_steps
+    return elapsed_s / (cfg.minutes * 60)
 
 
 # ------------------------------------------------------------------ public entry points

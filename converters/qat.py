@@ -53,6 +53,8 @@ class QatConfig:
     resume: bool = False
     seed: int = 0
     threads: Optional[int] = None
+    warmup_steps: int = 0           # QAT starts next to its optimum (the calibrated scales): no ramp needed
+    max_steps: Optional[int] = None  # also stop after this many steps (repeatable runs)
 
     def distill_config(self) -> Any:
         from .distill import DistillConfig
@@ -60,7 +62,8 @@ class QatConfig:
         return DistillConfig(minutes=self.minutes, batch=self.batch, lr=self.lr, eval_every_s=self.eval_every_s,
                              patience=self.patience, target=self.target, feature_weight=0.0,
                              crop_scale=self.crop_scale, jitter=self.jitter, flip=self.flip,
-                             checkpoint=self.checkpoint, resume=self.resume, seed=self.seed, threads=self.threads)
+                             checkpoint=self.checkpoint, resume=self.resume, seed=self.seed, threads=self.threads,
+                             warmup_steps=self.warmup_steps, max_steps=self.max_steps)
 
 
 @dataclass
