@@ -15,6 +15,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from runtimes.errors import first_line
+
 from .errors import ConversionError
 from .samples import batches_of_one
 
@@ -26,11 +28,6 @@ from .samples import batches_of_one
 CALIBRATION_METHODS = ("nncf", "minmax", "movavg", "entropy", "percentile")
 #: ops onnxruntime's QDQ quantizer quantizes that carry weights: the "layers" of the report
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def to_fp16(src: Path, dst: Path, keep_io_types: bool = True,
@@ -51,7 +48,7 @@ def to_fp16(src: Path, dst: Path, keep_io_types: bool = True,
             warnings.simplefilter("always")  # one warning per weight value outside fp16's range
             out = float16.convert_float_to_float16(model, keep_io_types=keep_io_types, op_block_list=blocked)
     except Exception as exc:  # onnxconverter-common raises plain exceptions on odd graphs
-        raise ConversionError(f"fp16 conversion of {Path(src).name} failed: {_first_line(exc)}") from exc
+        raise ConversionError(f"fp16 conversion of {Path(src).name} failed: {first_line(exc)}") from exc
     truncated = sum("truncated" in str(w.message) for w in caught)
     onnx.save(out, str(dst))
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in blocked})
@@ -85,7 +82,7 @@ def quantize_dynamic(src: Path, dst: Path, per_channel: bool = True,
         _qd(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
             op_types_to_quantize=list(op_types))
     except Exception as exc:
-        raise ConversionError(f"dynamic INT8 quantization failed: {_first_line(exc)}") from exc
+        raise ConversionError(f"dynamic INT8 quantization failed: {first_line(exc)}") from exc
     return [f"{len(targets)} {'/'.join(op_types)} layers with int8 weights, activations quantized at run time"]
 
 
@@ -203,7 +200,7 @@ class StaticQuantizer:
                                 calibration_cache_path=str(self._cache))
         except Exception as exc:
             raise ConversionError(f"static INT8 quantization of {Path(self.src).name} failed: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
         return Path(dst)
 
     def _quantize_nncf(self, dst: Path, exclude: Iterable[str]) -> Path:
@@ -229,7 +226,7 @@ class StaticQuantizer:
                                           **({"ignored_scope": ignored} if ignored else {}))
         except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)
             raise ConversionError(f"static INT8 (NNCF ONNX backend) of {Path(self.src).name} failed: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
         tmp = dst.with_name(dst.name + ".part")
         onnx.save(quantized, str(tmp))
         tmp.replace(dst)
