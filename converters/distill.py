@@ -54,6 +54,8 @@ class DistillConfig:
     target: float = 0.9995          # stop as soon as the held-out cosine reaches this
     feature_weight: float = 0.5     # weight of intermediate feature matching vs the output loss
     max_features: int = 12          # intermediate tensors matched at most (evenly spaced in the graph)
+    recalibrate_bn: bool = True     # re-estimate the student's BatchNorm statistics first (pruning shifts them);
+                                    # False keeps the file's (QAT: its INT8 ranges were calibrated on them)
     crop_scale: tuple[float, float] = (0.6, 1.0)
     train_size: Optional[int] = None  # train on crops of this many pixels (fully convolutional models)
     jitter: float = 0.2             # brightness/contrast/per-channel gain amplitude
@@ -124,7 +126,7 @@ class DistillReport:
 
 # ------------------------------------------------------------------ ONNX <-> torch
 
-def _import_onnx2torch():
+def import_onnx2torch():
     """onnx2torch imports torchvision at module level, only for its NMS/RoiAlign converters.
     Where torchvision is missing or broken (the PyPI wheel is a CUDA build that fails to load
     with the CPU torch), a stand-in raising a clear error is used during the import only."""
@@ -152,7 +154,8 @@ def _import_onnx2torch():
     return onnx2torch
 
 
-def _load(model: Any):
+def load_model(model: Any) -> Any:
+    """An ONNX path loaded, or the ModelProto itself."""
     import onnx
 
     return onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else model
@@ -160,10 +163,10 @@ def _load(model: Any):
 
 def unsupported_ops(model: Any) -> list[str]:
     """Operators of `model` onnx2torch has no converter for ("Op (opset N)")."""
-    o2t = _import_onnx2torch()
+    o2t = import_onnx2torch()
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 
-    model = _load(model)
+    model = load_model(model)
     versions = {o.domain or "": o.version for o in model.opset_import}
     missing = []
     for node in model.graph.node:
@@ -176,7 +179,7 @@ def unsupported_ops(model: Any) -> list[str]:
     return missing
 
 
-def _constants_as_initializers(model):
+def constants_as_initializers(model: Any) -> Any:
     """Constant-node weights (exporters like Paddle's write them) as initializers: onnx2torch
     reads Conv/Gemm weights from initializers only."""
     import onnx
@@ -203,14 +206,14 @@ def onnx_to_torch(model: Any, what: str = "model"):
     import onnx
     import torch
 
-    model = _constants_as_initializers(_load(model))
+    model = constants_as_initializers(load_model(model))
     missing = unsupported_ops(model)
     if missing:
         raise DistillError(
             f"onnx2torch cannot convert the {what}: no converter for {', '.join(missing)}. Distill on the "
             "PyTorch path instead: converters.distill.distill(teacher, student=your_nn_Module, ...) with the "
             "original torch model, or compress a model without these operators")
-    o2t = _import_onnx2torch()
+    o2t = import_onnx2torch()
     try:  # some converters (BatchNormalization) need the input's rank, which graphs often omit
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # an inference failure only loses that hint; conversion says what is wrong
@@ -319,7 +322,7 @@ def export_onnx(module, example: np.ndarray, path: Union[str, Path], input_name:
     return onnx.load(str(path))
 
 
-def _per_sample(module):
+def per_sample(module: Any) -> Any:
     """A module for a graph baked to batch 1 (Reshape to [1, ...]): runs a batch one sample at a time."""
     import torch
 
@@ -566,7 +569,7 @@ def _train(run: _Run) -> None:
         rep.start_cosine, rep.resumed = ck["start_cosine"], True
         run.progress(f"  resumed from {cfg.checkpoint}: step {step}, best held-out cosine {rep.best_cosine:.4f}")
     else:
-        if recalibrate_batchnorm(run.student, run.train):
+        if cfg.recalibrate_bn and recalibrate_batchnorm(run.student, run.train):
             best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
         rep.start_cosine = rep.best_cosine = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
         rep.history.append({"seconds": 0.0, "step": 0, "loss": float("nan"), "cosine": rep.start_cosine})
@@ -716,7 +719,7 @@ def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[st
     teacher channels they kept."""
     from .flops import infer_shapes
 
-    teacher, student = _load(teacher), _load(student)
+    teacher, student = load_model(teacher), load_model(student)
     input_name = next(i.name for i in student.graph.input
                       if i.name not in {t.name for t in student.graph.initializer})
     shapes = {input_name: [1, *[int(d) for d in np.asarray(samples).shape[1:]]]}
@@ -731,7 +734,7 @@ def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[st
     s_mod = onnx_to_torch(_with_outputs(student, feats, sshapes), "student")
     dim0 = next(i for i in student.graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
     if dim0.dim_value == 1:
-        t_mod, s_mod = _per_sample(t_mod), _per_sample(s_mod)
+        t_mod, s_mod = per_sample(t_mod), per_sample(s_mod)
     module, report = distill(t_mod, s_mod, samples, cfg, progress, source, feature_names=feats, n_out=len(outputs))
     report.student = "ONNX student (onnx2torch)"
     proto = export_onnx(module, np.asarray(samples, np.float32), path, input_name, outputs,

@@ -63,7 +63,10 @@ class QatConfig:
                              patience=self.patience, target=self.target, feature_weight=0.0,
                              crop_scale=self.crop_scale, jitter=self.jitter, flip=self.flip,
                              checkpoint=self.checkpoint, resume=self.resume, seed=self.seed, threads=self.threads,
-                             warmup_steps=self.warmup_steps, max_steps=self.max_steps)
+                             warmup_steps=self.warmup_steps, max_steps=self.max_steps,
+                             # the file's BatchNorm statistics are part of the model the INT8 ranges were
+                             # calibrated on, and write_student keeps them
+                             recalibrate_bn=False)
 
 
 @dataclass
@@ -172,9 +175,9 @@ def _register_converter() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from .distill import _import_onnx2torch
+    from .distill import import_onnx2torch
 
-    _import_onnx2torch()
+    import_onnx2torch()
     from onnx2torch.node_converters.registry import add_converter
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
@@ -236,7 +239,7 @@ def build_student(qdq: Any) -> Student:
     _register_converter()   # imports onnx2torch the way converters.distill does (torchvision optional)
     from onnx2torch.onnx_graph import OnnxGraph
 
-    module = _freeze_batchnorm(_to_torch(tg.model, "INT8 model")).requires_grad_(False)
+    module = _to_torch(tg.model, "INT8 model").requires_grad_(False)
     act_quant, weight_quant = _modules()
     st = Student(module, tg)
     st.acts = {m.q_name: m.requires_grad_(True) for m in module.modules() if isinstance(m, act_quant)}
@@ -265,29 +268,6 @@ def build_student(qdq: Any) -> Student:
         raise QatError("the model holds no QuantizeLinear/DequantizeLinear to train: QAT takes the INT8 QDQ model "
                        "of a static quantization (--precision int8 with --calib)")
     return st
-
-
-def _freeze_batchnorm(module: Any) -> Any:
-    """BatchNorm with the file's statistics, out of reach of converters.distill's re-estimation
-    (right for a pruned student, wrong here: the statistics are part of the model the INT8
-    ranges were calibrated on, and write_student keeps them)."""
-    import torch
-
-    class FrozenBatchNorm(torch.nn.Module):
-        def __init__(self, bn):
-            super().__init__()
-            self.bn = [bn]   # in a list: not a submodule, so not found as a _BatchNorm
-
-        def forward(self, x):
-            bn = self.bn[0]
-            return torch.nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False,
-                                                  0.0, bn.eps)
-
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
-                setattr(parent, name, FrozenBatchNorm(child.eval()))
-    return module
 
 
 def _weighted_module(mod: Any) -> Any:
@@ -358,17 +338,17 @@ def qat(teacher: Any, qdq: Any, samples: np.ndarray, path: Union[str, Path], con
 
     Raises QatError (operator onnx2torch cannot convert, too few samples) and, on Ctrl-C or
     SIGTERM, converters.distill.DistillInterrupted with the best weights in config.checkpoint."""
-    from .distill import _load, _per_sample, distill
+    from .distill import distill, load_model, per_sample
 
     cfg = config or QatConfig()
     say = progress or (lambda _m: None)
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     check_samples(samples, source)
-    teacher, qdq = _load(teacher), _load(qdq)
+    teacher, qdq = load_model(teacher), load_model(qdq)
     st = build_student(qdq)
     t_mod, s_mod = _to_torch(teacher, "fp32 teacher"), st.module
     if _batch_one(qdq):   # a graph baked to batch 1 trains one sample at a time
-        t_mod, s_mod = _per_sample(t_mod), _per_sample(s_mod)
+        t_mod, s_mod = per_sample(t_mod), per_sample(s_mod)
     say(f"QAT: {len(st.weights)} weight and {len(st.acts)} activation quantizers, scales start at the calibrated ones")
     _, drep = distill(t_mod, s_mod, samples, cfg.distill_config(), _qat_words(say), source,
                       n_out=len(teacher.graph.output))

@@ -96,10 +96,10 @@ def training_graph(qdq: Any) -> TrainingGraph:
     import onnx
     from onnx import helper, numpy_helper
 
-    from .distill import _constants_as_initializers
+    from .distill import constants_as_initializers
     from .qat import DOMAIN, QatError
 
-    model = quantize_constants(_constants_as_initializers(qdq))  # Paddle exports weights as Constant nodes
+    model = quantize_constants(constants_as_initializers(qdq))  # Paddle exports weights as Constant nodes
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     consumers: dict[str, list] = {}
@@ -190,9 +190,9 @@ def write_back(qdq: Any, tg: TrainingGraph, act_scales: dict[str, float], consts
     import onnx
     from onnx import numpy_helper
 
-    from .distill import _constants_as_initializers
+    from .distill import constants_as_initializers
 
-    out = quantize_constants(_constants_as_initializers(qdq))   # the same graph training_graph read
+    out = quantize_constants(constants_as_initializers(qdq))   # the same graph training_graph read
     g = out.graph
     inits = {t.name: t for t in g.initializer}
     by_name = {n.name or n.output[0]: n for n in g.node}

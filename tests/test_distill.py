@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from converters import distill as kd  # noqa: E402
 
 try:  # onnx2torch imports torchvision; converters.distill copes with a missing/broken one
-    kd._import_onnx2torch()
+    kd.import_onnx2torch()
 except ImportError:
     pytest.skip("onnx2torch is not installed (pip install '.[torch]')", allow_module_level=True)
 from converters import pruning  # noqa: E402

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from converters import distill as kd  # noqa: E402
 
 try:  # onnx2torch imports torchvision; converters.distill copes with a missing/broken one
-    kd._import_onnx2torch()
+    kd.import_onnx2torch()
 except ImportError:
     pytest.skip("onnx2torch is not installed (pip install '.[torch]')", allow_module_level=True)
 
@@ -138,3 +138,21 @@ def test_a_miss_after_the_guard_names_qat_as_the_next_step():
     line = stage.next_step([over, fine], 0.02)
     assert "--qat" in line and "onnxruntime-int8-mixed" in line and "0.2100" in line and "\n" not in line
     assert stage.next_step([fine], 0.02) is None
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_batchnorm_statistics_are_reestimated_only_when_asked(recalibrate):
+    """QAT keeps the file's BatchNorm statistics (its INT8 ranges were calibrated on them) through
+    distill's recalibrate_bn=False; a pruned student gets them re-estimated (the default)."""
+    torch.manual_seed(0)
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+
+    teacher, student = net(), net()
+    before = student[1].running_mean.clone()
+    samples = (np.random.default_rng(0).standard_normal((8, 3, 12, 12)) * 3 + 1).astype(np.float32)
+    cfg = kd.DistillConfig(minutes=1, max_steps=1, eval_every_s=1e9, threads=1, recalibrate_bn=recalibrate)
+    kd.distill(teacher, student, samples, cfg)
+    assert torch.equal(student[1].running_mean, before) is not recalibrate
+    assert q.QatConfig().distill_config().recalibrate_bn is False
