@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-import yaml
-
 from .errors import ProfileError
+from .yamlfile import read_yaml
 
 ENV_VAR = "EDGESDK_PROFILE_PATH"
 
@@ -394,17 +393,7 @@ def _show(path: Path) -> str:
 # --------------------------------------------------------------------------- loading
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"{_show(path)}: cannot read the profile: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(f"{_show(path)}: not valid YAML{where}: {problem}") from None
+    data = read_yaml(path, "the device profile", ProfileError)
     if not isinstance(data, dict):
         raise ProfileError(f"{_show(path)}: a profile must be a YAML mapping of keys "
                            f"(name, arch, backends, ...), got {_type_name(data)}")

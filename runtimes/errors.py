@@ -7,10 +7,14 @@ was wrong, what was expected, and what to do.
 from __future__ import annotations
 
 
-def first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300, skip: tuple[str, ...] = ()) -> str:
     """An engine's or library's exception as one line for a message: its first non-blank line
-    (cut at `limit`), or the exception's type name when it says nothing."""
+    (cut at `limit`), or the exception's type name when it says nothing. Lines starting with one of
+    `skip` (OpenVINO's "Exception from <file>:<line>" / "Check '<cond>'" trace lines) are passed
+    over unless nothing else is left."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if skip:
+        lines = [ln for ln in lines if not ln.startswith(skip)] or lines
     return lines[0][:limit] if lines else type(exc).__name__
 
 

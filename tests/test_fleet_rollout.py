@@ -58,7 +58,4 @@ def test_bad_specs_say_what_is_wrong(change, problem):
 def test_load_from_yaml(tmp_path):
     p = tmp_path / "rollout.yaml"
     p.write_text("release: oci://127.0.0.1:5000/edge/cls:1.1.0\ncohorts:\n  - {name: canary, devices: [a]}\n")
-    assert load_rollout(p).cohorts[0].devices == ["a"]
-    p.write_text("release: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_rollout(p)
+    assert load_rollout(p).cohorts[0].devices == ["a"]  # syntax errors: tests/test_yamlfile.py

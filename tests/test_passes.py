@@ -16,6 +16,17 @@ def test_first_line_of_multiline_blank_and_empty_messages():
     assert first_line(ValueError("x" * 500), 20) == "x" * 20
 
 
+def test_first_line_passes_over_openvino_trace_lines():
+    from converters.openvino_ir import OV_TRACE_LINES
+
+    trace = RuntimeError("Exception from src/core/shape.cpp:12:\nCheck 'rank == 4' failed at shape.cpp:12:\n"
+                         "Convolution expects a 4-D input, got 3-D\n")
+    assert first_line(trace, skip=OV_TRACE_LINES) == "Convolution expects a 4-D input, got 3-D"
+    only_trace = RuntimeError("Exception from src/core/shape.cpp:12:\n")
+    assert first_line(only_trace, skip=OV_TRACE_LINES) == "Exception from src/core/shape.cpp:12:"
+    assert first_line(trace) == "Exception from src/core/shape.cpp:12:"
+
+
 def test_upgrade_opset_failure_with_an_empty_message_is_a_conversion_error(cls_model, monkeypatch):
     from onnx import version_converter
 

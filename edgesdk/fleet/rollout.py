@@ -83,17 +83,10 @@ def _cohort(c: Any, where: str) -> Cohort:
 
 
 def load_rollout(path: PathLike) -> RolloutSpec:
+    from ..yamlfile import read_yaml
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"rollout spec {p}: {exc.strerror or exc}") from exc
-    import yaml
-    try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"rollout spec {p} is not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: "
-                          f"{exc}") from exc
+    data = read_yaml(p, "the rollout spec")
     return parse_rollout(data, str(p))
 
 
