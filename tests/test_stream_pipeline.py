@@ -292,3 +292,20 @@ def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing
     with pytest.raises(SinkError, match="out.jsonl"):
         pipe.run()
     assert not pipe.running and not pipe.readers  # nothing was started
+
+
+def test_a_source_that_cannot_open_at_start_leaves_the_sinks_files_untouched(tmp_path):
+    """A rerun with a dead camera must not wipe the previous run's results (JSONL files are
+    written in place) nor leave an empty file per source; the report says why it stopped."""
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    old = tmp_path / "out" / "a.jsonl"
+    old.parent.mkdir()
+    old.write_text('{"frame_index": 0}\n')
+    pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(5), "a"), f"dead={empty}"],
+                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")])
+    with pytest.raises(SourceError, match="no images"):
+        pipe.run()
+    assert old.read_text() == '{"frame_index": 0}\n'
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["a.jsonl"]
+    assert pipe.report().stop_reason.startswith("could not start:") and "no images" in pipe.report().stop_reason
