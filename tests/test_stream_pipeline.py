@@ -309,3 +309,14 @@ def test_a_source_that_cannot_open_at_start_leaves_the_sinks_files_untouched(tmp
     assert old.read_text() == '{"frame_index": 0}\n'
     assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["a.jsonl"]
     assert pipe.report().stop_reason.startswith("could not start:") and "no images" in pipe.report().stop_reason
+
+
+def test_a_short_run_far_over_its_latency_target_is_judged_missed():
+    """A 40-frame clip read as fast as possible ran at p50 6.5 s against --slo-ms 50 and the
+    report said nothing (the watch waited for 50 frames): a median over the target is a miss."""
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 20
+    report = run(FakeModel(a_ms=15), [ProducerSource(frames, "clip")], batching="adaptive", slo_ms=5)
+    assert report.stats["frames_out"] == 20
+    slo = report.stats["slo"]
+    assert slo["missed"] and "files read as fast as possible" in slo["cause_short"]
+    assert "latency target missed" in report.markdown()
