@@ -320,3 +320,43 @@ def test_a_short_run_far_over_its_latency_target_is_judged_missed():
     slo = report.stats["slo"]
     assert slo["missed"] and "files read as fast as possible" in slo["cause_short"]
     assert "latency target missed" in report.markdown()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end():
+    """rtsp:// to a closed port, added to a running pipeline with the default endless backoff:
+    it sat in 'connecting' with no reason and ended as 'ended' (exit 0) when the run stopped."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)], realtime=True,
+                    reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe.start()
+    try:
+        url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+        pipe.add_source(f"ghost={url}")
+        pipe.add_source(f"gone={url}")
+        deadline = time.time() + 10
+        while "attempt 3" not in pipe.states["ghost"].reason and time.time() < deadline:
+            time.sleep(0.05)
+        snap = pipe.snapshot()["sources"]["ghost"]
+        assert snap["state"] == "connecting" and "failed: cannot open stream" in snap["reason"]
+        pipe.remove_source("gone")  # taken out on purpose: not a failure
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    states = pipe.report().stats["sources"]
+    assert states["ghost"]["state"] == "failed" and states["gone"]["state"] == "ended"
+    assert states["cam"]["state"] == "ended"
+    errors = pipe.report().source_errors
+    assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]
