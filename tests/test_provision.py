@@ -70,6 +70,18 @@ BASE = {"root": "/r", "trusted_keys": "/k", "packages": [{"name": "a", "path": "
      r"packages\[0\].run.sink: unknown key"),
     ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "args": ["--report", "r.json", "--loop"]}}]},
      r"packages\[0\].run.args\[2\]: '--loop': the service runs `edgesdk run --spec`"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "then": ["nope"]}}]},
+     r"packages\[0\].run.then\[0\]: 'nope' is neither a package of this spec \(a\) nor a bundle folder"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "then": ["a"]}}]},
+     r"run.then\[0\]: 'a' is this package itself"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "gate": "motion"}}]},
+     r"run.gate: must be none or change"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "gate": "change", "gate_threshold": 1.5}}]},
+     r"run.gate_threshold: must be >= 0 and <= 1"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "gate_max_age_s": 2}}]},
+     r"run.gate: must be change when"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "replicas": 0}}]},
+     r"run.replicas: must be >= 1"),
 ])
 def test_spec_errors_name_the_key(change, message):
     data = {k: v for k, v in {**BASE, **change}.items() if v is not None}
@@ -306,3 +318,21 @@ def test_a_running_service_follows_re_provisioned_sources_without_a_restart(art,
         pipe.wait(15)
     stats = pipe.report().stats["sources"]
     assert stats["a"]["frames_out"] >= 5 and stats["b"]["frames_out"] >= 5
+
+
+def test_a_run_section_cascade_gate_and_replicas_reach_the_stream_spec(art, tmp_path):
+    """The issue's cascade "in the provisioning spec": then: names another package of the spec
+    (run from its installed bundle) or a bundle folder; gate and replicas pass through."""
+    from edgesdk.streaming.spec import load_spec_file
+
+    (tmp_path / "extra_bundle").mkdir()
+    packages = [{"name": "ocr-cls", "path": "cls-1.0.0.edgepkg",
+                 "run": {"sources": ["a=rtsp://10.0.0.1/a"], "then": ["ocr-cls2", "extra_bundle"], "gate": "change",
+                         "gate_threshold": 0.05, "replicas": 2}},
+                {"name": "ocr-cls2", "path": "cls-1.1.0.edgepkg"}]
+    spec_path = write_spec(tmp_path, art, packages=packages)
+    apply(load_spec(spec_path), **QUIET)
+    read = load_spec_file(tmp_path / "device" / "ocr-cls" / "stream.yaml")
+    assert read["then"] == [str(tmp_path / "device" / "ocr-cls2" / "current" / "bundle"),
+                            str(tmp_path / "extra_bundle")]
+    assert (read["gate"], read["gate_threshold"], read["replicas"]) == ("change", 0.05, 2)

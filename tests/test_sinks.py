@@ -132,6 +132,19 @@ def test_jsonl_open_errors(tmp_path):
         JsonlSink(blocker / "out.jsonl").open()  # parent is a file
 
 
+def test_jsonl_aborted_before_any_result_leaves_the_old_file_and_creates_none(tmp_path):
+    old = tmp_path / "out.jsonl"
+    old.write_text('{"old": 1}\n')
+    for path in (old, tmp_path / "new" / "out.jsonl"):
+        sink = JsonlSink(path)
+        sink.open()
+        sink.abort()  # the run failed before its first result (say, a camera that never opened)
+    assert old.read_text() == '{"old": 1}\n' and not (tmp_path / "new").exists()
+    with JsonlSink(old):
+        pass  # a finished run with no results: an empty file, not the previous run's
+    assert old.read_text() == ""
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_jsonl_write_error_is_reported_and_counted():
     with JsonlSink("/dev/full") as sink:  # every write fails with ENOSPC

@@ -246,3 +246,21 @@ def test_window_write_errors(monkeypatch, image):
         with pytest.raises(SinkError, match="cannot show the frame"):
             s.write(Frame("cam0", 0, 0.0, image), det(0))
     assert s.stats["errors"] == 2
+
+
+def test_one_video_file_for_several_sources_is_refused_naming_the_per_source_form(tmp_path):
+    """Two cameras into one out.mp4 interleaved their frames (25 fps and 15 fps clips became
+    one 15 fps clip of both); the fix is one file per source."""
+    from edgesdk.errors import ConfigError
+    from edgesdk.streaming import Pipeline
+    from edgesdk.streaming.sources import ProducerSource
+    from streamfakes import FakeModel, numbered_frames
+
+    out = tmp_path / "all.mp4"
+    sources = [ProducerSource(numbered_frames(3), "a"), ProducerSource(numbered_frames(3), "b")]
+    with pytest.raises(ConfigError, match=r"interleave the frames of 2 sources.*all_\{source\}\.mp4"):
+        Pipeline(FakeModel(), sources, [str(out), str(tmp_path / "r.jsonl")]).run()
+    assert list(tmp_path.iterdir()) == []
+    report = Pipeline(FakeModel(), [ProducerSource(numbered_frames(3), "a"), ProducerSource(numbered_frames(3), "b")],
+                      [str(tmp_path / "v_{source}.mp4")]).run()
+    assert report.stats["frames_out"] == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["v_a.mp4", "v_b.mp4"]

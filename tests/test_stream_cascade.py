@@ -76,3 +76,26 @@ def test_then_bundle_that_takes_no_image_is_refused(bundles, tmp_path, tiny_mode
     vec = tiny_models.add_one(shape=(1, 10), name="vector")
     with pytest.raises(ConfigError, match="does not take one image"):
         run(str(bundles["face"]), [str(clip.path)], then=[str(vec)])
+
+
+def test_a_yolo_detector_then_a_classifier_the_cascade_was_not_written_around(tmp_path, model_paths, photos):
+    """YOLOv8 (NudeNet, no preset) -> EfficientNet-Lite0 (no preset) on its face crops: a
+    stage with no task would give empty results silently, so it is refused until it states one."""
+    import cv2
+
+    from edgesdk.presets import make_bundle
+    yolo = make_bundle(model_paths["nudenet_320n.onnx"], tmp_path / "yolo").path
+    raw = make_bundle(model_paths["efficientnet_lite0.onnx"], tmp_path / "raw").path
+    image = tmp_path / "astronaut.png"
+    cv2.imwrite(str(image), photos["astronaut"])
+    with pytest.raises(ConfigError, match="states no task.*--task classification"):
+        run(str(yolo), [str(image)], then=[str(raw)])
+    labels = (model_paths["imagenet_labels.txt"] if "imagenet_labels.txt" in model_paths
+              else [f"class{i}" for i in range(1000)])
+    cls = make_bundle(model_paths["efficientnet_lite0.onnx"], tmp_path / "cls", task="classification",
+                      labels=labels if isinstance(labels, list) else labels.read_text().splitlines()).path
+    got = []
+    run(str(yolo), [str(image)], then=[str(cls)], on_result=lambda f, r: got.append(r))
+    assert len(got) == 1 and len(got[0]) >= 1  # the astronaut's face (and more) found
+    children = got[0].then["efficientnet_lite0"]
+    assert len(children) == len(got[0]) and all(c is not None and len(c.topk) >= 1 for c in children)

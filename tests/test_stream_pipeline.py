@@ -292,3 +292,71 @@ def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing
     with pytest.raises(SinkError, match="out.jsonl"):
         pipe.run()
     assert not pipe.running and not pipe.readers  # nothing was started
+
+
+def test_a_source_that_cannot_open_at_start_leaves_the_sinks_files_untouched(tmp_path):
+    """A rerun with a dead camera must not wipe the previous run's results (JSONL files are
+    written in place) nor leave an empty file per source; the report says why it stopped."""
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    old = tmp_path / "out" / "a.jsonl"
+    old.parent.mkdir()
+    old.write_text('{"frame_index": 0}\n')
+    pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(5), "a"), f"dead={empty}"],
+                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")])
+    with pytest.raises(SourceError, match="no images"):
+        pipe.run()
+    assert old.read_text() == '{"frame_index": 0}\n'
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["a.jsonl"]
+    assert pipe.report().stop_reason.startswith("could not start:") and "no images" in pipe.report().stop_reason
+
+
+def test_a_short_run_far_over_its_latency_target_is_judged_missed():
+    """A 40-frame clip read as fast as possible ran at p50 6.5 s against --slo-ms 50 and the
+    report said nothing (the watch waited for 50 frames): a median over the target is a miss."""
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 20
+    report = run(FakeModel(a_ms=15), [ProducerSource(frames, "clip")], batching="adaptive", slo_ms=5)
+    assert report.stats["frames_out"] == 20
+    slo = report.stats["slo"]
+    assert slo["missed"] and "files read as fast as possible" in slo["cause_short"]
+    assert "latency target missed" in report.markdown()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end():
+    """rtsp:// to a closed port, added to a running pipeline with the default endless backoff:
+    it sat in 'connecting' with no reason and ended as 'ended' (exit 0) when the run stopped."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)], realtime=True,
+                    reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe.start()
+    try:
+        url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+        pipe.add_source(f"ghost={url}")
+        pipe.add_source(f"gone={url}")
+        deadline = time.time() + 10
+        while "attempt 3" not in pipe.states["ghost"].reason and time.time() < deadline:
+            time.sleep(0.05)
+        snap = pipe.snapshot()["sources"]["ghost"]
+        assert snap["state"] == "connecting" and "failed: cannot open stream" in snap["reason"]
+        pipe.remove_source("gone")  # taken out on purpose: not a failure
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    states = pipe.report().stats["sources"]
+    assert states["ghost"]["state"] == "failed" and states["gone"]["state"] == "ended"
+    assert states["cam"]["state"] == "ended"
+    errors = pipe.report().source_errors
+    assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]

@@ -25,6 +25,10 @@
           max_wait_ms: 20
           slo_ms: 50
           sinks: [/var/lib/edgesdk/ocr.jsonl, "mqtt://127.0.0.1:1883/ocr"]
+          then: [ocr-rec]             # cascade (`--then`): packages of this spec (their installed
+                                      # bundle) or bundle folders (relative to this file), in order
+          gate: change                # change-gated inference (with gate_threshold, gate_max_age_s)
+          replicas: 2                 # engine instances (at most the CPU cores)
           metrics_port: 9100
           args: []                    # more options for `edgesdk run --spec` (--report, --control...)
           environment: {OMP_NUM_THREADS: "2"}
@@ -72,6 +76,12 @@ class RunSpec:
     metrics_port: Optional[int] = None
     args: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    #: cascade stages: package names of this spec or bundle paths (made absolute)
+    then: tuple[str, ...] = ()
+    gate: Optional[str] = None
+    gate_threshold: Optional[float] = None
+    gate_max_age_s: Optional[float] = None
+    replicas: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -172,9 +182,28 @@ def _path(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def _run(data: Any, where: str, path: str) -> RunSpec:
+def _run_extras(r: "_Keys", base: Path) -> dict[str, Any]:
+    """The cascade, gate and replicas keys of a run section, checked like `edgesdk run` checks them."""
+    gate = r.get("gate", str)
+    if gate is not None and gate not in ("none", "change"):
+        raise r.error("gate", f"must be none or change, got {gate!r}")
+    threshold = r.number("gate_threshold", 0.0, True, 1.0)
+    max_age = r.number("gate_max_age_s", 0.0, False, 86_400.0)
+    if (threshold is not None or max_age is not None) and gate != "change":
+        raise r.error("gate", "must be change when gate_threshold or gate_max_age_s is given")
+    replicas = r.get("replicas", int)
+    if replicas is not None and replicas < 1:
+        raise r.error("replicas", f"must be >= 1, got {replicas}")
+    then = tuple(t if _NAME.match(t) and not Path(t).is_absolute() and not (base / t).exists()
+                 else str(_path(t, base)) for t in r.strings("then"))
+    return {"gate": gate, "gate_threshold": threshold, "gate_max_age_s": max_age, "replicas": replicas,
+            "then": then}
+
+
+def _run(data: Any, where: str, path: str, base: Optional[Path] = None) -> RunSpec:
     r = _Keys(data, where, path, ("sources", "sinks", "batching", "batch", "max_wait_ms", "slo_ms",
-                                  "metrics_port", "args", "environment"))
+                                  "metrics_port", "args", "environment", "then", "gate", "gate_threshold",
+                                  "gate_max_age_s", "replicas"))
     batching = r.get("batching", str, "none")
     if batching not in BATCHING:
         raise r.error("batching", f"must be one of {', '.join(BATCHING)}, got {batching!r}")
@@ -202,7 +231,8 @@ def _run(data: Any, where: str, path: str) -> RunSpec:
                           "and batching belong in this run section")
     return RunSpec(sources=r.strings("sources", required=True), sinks=r.strings("sinks"), batching=batching,
                    batch=batch, metrics_port=port, args=args,
-                   environment=tuple((str(k), str(v)) for k, v in env.items()), **numbers)
+                   environment=tuple((str(k), str(v)) for k, v in env.items()), **numbers,
+                   **_run_extras(r, base or Path.cwd()))
 
 
 def _package(data: Any, where: str, path: str, base: Path) -> PackageSpec:
@@ -221,7 +251,7 @@ def _package(data: Any, where: str, path: str, base: Path) -> PackageSpec:
         raise p.error("sha256", "must be 64 hex digits (sha256sum of the package file)")
     if url is not None and sha is None:
         raise p.error("sha256", "is required with url: (the download is checked against it)")
-    run = _run(p.data["run"], where, f"{path}.run") if p.data.get("run") is not None else None
+    run = _run(p.data["run"], where, f"{path}.run", base) if p.data.get("run") is not None else None
     return PackageSpec(name=name, path=_path(local, base) if local else None, url=url,
                        sha256=sha.lower() if sha else None,
                        allow_downgrade=p.get("allow_downgrade", bool, False),
@@ -276,6 +306,7 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
         if pkg.name in seen:
             raise ConfigError(f"{where}: packages[{i}].name: {pkg.name!r} is used twice")
         seen.add(pkg.name)
+    _check_then(pkgs, where)
     profile = top.get("profile", str)
     if profile is not None:
         profile = _check_profile(top, profile, base)
@@ -285,6 +316,18 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
         profile=profile, keep=keep, user=user, group=group, edgesdk=command,
         unit_dir=_path(sysd.get("unit_dir", str, "/etc/systemd/system"), base),
         manage={True: "true", False: "false"}.get(manage, manage), source=None)
+
+
+def _check_then(pkgs: tuple[PackageSpec, ...], where: str) -> None:
+    """Each cascade stage is another package of this spec or a bundle folder that exists."""
+    names = {p.name for p in pkgs}
+    for i, pkg in enumerate(pkgs):
+        for j, stage in enumerate(pkg.run.then if pkg.run else ()):
+            if stage == pkg.name:
+                raise ConfigError(f"{where}: packages[{i}].run.then[{j}]: {stage!r} is this package itself")
+            if stage not in names and not Path(stage).is_dir():
+                raise ConfigError(f"{where}: packages[{i}].run.then[{j}]: {stage!r} is neither a package of this "
+                                  f"spec ({', '.join(sorted(names))}) nor a bundle folder")
 
 
 def _fleet_sections(data: dict, where: str, base: Path, names: tuple[str, ...]) -> tuple[Any, Any]:

@@ -30,9 +30,13 @@ def stream_spec(spec: DeploymentSpec, pkg: PackageSpec) -> dict[str, Any]:
     assert run is not None
     out: dict[str, Any] = {"model": str(spec.package_root(pkg) / "current" / "bundle"),
                            "sources": list(run.sources), "batching": run.batching}
-    for key in ("batch", "max_wait_ms", "slo_ms"):
+    for key in ("batch", "max_wait_ms", "slo_ms", "gate", "gate_threshold", "gate_max_age_s", "replicas"):
         if getattr(run, key) is not None:
             out[key] = getattr(run, key)
+    if run.then:  # a package of this spec runs from its installed bundle, like the model
+        names = {p.name: p for p in spec.packages}
+        out["then"] = [str(spec.package_root(names[t]) / "current" / "bundle") if t in names else t
+                       for t in run.then]
     if run.sinks:
         out["sinks"] = list(run.sinks)
     return out

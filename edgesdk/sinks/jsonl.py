@@ -5,6 +5,11 @@ the final path directly rather than to a temporary file renamed at the end. Each
 goes out in a single ``write(2)`` on an ``O_APPEND`` descriptor with no user-space
 buffer: a reader never sees half a line (short of a crash in the middle of that one
 system call), and every result is in the file as soon as `write` returns.
+
+`open()` only checks that the file can be written; the file is created (or emptied) at the
+first result, or at `close()`. A run that fails before it produced anything (a source that
+cannot be opened, a model that does not load) calls `abort()`: the file a previous run left
+there keeps its results and no empty file appears.
 """
 from __future__ import annotations
 
@@ -34,6 +39,12 @@ class JsonlSink(Sink):
         self._fd: Optional[int] = None
 
     def _open_impl(self) -> None:
+        problem = _unwritable(self.path)
+        if problem:
+            raise SinkError(f"cannot open JSONL output {str(self.path)!r}: {problem}; "
+                            "pass a writable file path (e.g. out/results.jsonl)")
+
+    def _create(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if self.append else os.O_TRUNC)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,9 +52,12 @@ class JsonlSink(Sink):
         except OSError as e:
             raise SinkError(f"cannot open JSONL output {str(self.path)!r}: {e.strerror or e}; "
                             "pass a writable file path (e.g. out/results.jsonl)") from e
+        return self._fd
 
     def _write_impl(self, frame: Optional[Frame], result: Result) -> None:
         data = (encode_result(result) + "\n").encode("utf-8")
+        if self._fd is None:
+            self._create()
         assert self._fd is not None
         try:
             view = memoryview(data)
@@ -53,7 +67,13 @@ class JsonlSink(Sink):
         except OSError as e:
             raise SinkError(f"cannot write to JSONL output {str(self.path)!r}: {e.strerror or e}") from e
 
+    def _abort_impl(self) -> None:
+        if self._fd is not None:  # results already out stay (readers may have seen them)
+            self._close_impl()
+
     def _close_impl(self) -> None:
+        if self._fd is None:
+            self._create()  # a finished run with no results leaves an empty file, not an old one
         fd, self._fd = self._fd, None
         if fd is None:
             return
@@ -64,3 +84,17 @@ class JsonlSink(Sink):
             raise SinkError(f"cannot sync JSONL output {str(self.path)!r}: {e.strerror or e}") from e
         finally:
             os.close(fd)
+
+
+def _unwritable(path: Path) -> str:
+    """Why `path` could not be created or written ("" if it can), without touching anything."""
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return "" if os.access(path, os.W_OK) else "the file is not writable by this user"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{str(parent)!r} is not a folder"
+    return "" if os.access(parent, os.W_OK | os.X_OK) else f"the folder {str(parent)!r} is not writable by this user"

@@ -79,11 +79,22 @@ def load_stage(spec: Any, backend: Optional[str] = None, **runtime_kw: Any) -> S
         raise ConfigError(f"--then {spec}: its model does not take one image (inputs {shapes}); a cascade stage "
                           "runs on image crops, so it needs an image model (N x H x W x C or N x C x H x W)")
     bundle = getattr(pred, "bundle", None)
+    _check_decodes(spec, pred)
     name = bundle.manifest.name if bundle is not None else Path(str(spec)).stem
     preset = (bundle.manifest.provenance or {}).get("preset") if bundle is not None else None
     scale, square = CROP_DEFAULTS.get(preset or name, (1.0, False))
     pred.runtime.activate()
     return Stage(name, pred, scale, square, rotates=(preset or name) in ROTATING_PRESETS)
+
+
+def _check_decodes(spec: Any, pred: Any) -> None:
+    """A stage whose model has no task gives each crop an empty result (its raw outputs
+    reach no sink): refuse it rather than run a cascade that silently says nothing."""
+    task = getattr(pred, "task", None)
+    if task in (None, "raw"):
+        raise ConfigError(f"--then {spec}: its bundle states no task (raw outputs, no decoder), so every crop's "
+                          "result would be empty; make the bundle with one, e.g. `edgesdk convert MODEL "
+                          "--task classification --labels labels.txt ...` (or `--task detection`)")
 
 
 def says_upside_down(child: Optional[Result]) -> bool:

@@ -219,8 +219,10 @@ class Pipeline:
         self._started = True
         try:
             self._open_parts()
-        except BaseException:
-            self._close_all()
+        except BaseException as exc:
+            # nothing ran: file sinks leave no (empty) output behind, the report says why
+            self.stop_reason = f"could not start: {exc}"
+            self._close_all(failed=True)
             self._done.set()
             raise
         self._gauges()
@@ -442,11 +444,11 @@ class Pipeline:
         self._close_all()
         self._done.set()
 
-    def _close_all(self) -> None:
+    def _close_all(self, failed: bool = False) -> None:
         if self.control is not None:
             self.control.close()
         # after a fatal error, file sinks drop their unfinished output instead of publishing it
-        self.sinks.close(failed=self._fatal is not None)
+        self.sinks.close(failed=failed or self._fatal is not None)
         self.source_set.close()
         if self.model is not None and self._owns_model and self.model.close is not None:
             self.model.close()

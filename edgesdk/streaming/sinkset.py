@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-from ..errors import EdgeSDKError, SinkError
+from ..errors import ConfigError, EdgeSDKError, SinkError
 from ..results import Frame, Result
 
 log = logging.getLogger("edgesdk.streaming")
@@ -50,10 +50,32 @@ class SinkSet:
         for spec in self.specs:
             if not self._per_source(spec):
                 self._shared.append(self._open(spec, None))
+        self._check_one_camera_per_video(source_ids)
         for sid in source_ids:
             self.add_source(sid)
 
+    def _check_one_camera_per_video(self, source_ids: list[str]) -> None:
+        """A video file of all sources would interleave their frames (each at another size
+        and rate) in one clip at the first one's rate: refuse it, naming the fix."""
+        from ..sinks.video import VideoSink
+
+        if len(set(source_ids)) < 2:
+            return
+        for sink in self._shared:
+            inner = getattr(sink, "sink", sink)
+            if isinstance(inner, VideoSink) and inner.source is None:
+                path = inner.path
+                per = path.with_name(f"{path.stem}_{{source}}{path.suffix}")
+                self.close(failed=True)
+                raise ConfigError(f"video sink {str(path)!r} would interleave the frames of {len(set(source_ids))} "
+                                  f"sources ({', '.join(sorted(set(source_ids)))}) in one clip; write one file per "
+                                  f"source with --sink '{per}'")
+
     def add_source(self, sid: str) -> None:
+        with self._lock:
+            known = list(self._by_source)
+        if known and sid not in known:
+            self._check_one_camera_per_video(known + [sid])
         made = [self._open(spec, sid) for spec in self.specs if self._per_source(spec)]
         with self._lock:
             self._by_source.setdefault(sid, []).extend(made)

@@ -113,6 +113,7 @@ class SourceSet:
         if reader is None:
             known = ", ".join(sorted(self.states)) or "none"
             raise ConfigError(f"no running source named {source_id!r} (sources: {known})")
+        reader.removed = True
         reader.stop_event.set()
         reader.join(timeout)
         return len(self.buffer.remove_source(source_id))

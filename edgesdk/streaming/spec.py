@@ -53,15 +53,41 @@ def parse_spec(spec: dict[str, Any]) -> tuple[Any, list[Any], list[Any], dict[st
     return model, sources, sinks, rest
 
 
+def _near(base: Path, text: str) -> str:
+    """A relative file path taken relative to the spec file; URLs, camera indices, devices as they are."""
+    if "://" in text or text.isdigit() or text.startswith("/") or text.startswith("~"):
+        return text
+    return str(base / text)
+
+
+def _near_source(base: Path, entry: Any) -> Any:
+    from .sources import split_name
+
+    if isinstance(entry, dict) and isinstance(entry.get("uri"), str):
+        return {**entry, "uri": _near(base, entry["uri"])}
+    if isinstance(entry, str):
+        name, text = split_name(entry)
+        return f"{name}={_near(base, text)}" if name else _near(base, text)
+    return entry
+
+
 def load_spec_file(path: Any) -> dict[str, Any]:
-    """A stream description from a YAML or JSON file (JSON is YAML). A relative model path
-    is taken relative to the file. `ConfigError` naming the file when it cannot be read."""
+    """A stream description from a YAML or JSON file (JSON is YAML). Relative paths in it (model,
+    then, file and folder sources, file sinks) are relative to the file, not to the directory
+    the service happens to start in. `ConfigError` naming the file when it cannot be read."""
     p = Path(path)
     data = read_yaml(p, "the stream spec")
     if not isinstance(data, dict):
         raise ConfigError(f"stream spec {p} must be a table with model, sources (and sinks, batching...), "
                           f"got {type(data).__name__}")
     model = data.get("model")
+    base = p.parent.resolve()
     if isinstance(model, str) and not Path(model).is_absolute():
         data["model"] = str((p.parent / model).resolve())
+    if isinstance(data.get("then"), list):
+        data["then"] = [_near(base, t) if isinstance(t, str) else t for t in data["then"]]
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [_near_source(base, e) for e in data["sources"]]
+    if isinstance(data.get("sinks"), list):
+        data["sinks"] = [_near(base, t) if isinstance(t, str) else t for t in data["sinks"]]
     return data

@@ -63,6 +63,8 @@ class SourceReader(threading.Thread):
         self.reconnects = 0
         self.error: Optional[BaseException] = None
         self.ended_reason = ""
+        #: set when the source is taken out of the pipeline on purpose (not a failure to connect)
+        self.removed = False
         self.state = state or SourceState(source.source_id)
         self._opened = opened  # the pipeline opened it already (the first sources, to fail fast)
         if opened:
@@ -97,13 +99,23 @@ class SourceReader(threading.Thread):
 
     def _retry(self, last: Optional[BaseException], what: str) -> bool:
         src = self.source
+        started, tries = time.monotonic(), 0
+        if last is not None:
+            self.state.note(f"attempt 1 failed: {last}")
         for delay in self.backoff.delays():
             if self.stop_event.wait(delay):
+                if what == "never connected" and not self.removed:
+                    # stopped before it ever delivered a frame: a failure to report, not an end
+                    self.error = SourceError(f"{src.describe()}: never connected ({tries + 1} attempts in "
+                                             f"{time.monotonic() - started:.0f} s; last: {last}); check the address "
+                                             "and that the device or server is up")
                 return False
+            tries += 1
             try:
                 src.open()
             except SourceError as exc:
                 last = exc
+                self.state.note(f"attempt {tries + 1} failed: {exc}")
                 log.debug("%s: reconnect failed: %s", src.describe(), exc)
                 continue
             self.state.to(LIVE, "connected")

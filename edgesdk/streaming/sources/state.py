@@ -52,6 +52,11 @@ class SourceState:
             log.info("source %s: %s -> %s%s", self.source_id, self.state, new, f" ({reason})" if reason else "")
             self.state, self.since, self.reason = new, time.time(), reason
 
+    def note(self, reason: str) -> None:
+        """Say why the source is still in its state (a reconnect attempt that failed, say)."""
+        with self._lock:
+            self.reason = reason
+
     @property
     def final(self) -> bool:
         return self.state in (ENDED, FAILED)
