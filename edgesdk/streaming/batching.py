@@ -46,6 +46,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from .admission import Schedule
 
 log = logging.getLogger("edgesdk.streaming")
 
@@ -106,6 +107,9 @@ class Plan:
     not_before: Optional[float] = None
     #: overload: keep only each live source's newest this many frames (the rest are superseded)
     keep_per_lane: Optional[int] = None
+    #: with keep_per_lane: the engine's predicted next batches; a source's older frames are
+    #: superseded only as far as it would lose frames to staleness anyway (buffer.drop_stale)
+    schedule: Optional[Schedule] = None
     #: when the batch's results are expected out (time.time()), as planned; None: not planned
     #: (the pipeline reports back how much later they came: `observe(..., late_s=)`)
     expect_done: Optional[float] = None
@@ -452,14 +456,18 @@ class AdaptiveBatching(BatchPolicy):
         else:  # not learned yet: the p99 of engine time for this batch and the one ahead of it
             overrun = (self.jitter - 1.0) * (self.device.predict(best) or 0.0) if view.inflight else 0.0
             cutoff = device_free + overrun + cost - self.slo_s * self.margin
-        keep = None
+        keep, schedule = None, None
         if len(ts_desc) > 2 * best and view.arrival_rate > self._capacity(largest):
             # Overloaded (frames arrive faster than batches of this size are done, and more
             # than two batches wait): some frames will be dropped anyway, so each live
             # source keeps only its newest share of the batch. Same throughput, far lower
             # latency, and every source still gets its turn (the buffer serves the lanes
             # round-robin; a global "newest N" cut would starve the same cameras forever).
+            # Only as far as that costs a source no frame (the schedule): where a source's
+            # queue would run dry first, its older frames fill what would be engine idle time.
             keep = max(1, math.ceil(best / max(1, view.lanes)))
+            schedule = Schedule(expect_done, (self.device.predict(best) or 0.0) + (self.host.predict(best) or 0.0),
+                                best, expect_done - cutoff, self.slo_s)
         if ts_desc and ts_desc[0] < cutoff:
             # Nothing makes it: still run a frame, late or not (keep measuring): the newest of
             # the source whose turn it is (the newest overall would always be the camera whose
@@ -468,7 +476,8 @@ class AdaptiveBatching(BatchPolicy):
             cutoff = min(cutoff, view.next_fair if view.next_fair is not None else ts_desc[0])
         fresh = [t for t in ts if t >= cutoff]
         if len(fresh) >= best or keep is not None:
-            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep, expect_done=expect_done)
+            return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep, schedule=schedule,
+                        expect_done=expect_done)
         # wait for the rest, but not beyond the latest start that keeps the oldest within budget
         oldest = min(fresh) if fresh else view.now
         return Plan(best, max(view.now, oldest + self.budget - cost), stale_before=cutoff)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..results import Frame
+from .admission import LaneState, Schedule, expected_next, free_drops
 
 #: frames of credit a lane keeps while its frames are dropped as stale (an idle lane keeps 1)
 STALE_CREDIT = 4.0
@@ -50,6 +51,9 @@ class _Lane:
     pass_: float = 0.0
     #: frames were dropped as stale since it was last served (it keeps more credit)
     starved: bool = False
+    #: capture time of its latest frame and the seconds between its frames (EWMA)
+    last_capture: Optional[float] = None
+    interval: float = 0.0
 
 
 class FrameBuffer:
@@ -119,12 +123,21 @@ class FrameBuffer:
                 return False
             lane.frames.append(frame)
             lane.received += 1
+            self._note_capture(lane, frame.timestamp)
             lane.high_water = max(lane.high_water, len(lane.frames))
             self._count += 1
             self._cond.notify_all()
         if dropped and self._on_drop is not None:
             self._on_drop(frame.source_id, dropped)
         return True
+
+    @staticmethod
+    def _note_capture(lane: _Lane, ts: float) -> None:
+        """Track the lane's capture interval (lock held): where its next frame is expected."""
+        if lane.last_capture is not None and ts > lane.last_capture:
+            dt = ts - lane.last_capture
+            lane.interval = dt if lane.interval <= 0 else lane.interval + 0.2 * (dt - lane.interval)
+        lane.last_capture = ts
 
     def end(self, source_id: str) -> None:
         """The source has no more frames (EOF, or it was stopped)."""
@@ -214,25 +227,42 @@ class FrameBuffer:
         taken.sort(key=lambda f: f.timestamp)
         return taken
 
-    def drop_stale(self, before: Optional[float], keep_newest: Optional[int] = None) -> list[Frame]:
+    def drop_stale(self, before: Optional[float], keep_newest: Optional[int] = None,
+                   schedule: Optional[Schedule] = None) -> list[Frame]:
         """Remove frames of live lanes captured before `before` (they would miss the latency
         target anyway) and, with `keep_newest`, all but each live lane's newest that many
         (overload: a frame superseded by a newer one of the same camera); lossless lanes
-        keep every frame. Returns the removed frames."""
+        keep every frame. With `schedule` (the engine's predicted next batches), a lane is
+        cut to its newest `keep_newest` only as far as that costs it no frame: by the frames
+        it would lose to staleness anyway before its queue runs dry (`admission`); the others
+        keep their older frames to fill the engine's idle time. Returns the removed frames."""
         stale: list[Frame] = []
         with self._cond:
             for lane in self._lanes.values():
-                if not lane.drop_oldest:
-                    continue
-                while lane.frames and before is not None and lane.frames[0].timestamp < before:
+                while lane.drop_oldest and lane.frames and before is not None and lane.frames[0].timestamp < before:
                     stale.append(lane.frames.popleft())
                     lane.starved = True
-                while keep_newest is not None and len(lane.frames) > max(1, keep_newest):
-                    stale.append(lane.frames.popleft())
+            if keep_newest is not None:
+                cuts = self._supersede_counts(schedule) if schedule is not None else {}
+                for lane in self._lanes.values():
+                    excess = len(lane.frames) - max(1, keep_newest)
+                    n = min(excess, cuts.get(lane.source_id, excess)) if lane.drop_oldest else 0
+                    for _ in range(max(0, n)):
+                        stale.append(lane.frames.popleft())
             self._count -= len(stale)
             if stale:
                 self._cond.notify_all()
         return stale
+
+    def _supersede_counts(self, schedule: Schedule) -> dict[str, int]:
+        """Per lane, how many of its oldest frames may be superseded for free (lock held)."""
+        ids = list(self._lanes)
+        states = [LaneState(deque(f.timestamp for f in lane.frames), self._start(lane), 1.0 / lane.weight,
+                            STALE_CREDIT if lane.starved else 1.0, STALE_CREDIT,
+                            expected_next(lane.last_capture, lane.interval, lane.drop_oldest, lane.ended),
+                            lane.interval, lane.drop_oldest)
+                  for lane in self._lanes.values()]
+        return dict(zip(ids, free_drops(states, schedule, self._vt)))
 
     # ------------------------------------------------------------------ state
     @property

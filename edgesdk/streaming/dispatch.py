@@ -85,7 +85,7 @@ class Dispatcher:
                 self.inflight.progress.clear()
             return []
         if plan.stale_before is not None or plan.keep_per_lane is not None:
-            for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane):
+            for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane, plan.schedule):
                 self.stats.drop("stale", 1, source=f.source_id)
         self._expect_done = plan.expect_done
         return buffer.take(plan.size, plan.deadline)
