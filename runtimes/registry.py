@@ -51,21 +51,25 @@ class BackendRecord:
     static_shapes: bool = False
     #: devices of this backend that need static shapes although the backend does not (OpenVINO NPU)
     static_devices: tuple[str, ...] = ()
+    #: engine-specific keyword options its runtime reads (beyond device/precision/threads/...)
+    options: tuple[str, ...] = ()
 
 
 RECORDS: dict[str, BackendRecord] = {r.name: r for r in (
     BackendRecord("onnxruntime", "runtimes.onnxruntime:OnnxRuntime", ("onnxruntime",), "onnxruntime",
                   (".onnx", ".ort"), ("fp32", "fp16", "int8"), devices="runtimes.devices:onnxruntime_providers",
-                  aliases=("ort", "onnx"), int8_without_calib=True),
+                  aliases=("ort", "onnx"), int8_without_calib=True, options=("session_config",)),
     # on AMX-class CPUs the float parts of an int8 IR can run in bf16 too, and OpenVINO also runs
     # onnxruntime's QDQ model in int8 (a smaller file than the IR): both are timed when measuring
     BackendRecord("openvino", "runtimes.openvino:OpenVINORuntime", ("openvino",), "edgesdk[openvino]",
                   (".xml",), ("fp32", "fp16", "bf16", "int8"), devices="runtimes.devices:openvino_devices",
                   aliases=("ov",), measured_extras=(("int8+bf16", ("int8", "bf16")), ("int8-qdq", ("int8",))),
-                  gpu_recipe=True, streams=True, static_devices=("NPU",)),
+                  gpu_recipe=True, streams=True, static_devices=("NPU",),
+                  options=("config", "cache_dir", "direct_call", "num_requests")),
     BackendRecord("litert", "runtimes.litert:LiteRTRuntime", ("ai_edge_litert", "tflite_runtime", "tensorflow"),
                   "edgesdk[litert]", (".tflite",), ("fp32", "fp16", "int8"), file_layout="NHWC", needs="onnx2tf",
-                  aliases=("tflite", "tensorflow-lite"), gpu_recipe=True, static_shapes=True),
+                  aliases=("tflite", "tensorflow-lite"), gpu_recipe=True, static_shapes=True,
+                  options=("delegate", "xnnpack")),
     BackendRecord("tensorrt", "", ("tensorrt",), "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"),
                   checked_with="onnxruntime", aliases=("trt",), static_shapes=True),  # one optimization profile per engine here
     BackendRecord("edgetpu", "", ("pycoral",), "pycoral", (), ("int8",), checked_with="litert",
@@ -90,6 +94,8 @@ BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
 ALL_ALIASES = {alias: r.name for r in RECORDS.values() for alias in r.aliases}
 #: the aliases of the backends a runtime can be loaded for
 ALIASES = {alias: name for alias, name in ALL_ALIASES.items() if RECORDS[name].engine}
+#: every engine option some runtime reads (a stream spec's key that is none of these is a typo)
+ENGINE_OPTIONS = frozenset(opt for r in RECORDS.values() for opt in r.options)
 #: the engine every variant is compared against, and whose fp32 file the speed-up and size ratios divide by
 REFERENCE = "onnxruntime"
 # Which backend a file suffix goes to first.

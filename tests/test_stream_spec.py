@@ -108,3 +108,36 @@ def test_spec_file_errors_name_the_file_and_the_problem(parts, tmp_path):
     rel = tmp_path / "rel.json"
     rel.write_text(json.dumps({"model": "bundle_dir", "sources": ["0"]}))
     assert load_spec_file(rel)["model"] == str((tmp_path / "bundle_dir").resolve())  # relative to the file
+
+
+def test_a_misspelt_spec_key_is_refused_naming_the_key_it_meant(parts, tmp_path, capsys):
+    from edgesdk.streaming.pipeline import Pipeline
+
+    # `slo: 50` used to reach the engine as an option nobody reads: the run went on without a target
+    with pytest.raises(ConfigError, match=r"unknown key 'slo' \(did you mean 'slo_ms'\?\)"):
+        Pipeline.from_spec(_spec(parts, "a", slo=50))
+    spec = tmp_path / "typo.json"
+    spec.write_text(json.dumps(_spec(parts, "a", batchng="adaptive")))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--spec", str(spec), "--duration", "1"])
+    assert exit_.value.code and "unknown key 'batchng' (did you mean 'batching'?)" in capsys.readouterr().err
+    # engine options and keyword options of the pipeline, predictor and runtime stay accepted
+    pipe = Pipeline.from_spec(_spec(parts, "a", slo_ms=200, batching="adaptive", threads=1,
+                                    session_config={}, max_frames=2))
+    assert isinstance(pipe, Pipeline)
+
+
+def test_every_engine_option_a_runtime_reads_is_on_its_backend_record():
+    import re
+    from pathlib import Path
+
+    import runtimes
+    from runtimes.registry import RECORDS
+
+    root = Path(runtimes.__file__).parent
+    for rec in RECORDS.values():
+        if not rec.engine:
+            continue
+        source = (root / f"{rec.engine.split(':')[0].split('.')[-1]}.py").read_text()
+        read = set(re.findall(r"self\.options(?:\.get\(|\[)\"(\w+)\"", source))
+        assert read <= set(rec.options), (rec.name, read - set(rec.options))

@@ -48,9 +48,41 @@ def parse_spec(spec: dict[str, Any]) -> tuple[Any, list[Any], list[Any], dict[st
     weights: dict[str, float] = dict(rest.pop("weights", {}) or {})
     sources = [_source(e, i, weights) for i, e in enumerate(raw_sources)]
     sinks = list(rest.pop("sinks", []) or [])
+    _check_keys(rest)
     if weights:
         rest["weights"] = weights
     return model, sources, sinks, rest
+
+
+def known_keys() -> set[str]:
+    """Every key a stream spec may carry beyond model/sources/sinks/weights: the keyword
+    options of `Pipeline`, `Predictor` and `Runtime`, and the engine options some runtime reads."""
+    import inspect
+
+    from runtimes.base import Runtime
+    from runtimes.registry import ENGINE_OPTIONS
+
+    from ..predictor import Predictor
+    from .pipeline import Pipeline
+
+    keys = set(ENGINE_OPTIONS)
+    for fn in (Pipeline.__init__, Predictor.__init__, Runtime.__init__):
+        keys |= {name for name, p in inspect.signature(fn).parameters.items()
+                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)}
+    return keys - {"sources", "sinks", "model", "model_path", "bundle_or_path", "on_result", "observers", "weights"}
+
+
+def _check_keys(rest: dict[str, Any]) -> None:
+    """A misspelt key would otherwise reach the engine as an option nobody reads, silently."""
+    import difflib
+
+    known = known_keys()
+    for key in rest:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"stream spec: unknown key {key!r}{hint}; known keys: model, sources, sinks, weights, "
+                              f"{', '.join(sorted(known))}")
 
 
 def _near(base: Path, text: str) -> str:
