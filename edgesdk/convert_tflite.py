@@ -123,7 +123,24 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
             v.comparison = comparator.compare(path, backend=backend)
             v.checked = True
         say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}")
-    return variants
+    return _asked_precision(variants, opts.precision, src)
+
+
+def _asked_precision(variants: list[Any], precision: str, src: Path) -> list[Any]:
+    """The variants of an explicit --precision; none built is refused rather than handing
+    back the .tflite as given under a precision it does not have."""
+    if precision == "auto":
+        return variants
+    hit = [v for v in variants if v.ok and v.precision == precision]
+    if hit:
+        return hit
+    why = "; ".join(f"{v.name}: {v.error}" for v in variants if v.precision == precision and v.error)
+    if not why:
+        kinds = ", ".join(sorted({v.precision for v in variants if v.ok}))
+        why = (f"a .tflite input is taken as given or read by OpenVINO ({kinds}); EdgeSDK quantizes from the ONNX "
+               "or PyTorch model (convert that one to get INT8)")
+    raise ConversionError(f"--precision {precision}: no {precision} variant of {src.name} could be built ({why}); "
+                          "use --precision auto to take what can be built")
 
 
 def _labels(labels: Any, pre: Any) -> list[str]:
@@ -208,6 +225,11 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
     decoder = dict(pre.decoder) if pre is not None and pre.task == task else dict(conv.TASK_DECODERS.get(task, {}))
     labels = _labels(opts.labels, pre)
     _say_facts(src, spec_in, pre, task, resolved, ctx.say, notes)
+    if opts.exclude:
+        note = (f"--exclude {', '.join(opts.exclude)}: not applied (a .tflite input is not quantized here, so no "
+                "layer is kept float; --exclude names ONNX nodes of an ONNX input)")
+        ctx.say(note)
+        notes.append(note)
     return TflitePrepared(src, spec_in, shape, pre, resolved, spec, task, decoder, labels, notes)
 
 

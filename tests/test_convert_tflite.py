@@ -39,3 +39,26 @@ def test_a_broken_tflite_file_gets_one_line(photo_dir, tmp_path, capsys):
     code, _, err = cli(convert_args(bad, tmp_path / "b", photo_dir, "--normalize", "unit"), capsys)
     assert code != 0 and len(err.strip().splitlines()) == 1 and "broken.tflite" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_an_explicit_precision_no_variant_reaches_is_refused(blazeface_model, photo_dir, tmp_path, capsys):
+    # a float .tflite asked for INT8 came back as the fp32 file, exit 0, silently
+    out = tmp_path / "int8.bundle"
+    args = ["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir), "-o", str(out),
+            "--precision", "int8", "--exclude", "conv1", "-q"]
+    code, _, err = cli(args, capsys)
+    assert code != 0 and "--precision int8: no int8 variant of" in err and "--precision auto" in err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and not out.exists()
+
+
+def test_exclude_on_a_tflite_input_is_said_not_applied(blazeface_model, photo_dir, tmp_path, capsys):
+    out = tmp_path / "fp32.bundle"
+    args = ["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir), "-o", str(out),
+            "--precision", "fp32", "--exclude", "conv1"]
+    code, text, err = cli(args, capsys)
+    assert code == 0, err
+    assert "--exclude conv1: not applied" in text + err
+    assert "--exclude conv1: not applied" in (out / "report.md").read_text()
+    rows = json.loads((out / "report.json").read_text())["variants"]
+    assert {r["precision"] for r in rows} == {"fp32"}
