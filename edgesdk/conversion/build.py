@@ -42,7 +42,8 @@ def build(ctx: Context, prep: Prepared, data: Data) -> Built:
     from converters.variants import VariantBuilder
 
     o = ctx.opts
-    cands, notes = candidates(ctx.prof, o.precision, o.backends, ctx.measure, runtimes.available_backends(),
+    precision = "fp32" if prep.already_quantized else o.precision  # taken as given (prepare says so)
+    cands, notes = candidates(ctx.prof, precision, o.backends, ctx.measure, runtimes.available_backends(),
                               tflite.is_available())
     from ..shapes import keep_dynamic_candidates
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import ConversionError
 from .context import Context
 
 
@@ -21,6 +22,8 @@ class Prepared:
     #: the model the accuracy check runs as the original when that is not src_path (a float16
     #: model widened to float32: the engines' float32 reference runs it, the float16 file it cannot)
     reference_path: Optional[Path] = None
+    #: what quantization the input already carries ('' for a float model): built only as given
+    already_quantized: str = ""
 
     def summary(self) -> str:
         f = self.facts
@@ -45,6 +48,7 @@ def prepare(ctx: Context) -> Prepared:
     ctx.say(f"{src_path.name}: input {facts.input_name} {facts.shape}; preset "
             f"{facts.preset.name if facts.preset else 'none'}; task {facts.task}; profile {ctx.prof.name} "
             f"(this host: {ctx.this_host}); budget {o.budget}")
+    quantized = _already_quantized(ctx, src_path, proto, facts)
     pass_ctx = PassContext(input_shapes={facts.input_name: facts.shape}, work_dir=ctx.work)
     why = _needs_float32(ctx) if is_float16_model(proto) else None
     model, reference = proto, None
@@ -57,7 +61,29 @@ def prepare(ctx: Context) -> Prepared:
     onnx.save(prepared_model, str(prepared))
     ctx.say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
     return Prepared(src_path, proto, facts, prepared, prepared_model, pass_ctx.records, o.name or facts.name,
-                    reference)
+                    reference, quantized)
+
+
+def _already_quantized(ctx: Context, src_path: Path, proto: Any, facts: Any) -> str:
+    """A model that arrives quantized is built as given (fp32 route: its integer ops kept), said
+    so; asking to quantize or cast it again is refused (it would be the same model under a new label)."""
+    from converters.quantized_input import describe, quantized_ops
+
+    found = describe(quantized_ops(proto))
+    if not found:
+        return ""
+    asked = ctx.opts.precision
+    if asked not in ("auto", "fp32"):
+        raise ConversionError(
+            f"{src_path.name} is already quantized ({found}); EdgeSDK does not quantize or cast it again to "
+            f"{asked}: use --precision fp32 to take it as given (its quantized operators kept), or convert the "
+            "float original")
+    note = (f"{src_path.name} is already quantized ({found}): built only as given, on the fp32 route with its "
+            "quantization kept (variants labelled fp32 run the quantized graph; the graph passes may still fold "
+            "constant Q/DQ pairs); no INT8/fp16 variant is made from it (convert the float original for those)")
+    ctx.say(note)
+    facts.notes.append(note)
+    return found
 
 
 #: how a user keeps a float16 model's float16 inputs and outputs (stated wherever it is widened)
