@@ -92,21 +92,12 @@ def _near(base: Path, text: str) -> str:
     return str(base / text)
 
 
-def _near_source(base: Path, entry: Any) -> Any:
-    from .sources import split_name
-
-    if isinstance(entry, dict) and isinstance(entry.get("uri"), str):
-        return {**entry, "uri": _near(base, entry["uri"])}
-    if isinstance(entry, str):
-        name, text = split_name(entry)
-        return f"{name}={_near(base, text)}" if name else _near(base, text)
-    return entry
-
-
 def load_spec_file(path: Any) -> dict[str, Any]:
-    """A stream description from a YAML or JSON file (JSON is YAML). Relative paths in it (model,
-    then, file and folder sources, file sinks) are relative to the file, not to the directory
-    the service happens to start in. `ConfigError` naming the file when it cannot be read."""
+    """A stream description from a YAML or JSON file (JSON is YAML). Relative model and
+    then paths in it are relative to the file, not to the directory
+    the service happens to start in; sources and sinks are read as written, as `--source`/`--sink`
+    take them (a provisioned spec carries them verbatim). `ConfigError` naming the file when it
+    cannot be read."""
     p = Path(path)
     data = read_yaml(p, "the stream spec")
     if not isinstance(data, dict):
@@ -118,8 +109,4 @@ def load_spec_file(path: Any) -> dict[str, Any]:
         data["model"] = str((p.parent / model).resolve())
     if isinstance(data.get("then"), list):
         data["then"] = [_near(base, t) if isinstance(t, str) else t for t in data["then"]]
-    if isinstance(data.get("sources"), list):
-        data["sources"] = [_near_source(base, e) for e in data["sources"]]
-    if isinstance(data.get("sinks"), list):
-        data["sinks"] = [_near(base, t) if isinstance(t, str) else t for t in data["sinks"]]
     return data
