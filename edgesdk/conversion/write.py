@@ -17,6 +17,7 @@ from .choose import Choice
 from .compress import Compressed
 from .context import Context
 from .data import Data
+from .growth import growth_warning, source_bytes
 from .manifest import build_manifest, jsonable
 from .markdown import markdown, plot
 from .prepare import Prepared
@@ -61,6 +62,11 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
     """report.json: what was converted, how, every variant, the choice and why."""
     o, f, chosen, base = ctx.opts, prep.facts, choice.chosen, choice.base_for_ratio
     rows = [v.to_dict(o.budget, base) for v in built.rows]
+    passes = [r.to_dict() for r in prep.passes]
+    grown = growth_warning(prep.src_path.name, source_bytes(prep.src_path, prep.source_proto), chosen.size_bytes,
+                           chosen, passes)
+    if grown:
+        ctx.say(f"WARNING: {grown}")
     measure_kind = ("the eval function's metric" if ctx.eval_fn else
                     ACCURACY_MEASURES[data.comparator.metric if data.comparator else "cosine"])
     return {
@@ -69,10 +75,10 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
         "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
         "mode": ("measured here: fastest within budget" if ctx.measure else "profile preference order"),
         "precision_asked": o.precision, "budget": o.budget, "accuracy_measure": measure_kind,
-        "passes": [r.to_dict() for r in prep.passes], "pruning": comp.pruning, "distillation": comp.distillation,
+        "passes": passes, "pruning": comp.pruning, "distillation": comp.distillation,
         "calibration": data.info,
         "variants": rows, "chosen": chosen.to_dict(o.budget, base), "decision": choice.decision,
-        "notes": f.notes + built.notes, "threads": ctx.threads, "warnings": _warnings(data, built, chosen),
+        "notes": f.notes + built.notes, "threads": ctx.threads, "warnings": _warnings(data, built, chosen) + ([grown] if grown else []),
         "over_budget": chosen.within(o.budget) is False,
         "preprocess": f.sources, "options": o.to_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus()},
