@@ -243,7 +243,7 @@ def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any,
     images = isinstance(calib, (str, Path)) and Path(calib).suffix.lower() != ".npy"
     if pre is not None or preprocess is not None or resolved.normalization_stated or not images:
         return
-    assumed = ", ".join(f"{k}={_short(getattr(resolved.spec, k))}" for k in resolved.assumed)
+    assumed = resolved.assumed_text()
     if not assume:
         raise ConversionError(
             f"this model has no preset and states no preprocessing, and --calib {calib} holds images: "
@@ -257,23 +257,13 @@ def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any,
     notes.append(warning)
 
 
-def _short(v: Any) -> str:
-    return ",".join(f"{x:.4g}" for x in v) if isinstance(v, tuple) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-
 def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any], pre: Any, proto: Any,
             task: str) -> list[str]:
     """Labels from the argument (a list or a file, one name per line), the model metadata or the preset,
     checked against the class count."""
-    origin = "--labels"
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        if not path.is_file():
-            raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        origin = f"--labels {path.name}"
-    elif labels is not None:
-        names = [str(v) for v in labels]
+    origin = f"--labels {Path(labels).name}" if isinstance(labels, (str, Path)) else "--labels"
+    if labels is not None:
+        names = stated_labels(labels)
     elif meta.get("labels"):
         names, origin = list(meta["labels"]), "the model's metadata labels"
     elif task == "classification" and meta.get("character") and len(meta["character"]) == _class_count(proto):
@@ -286,6 +276,16 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
         raise ConversionError(f"{origin} has {len(names)} names but the model's output has {classes} classes: "
                               "give one name per class, in class-index order")
     return names
+
+
+def stated_labels(labels: Union[str, Path, Sequence[str]]) -> list[str]:
+    """--labels as given: a list, or a file with one class name per line (both input routes)."""
+    if not isinstance(labels, (str, Path)):
+        return [str(v) for v in labels]
+    path = Path(labels)
+    if not path.is_file():
+        raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _output_dims(proto: Any) -> list[Optional[int]]:

@@ -138,6 +138,8 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --precision int8 --qat", "--calib"),  # QAT trains on real inputs
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
+    # a .tflite input is built for litert (as given) or openvino (read from it): another --backend is refused
+    ("convert {tflite} -o {out}/c -p generic-arm64 --backend tensorrt", "--backend tensorrt"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),
     ("convert {model} -o {out}/c -p generic-arm64 --task detection", "--decoder"),  # [N,2] is no YOLO output
     ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),
