@@ -151,6 +151,20 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     return vi.name, [int(d) for d in shape], dtype
 
 
+def _filled_dims_note(name: str, dims: Sequence[Optional[int]], shape: Sequence[Optional[int]],
+                      sources: Mapping[str, str]) -> Optional[str]:
+    """What the dynamic dims of the model's input were set to, and from where (nobody stated them)."""
+    from runtimes.dims import show_dims
+
+    axes = [a for a, (d, s) in enumerate(zip(dims, shape)) if d is None and s is not None]
+    if not axes:
+        return None
+    why = (["batch 1"] if 0 in axes else []) + ([f"the rest from the preprocessing size ({sources.get('size', 'preset')})"]
+                                                if any(a != 0 for a in axes) else [])
+    return (f"input {name} {show_dims(dims)} has dynamic dims: the bundle is built for {show_dims(shape)} "
+            f"({'; '.join(why)}); --input-shape sets them, -1 keeps one dynamic (onnxruntime, OpenVINO)")
+
+
 def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[Optional[int]]) -> Optional[PreprocessSpec]:
     """The preset's preprocessing with the size fixed to the static input shape (dynamic dims:
     filled per image, see edgesdk.shapes.spec_for_shape)."""
@@ -209,6 +223,10 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     name_in, shape, dtype = _static_shape(proto, input_shape, resolved.spec, batch=1)
     spec = _bundle_spec(replace(resolved.spec, dtype=np.dtype(dtype).name), shape)
     notes: list[str] = dynamic_notes(name_in, shape, resolved.spec, resolved.sources)
+    filled = _filled_dims_note(name_in, dims, shape, resolved.sources) if input_shape is None and dims else None
+    if filled:
+        say(filled)
+        notes.append(filled)
     _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
     the_task = task or meta.get("task") or (pre.task if pre else "raw")
     if the_task not in TASK_CHOICES:
