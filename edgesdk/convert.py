@@ -245,6 +245,11 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
                               f"{src.name}); use --task raw to ship the outputs undecoded")
     if the_task == "text_recognition" and not names and meta.get("character"):
         names = list(meta["character"])  # the CTC dictionary the model carries (PP-OCR's 'character')
+    if the_task == "raw" and not task and not meta.get("task") and pre is None:
+        line = ("task raw: no preset or model metadata names what the outputs are, so the bundle ships them "
+                "undecoded; --task classification|detection|segmentation|text_recognition decodes them")
+        say(line)
+        notes.append(line)
     if the_task == "raw" and _looks_like_scores(proto):
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")

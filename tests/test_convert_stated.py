@@ -40,6 +40,10 @@ def test_assumed_preprocessing_is_loud_and_recorded(model_paths, photo_dir, tmp_
     assert code == 0 and "ASSUMED" in err
     prov = json.loads((out / "manifest.json").read_text())["provenance"]
     assert {"scale", "mean", "std"} <= set(prov["preprocess_sources"]["assumed"])
+    # nothing named the task either: raw is a default, said with the option that sets it
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert any(n.startswith("task raw: no preset or model metadata names what the outputs are") and "--task" in n
+               for n in notes)
 
 
 def test_stated_classifier_names_its_classes_and_agrees_with_pytorch(model_paths, photo_dir, photos, tmp_path, capsys):
