@@ -103,6 +103,11 @@ def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
     return path, load_onnx(path)
 
 
+#: what a user with a multi-input model can do instead (both input routes say it)
+MULTI_INPUT_ADVICE = ("; export a graph with one image input (the others fixed as constants), or run this one with "
+                      "runtimes.load(...).infer({name: array, ...}) without a bundle")
+
+
 def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Optional[PreprocessSpec],
                   batch: int) -> tuple[str, list[Optional[int]], np.dtype]:
     """(input name, shape, dtype): the stated shape (None where -1 keeps a dim dynamic: see
@@ -118,7 +123,7 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ConversionError(f"edgesdk convert takes single-input models; this one has {len(inputs)} inputs "
-                              f"({', '.join(i.name for i in inputs)})")
+                              f"({', '.join(i.name for i in inputs)}){MULTI_INPUT_ADVICE}")
     vi = inputs[0]
     dims = input_dims(vi)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))

@@ -36,7 +36,10 @@ def _input_spec(src: Path) -> Any:
 
     with runtimes.load(src, backend=backend_for(src)) as rt:
         if len(rt.inputs) != 1:
-            raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models")
+            from .convert import MULTI_INPUT_ADVICE
+
+            raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models"
+                                  + MULTI_INPUT_ADVICE)
         return rt.inputs[0]
 
 
