@@ -325,7 +325,7 @@ def _report(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice
     return {"model": {"file": src.name, "sha256": sha256_file(src),
                       "input": {"name": prep.spec_in.name, "shape": prep.shape, "dtype": prep.spec_in.dtype.name}},
             "profile": {"name": ctx.prof.name, "is_this_host": "not measured"}, "mode": "profile preference order",
-            "budget": budget, "accuracy_measure": accuracy_measure(ctx, data) + " to the original .tflite",
+            "budget": budget, "accuracy_measure": accuracy_measure(ctx, data) + " (against the original .tflite on LiteRT)",
             "passes": [], "calibration": data.info, "variants": [v.to_dict(budget) for v in built.variants],
             "chosen": chosen.to_dict(budget), "decision": choice.decision, "notes": prep.notes + built.notes,
             "warnings": report_warnings(data, built.warnings, chosen) + ([grown] if grown else []),
