@@ -141,13 +141,13 @@ def one_run(args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
                     slo_ms=args.slo_ms, batch=16,
                     on_result=lambda f, r: trace.mark([f], "out"))
     instrument(pipe, trace)
-    report = pipe.run(handle_signals=False)
+    pipe.run(handle_signals=False)
     lo, hi = pipe.stats.started + args.warmup, pipe.stats.started + args.seconds
-    return analyse(trace, pipe.stats.timeline(), report.stats, rates, lo, hi)
+    return analyse(trace, pipe.stats.timeline(), rates, lo, hi, args.slo_ms / 1000)
 
 
-def analyse(trace: Trace, timeline: list[Any], snap: dict[str, Any], rates: list[float], lo: float,
-            hi: float) -> dict[str, Any]:
+def analyse(trace: Trace, timeline: list[Any], rates: list[float], lo: float, hi: float,
+            slo_s: float) -> dict[str, Any]:
     """Per source: processed fps and drops by reason (frames captured in [lo, hi]); engine
     busy and idle by cause over the batches started in [lo, hi]."""
     ids = [f"cam{k}" for k in range(len(rates))]
@@ -173,7 +173,20 @@ def analyse(trace: Trace, timeline: list[Any], snap: dict[str, Any], rates: list
             "worst": min(ids, key=lambda s: fps[s] / max(shares[s], 1e-9)), "drops": drops, "busy": busy,
             "idle": idle, "gaps": gaps, "sizes": Counter(r.size for r in recs),
             "p99_ms": float(np.percentile(lat, 99)) * 1000 if lat else float("nan"),
-            "policy": policy_summary(trace, lo, hi), "trace": trace, "lo": lo}
+            "policy": policy_summary(trace, lo, hi), "wasted": wasted_drops(trace, gaps, lo, hi, slo_s),
+            "trace": trace, "lo": lo}
+
+
+def wasted_drops(trace: Trace, gaps: list[dict[str, Any]], lo: float, hi: float, slo_s: float) -> Counter:
+    """Drops (by reason) that cost a frame for nothing: after the frame was dropped, the engine
+    stood idle with nothing queued while the frame could still have made 90 % of the SLO."""
+    empty = [g["t"] for g in gaps if g["held"] == 0]
+    wasted: Counter = Counter()
+    for (sid, ts), (reason, when) in trace.fate.items():
+        if reason in ("stale", "superseded") and lo <= ts <= hi and \
+                any(when <= t <= ts + 0.9 * slo_s for t in empty):
+            wasted[reason] += 1
+    return wasted
 
 
 def policy_summary(trace: Trace, lo: float, hi: float) -> str:
@@ -257,7 +270,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"run {k + 1}: aggregate {res['agg']:.1f} fps, lowest share {res['worst']} {res['share_min']:.2f}, "
               f"busy {res['busy'] * 100:.0f}%, p99 {res['p99_ms']:.0f} ms, sizes {dict(sorted(res['sizes'].items()))}, "
               f"{res['policy']}\n  fps " + ", ".join(f"{s} {v:.1f}" for s, v in res["fps"].items()) +
-              f"\n  drops {drops}\n  idle {idle}", flush=True)
+              f"\n  drops {drops}; wasted (engine idle with nothing queued before the frame would have gone "
+              f"stale) {dict(res['wasted']) or 'none'}\n  idle {idle}", flush=True)
     if args.dump:
         worst = min(results, key=lambda r: r["share_min"] * r["agg"])
         print(f"worst run: aggregate {worst['agg']:.1f}, lowest share {worst['share_min']:.2f}")
