@@ -37,6 +37,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import ConversionError
+from .labels import read_labels
 from .preprocess import PreprocessSpec
 from .preprocess_options import PreprocessOptions
 
@@ -307,13 +308,8 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
 
 
 def stated_labels(labels: Union[str, Path, Sequence[str]]) -> list[str]:
-    """--labels as given: a list, or a file with one class name per line (both input routes)."""
-    if not isinstance(labels, (str, Path)):
-        return [str(v) for v in labels]
-    path = Path(labels)
-    if not path.is_file():
-        raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """--labels as given (edgesdk.labels.read_labels), refused as a ConversionError."""
+    return read_labels(labels, ConversionError)
 
 
 def _output_dims(proto: Any) -> list[Optional[int]]:

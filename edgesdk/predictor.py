@@ -26,6 +26,7 @@ from .bundle import Bundle, Manifest
 from .decoders import Decoder, make_decoder
 from .errors import BundleError, InputMismatchError
 from .imageio import read_image
+from .labels import read_labels
 from .preprocess import Preprocessor, Transform
 from .results import Result
 
@@ -196,13 +197,8 @@ class Predictor:
 def _task_overrides(task: Optional[str], labels: Union[str, Path, Sequence[str], None]) -> dict[str, Any]:
     """A bare model's stated task and labels (a list, or a file with one name per line)."""
     out: dict[str, Any] = {"task": task} if task else {}
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        if not path.is_file():
-            raise BundleError(f"--labels {labels}: no such file (expected one class name per line)")
-        out["labels"] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif labels is not None:
-        out["labels"] = [str(v) for v in labels]
+    if labels is not None:
+        out["labels"] = read_labels(labels, BundleError)
     return out
 
 

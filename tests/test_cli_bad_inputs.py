@@ -149,6 +149,7 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model}", "missing option"),
     ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --preset no-such-preset", "'none'"),
     ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "missing.png"),
+    ("convert {model} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "no such file"),
     *[(f"run {m} --source {{photo}} --max-frames 1 --no-status", "") for m in BAD_MODELS + ["{not_bundle}"]],
     ("run {bundle} --source {missing_image} --max-frames 1 --no-status", "missing.png"),
     ("run {bundle} --source {bad_image} --max-frames 1 --no-status", "bad.png"),
