@@ -110,7 +110,7 @@ def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
 
 
 def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work: Path,
-                          say: Callable[[str], None]) -> list[Any]:
+                          say: Callable[[str], None], profile: Any, notes: list[str]) -> list[Any]:
     from converters.variants import Variant
 
     spec = _input_spec(src)
@@ -118,10 +118,9 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
     asis = Variant(f"{engine}-asis", f"{engine} (the .tflite as given)", engine,
                    "int8" if spec.dtype.kind in "iu" else "fp32", model=src.name, files={src.name: src},
                    layout="NHWC", check_with=(engine, src))
-    wanted = [p for p in ("fp32", "fp16") if opts.precision in ("auto", p)]
     variants = [asis] if _wanted_backend(engine, opts.backends, src) else []
     if _wanted_backend("openvino", opts.backends, src):
-        variants += [_openvino_variant(src, p, work) for p in wanted]
+        variants += [_openvino_variant(src, p, work) for p in _openvino_precisions(profile, opts, notes, say)]
     for v in variants:
         if v.ok and comparator is not None:
             backend, path = v.check_with
@@ -129,6 +128,30 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
             v.checked = True
         say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}")
     return _asked_precision(variants, opts.precision, src)
+
+
+def _openvino_precisions(profile: Any, opts: ConvertOptions, notes: list[str],
+                         say: Callable[[str], None]) -> list[str]:
+    """The IR precisions read from a .tflite: those the profile lists for openvino (auto), or the
+    asked one; what the profile does not list is built only when asked, and said."""
+    listed = [p for p in profile.precisions_for("openvino") if p in ("fp32", "fp16")]
+    note = None
+    if opts.precision in ("fp32", "fp16"):
+        if opts.precision not in listed:
+            note = f"profile {profile.name} lists no openvino {opts.precision}; built it as asked (--precision)"
+        listed = [opts.precision]
+    elif opts.precision != "auto":
+        listed = []
+    elif not listed and opts.backends and "openvino" in opts.backends:
+        note, listed = f"profile {profile.name} lists no openvino fp32/fp16; built openvino fp32 as --backend asked", \
+            ["fp32"]
+    elif not listed:
+        note = (f"profile {profile.name} lists no openvino fp32/fp16: no OpenVINO IR was built "
+                "(--backend openvino builds one)")
+    if note:
+        notes.append(note)
+        say(f"  note: {note}")
+    return listed
 
 
 def _wanted_backend(backend: str, backends: Any, src: Path) -> bool:
@@ -268,13 +291,14 @@ def _data(ctx: Context, prep: TflitePrepared) -> Data:
 
 
 def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
-    variants = build_tflite_variants(prep.src, ctx.opts, data.comparator, ctx.work, ctx.say)
+    notes: list[str] = []
+    variants = build_tflite_variants(prep.src, ctx.opts, data.comparator, ctx.work, ctx.say, ctx.prof, notes)
     custom = tflite_custom_ops(prep.src)
     note = ("input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, Edge TPU recipes) were "
             "not built; INT8 from a float .tflite needs the ONNX source (tf2onnx --tflite makes one; convert that "
             ".onnx)" + (f"; custom op {', '.join(custom)} may block that route too (tf2onnx converts builtin ops; "
                         "1.17 rejects MediaPipe's Convolution2DTransposeBias)" if custom else ""))
-    return Built(variants, [], notes=[note])
+    return Built(variants, [], notes=notes + [note])
 
 
 def _choose(ctx: Context, built: Built, data: Data) -> Choice:

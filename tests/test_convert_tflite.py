@@ -107,3 +107,26 @@ def test_val_is_the_held_out_set_of_a_tflite_input_too(blazeface_model, photo_di
     assert code == 0, err
     cal = json.loads((out / "report.json").read_text())["calibration"]
     assert cal["held_out_source"].startswith("--val ") and cal["held_out"] == 2 and cal["calibration"] == 5
+
+
+def test_a_tflite_input_builds_only_the_ir_precisions_the_profile_lists(blazeface_model, photo_dir, tmp_path,
+                                                                        capsys):
+    # generic-arm64 leaves fp16 out (Armv8.0 cores have no FP16 arithmetic); an fp16 IR was built anyway
+    out = tmp_path / "arm.bundle"
+    args = ["convert", str(blazeface_model), "-p", "generic-arm64", "--calib", str(photo_dir), "-o", str(out), "-q"]
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    rows = json.loads((out / "report.json").read_text())["variants"]
+    assert {r["key"] for r in rows} == {"litert-asis", "openvino-fp32"}
+
+
+def test_a_profile_without_openvino_gets_no_ir_from_a_tflite_and_is_told(blazeface_model, photo_dir, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "jetson.bundle"
+    args = ["convert", str(blazeface_model), "-p", "jetson-orin-nano", "--calib", str(photo_dir), "-o", str(out)]
+    code, text, err = cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert {r["key"] for r in report["variants"]} == {"litert-asis"}
+    said = "lists no openvino fp32/fp16: no OpenVINO IR was built (--backend openvino builds one)"
+    assert said in text + err and any(said in n for n in report["notes"])
