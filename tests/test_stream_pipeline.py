@@ -3,6 +3,7 @@ errors, shutdown. The real-model evidence is in tests/test_stream_real.py."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import numpy as np
@@ -294,21 +295,56 @@ def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing
     assert not pipe.running and not pipe.readers  # nothing was started
 
 
-def test_a_source_that_cannot_open_at_start_leaves_the_sinks_files_untouched(tmp_path):
-    """A rerun with a dead camera must not wipe the previous run's results (JSONL files are
-    written in place) nor leave an empty file per source; the report says why it stopped."""
+def _dead_folder_run(tmp_path, **kw) -> tuple[Pipeline, Path]:
     empty = tmp_path / "no_images"
     empty.mkdir()
-    old = tmp_path / "out" / "a.jsonl"
+    old = tmp_path / "out" / "dead.jsonl"
     old.parent.mkdir()
     old.write_text('{"frame_index": 0}\n')
     pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(5), "a"), f"dead={empty}"],
-                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")])
+                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")], **kw)
     with pytest.raises(SourceError, match="no images"):
         pipe.run()
+    return pipe, old
+
+
+def test_require_all_sources_stops_the_start_and_leaves_the_sinks_files_untouched(tmp_path):
+    """Fail-fast: a rerun with a dead camera must not wipe the previous run's results (JSONL
+    files are written in place) nor leave an empty file per source; the report says why."""
+    pipe, old = _dead_folder_run(tmp_path, require_all_sources=True)
     assert old.read_text() == '{"frame_index": 0}\n'
-    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["a.jsonl"]
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["dead.jsonl"]
     assert pipe.report().stop_reason.startswith("could not start:") and "no images" in pipe.report().stop_reason
+    assert not pipe.readers
+
+
+def test_a_source_that_cannot_open_fails_alone_while_the_others_run(tmp_path):
+    """The default: the dead source ends as failed with its reason, the other one delivers every
+    frame, the failed one's own file keeps what an earlier run wrote, and run() raises at the end."""
+    pipe, old = _dead_folder_run(tmp_path)
+    rep = pipe.report()
+    assert rep.stats["sources"]["a"]["frames_out"] == 5 and rep.stats["sources"]["a"]["state"] == "ended"
+    assert rep.failed_sources.keys() == {"dead"} and "no images" in rep.failed_sources["dead"]
+    assert old.read_text() == '{"frame_index": 0}\n'
+    assert len((tmp_path / "out" / "a.jsonl").read_text().splitlines()) == 5
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 5
+    import io
+
+    from edgesdk.streaming.observers import StatusLine
+    out = io.StringIO()
+    StatusLine(out).update(rep.stats)
+    assert "FAILED: dead" in out.getvalue()
+
+
+def test_no_source_opening_is_a_prompt_error_naming_each(tmp_path):
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    pipe = Pipeline(FakeModel(), [f"x={tmp_path / 'e1'}", f"y={tmp_path / 'e2'}", f"door={url}"],
+                    [str(tmp_path / "all.jsonl")])
+    with pytest.raises(SourceError, match="none of the 3 sources could be opened.*no images.*cannot open stream"):
+        pipe.run()
+    assert not (tmp_path / "all.jsonl").exists()
 
 
 def test_a_short_run_far_over_its_latency_target_is_judged_missed():

@@ -141,3 +141,20 @@ def test_every_engine_option_a_runtime_reads_is_on_its_backend_record():
         source = (root / f"{rec.engine.split(':')[0].split('.')[-1]}.py").read_text()
         read = set(re.findall(r"self\.options(?:\.get\(|\[)\"(\w+)\"", source))
         assert read <= set(rec.options), (rec.name, read - set(rec.options))
+
+
+def test_require_all_sources_is_a_spec_key_and_the_default_runs_the_others(parts, tmp_path):
+    from edgesdk.errors import SourceError
+    from edgesdk.streaming.pipeline import Pipeline
+
+    (tmp_path / "empty").mkdir()
+    spec = {"model": str(parts["bundle"]), "sources": [f"a={parts['a']}", {"id": "dead", "uri": str(tmp_path / "empty")}]}
+    pipe = Pipeline.from_spec(spec)
+    with pytest.raises(SourceError, match="1 of 2 source\\(s\\) failed.*no images"):
+        pipe.run()
+    assert pipe.report().stats["sources"]["a"]["frames_out"] == 12
+    assert list(pipe.report().failed_sources) == ["dead"]
+    strict = Pipeline.from_spec({**spec, "require_all_sources": True})
+    with pytest.raises(SourceError, match="no images"):
+        strict.run()
+    assert not strict.readers and strict.report().stop_reason.startswith("could not start")

@@ -29,6 +29,9 @@
                                       # bundle) or bundle folders (relative to this file), in order
           gate: change                # change-gated inference (with gate_threshold, gate_max_age_s)
           replicas: 2                 # engine instances (at most the CPU cores)
+          require_all_sources: false  # true: a source that cannot be opened stops the start; by
+                                      # default it ends as failed (exit 9 at the run's end) and the
+                                      # others run
           metrics_port: 9100
           args: []                    # more options for `edgesdk run --spec` (--report, --control...)
           environment: {OMP_NUM_THREADS: "2"}
@@ -82,6 +85,8 @@ class RunSpec:
     gate_threshold: Optional[float] = None
     gate_max_age_s: Optional[float] = None
     replicas: Optional[int] = None
+    #: fail-fast: one source that cannot be opened stops the start (default: it fails alone)
+    require_all_sources: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,13 +202,13 @@ def _run_extras(r: "_Keys", base: Path) -> dict[str, Any]:
     then = tuple(t if _NAME.match(t) and not Path(t).is_absolute() and not (base / t).exists()
                  else str(_path(t, base)) for t in r.strings("then"))
     return {"gate": gate, "gate_threshold": threshold, "gate_max_age_s": max_age, "replicas": replicas,
-            "then": then}
+            "then": then, "require_all_sources": r.get("require_all_sources", bool, False)}
 
 
 def _run(data: Any, where: str, path: str, base: Optional[Path] = None) -> RunSpec:
     r = _Keys(data, where, path, ("sources", "sinks", "batching", "batch", "max_wait_ms", "slo_ms",
                                   "metrics_port", "args", "environment", "then", "gate", "gate_threshold",
-                                  "gate_max_age_s", "replicas"))
+                                  "gate_max_age_s", "replicas", "require_all_sources"))
     batching = r.get("batching", str, "none")
     if batching not in BATCHING:
         raise r.error("batching", f"must be one of {', '.join(BATCHING)}, got {batching!r}")

@@ -85,6 +85,12 @@ class SinkSet:
             sinks = self._by_source.pop(sid, [])
         self._close(sinks, failed=False)
 
+    def discard_source(self, sid: str) -> None:
+        """Close the sinks of one source without publishing (a source that never delivered)."""
+        with self._lock:
+            sinks = self._by_source.pop(sid, [])
+        self._close(sinks, failed=True)
+
     def write(self, frame: Frame, result: Result) -> None:
         for sink in self._shared:
             sink.write(frame, result)

@@ -48,7 +48,8 @@ class SourceReader(threading.Thread):
                  loop: bool = False, realtime: bool = False, max_frames: Optional[int] = None,
                  backoff: Optional[Backoff] = None,
                  on_event: Optional[Callable[[str, str], None]] = None,
-                 state: Optional[SourceState] = None, opened: bool = True) -> None:
+                 state: Optional[SourceState] = None, opened: bool = True,
+                 first_error: Optional[SourceError] = None) -> None:
         super().__init__(name=f"source-{source.source_id}", daemon=True)
         self.source = source
         self.buffer = buffer
@@ -66,9 +67,15 @@ class SourceReader(threading.Thread):
         #: set when the source is taken out of the pipeline on purpose (not a failure to connect)
         self.removed = False
         self.state = state or SourceState(source.source_id)
-        self._opened = opened  # the pipeline opened it already (the first sources, to fail fast)
+        self._opened = opened  # the pipeline opened it already (the first sources, before the threads)
+        #: the pipeline's own attempt to open it failed with this (retried here, not repeated at once)
+        self._first_error = first_error
+        #: it has been live at least once (a source that never was does not keep a run going alone)
+        self.connected = opened
         if opened:
             self.state.to(LIVE, "opened")
+        elif first_error is not None:
+            self.state.note(f"attempt 1 failed: {first_error}")
 
     def _event(self, kind: str, message: str) -> None:
         log.info("%s: %s", self.source.describe(), message)
@@ -77,16 +84,20 @@ class SourceReader(threading.Thread):
 
     def _connect(self) -> bool:
         """Open a source added to a running pipeline, in this thread (connecting state);
-        streams and cameras retry with the backoff, the others get one attempt."""
+        streams and cameras retry with the backoff, the others get one attempt (the one the
+        pipeline made already at its start, when it did)."""
         src = self.source
-        try:
-            src.open()
-        except SourceError as exc:
-            if not src.reconnects:
-                self.error = exc
-                return False
-            return self._retry(exc, "never connected")
-        return True
+        first, self._first_error = self._first_error, None
+        if first is None:
+            try:
+                src.open()
+                return True
+            except SourceError as exc:
+                first = exc
+        if not src.reconnects:
+            self.error = first
+            return False
+        return self._retry(first, "never connected")
 
     def _reconnect(self) -> bool:
         src = self.source
@@ -133,6 +144,7 @@ class SourceReader(threading.Thread):
                     self.ended_reason = "stopped" if self.error is None else "error"
                     return
                 self.state.to(LIVE, "connected")
+                self.connected = True
             # after open: a file's native rate is known only once it is open
             period = 1.0 / src.fps if self.realtime and src.fps else 0.0
             next_t = time.monotonic()
@@ -178,7 +190,10 @@ class SourceReader(threading.Thread):
             self.buffer.end(src.source_id)
             if self.error is not None:
                 log.error("%s", self.error)
-            self.state.to(FAILED if self.error is not None else ENDED, self.ended_reason or "stopped")
+            if self.error is not None:  # the reason says what failed, for the status, report and metrics
+                self.state.to(FAILED, str(self.error))
+            else:
+                self.state.to(ENDED, self.ended_reason or "stopped")
             self._event("ended", self.ended_reason or "stopped")
 
     def _meta(self) -> dict:
