@@ -19,7 +19,8 @@
         run:                          # optional: a systemd service running `edgesdk run --spec
                                       # ROOT/<name>/stream.yaml`, a file provision writes from this
                                       # section; sources edited there apply without a restart
-          sources: [rtsp://127.0.0.1:8554/live]
+          sources: [rtsp://127.0.0.1:8554/live]  # relative paths: to this file's folder (the
+                                      # service's WorkingDirectory); kept verbatim
           batching: adaptive          # none | fixed | adaptive
           batch: 4
           max_wait_ms: 20
@@ -120,6 +121,9 @@ class DeploymentSpec:
     source: Optional[Path] = None
     broker: Any = None  # edgesdk.fleet.provisioning.BrokerSection
     mender: Any = None  # edgesdk.fleet.provisioning.MenderSection
+    #: what relative paths in the spec are relative to (the spec file's folder): the services'
+    #: WorkingDirectory, so that relative sources and sinks, kept verbatim, mean the same there
+    base: Optional[Path] = None
 
     def package_root(self, pkg: PackageSpec) -> Path:
         return self.root / pkg.name
@@ -320,7 +324,7 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
         broker=broker, mender=mender, root=root, packages=pkgs, trusted_keys=_path(keys, base) if keys else None, allow_unsigned=allow_unsigned,
         profile=profile, keep=keep, user=user, group=group, edgesdk=command,
         unit_dir=_path(sysd.get("unit_dir", str, "/etc/systemd/system"), base),
-        manage={True: "true", False: "false"}.get(manage, manage), source=None)
+        manage={True: "true", False: "false"}.get(manage, manage), source=None, base=base.absolute())
 
 
 def _check_then(pkgs: tuple[PackageSpec, ...], where: str) -> None:
