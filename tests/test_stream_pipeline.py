@@ -3,8 +3,8 @@ errors, shutdown. The real-model evidence is in tests/test_stream_real.py."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from edgesdk.errors import ConfigError, SourceError
 from edgesdk.results import Frame
 from edgesdk.streaming import Pipeline, run
 from edgesdk.streaming.buffer import FrameBuffer
-from edgesdk.streaming.sources import ProducerSource
+from edgesdk.streaming.sources import ProducerSource, Source
 from edgesdk.streaming.stats import markdown, status_line
 from runtimes.errors import InferenceError
 from streamfakes import FakeModel, numbered_frames
@@ -396,3 +396,48 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
     assert states["cam"]["state"] == "ended"
     errors = pipe.report().source_errors
     assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]
+
+
+class LateCamera(Source):
+    """A camera that boots after the box: its first `down` opens fail, then it serves frames."""
+
+    kind, reconnects = "camera", True
+
+    def __init__(self, down: int) -> None:
+        super().__init__("late", "late", live=True)
+        self.down, self.opens = down, 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.down:
+            raise SourceError("camera 'late': not there yet")
+
+    def read(self):
+        time.sleep(0.01)
+        return np.zeros((4, 4, 3), np.uint8)
+
+
+def test_a_camera_down_at_the_start_goes_live_when_it_comes_up_and_nothing_fails():
+    """Under systemd the box boots before the camera: its first attempts fail (the start's
+    included), it sits in 'connecting' with the reason, then goes live; the run reports no failure."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50), LateCamera(down=3)],
+                    realtime=True, reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe.start()
+    try:
+        deadline = time.time() + 15
+        while pipe.snapshot()["sources"]["late"]["frames_out"] < 5 and time.time() < deadline:
+            time.sleep(0.05)
+        row = pipe.snapshot()["sources"]["late"]
+        assert row["state"] == "live" and row["frames_out"] >= 5 and pipe.sources[1].opens == 4
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    rep = pipe.report()
+    assert rep.failed_sources == {} and rep.source_errors == []
+    assert rep.stats["sources"]["late"]["state"] == "ended"
