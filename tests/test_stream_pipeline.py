@@ -441,3 +441,33 @@ def test_a_camera_down_at_the_start_goes_live_when_it_comes_up_and_nothing_fails
     rep = pipe.report()
     assert rep.failed_sources == {} and rep.source_errors == []
     assert rep.stats["sources"]["late"]["state"] == "ended"
+
+
+def test_a_failed_source_added_again_under_its_name_is_judged_by_the_new_one(tmp_path):
+    """An operator fixes a dead camera's URL (spec file or --control): the run that goes on must not
+    exit 9 for the failure that was fixed, and the fixed source's own file holds its results."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50), f"door={url}"],
+                    [str(tmp_path / "{source}.jsonl")], realtime=True,
+                    reconnect=Backoff(initial=0.05, maximum=0.05, attempts=1))
+    pipe.start()
+    try:
+        deadline = time.time() + 20
+        while pipe.states["door"].state != "failed" and time.time() < deadline:
+            time.sleep(0.05)
+        assert pipe.states["door"].state == "failed" and len(pipe.source_set.errors) == 1
+        pipe.add_source(ProducerSource(numbered_frames(6), "door"))
+        while pipe.snapshot()["sources"]["door"]["frames_out"] < 6 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    rep = pipe.report()
+    assert rep.source_errors == [] and rep.failed_sources == {}
+    assert len((tmp_path / "door.jsonl").read_text().splitlines()) == 6

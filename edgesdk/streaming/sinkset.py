@@ -74,6 +74,10 @@ class SinkSet:
     def add_source(self, sid: str) -> None:
         with self._lock:
             known = list(self._by_source)
+        if sid in known:
+            # a source back under its name after it ended or failed (not removed): its open
+            # sinks go on; new ones on the same files would write every result twice
+            return
         if known and sid not in known:
             self._check_one_camera_per_video(known + [sid])
         made = [self._open(spec, sid) for spec in self.specs if self._per_source(spec)]

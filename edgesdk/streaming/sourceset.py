@@ -191,7 +191,11 @@ class SourceSet:
 
     @property
     def errors(self) -> list[BaseException]:
-        return [r.error for r in self.readers if r.error is not None]
+        """The failures of the sources as they are now: one that failed and was added again
+        under its name (its URL fixed through the spec or --control) is judged by the new one."""
+        with self._lock:
+            latest = {r.source.source_id: r for r in self.readers}
+        return [r.error for r in latest.values() if r.error is not None]
 
     def lossless_ids(self) -> list[str]:
         return [src.source_id for src in self.sources if not src.live]
