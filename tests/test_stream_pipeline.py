@@ -471,3 +471,42 @@ def test_a_failed_source_added_again_under_its_name_is_judged_by_the_new_one(tmp
     rep = pipe.report()
     assert rep.source_errors == [] and rep.failed_sources == {}
     assert len((tmp_path / "door.jsonl").read_text().splitlines()) == 6
+
+
+def test_control_endpoint_refuses_a_name_that_is_a_path_and_unknown_keys(tmp_path):
+    """POST {"id": "../../x"} with a `{source}` sink wrote results outside the sink's folder, and
+    misspelt keys ({"wieght": 2}) were silently ignored."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    out = tmp_path / "out"
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=30)],
+                    [str(out / "{source}.jsonl")], realtime=True, control_port=0)
+    pipe.start()
+
+    def post(body) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{pipe.control.port}/sources", method="POST",
+                                     data=_json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, _json.loads(e.read())["error"]
+
+    try:
+        uri = str(tmp_path)  # any spec: the name is refused before it is opened
+        for bad in ("../../escaped", "a/b", "bad name!", ""):
+            code, error = post({"uri": uri, "id": bad})
+            assert code == 400 and "is not a name" in error, (bad, error)
+        code, error = post({"uri": uri, "id": "ok", "wieght": 2})
+        assert code == 400 and "unknown key(s) wieght" in error
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["cam.jsonl"]
+    assert set(pipe.report().stats["sources"]) == {"cam"}

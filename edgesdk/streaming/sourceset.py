@@ -28,6 +28,17 @@ def check_weight(source_id: Any, weight: Any) -> float:
     return w
 
 
+def check_name(name: Any) -> str:
+    """A source name given with a source added while running (control endpoint, API): the
+    form NAME=SPEC takes, so a ``{source}`` sink path cannot become ``../../x``."""
+    from .sources import NAME_PATTERN
+
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"source name {name!r} is not a name: use letters, digits, '_', '.' and '-', starting "
+                          "with a letter or '_' (it names the source's files in {source} sinks)")
+    return name
+
+
 class SourceSet:
     """Args: `capacity()` gives a new lane's size (it depends on the batch limit, known late)."""
 
@@ -118,6 +129,8 @@ class SourceSet:
     def add(self, spec: Any, name: Optional[str], weight: float, before_start: Callable[[str], None]) -> str:
         """Add a source and start its reader (it opens in that thread). `before_start(id)`
         runs first (per-source sinks)."""
+        if name is not None:
+            check_name(name)
         src = make_source(spec, name, realtime=self.realtime)
         src.weight = check_weight(src.source_id, weight)
         with self._lock:
