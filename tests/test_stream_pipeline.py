@@ -366,7 +366,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end():
+def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end(tmp_path):
     """rtsp:// to a closed port, added to a running pipeline with the default endless backoff:
     it sat in 'connecting' with no reason and ended as 'ended' (exit 0) when the run stopped."""
     from edgesdk.streaming.sources import Backoff
@@ -375,8 +375,8 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
         while True:
             yield np.zeros((4, 4, 3), np.uint8)
 
-    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)], realtime=True,
-                    reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)],
+                    [str(tmp_path / "{source}.jsonl")], realtime=True, reconnect=Backoff(initial=0.05, maximum=0.1))
     pipe.start()
     try:
         url = f"rtsp://127.0.0.1:{_closed_port()}/live"
@@ -388,6 +388,7 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
         snap = pipe.snapshot()["sources"]["ghost"]
         assert snap["state"] == "connecting" and "failed: cannot open stream" in snap["reason"]
         pipe.remove_source("gone")  # taken out on purpose: not a failure
+        assert not (tmp_path / "gone.jsonl").exists()  # nor an empty file: it never delivered a frame
     finally:
         pipe.stop("test")
         assert pipe.wait(15)
@@ -396,6 +397,7 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
     assert states["cam"]["state"] == "ended"
     errors = pipe.report().source_errors
     assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.jsonl"]
 
 
 class LateCamera(Source):

@@ -319,7 +319,10 @@ class Pipeline:
         """Stop one source of the running pipeline; its queued frames are dropped (counted as
         ``removed``), its statistics are kept, its per-source sinks are closed."""
         self.stats.drop("removed", self.source_set.remove(source_id, timeout), source=source_id)
-        self.sinks.remove_source(source_id)
+        if self.source_set.delivered(source_id):
+            self.sinks.remove_source(source_id)
+        else:  # taken out before its first frame (a dead camera dropped from the spec): no empty file
+            self.sinks.discard_source(source_id)
         if self.gate is not None:
             self.gate.forget(source_id)
         if self._completer is not None:

@@ -193,6 +193,11 @@ class SourceSet:
             return []
         return [r.source.source_id for r in alive]
 
+    def delivered(self, source_id: str) -> bool:
+        """Whether a source of this name read any frame in this run."""
+        with self._lock:
+            return any(r.frames for r in self.readers if r.source.source_id == source_id)
+
     def failed_silent(self) -> list[str]:
         """Sources that failed without delivering a frame: their own sinks have nothing to publish."""
         with self._lock:
