@@ -394,6 +394,7 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
         assert pipe.wait(15)
     states = pipe.report().stats["sources"]
     assert states["ghost"]["state"] == "failed" and states["gone"]["state"] == "ended"
+    assert states["gone"]["reason"] == "removed"
     assert states["cam"]["state"] == "ended"
     errors = pipe.report().source_errors
     assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]

@@ -192,8 +192,8 @@ class SourceReader(threading.Thread):
                 log.error("%s", self.error)
             if self.error is not None:  # the reason says what failed, for the status, report and metrics
                 self.state.to(FAILED, str(self.error))
-            else:
-                self.state.to(ENDED, self.ended_reason or "stopped")
+            else:  # removed: taken out on purpose (spec file, control endpoint, API)
+                self.state.to(ENDED, "removed" if self.removed else self.ended_reason or "stopped")
             self._event("ended", self.ended_reason or "stopped")
 
     def _meta(self) -> dict:
