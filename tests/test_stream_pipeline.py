@@ -334,6 +334,12 @@ def test_a_source_that_cannot_open_fails_alone_while_the_others_run(tmp_path):
     out = io.StringIO()
     StatusLine(out).update(rep.stats)
     assert "FAILED: dead" in out.getvalue()
+    from edgesdk.sinks.prometheus import _SnapshotCollector
+    collector = _SnapshotCollector("edgesdk_pipeline")
+    collector.snapshot = rep.stats
+    metrics = {m.name: m for m in collector.collect()}
+    assert metrics["edgesdk_pipeline_sources_dead_state_code"].samples[0].value == 4  # failed
+    assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
 
 
 def test_no_source_opening_is_a_prompt_error_naming_each(tmp_path):
