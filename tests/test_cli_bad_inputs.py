@@ -197,6 +197,8 @@ TABLE: list[tuple[str, str]] = [
     ("run {bundle} --source {photo} --gate change --gate-threshold 2 --sink {out}/sinks/f.jsonl --no-status",
      "gate-threshold"),
     ("run {bundle} --source rtsp://127.0.0.1:9/live --sink {out}/sinks/g.jsonl --no-status", "cannot open stream"),
+    ("run {bundle} --source {photo} --reconnect-attempts 0 --sink {out}/sinks/h.jsonl --no-status",
+     "--reconnect-attempts"),
     ("run --spec {spec_weight0} --no-status", "weight of source 'p' must be a finite number > 0"),
     ("run --spec {spec_gate2} --no-status", "within [0, 1]"),
     ("run --spec {spec_typo} --no-status", "unknown key 'slo' (did you mean 'slo_ms'?)"),

@@ -108,6 +108,9 @@ def _write_json(path: Path, data: dict) -> None:
               help="Stop at the start if any source cannot be opened (exit 9). Default: that source ends as "
                    "failed with its reason (a stream or camera keeps trying until the others end) while the "
                    "others run, and the run exits 9 at its end naming it.")
+@click.option("--reconnect-attempts", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Streams and cameras: end as failed after N failed (re)connect attempts in a row "
+                   "(default: keep trying while the run lasts). Spec key: reconnect: {attempts: N}.")
 @click.option("--loop", is_flag=True, help="Files and folders: start again at the end.")
 @click.option("--realtime", is_flag=True,
               help="Files and folders: play at their native frame rate and drop frames like a camera.")
@@ -135,7 +138,7 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
         weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
         gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
-        control_port: Optional[int], require_all_sources: bool, loop: bool,
+        control_port: Optional[int], require_all_sources: bool, reconnect_attempts: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
         threads: Optional[int], replicas: int, replica_mode: str, buffer_size: Optional[int], max_inflight: int,
         profile: Optional[str],
@@ -181,7 +184,8 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
                     gate_max_age_s=gate_max_age_s, replicas=replicas, replica_mode=replica_mode,
                     then=[str(p) for p in then], control_port=control_port,
-                    require_all_sources=require_all_sources, **runtime_kw)
+                    require_all_sources=require_all_sources,
+                    reconnect=None if reconnect_attempts is None else {"attempts": reconnect_attempts}, **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     _run_and_report(pipe, list(sources), report_path)
 

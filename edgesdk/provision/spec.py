@@ -33,6 +33,8 @@
           require_all_sources: false  # true: a source that cannot be opened stops the start; by
                                       # default it ends as failed (exit 9 at the run's end) and the
                                       # others run
+          reconnect_attempts: 10      # streams/cameras: end as failed after 10 failed attempts
+                                      # in a row (default: keep trying)
           metrics_port: 9100
           args: []                    # more options for `edgesdk run --spec` (--report, --control...)
           environment: {OMP_NUM_THREADS: "2"}
@@ -88,6 +90,8 @@ class RunSpec:
     replicas: Optional[int] = None
     #: fail-fast: one source that cannot be opened stops the start (default: it fails alone)
     require_all_sources: bool = False
+    #: streams and cameras end as failed after this many failed attempts in a row (None: keep trying)
+    reconnect_attempts: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -206,13 +210,22 @@ def _run_extras(r: "_Keys", base: Path) -> dict[str, Any]:
     then = tuple(t if _NAME.match(t) and not Path(t).is_absolute() and not (base / t).exists()
                  else str(_path(t, base)) for t in r.strings("then"))
     return {"gate": gate, "gate_threshold": threshold, "gate_max_age_s": max_age, "replicas": replicas,
-            "then": then, "require_all_sources": r.get("require_all_sources", bool, False)}
+            "then": then, "require_all_sources": r.get("require_all_sources", bool, False),
+            "reconnect_attempts": _at_least_one(r, "reconnect_attempts")}
+
+
+def _at_least_one(r: "_Keys", key: str) -> Optional[int]:
+    value = r.get(key, int)
+    if value is not None and value < 1:
+        raise r.error(key, f"must be >= 1, got {value}")
+    return value
 
 
 def _run(data: Any, where: str, path: str, base: Optional[Path] = None) -> RunSpec:
     r = _Keys(data, where, path, ("sources", "sinks", "batching", "batch", "max_wait_ms", "slo_ms",
                                   "metrics_port", "args", "environment", "then", "gate", "gate_threshold",
-                                  "gate_max_age_s", "replicas", "require_all_sources"))
+                                  "gate_max_age_s", "replicas", "require_all_sources",
+                                  "reconnect_attempts"))
     batching = r.get("batching", str, "none")
     if batching not in BATCHING:
         raise r.error("batching", f"must be one of {', '.join(BATCHING)}, got {batching!r}")

@@ -41,6 +41,8 @@ def stream_spec(spec: DeploymentSpec, pkg: PackageSpec) -> dict[str, Any]:
         out["sinks"] = list(run.sinks)
     if run.require_all_sources:
         out["require_all_sources"] = True
+    if run.reconnect_attempts is not None:
+        out["reconnect"] = {"attempts": run.reconnect_attempts}
     return out
 
 

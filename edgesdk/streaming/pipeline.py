@@ -78,7 +78,8 @@ class Pipeline:
         on_result: called in the completion thread for each result, in order (keep it fast).
         sink_queue: frames each sink may hold before dropping.
         profile: a device profile (or name) whose max_batch limits batching.
-        reconnect: backoff for streams/cameras that drop.
+        reconnect: backoff for streams/cameras that drop or do not connect: a `Backoff` or a
+            table ``{initial, factor, maximum, attempts}``; default: keep trying (attempts None).
         weights: source id -> share of the engine under overload (> 0; default 1 each).
         observers: more `Observer`s of the live statistics (see observers.py).
         gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
@@ -122,7 +123,7 @@ class Pipeline:
         sink_queue: int = 64,
         backend: Optional[str] = None,
         profile: Any = None,
-        reconnect: Optional[Backoff] = None,
+        reconnect: Optional[Union[Backoff, dict]] = None,
         weights: Optional[dict[str, float]] = None,
         observers: Sequence[Observer] = (),
         gate: Union[None, str, ChangeGate] = None,
@@ -166,7 +167,8 @@ class Pipeline:
         self.loop, self.realtime, self.buffer_size = loop, realtime, buffer_size
         self.max_frames, self.duration = max_frames, duration
         self.metrics_port, self.show_status, self.on_result = metrics_port, status, on_result
-        self.sink_queue, self.profile, self.reconnect = sink_queue, profile, reconnect
+        self.sink_queue, self.profile = sink_queue, profile
+        self.reconnect = Backoff.from_spec(reconnect)  # a spec file gives a table
         self._init_parts(sinks, weights, observers)
 
     def _init_parts(self, sinks: Iterable[Any], weights: Optional[dict[str, float]],

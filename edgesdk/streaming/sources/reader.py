@@ -27,6 +27,28 @@ class Backoff:
     #: give up after this many failed attempts in a row (None: keep trying until stopped)
     attempts: Optional[int] = None
 
+    @classmethod
+    def from_spec(cls, value: "Optional[Backoff | dict]") -> "Backoff":
+        """A Backoff, or one from a spec's table ``{initial, factor, maximum, attempts}``;
+        `ConfigError` naming the key when a value is not a finite number in range."""
+        import math
+
+        from ...errors import ConfigError
+
+        if value is None or isinstance(value, Backoff):
+            return value or cls()
+        if not isinstance(value, dict) or set(value) - {"initial", "factor", "maximum", "attempts"}:
+            raise ConfigError(f"reconnect must be a table with initial, factor, maximum (seconds) and attempts "
+                              f"(give up after that many in a row; none: keep trying), got {value!r}")
+        for key in ("initial", "factor", "maximum"):
+            v = value.get(key, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"reconnect.{key} must be a finite number > 0, got {v!r}")
+        attempts = value.get("attempts")
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise ConfigError(f"reconnect.attempts must be a whole number >= 1 (or none: keep trying), got {attempts!r}")
+        return cls(**{k: float(v) if k != "attempts" else v for k, v in value.items()})
+
     def delays(self):
         d, n = self.initial, 0
         while self.attempts is None or n < self.attempts:
