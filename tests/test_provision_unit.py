@@ -148,6 +148,10 @@ def test_relative_sources_run_in_the_spec_folder_or_are_refused(art, tmp_path):
     unit = dict(parse_unit(render_unit(spec, spec.packages[0]))["Service"])
     assert unexpand(unit["WorkingDirectory"], dollar=False) == str(tmp_path / "50% of specs")
     assert parse_stream(render_stream_spec(spec, spec.packages[0]), tmp_path)["sources"] == run["sources"]
+    # absolute paths and URLs only: no WorkingDirectory (a spec the service user cannot enter still works)
+    spec = load_spec(_spec(tmp_path / "abs", art, run={"sources": ["/abs.mp4", "rtsp://h/x", "1"],
+                                                        "sinks": ["/o.jsonl", "mqtt://h/t", "window"]}))
+    assert "WorkingDirectory" not in dict(parse_unit(render_unit(spec, spec.packages[0]))["Service"])
     # a folder a unit cannot hold: a relative path is refused naming it, not resolved against /
     spec = load_spec(_spec(tmp_path, art, folder=INJECT, run=run))
     with pytest.raises(ConfigError, match=r"run.sources\[0\] 'door=clips/door.mp4' is a relative path.*absolute"):
