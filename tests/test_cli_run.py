@@ -181,3 +181,15 @@ def test_no_source_that_opens_is_one_clear_error(bundle, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert "none of the 2 sources could be opened" in last and "no images" in last
     assert not (tmp_path / "all.jsonl").exists()
+
+
+def test_reconnect_attempts_make_a_dead_camera_fail_while_the_others_go_on(bundle, clip, tmp_path):
+    door = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    report = tmp_path / "r.json"
+    proc = _run(str(bundle), "--source", f"clip={clip.path}", "--source", f"door={door}", "--realtime", "--loop",
+                "--duration", "4", "--reconnect-attempts", "1", "--report", str(report))
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    rep = json.loads(report.read_text())
+    assert rep["stop_reason"] == "duration 4 s"  # the clip played on after the camera gave up
+    assert "never connected after 1 reconnect attempts" in rep["failed_sources"]["door"]
+    assert rep["stats"]["sources"]["clip"]["frames_out"] > len(clip)  # looped
