@@ -350,6 +350,19 @@ def test_no_source_opening_is_a_prompt_error_naming_each(tmp_path):
                     [str(tmp_path / "all.jsonl")])
     with pytest.raises(SourceError, match="none of the 3 sources could be opened.*no images.*cannot open stream"):
         pipe.run()
+
+
+def test_several_failed_sources_are_one_line_naming_each(tmp_path):
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(3), "a"), f"x={tmp_path / 'e1'}",
+                                  f"y={tmp_path / 'e2'}"])
+    with pytest.raises(SourceError) as err:
+        pipe.run()
+    text = str(err.value)
+    assert text.startswith("2 of 3 source(s) failed (x, y), the others ran: cannot open images")
+    assert text.endswith("; 1 more (reasons in the log and the run report)") and "\n" not in text
+    assert text.count("no images") == 1 and isinstance(err.value.__cause__, SourceError)
     assert not (tmp_path / "all.jsonl").exists()
 
 

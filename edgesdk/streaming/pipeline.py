@@ -403,8 +403,7 @@ class Pipeline:
             raise self._fatal
         errors = self.source_set.errors
         if errors:
-            raise SourceError(f"{len(errors)} of {len(self.source_set.states)} source(s) failed: "
-                              + "; ".join(str(e) for e in errors)) from errors[0]
+            raise _sources_failed(errors, sorted(report.failed_sources), len(self.source_set.states))
         sink_error = self.sinks.error()
         if sink_error is not None:
             raise sink_error
@@ -477,6 +476,16 @@ class Pipeline:
         if self.cascade is not None:
             self.cascade.close()
         close_all(self._observers, self.snapshot())
+
+
+def _sources_failed(errors: list[BaseException], names: list[str], total: int) -> SourceError:
+    """One line however many cameras are dead: the first reason in full, the others by name."""
+    who = f" ({', '.join(names)})" if names else ""
+    others = ", the others ran" if len(errors) < total else ""
+    more = f"; {len(errors) - 1} more (reasons in the log and the run report)" if len(errors) > 1 else ""
+    exc = SourceError(f"{len(errors)} of {total} source(s) failed{who}{others}: {errors[0]}{more}")
+    exc.__cause__ = errors[0]
+    return exc
 
 
 def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:
