@@ -63,10 +63,29 @@ def bad(tmp_path_factory, cls_model, photos, model_paths, blazeface_model):
     files["root"].mkdir()
     files["bad_yaml"].write_text("devices: [unclosed\n  - : :\n")
     files["empty_yaml"].write_text("")
+    _run_bad_inputs(files, d, cls_model)
     files["provision_args"] = d / "provision-args.yaml"  # run.args the service's `run --spec` would refuse
     files["provision_args"].write_text("root: r\nallow_unsigned: true\npackages:\n  - name: a\n    path: a.edgepkg\n"
                                        "    run: {sources: [cam.mp4], args: [--loop]}\n")
     return files
+
+
+def _run_bad_inputs(files: dict, d: Path, cls_model: Path) -> None:
+    """`run` inputs checked at the start: a --then bundle without a task or with a 5-channel
+    input, and stream specs with a weight <= 0, a gate threshold > 1, a misspelt key. Every
+    sink they name is under out/sinks/, which a refused run must leave empty."""
+    from edgesdk.presets import make_bundle
+    from tinymodels import TinyModels
+
+    files["raw_bundle"] = make_bundle(cls_model, d / "raw", task="raw").path
+    files["five_channels"] = TinyModels(d).add_one(shape=(1, 5, 32, 32), name="five_channels")
+    sink = d / "out" / "sinks"
+    base = f"model: {files['bundle']}\nsinks: [{sink}/spec.jsonl]\n"
+    for name, text in {"spec_weight0": f"sources: [{{id: p, uri: {files['photo']}, weight: 0}}]\n",
+                       "spec_gate2": f"sources: [{files['photo']}]\ngate: change\ngate_threshold: 2\n",
+                       "spec_typo": f"sources: [{files['photo']}]\nslo: 50\n"}.items():
+        files[name] = d / f"{name}.yaml"
+        files[name].write_text(base + text)
 
 
 def _without_preset(model: Path, dest: Path) -> None:
@@ -169,6 +188,21 @@ TABLE: list[tuple[str, str]] = [
     ("run {bundle} --source {photo} --replicas 2 --replica-mode streams --backend onnxruntime --max-frames 1 "
      "--no-status", "replica"),
     ("run {bundle} --no-status", "--source"),
+    # refused at the start, each with a sink that must not be left behind (half-written or empty)
+    ("run {det_bundle} --source {photo} --then {raw_bundle} --sink {out}/sinks/a.jsonl --no-status", "states no task"),
+    ("run {det_bundle} --source {photo} --then {five_channels} --sink {out}/sinks/b.jsonl --no-status",
+     "five_channels.onnx: its input does not fit image crops"),
+    ("run {bundle} --source a={photo} --source b={photo} --sink {out}/sinks/c.mp4 --no-status", "would interleave"),
+    ("run {bundle} --source {photo} --replicas 100000 --sink {out}/sinks/d.jsonl --no-status", "replicas"),
+    ("run {bundle} --source p={photo} --weight p=0 --sink {out}/sinks/e.jsonl --no-status", "weight"),
+    ("run {bundle} --source {photo} --gate change --gate-threshold 2 --sink {out}/sinks/f.jsonl --no-status",
+     "gate-threshold"),
+    ("run {bundle} --source rtsp://127.0.0.1:9/live --sink {out}/sinks/g.jsonl --no-status", "cannot open stream"),
+    ("run {bundle} --source {photo} --reconnect-attempts 0 --sink {out}/sinks/h.jsonl --no-status",
+     "--reconnect-attempts"),
+    ("run --spec {spec_weight0} --no-status", "weight of source 'p' must be a finite number > 0"),
+    ("run --spec {spec_gate2} --no-status", "within [0, 1]"),
+    ("run --spec {spec_typo} --no-status", "unknown key 'slo' (did you mean 'slo_ms'?)"),
     ("run --spec {missing_yaml} --no-status", "missing.yaml"),
     ("run --spec {bad_yaml} --no-status", "bad.yaml"),
     ("run --spec {spec_no_sources} --no-status", "sources"),
@@ -235,6 +269,8 @@ def test_bad_input_exits_non_zero_with_one_paragraph(bad, capsys, row, needle):
     assert "internal error" not in message, f"a bad input reached a bug instead of a check: {err!r}"
     if needle:
         assert needle.lower() in message.lower(), err
+    sinks = bad["out"] / "sinks"
+    assert not sinks.exists() or not list(sinks.iterdir()), f"{row!r} left {list(sinks.iterdir())}"
 
 
 def _error_paragraph(err: str) -> str:

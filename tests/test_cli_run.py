@@ -133,3 +133,63 @@ def test_then_cascade_from_the_cli_and_its_bad_input(bundle, clip, tmp_path, mod
     proc = _run(str(cls), "--source", str(clip.path), "--then", str(marks))
     assert proc.returncode == 2 and "needs a first bundle that detects" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_dead_camera_fails_alone_the_file_runs_and_the_exit_code_says_so(bundle, clip, tmp_path):
+    """Eight cameras under systemd: one that cannot connect must not stop the seven others. It
+    ends as failed with its reason (report, table), the file runs to its end, exit 9 names it."""
+    door = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    proc = _run(str(bundle), "--source", f"clip={clip.path}", "--source", f"door={door}",
+                "--sink", f"{out}/{{source}}.jsonl", "--report", str(report))
+    assert proc.returncode == 9, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 source(s) failed (door), the others ran:") and "never connected" in last
+    rep = json.loads(report.read_text())
+    assert list(rep["failed_sources"]) == ["door"] and "cannot open stream" in rep["failed_sources"]["door"]
+    assert rep["stats"]["sources"]["clip"]["frames_out"] == len(clip)
+    assert rep["stats"]["sources"]["door"]["state"] == "failed"
+    assert "| door | 0 | 0 |" in proc.stdout and "failed" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl"]  # nothing empty for the dead one
+    assert len((out / "clip.jsonl").read_text().splitlines()) == len(clip)
+
+
+def test_require_all_sources_stops_at_the_start_and_writes_nothing(bundle, clip, tmp_path):
+    door = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    proc = _run(str(bundle), "--source", f"clip={clip.path}", "--source", f"door={door}",
+                "--sink", str(tmp_path / "all.jsonl"), "--require-all-sources")
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    assert "cannot open stream" in proc.stderr.strip().splitlines()[-1] and "(door)" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_source_that_opens_is_one_clear_error(bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    door = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    proc = _run(str(bundle), "--source", f"door={door}", "--source", str(tmp_path / "empty"),
+                "--sink", str(tmp_path / "all.jsonl"))
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "none of the 2 sources could be opened" in last and "no images" in last
+    assert not (tmp_path / "all.jsonl").exists()
+
+
+def test_reconnect_attempts_make_a_dead_camera_fail_while_the_others_go_on(bundle, clip, tmp_path):
+    door = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    report = tmp_path / "r.json"
+    proc = _run(str(bundle), "--source", f"clip={clip.path}", "--source", f"door={door}", "--realtime", "--loop",
+                "--duration", "4", "--reconnect-attempts", "1", "--report", str(report))
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    rep = json.loads(report.read_text())
+    assert rep["stop_reason"] == "duration 4 s"  # the clip played on after the camera gave up
+    assert "never connected after 1 reconnect attempts" in rep["failed_sources"]["door"]
+    assert rep["stats"]["sources"]["clip"]["frames_out"] > len(clip)  # looped

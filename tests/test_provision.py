@@ -82,6 +82,10 @@ BASE = {"root": "/r", "trusted_keys": "/k", "packages": [{"name": "a", "path": "
      r"run.gate: must be change when"),
     ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "replicas": 0}}]},
      r"run.replicas: must be >= 1"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "require_all_sources": "yes"}}]},
+     r"run.require_all_sources: must be bool"),
+    ({"packages": [{"name": "a", "path": "x", "run": {"sources": ["s"], "reconnect_attempts": 0}}]},
+     r"run.reconnect_attempts: must be >= 1"),
 ])
 def test_spec_errors_name_the_key(change, message):
     data = {k: v for k, v in {**BASE, **change}.items() if v is not None}
@@ -328,7 +332,8 @@ def test_a_run_section_cascade_gate_and_replicas_reach_the_stream_spec(art, tmp_
     (tmp_path / "extra_bundle").mkdir()
     packages = [{"name": "ocr-cls", "path": "cls-1.0.0.edgepkg",
                  "run": {"sources": ["a=rtsp://10.0.0.1/a"], "then": ["ocr-cls2", "extra_bundle"], "gate": "change",
-                         "gate_threshold": 0.05, "replicas": 2}},
+                         "gate_threshold": 0.05, "replicas": 2, "require_all_sources": True,
+                         "reconnect_attempts": 10}},
                 {"name": "ocr-cls2", "path": "cls-1.1.0.edgepkg"}]
     spec_path = write_spec(tmp_path, art, packages=packages)
     apply(load_spec(spec_path), **QUIET)
@@ -336,3 +341,5 @@ def test_a_run_section_cascade_gate_and_replicas_reach_the_stream_spec(art, tmp_
     assert read["then"] == [str(tmp_path / "device" / "ocr-cls2" / "current" / "bundle"),
                             str(tmp_path / "extra_bundle")]
     assert (read["gate"], read["gate_threshold"], read["replicas"]) == ("change", 0.05, 2)
+    assert read["require_all_sources"] is True  # fail-fast, asked for; the service's default runs the others
+    assert read["reconnect"] == {"attempts": 10}

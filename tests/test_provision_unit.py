@@ -121,17 +121,44 @@ def test_unit_parses_back_to_every_field(art, tmp_path):
     assert dict(unit["Install"]) == {"WantedBy": "multi-user.target"}
 
 
+#: hostile sources that name no relative path: a spec folder a unit cannot hold is no WorkingDirectory
+ABSOLUTE_SOURCES = [s for s in HOSTILE["sources"] if s.startswith("/") or "://" in s]
+INJECT = "x\n[Service]\nExecStartPre=/bin/touch /tmp/pwned\n#"
+
+
 def test_a_newline_in_the_spec_path_cannot_inject_lines(art, tmp_path):
-    path = _spec(tmp_path, art, folder="x\n[Service]\nExecStartPre=/bin/touch /tmp/pwned\n#")
+    path = _spec(tmp_path, art, folder=INJECT, run={**HOSTILE, "sources": ABSOLUTE_SOURCES})
     spec = load_spec(path)
     text = render_unit(spec, spec.packages[0])
     unit = parse_unit(text)
     assert [k for k, _ in unit["Service"]].count("ExecStartPre") == 1 and list(unit) == ["Unit", "Service", "Install"]
     assert "/bin/touch" not in "".join(v for _, v in unit["Service"])
+    assert "WorkingDirectory" not in dict(unit["Service"])  # the folder cannot be one, and no path needs it
     # nor into the stream spec: the path is in its first comment, which stays one comment line
     stream = render_stream_spec(spec, spec.packages[0])
     assert stream.splitlines()[0].startswith("# Written by") and "\nExecStartPre" not in stream
-    assert parse_stream(stream, tmp_path)["sources"] == HOSTILE["sources"]
+    assert parse_stream(stream, tmp_path)["sources"] == ABSOLUTE_SOURCES
+
+
+def test_relative_sources_run_in_the_spec_folder_or_are_refused(art, tmp_path):
+    """The unit had no WorkingDirectory: `clips/door.mp4` and `out/{source}.jsonl` resolved against /.
+    They stay verbatim in the stream spec and the service runs in the spec's folder."""
+    run = {"sources": ["door=clips/door.mp4", "file://clips/b.mp4", "0", "rtsp://h/x"], "sinks": ["out/{source}.jsonl"]}
+    spec = load_spec(_spec(tmp_path, art, folder="50% of specs", run=run))
+    unit = dict(parse_unit(render_unit(spec, spec.packages[0]))["Service"])
+    assert unexpand(unit["WorkingDirectory"], dollar=False) == str(tmp_path / "50% of specs")
+    assert parse_stream(render_stream_spec(spec, spec.packages[0]), tmp_path)["sources"] == run["sources"]
+    # absolute paths and URLs only: no WorkingDirectory (a spec the service user cannot enter still works)
+    spec = load_spec(_spec(tmp_path / "abs", art, run={"sources": ["/abs.mp4", "rtsp://h/x", "1"],
+                                                        "sinks": ["/o.jsonl", "mqtt://h/t", "window"]}))
+    assert "WorkingDirectory" not in dict(parse_unit(render_unit(spec, spec.packages[0]))["Service"])
+    # a folder a unit cannot hold: a relative path is refused naming it, not resolved against /
+    spec = load_spec(_spec(tmp_path, art, folder=INJECT, run=run))
+    with pytest.raises(ConfigError, match=r"run.sources\[0\] 'door=clips/door.mp4' is a relative path.*absolute"):
+        render_unit(spec, spec.packages[0])
+    spec = load_spec(_spec(tmp_path / "2", art, folder=INJECT, run={"sources": ["/abs.mp4"], "sinks": ["o.jsonl"]}))
+    with pytest.raises(ConfigError, match=r"run.sinks\[0\] 'o.jsonl' is a relative path"):
+        render_unit(spec, spec.packages[0])
 
 
 def parse_stream(text: str, folder) -> dict:
@@ -143,9 +170,10 @@ def parse_stream(text: str, folder) -> dict:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_hostile_unit_passes_systemd_analyze_verify(art, tmp_path):
-    spec = load_spec(_spec(tmp_path, art))
+    spec = load_spec(_spec(tmp_path, art, folder="spec 50% $x"))  # the folder is the WorkingDirectory
     unit = tmp_path / "edgesdk-ocr-cls.service"
     unit.write_text(render_unit(spec, spec.packages[0]))
+    assert "WorkingDirectory=" in unit.read_text()
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

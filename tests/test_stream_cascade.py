@@ -99,3 +99,25 @@ def test_a_yolo_detector_then_a_classifier_the_cascade_was_not_written_around(tm
     assert len(got) == 1 and len(got[0]) >= 1  # the astronaut's face (and more) found
     children = got[0].then["efficientnet_lite0"]
     assert len(children) == len(got[0]) and all(c is not None and len(c.topk) >= 1 for c in children)
+
+
+def test_then_model_whose_channels_do_not_fit_the_crops_is_refused_naming_it(bundles, tmp_path, tiny_models):
+    clip = make_video(tmp_path / "c.mp4", (("astronaut", 2),))
+    five = tiny_models.add_one(shape=(1, 5, 32, 32), name="five_channels")
+    with pytest.raises(ConfigError, match=r"--then .*five_channels.onnx: its input does not fit image crops.*has 5"):
+        run(str(bundles["face"]), [str(clip.path)], then=[str(five)])
+
+
+def test_then_bundle_whose_outputs_its_task_cannot_read_is_refused_at_the_start(bundles, tmp_path, tiny_models):
+    """A 'classification' bundle whose model gives back an image: every batch failed in the
+    decoder, logged, and every detection's result was None while the run exited 0."""
+    from edgesdk.presets import make_bundle
+
+    clip = make_video(tmp_path / "c.mp4", (("astronaut", 2),))
+    gray = make_bundle(tiny_models.add_one(shape=(1, 1, 32, 32), name="gray_echo"), tmp_path / "echo",
+                       task="classification", labels=["a", "b"]).path
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ConfigError, match=r"--then .*echo: a test crop .* failed.*InputMismatchError: classification "
+                                          r"expects scores"):
+        run(str(bundles["face"]), [str(clip.path)], [str(out)], then=[str(gray)])
+    assert not out.exists()

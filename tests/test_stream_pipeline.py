@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from edgesdk.errors import ConfigError, SourceError
 from edgesdk.results import Frame
 from edgesdk.streaming import Pipeline, run
 from edgesdk.streaming.buffer import FrameBuffer
-from edgesdk.streaming.sources import ProducerSource
+from edgesdk.streaming.sources import ProducerSource, Source
 from edgesdk.streaming.stats import markdown, status_line
 from runtimes.errors import InferenceError
 from streamfakes import FakeModel, numbered_frames
@@ -294,21 +295,75 @@ def test_abort_drops_the_queue_counted_and_a_sink_that_cannot_open_stops_nothing
     assert not pipe.running and not pipe.readers  # nothing was started
 
 
-def test_a_source_that_cannot_open_at_start_leaves_the_sinks_files_untouched(tmp_path):
-    """A rerun with a dead camera must not wipe the previous run's results (JSONL files are
-    written in place) nor leave an empty file per source; the report says why it stopped."""
+def _dead_folder_run(tmp_path, **kw) -> tuple[Pipeline, Path]:
     empty = tmp_path / "no_images"
     empty.mkdir()
-    old = tmp_path / "out" / "a.jsonl"
+    old = tmp_path / "out" / "dead.jsonl"
     old.parent.mkdir()
     old.write_text('{"frame_index": 0}\n')
     pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(5), "a"), f"dead={empty}"],
-                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")])
+                    [str(tmp_path / "out" / "{source}.jsonl"), str(tmp_path / "all.jsonl")], **kw)
     with pytest.raises(SourceError, match="no images"):
         pipe.run()
+    return pipe, old
+
+
+def test_require_all_sources_stops_the_start_and_leaves_the_sinks_files_untouched(tmp_path):
+    """Fail-fast: a rerun with a dead camera must not wipe the previous run's results (JSONL
+    files are written in place) nor leave an empty file per source; the report says why."""
+    pipe, old = _dead_folder_run(tmp_path, require_all_sources=True)
     assert old.read_text() == '{"frame_index": 0}\n'
-    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["a.jsonl"]
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["dead.jsonl"]
     assert pipe.report().stop_reason.startswith("could not start:") and "no images" in pipe.report().stop_reason
+    assert not pipe.readers
+
+
+def test_a_source_that_cannot_open_fails_alone_while_the_others_run(tmp_path):
+    """The default: the dead source ends as failed with its reason, the other one delivers every
+    frame, the failed one's own file keeps what an earlier run wrote, and run() raises at the end."""
+    pipe, old = _dead_folder_run(tmp_path)
+    rep = pipe.report()
+    assert rep.stats["sources"]["a"]["frames_out"] == 5 and rep.stats["sources"]["a"]["state"] == "ended"
+    assert rep.failed_sources.keys() == {"dead"} and "no images" in rep.failed_sources["dead"]
+    assert old.read_text() == '{"frame_index": 0}\n'
+    assert len((tmp_path / "out" / "a.jsonl").read_text().splitlines()) == 5
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 5
+    import io
+
+    from edgesdk.streaming.observers import StatusLine
+    out = io.StringIO()
+    StatusLine(out).update(rep.stats)
+    assert "FAILED: dead" in out.getvalue()
+    from edgesdk.sinks.prometheus import _SnapshotCollector
+    collector = _SnapshotCollector("edgesdk_pipeline")
+    collector.snapshot = rep.stats
+    metrics = {m.name: m for m in collector.collect()}
+    assert metrics["edgesdk_pipeline_sources_dead_state_code"].samples[0].value == 4  # failed
+    assert metrics["edgesdk_pipeline_sources_a_state_code"].samples[0].value == 3  # ended
+
+
+def test_no_source_opening_is_a_prompt_error_naming_each(tmp_path):
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    pipe = Pipeline(FakeModel(), [f"x={tmp_path / 'e1'}", f"y={tmp_path / 'e2'}", f"door={url}"],
+                    [str(tmp_path / "all.jsonl")])
+    with pytest.raises(SourceError, match="none of the 3 sources could be opened.*no images.*cannot open stream"):
+        pipe.run()
+
+
+def test_several_failed_sources_are_one_line_naming_each(tmp_path):
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    pipe = Pipeline(FakeModel(), [ProducerSource(numbered_frames(3), "a"), f"x={tmp_path / 'e1'}",
+                                  f"y={tmp_path / 'e2'}"])
+    with pytest.raises(SourceError) as err:
+        pipe.run()
+    text = str(err.value)
+    assert text.startswith("2 of 3 source(s) failed (x, y), the others ran: cannot open images")
+    assert text.endswith("; 1 more (reasons in the log and the run report)") and "\n" not in text
+    assert text.count("no images") == 1 and isinstance(err.value.__cause__, SourceError)
+    assert not (tmp_path / "all.jsonl").exists()
 
 
 def test_a_short_run_far_over_its_latency_target_is_judged_missed():
@@ -330,7 +385,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end():
+def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_end(tmp_path):
     """rtsp:// to a closed port, added to a running pipeline with the default endless backoff:
     it sat in 'connecting' with no reason and ended as 'ended' (exit 0) when the run stopped."""
     from edgesdk.streaming.sources import Backoff
@@ -339,8 +394,8 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
         while True:
             yield np.zeros((4, 4, 3), np.uint8)
 
-    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)], realtime=True,
-                    reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50)],
+                    [str(tmp_path / "{source}.jsonl")], realtime=True, reconnect=Backoff(initial=0.05, maximum=0.1))
     pipe.start()
     try:
         url = f"rtsp://127.0.0.1:{_closed_port()}/live"
@@ -352,11 +407,128 @@ def test_a_stream_that_never_connects_says_why_while_retrying_and_fails_at_the_e
         snap = pipe.snapshot()["sources"]["ghost"]
         assert snap["state"] == "connecting" and "failed: cannot open stream" in snap["reason"]
         pipe.remove_source("gone")  # taken out on purpose: not a failure
+        assert not (tmp_path / "gone.jsonl").exists()  # nor an empty file: it never delivered a frame
     finally:
         pipe.stop("test")
         assert pipe.wait(15)
     states = pipe.report().stats["sources"]
     assert states["ghost"]["state"] == "failed" and states["gone"]["state"] == "ended"
+    assert states["gone"]["reason"] == "removed"
     assert states["cam"]["state"] == "ended"
     errors = pipe.report().source_errors
     assert len(errors) == 1 and "ghost" in errors[0] and "never connected" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.jsonl"]
+
+
+class LateCamera(Source):
+    """A camera that boots after the box: its first `down` opens fail, then it serves frames."""
+
+    kind, reconnects = "camera", True
+
+    def __init__(self, down: int) -> None:
+        super().__init__("late", "late", live=True)
+        self.down, self.opens = down, 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.down:
+            raise SourceError("camera 'late': not there yet")
+
+    def read(self):
+        time.sleep(0.01)
+        return np.zeros((4, 4, 3), np.uint8)
+
+
+def test_a_camera_down_at_the_start_goes_live_when_it_comes_up_and_nothing_fails():
+    """Under systemd the box boots before the camera: its first attempts fail (the start's
+    included), it sits in 'connecting' with the reason, then goes live; the run reports no failure."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50), LateCamera(down=3)],
+                    realtime=True, reconnect=Backoff(initial=0.05, maximum=0.1))
+    pipe.start()
+    try:
+        deadline = time.time() + 15
+        while pipe.snapshot()["sources"]["late"]["frames_out"] < 5 and time.time() < deadline:
+            time.sleep(0.05)
+        row = pipe.snapshot()["sources"]["late"]
+        assert row["state"] == "live" and row["frames_out"] >= 5 and pipe.sources[1].opens == 4
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    rep = pipe.report()
+    assert rep.failed_sources == {} and rep.source_errors == []
+    assert rep.stats["sources"]["late"]["state"] == "ended"
+
+
+def test_a_failed_source_added_again_under_its_name_is_judged_by_the_new_one(tmp_path):
+    """An operator fixes a dead camera's URL (spec file or --control): the run that goes on must not
+    exit 9 for the failure that was fixed, and the fixed source's own file holds its results."""
+    from edgesdk.streaming.sources import Backoff
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=50), f"door={url}"],
+                    [str(tmp_path / "{source}.jsonl")], realtime=True,
+                    reconnect=Backoff(initial=0.05, maximum=0.05, attempts=1))
+    pipe.start()
+    try:
+        deadline = time.time() + 20
+        while pipe.states["door"].state != "failed" and time.time() < deadline:
+            time.sleep(0.05)
+        assert pipe.states["door"].state == "failed" and len(pipe.source_set.errors) == 1
+        pipe.add_source(ProducerSource(numbered_frames(6), "door"))
+        while pipe.snapshot()["sources"]["door"]["frames_out"] < 6 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    rep = pipe.report()
+    assert rep.source_errors == [] and rep.failed_sources == {}
+    assert len((tmp_path / "door.jsonl").read_text().splitlines()) == 6
+
+
+def test_control_endpoint_refuses_a_name_that_is_a_path_and_unknown_keys(tmp_path):
+    """POST {"id": "../../x"} with a `{source}` sink wrote results outside the sink's folder, and
+    misspelt keys ({"wieght": 2}) were silently ignored."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    def endless():
+        while True:
+            yield np.zeros((4, 4, 3), np.uint8)
+
+    out = tmp_path / "out"
+    pipe = Pipeline(FakeModel(), [ProducerSource(endless(), "cam", live=True, fps=30)],
+                    [str(out / "{source}.jsonl")], realtime=True, control_port=0)
+    pipe.start()
+
+    def post(body) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{pipe.control.port}/sources", method="POST",
+                                     data=_json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, _json.loads(e.read())["error"]
+
+    try:
+        uri = str(tmp_path)  # any spec: the name is refused before it is opened
+        for bad in ("../../escaped", "a/b", "bad name!", ""):
+            code, error = post({"uri": uri, "id": bad})
+            assert code == 400 and "is not a name" in error, (bad, error)
+        code, error = post({"uri": uri, "id": "ok", "wieght": 2})
+        assert code == 400 and "unknown key(s) wieght" in error
+    finally:
+        pipe.stop("test")
+        assert pipe.wait(15)
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == ["cam.jsonl"]
+    assert set(pipe.report().stats["sources"]) == {"cam"}

@@ -141,3 +141,46 @@ def test_every_engine_option_a_runtime_reads_is_on_its_backend_record():
         source = (root / f"{rec.engine.split(':')[0].split('.')[-1]}.py").read_text()
         read = set(re.findall(r"self\.options(?:\.get\(|\[)\"(\w+)\"", source))
         assert read <= set(rec.options), (rec.name, read - set(rec.options))
+
+
+def test_require_all_sources_is_a_spec_key_and_the_default_runs_the_others(parts, tmp_path):
+    from edgesdk.errors import SourceError
+    from edgesdk.streaming.pipeline import Pipeline
+
+    (tmp_path / "empty").mkdir()
+    spec = {"model": str(parts["bundle"]), "sources": [f"a={parts['a']}", {"id": "dead", "uri": str(tmp_path / "empty")}]}
+    pipe = Pipeline.from_spec(spec)
+    with pytest.raises(SourceError, match="1 of 2 source\\(s\\) failed.*no images"):
+        pipe.run()
+    assert pipe.report().stats["sources"]["a"]["frames_out"] == 12
+    assert list(pipe.report().failed_sources) == ["dead"]
+    strict = Pipeline.from_spec({**spec, "require_all_sources": True})
+    with pytest.raises(SourceError, match="no images"):
+        strict.run()
+    assert not strict.readers and strict.report().stop_reason.startswith("could not start")
+
+
+def test_reconnect_in_a_spec_is_a_table_and_a_source_that_gives_up_fails_while_the_run_goes_on(parts, tmp_path):
+    """`reconnect: {attempts: 2}` in a spec reached the readers as a dict: the source died with
+    AttributeError. Now it is a Backoff; the dead stream ends as failed while the file plays on."""
+    import socket
+
+    from edgesdk.streaming.pipeline import Pipeline
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = _spec(parts, "a", reconnect={"attempts": 1, "initial": 0.05, "maximum": 0.05})
+    spec["sources"].append(f"door=rtsp://127.0.0.1:{port}/live")
+    pipe = Pipeline.from_spec(spec).start()
+    try:
+        assert _wait_for(lambda: pipe.states["door"].state == "failed", timeout=20)
+        assert pipe.states["a"].state == "live" and "after 1 reconnect attempts" in pipe.states["door"].reason
+    finally:
+        pipe.stop("test")
+        pipe.wait(15)
+    for bad, match in (({"attempts": 0}, "reconnect.attempts must be a whole number >= 1"),
+                       ({"initial": float("nan")}, "reconnect.initial must be a finite number > 0"),
+                       ({"tries": 3}, "reconnect must be a table with initial"), (5, "must be a table")):
+        with pytest.raises(ConfigError, match=match):
+            Pipeline.from_spec(_spec(parts, "a", reconnect=bad))

@@ -104,6 +104,13 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--control", "control_port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Local control endpoint on 127.0.0.1:PORT: GET/POST /sources, DELETE /sources/NAME "
                    "(add and remove sources while running).")
+@click.option("--require-all-sources", is_flag=True,
+              help="Stop at the start if any source cannot be opened (exit 9). Default: that source ends as "
+                   "failed with its reason (a stream or camera keeps trying until the others end) while the "
+                   "others run, and the run exits 9 at its end naming it.")
+@click.option("--reconnect-attempts", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Streams and cameras: end as failed after N failed (re)connect attempts in a row "
+                   "(default: keep trying while the run lasts). Spec key: reconnect: {attempts: N}.")
 @click.option("--loop", is_flag=True, help="Files and folders: start again at the end.")
 @click.option("--realtime", is_flag=True,
               help="Files and folders: play at their native frame rate and drop frames like a camera.")
@@ -131,7 +138,7 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
         weights: tuple[str, ...], batching: str, batch: Optional[int],
         max_wait_ms: Optional[float], slo_ms: Optional[float], gate: Optional[str], gate_threshold: Optional[float],
         gate_max_age_s: Optional[float], then: tuple[Path, ...], sinks: tuple[str, ...], metrics_port: Optional[int],
-        control_port: Optional[int], loop: bool,
+        control_port: Optional[int], require_all_sources: bool, reconnect_attempts: Optional[int], loop: bool,
         realtime: bool, duration: Optional[float], max_frames: Optional[int], backend: Optional[str],
         threads: Optional[int], replicas: int, replica_mode: str, buffer_size: Optional[int], max_inflight: int,
         profile: Optional[str],
@@ -140,7 +147,9 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
 
     Stops when every source has ended, after --duration, or on Ctrl-C / SIGTERM: frames
     in flight are finished and the sinks closed (a second Ctrl-C drops the queued ones).
-    Exits non-zero when a source cannot be opened or fails, or a file sink lost output.
+    A source that cannot be opened or fails does not stop the others (see
+    --require-all-sources); the run then exits 9 at its end, naming it. It also exits
+    non-zero when no source can be opened, or a file sink lost output.
 
     \b
     edgesdk run faces/ --source 0 --sink faces.jsonl --sink out.mp4
@@ -174,7 +183,9 @@ def run(bundle: Optional[Path], sources: tuple[str, ...], spec_path: Optional[Pa
                     status=status_on, backend=backend, profile=profile,
                     weights=_weights(weights), gate=gate, gate_threshold=gate_threshold,
                     gate_max_age_s=gate_max_age_s, replicas=replicas, replica_mode=replica_mode,
-                    then=[str(p) for p in then], control_port=control_port, **runtime_kw)
+                    then=[str(p) for p in then], control_port=control_port,
+                    require_all_sources=require_all_sources,
+                    reconnect=None if reconnect_attempts is None else {"attempts": reconnect_attempts}, **runtime_kw)
     click.echo(f"running {bundle} on {len(sources)} source(s), batching {batching}; Ctrl-C stops", err=True)
     _run_and_report(pipe, list(sources), report_path)
 
@@ -209,21 +220,25 @@ def _from_spec_file(ctx: click.Context, path: Path, reload_spec: bool, bundle: O
 
 
 def _run_and_report(pipe: Any, sources: list[str], report_path: Optional[Path]) -> None:
+    from ..errors import SourceError
+
+    failed: Optional[SourceError] = None
     try:
         report = pipe.run()
+    except SourceError as exc:
+        if not pipe.opened:  # it could not start: nothing ran, there is nothing to summarise
+            raise
+        failed, report = exc, pipe.report()  # some sources failed, the others ran: say both
     finally:
         if report_path is not None:
             rep = pipe.report()
             _write_json(report_path, {"stats": rep.stats, "stop_reason": rep.stop_reason, "policy": rep.policy,
-                                      "source_errors": rep.source_errors, "sinks": rep.sinks,
-                                      "sink_errors": rep.sink_errors})
+                                      "source_errors": rep.source_errors, "failed_sources": rep.failed_sources,
+                                      "sinks": rep.sinks, "sink_errors": rep.sink_errors})
     click.echo(report.markdown())
     # a run that could not do what was asked says so in its exit code
-    from ..errors import SourceError
-
-    if report.source_errors:
-        raise SourceError(f"{len(report.source_errors)} of {len(sources)} source(s) failed: "
-                          + "; ".join(report.source_errors))
+    if failed is not None:
+        raise failed
     if not report.stats.get("frames_in") and report.stop_reason == "sources ended":
         raise SourceError(f"no frame could be read from {', '.join(sources)} (see the warnings above); "
                           "check the paths, that the files are images or videos, and the camera index")

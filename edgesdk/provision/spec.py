@@ -19,7 +19,8 @@
         run:                          # optional: a systemd service running `edgesdk run --spec
                                       # ROOT/<name>/stream.yaml`, a file provision writes from this
                                       # section; sources edited there apply without a restart
-          sources: [rtsp://127.0.0.1:8554/live]
+          sources: [rtsp://127.0.0.1:8554/live]  # relative paths: to this file's folder (the
+                                      # service's WorkingDirectory); kept verbatim
           batching: adaptive          # none | fixed | adaptive
           batch: 4
           max_wait_ms: 20
@@ -29,6 +30,11 @@
                                       # bundle) or bundle folders (relative to this file), in order
           gate: change                # change-gated inference (with gate_threshold, gate_max_age_s)
           replicas: 2                 # engine instances (at most the CPU cores)
+          require_all_sources: false  # true: a source that cannot be opened stops the start; by
+                                      # default it ends as failed (exit 9 at the run's end) and the
+                                      # others run
+          reconnect_attempts: 10      # streams/cameras: end as failed after 10 failed attempts
+                                      # in a row (default: keep trying)
           metrics_port: 9100
           args: []                    # more options for `edgesdk run --spec` (--report, --control...)
           environment: {OMP_NUM_THREADS: "2"}
@@ -82,6 +88,10 @@ class RunSpec:
     gate_threshold: Optional[float] = None
     gate_max_age_s: Optional[float] = None
     replicas: Optional[int] = None
+    #: fail-fast: one source that cannot be opened stops the start (default: it fails alone)
+    require_all_sources: bool = False
+    #: streams and cameras end as failed after this many failed attempts in a row (None: keep trying)
+    reconnect_attempts: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,9 @@ class DeploymentSpec:
     source: Optional[Path] = None
     broker: Any = None  # edgesdk.fleet.provisioning.BrokerSection
     mender: Any = None  # edgesdk.fleet.provisioning.MenderSection
+    #: what relative paths in the spec are relative to (the spec file's folder): the services'
+    #: WorkingDirectory, so that relative sources and sinks, kept verbatim, mean the same there
+    base: Optional[Path] = None
 
     def package_root(self, pkg: PackageSpec) -> Path:
         return self.root / pkg.name
@@ -197,13 +210,22 @@ def _run_extras(r: "_Keys", base: Path) -> dict[str, Any]:
     then = tuple(t if _NAME.match(t) and not Path(t).is_absolute() and not (base / t).exists()
                  else str(_path(t, base)) for t in r.strings("then"))
     return {"gate": gate, "gate_threshold": threshold, "gate_max_age_s": max_age, "replicas": replicas,
-            "then": then}
+            "then": then, "require_all_sources": r.get("require_all_sources", bool, False),
+            "reconnect_attempts": _at_least_one(r, "reconnect_attempts")}
+
+
+def _at_least_one(r: "_Keys", key: str) -> Optional[int]:
+    value = r.get(key, int)
+    if value is not None and value < 1:
+        raise r.error(key, f"must be >= 1, got {value}")
+    return value
 
 
 def _run(data: Any, where: str, path: str, base: Optional[Path] = None) -> RunSpec:
     r = _Keys(data, where, path, ("sources", "sinks", "batching", "batch", "max_wait_ms", "slo_ms",
                                   "metrics_port", "args", "environment", "then", "gate", "gate_threshold",
-                                  "gate_max_age_s", "replicas"))
+                                  "gate_max_age_s", "replicas", "require_all_sources",
+                                  "reconnect_attempts"))
     batching = r.get("batching", str, "none")
     if batching not in BATCHING:
         raise r.error("batching", f"must be one of {', '.join(BATCHING)}, got {batching!r}")
@@ -315,7 +337,7 @@ def parse_spec(data: Any, where: str = "spec", base: Optional[Path] = None) -> D
         broker=broker, mender=mender, root=root, packages=pkgs, trusted_keys=_path(keys, base) if keys else None, allow_unsigned=allow_unsigned,
         profile=profile, keep=keep, user=user, group=group, edgesdk=command,
         unit_dir=_path(sysd.get("unit_dir", str, "/etc/systemd/system"), base),
-        manage={True: "true", False: "false"}.get(manage, manage), source=None)
+        manage={True: "true", False: "false"}.get(manage, manage), source=None, base=base.absolute())
 
 
 def _check_then(pkgs: tuple[PackageSpec, ...], where: str) -> None:

@@ -39,6 +39,10 @@ def stream_spec(spec: DeploymentSpec, pkg: PackageSpec) -> dict[str, Any]:
                        for t in run.then]
     if run.sinks:
         out["sinks"] = list(run.sinks)
+    if run.require_all_sources:
+        out["require_all_sources"] = True
+    if run.reconnect_attempts is not None:
+        out["reconnect"] = {"attempts": run.reconnect_attempts}
     return out
 
 

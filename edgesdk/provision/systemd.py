@@ -83,6 +83,43 @@ def run_args(spec: DeploymentSpec, pkg: PackageSpec) -> list[str]:
     return args + list(run.args)
 
 
+def _is_relative_path(text: str, sink: bool) -> bool:
+    """Whether a run source or sink names a file by a relative path (URLs, camera indices,
+    devices, windows and metrics ports do not depend on the working directory)."""
+    from ..streaming.sources import split_name
+
+    if not sink:
+        text = split_name(text)[1]
+        if text.lower().startswith("file://"):
+            text = text[len("file://"):]
+        elif "://" in text or text.isdigit():
+            return False
+    elif "://" in text or text == "window" or text.startswith(("window:", "metrics:")):
+        return False
+    return not text.startswith(("/", "~"))
+
+
+def working_directory(spec: DeploymentSpec, pkg: PackageSpec) -> Optional[str]:
+    """The unit's WorkingDirectory when a source or sink of the run is a relative path: the
+    spec's folder, which they are relative to (they are carried verbatim into the stream
+    spec; without it they would resolve against /). None when no path needs one, so that a
+    spec kept where the service user cannot enter changes nothing for absolute paths."""
+    run = pkg.run
+    assert run is not None
+    relative = [(key, i, text) for key, values in (("sources", run.sources), ("sinks", run.sinks))
+                for i, text in enumerate(values) if _is_relative_path(text, sink=key == "sinks")]
+    if not relative:
+        return None
+    base = str(spec.base or Path.cwd())
+    # WorkingDirectory= takes the rest of the line as the path: no quoting, no escapes
+    if _CONTROL.search(base) or base != base.strip():
+        key, i, text = relative[0]
+        raise ConfigError(f"{pkg.name}: run.{key}[{i}] {text!r} is a relative path, and the spec's folder "
+                          f"{base!r} cannot be the service's WorkingDirectory (it has a control character "
+                          "or surrounding spaces); write the path absolute or move the spec")
+    return base.replace("%", "%%")
+
+
 def render_unit(spec: DeploymentSpec, pkg: PackageSpec) -> str:
     run = pkg.run
     assert run is not None
@@ -105,6 +142,11 @@ def render_unit(spec: DeploymentSpec, pkg: PackageSpec) -> str:
         lines.append(f"Group={spec.group}")
     for k, v in run.environment:
         lines.append(f"Environment={env_quote(k, v)}")
+    workdir = working_directory(spec, pkg)
+    if workdir is not None:
+        lines += ["# Relative source/sink paths are relative to the deployment spec's folder (the service user must be",
+                  "# able to enter it).",
+                  f"WorkingDirectory={workdir}"]
     lines += [
         "# Finish or undo an install that power loss interrupted, and refuse to start without a healthy release.",
         "# '+': with full privileges, so that the service user needs no write access to the install root.",

@@ -69,22 +69,60 @@ def _shift(result: Result, dx: float, dy: float) -> Result:
 
 
 def load_stage(spec: Any, backend: Optional[str] = None, **runtime_kw: Any) -> Stage:
-    """A cascade stage from a bundle directory / model file (or a ready Predictor)."""
+    """A cascade stage from a bundle directory / model file (or a ready Predictor); refuses,
+    naming the bundle and the mismatch, one whose model cannot run on image crops."""
+    pred = _predictor(spec, backend, runtime_kw)
+    try:
+        _check_takes_an_image(spec, pred)
+        _check_decodes(spec, pred)
+        bundle = getattr(pred, "bundle", None)
+        name = bundle.manifest.name if bundle is not None else Path(str(spec)).stem
+        preset = (bundle.manifest.provenance or {}).get("preset") if bundle is not None else None
+        scale, square = CROP_DEFAULTS.get(preset or name, (1.0, False))
+        pred.runtime.activate()
+        _probe(spec, pred)
+    except BaseException:
+        if pred is not spec:  # ours: do not leave its engine open
+            pred.close()
+        raise
+    return Stage(name, pred, scale, square, rotates=(preset or name) in ROTATING_PRESETS)
+
+
+def _predictor(spec: Any, backend: Optional[str], runtime_kw: dict[str, Any]) -> Any:
     from ..predictor import Predictor
 
-    pred = spec if hasattr(spec, "runtime") else Predictor(str(spec), backend=backend, **runtime_kw)
+    if hasattr(spec, "runtime"):
+        return spec
+    try:
+        return Predictor(str(spec), backend=backend, **runtime_kw)
+    except ConfigError as exc:  # its preprocessing cannot be made for its input (5 channels...)
+        raise ConfigError(f"--then {spec}: its input does not fit image crops (3-channel colour, or 1 as gray): "
+                          f"{exc}") from exc
+
+
+def _check_takes_an_image(spec: Any, pred: Any) -> None:
     pre = getattr(pred, "preprocessor", None)
     shapes = [tuple(getattr(s, "shape", ()) or ()) for s in pred.runtime.inputs]
     if pre is None or len(pred.runtime.inputs) != 1 or (shapes and len(shapes[0]) != 4):
         raise ConfigError(f"--then {spec}: its model does not take one image (inputs {shapes}); a cascade stage "
                           "runs on image crops, so it needs an image model (N x H x W x C or N x C x H x W)")
-    bundle = getattr(pred, "bundle", None)
-    _check_decodes(spec, pred)
-    name = bundle.manifest.name if bundle is not None else Path(str(spec)).stem
-    preset = (bundle.manifest.provenance or {}).get("preset") if bundle is not None else None
-    scale, square = CROP_DEFAULTS.get(preset or name, (1.0, False))
-    pred.runtime.activate()
-    return Stage(name, pred, scale, square, rotates=(preset or name) in ROTATING_PRESETS)
+
+
+#: the stand-in crop a stage must run on at the start: mid-gray BGR, the size of a small face box
+PROBE_CROP = np.full((48, 64, 3), 128, np.uint8)
+
+
+def _probe(spec: Any, pred: Any) -> None:
+    """One crop through the stage before the run: an input type the crops cannot fill or
+    outputs its task cannot decode would otherwise fail on every batch, logged, with each
+    detection's result silently None."""
+    try:
+        pred.predict([PROBE_CROP])
+    except Exception as exc:  # a backend's or decoder's own error: said as one line, named
+        raise ConfigError(f"--then {spec}: a test crop ({PROBE_CROP.shape[1]}x{PROBE_CROP.shape[0]} colour image) "
+                          f"through it failed, as it would on every detection: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}; check that it is an image model "
+                          "whose task matches its outputs (edgesdk convert --task ...)") from exc
 
 
 def _check_decodes(spec: Any, pred: Any) -> None:

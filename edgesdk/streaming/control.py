@@ -74,8 +74,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/sources":
             return self._reply(404, {"error": "POST /sources with {\"uri\": ..., \"id\": ..., \"weight\": ...}"})
         body = self._body()
-        if body is None or "uri" not in body:
-            return self._reply(400, {"error": "send a JSON object with 'uri' (and optional 'id', 'weight')"})
+        if body is None or "uri" not in body or set(body) - {"uri", "id", "weight"}:
+            extra = sorted(set(body) - {"uri", "id", "weight"}) if body else []
+            return self._reply(400, {"error": "send a JSON object with 'uri' (and optional 'id', 'weight')"
+                                              + (f"; unknown key(s) {', '.join(map(str, extra))}" if extra else "")})
         try:
             sid = self.control.pipeline.add_source(body["uri"], body.get("id"), body.get("weight", 1.0))
         except EdgeSDKError as exc:

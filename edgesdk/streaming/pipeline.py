@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from ..errors import ConfigError, EdgeSDKError
+from ..errors import ConfigError, EdgeSDKError, SourceError
 from .batching import BatchPolicy, batch_limit, make_policy
 from .build import load_cascade, load_model, make_observers, profile_limit
 from .buffer import FrameBuffer
@@ -78,7 +78,8 @@ class Pipeline:
         on_result: called in the completion thread for each result, in order (keep it fast).
         sink_queue: frames each sink may hold before dropping.
         profile: a device profile (or name) whose max_batch limits batching.
-        reconnect: backoff for streams/cameras that drop.
+        reconnect: backoff for streams/cameras that drop or do not connect: a `Backoff` or a
+            table ``{initial, factor, maximum, attempts}``; default: keep trying (attempts None).
         weights: source id -> share of the engine under overload (> 0; default 1 each).
         observers: more `Observer`s of the live statistics (see observers.py).
         gate / gate_threshold / gate_max_age_s: ``"change"`` skips the engine for frames
@@ -86,6 +87,10 @@ class Pipeline:
         then: cascade bundles run on the crops of the first bundle's detections, results in
             ``result.then[stage]`` (see cascade.py).
         control_port: serve add/remove/states of sources on 127.0.0.1:PORT (see control.py).
+        require_all_sources: a source that cannot be opened at the start stops the start
+            (fail-fast). Default False: it ends as ``failed`` with its reason (a stream or
+            camera first keeps trying, state ``connecting``) while the others run, and `run()`
+            raises at the end naming it. None of the sources opening is an error either way.
         replicas: engine instances of the model behind the batcher (a bundle or model path;
             at most the CPU cores; each gets cores / replicas threads unless `threads` is given).
         replica_mode: ``auto`` (streams where the backend has them, e.g. OpenVINO, else
@@ -118,7 +123,7 @@ class Pipeline:
         sink_queue: int = 64,
         backend: Optional[str] = None,
         profile: Any = None,
-        reconnect: Optional[Backoff] = None,
+        reconnect: Optional[Union[Backoff, dict]] = None,
         weights: Optional[dict[str, float]] = None,
         observers: Sequence[Observer] = (),
         gate: Union[None, str, ChangeGate] = None,
@@ -128,6 +133,7 @@ class Pipeline:
         replica_mode: str = "auto",
         then: Sequence[Any] = (),
         control_port: Optional[int] = None,
+        require_all_sources: bool = False,
         **runtime_kw: Any,
     ) -> None:
         if isinstance(sources, (str, int, Source)) or callable(sources):
@@ -155,12 +161,14 @@ class Pipeline:
             make_policy(batching, batch, max_wait_ms, slo_ms)
         self._then_specs = list(then)
         self.control_port = control_port
+        self.require_all_sources = bool(require_all_sources)
         self._model_spec, self._backend, self._runtime_kw = model, backend, runtime_kw
         self.max_inflight = max_inflight
         self.loop, self.realtime, self.buffer_size = loop, realtime, buffer_size
         self.max_frames, self.duration = max_frames, duration
         self.metrics_port, self.show_status, self.on_result = metrics_port, status, on_result
-        self.sink_queue, self.profile, self.reconnect = sink_queue, profile, reconnect
+        self.sink_queue, self.profile = sink_queue, profile
+        self.reconnect = Backoff.from_spec(reconnect)  # a spec file gives a table
         self._init_parts(sinks, weights, observers)
 
     def _init_parts(self, sinks: Iterable[Any], weights: Optional[dict[str, float]],
@@ -190,6 +198,8 @@ class Pipeline:
         self._fatal: Optional[BaseException] = None
         self.stop_reason = ""
         self._started = False
+        #: sources, sinks and model opened: the run happened (an error after this is not a failed start)
+        self.opened = False
         self._closed = False
         self._finish_lock = threading.Lock()
 
@@ -225,6 +235,7 @@ class Pipeline:
             self._close_all(failed=True)
             self._done.set()
             raise
+        self.opened = True
         self._gauges()
         self.stats.started = time.time()
         # lanes before the dispatcher: a buffer without lanes counts as exhausted
@@ -254,7 +265,7 @@ class Pipeline:
         self._observers += made
         # sources last: a camera or stream opened before a slow model load would
         # start with seconds of stale frames
-        self.source_set.open()
+        self.source_set.open(self.require_all_sources)
 
     def _gauges(self) -> None:
         self.stats.gauge("source_states", self.source_set.describe)
@@ -310,7 +321,10 @@ class Pipeline:
         """Stop one source of the running pipeline; its queued frames are dropped (counted as
         ``removed``), its statistics are kept, its per-source sinks are closed."""
         self.stats.drop("removed", self.source_set.remove(source_id, timeout), source=source_id)
-        self.sinks.remove_source(source_id)
+        if self.source_set.delivered(source_id):
+            self.sinks.remove_source(source_id)
+        else:  # taken out before its first frame (a dead camera dropped from the spec): no empty file
+            self.sinks.discard_source(source_id)
         if self.gate is not None:
             self.gate.forget(source_id)
         if self._completer is not None:
@@ -389,7 +403,7 @@ class Pipeline:
             raise self._fatal
         errors = self.source_set.errors
         if errors:
-            raise errors[0]
+            raise _sources_failed(errors, sorted(report.failed_sources), len(self.source_set.states))
         sink_error = self.sinks.error()
         if sink_error is not None:
             raise sink_error
@@ -426,6 +440,9 @@ class Pipeline:
                 self.stop(f"duration {self.duration:g} s")
             if not self._stop.is_set() and self.source_set.all_ended:
                 self.stop_reason = self.stop_reason or "sources ended"
+            waiting = [] if self._stop.is_set() else self.source_set.never_connected_left()
+            if waiting:  # nothing else left to deliver: they end as failed (never connected)
+                self.stop(f"sources ended; {', '.join(waiting)} never connected")
             notify(self._observers, self.snapshot())
 
     def _finish(self) -> None:
@@ -447,6 +464,10 @@ class Pipeline:
     def _close_all(self, failed: bool = False) -> None:
         if self.control is not None:
             self.control.close()
+        # a source that failed before its first frame has nothing to publish: its own file
+        # sinks leave what an earlier run wrote there, and no empty file
+        for sid in self.source_set.failed_silent():
+            self.sinks.discard_source(sid)
         # after a fatal error, file sinks drop their unfinished output instead of publishing it
         self.sinks.close(failed=failed or self._fatal is not None)
         self.source_set.close()
@@ -455,6 +476,16 @@ class Pipeline:
         if self.cascade is not None:
             self.cascade.close()
         close_all(self._observers, self.snapshot())
+
+
+def _sources_failed(errors: list[BaseException], names: list[str], total: int) -> SourceError:
+    """One line however many cameras are dead: the first reason in full, the others by name."""
+    who = f" ({', '.join(names)})" if names else ""
+    others = ", the others ran" if len(errors) < total else ""
+    more = f"; {len(errors) - 1} more (reasons in the log and the run report)" if len(errors) > 1 else ""
+    exc = SourceError(f"{len(errors)} of {total} source(s) failed{who}{others}: {errors[0]}{more}")
+    exc.__cause__ = errors[0]
+    return exc
 
 
 def run(model: Any, sources: Union[Any, Sequence[Any]], sinks: Iterable[Any] = (), **kwargs: Any) -> RunReport:

@@ -22,6 +22,12 @@ class RunReport:
     #: sinks that lost output (a video writer that could not open...): the run failed
     sink_errors: list[str] = field(default_factory=list)
 
+    @property
+    def failed_sources(self) -> dict[str, str]:
+        """{source id: why} of the sources that ended as failed."""
+        return {sid: str(s.get("reason", "")) for sid, s in (self.stats.get("sources") or {}).items()
+                if s.get("state") == "failed"}
+
     def markdown(self) -> str:
         text = markdown(self.stats)
         text += f"\n- stopped: {self.stop_reason}\n- batching: {self.policy}\n"

@@ -74,6 +74,10 @@ class SinkSet:
     def add_source(self, sid: str) -> None:
         with self._lock:
             known = list(self._by_source)
+        if sid in known:
+            # a source back under its name after it ended or failed (not removed): its open
+            # sinks go on; new ones on the same files would write every result twice
+            return
         if known and sid not in known:
             self._check_one_camera_per_video(known + [sid])
         made = [self._open(spec, sid) for spec in self.specs if self._per_source(spec)]
@@ -84,6 +88,12 @@ class SinkSet:
         with self._lock:
             sinks = self._by_source.pop(sid, [])
         self._close(sinks, failed=False)
+
+    def discard_source(self, sid: str) -> None:
+        """Close the sinks of one source without publishing (a source that never delivered)."""
+        with self._lock:
+            sinks = self._by_source.pop(sid, [])
+        self._close(sinks, failed=True)
 
     def write(self, frame: Frame, result: Result) -> None:
         for sink in self._shared:

@@ -22,7 +22,9 @@ from .producer import ProducerSource
 from .reader import Backoff, SourceReader
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
-_NAMED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.+)$")
+#: what a source name may be (NAME=SPEC, the control endpoint's "id")
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NAMED = re.compile(rf"^({NAME_PATTERN.pattern})=(.+)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -119,4 +121,4 @@ def unique_ids(sources: list[Source]) -> None:
 
 __all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids",
            "CameraSource", "StreamSource", "VideoFileSource",
-           "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES"]
+           "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES", "NAME_PATTERN"]

@@ -27,6 +27,28 @@ class Backoff:
     #: give up after this many failed attempts in a row (None: keep trying until stopped)
     attempts: Optional[int] = None
 
+    @classmethod
+    def from_spec(cls, value: "Optional[Backoff | dict]") -> "Backoff":
+        """A Backoff, or one from a spec's table ``{initial, factor, maximum, attempts}``;
+        `ConfigError` naming the key when a value is not a finite number in range."""
+        import math
+
+        from ...errors import ConfigError
+
+        if value is None or isinstance(value, Backoff):
+            return value or cls()
+        if not isinstance(value, dict) or set(value) - {"initial", "factor", "maximum", "attempts"}:
+            raise ConfigError(f"reconnect must be a table with initial, factor, maximum (seconds) and attempts "
+                              f"(give up after that many in a row; none: keep trying), got {value!r}")
+        for key in ("initial", "factor", "maximum"):
+            v = value.get(key, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"reconnect.{key} must be a finite number > 0, got {v!r}")
+        attempts = value.get("attempts")
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise ConfigError(f"reconnect.attempts must be a whole number >= 1 (or none: keep trying), got {attempts!r}")
+        return cls(**{k: float(v) if k != "attempts" else v for k, v in value.items()})
+
     def delays(self):
         d, n = self.initial, 0
         while self.attempts is None or n < self.attempts:
@@ -48,7 +70,8 @@ class SourceReader(threading.Thread):
                  loop: bool = False, realtime: bool = False, max_frames: Optional[int] = None,
                  backoff: Optional[Backoff] = None,
                  on_event: Optional[Callable[[str, str], None]] = None,
-                 state: Optional[SourceState] = None, opened: bool = True) -> None:
+                 state: Optional[SourceState] = None, opened: bool = True,
+                 first_error: Optional[SourceError] = None) -> None:
         super().__init__(name=f"source-{source.source_id}", daemon=True)
         self.source = source
         self.buffer = buffer
@@ -66,9 +89,15 @@ class SourceReader(threading.Thread):
         #: set when the source is taken out of the pipeline on purpose (not a failure to connect)
         self.removed = False
         self.state = state or SourceState(source.source_id)
-        self._opened = opened  # the pipeline opened it already (the first sources, to fail fast)
+        self._opened = opened  # the pipeline opened it already (the first sources, before the threads)
+        #: the pipeline's own attempt to open it failed with this (retried here, not repeated at once)
+        self._first_error = first_error
+        #: it has been live at least once (a source that never was does not keep a run going alone)
+        self.connected = opened
         if opened:
             self.state.to(LIVE, "opened")
+        elif first_error is not None:
+            self.state.note(f"attempt 1 failed: {first_error}")
 
     def _event(self, kind: str, message: str) -> None:
         log.info("%s: %s", self.source.describe(), message)
@@ -77,16 +106,20 @@ class SourceReader(threading.Thread):
 
     def _connect(self) -> bool:
         """Open a source added to a running pipeline, in this thread (connecting state);
-        streams and cameras retry with the backoff, the others get one attempt."""
+        streams and cameras retry with the backoff, the others get one attempt (the one the
+        pipeline made already at its start, when it did)."""
         src = self.source
-        try:
-            src.open()
-        except SourceError as exc:
-            if not src.reconnects:
-                self.error = exc
-                return False
-            return self._retry(exc, "never connected")
-        return True
+        first, self._first_error = self._first_error, None
+        if first is None:
+            try:
+                src.open()
+                return True
+            except SourceError as exc:
+                first = exc
+        if not src.reconnects:
+            self.error = first
+            return False
+        return self._retry(first, "never connected")
 
     def _reconnect(self) -> bool:
         src = self.source
@@ -133,6 +166,7 @@ class SourceReader(threading.Thread):
                     self.ended_reason = "stopped" if self.error is None else "error"
                     return
                 self.state.to(LIVE, "connected")
+                self.connected = True
             # after open: a file's native rate is known only once it is open
             period = 1.0 / src.fps if self.realtime and src.fps else 0.0
             next_t = time.monotonic()
@@ -178,7 +212,10 @@ class SourceReader(threading.Thread):
             self.buffer.end(src.source_id)
             if self.error is not None:
                 log.error("%s", self.error)
-            self.state.to(FAILED if self.error is not None else ENDED, self.ended_reason or "stopped")
+            if self.error is not None:  # the reason says what failed, for the status, report and metrics
+                self.state.to(FAILED, str(self.error))
+            else:  # removed: taken out on purpose (spec file, control endpoint, API)
+                self.state.to(ENDED, "removed" if self.removed else self.ended_reason or "stopped")
             self._event("ended", self.ended_reason or "stopped")
 
     def _meta(self) -> dict:
