@@ -265,6 +265,17 @@ def _from_shape(values: dict[str, Any], sources: dict[str, str], shape: Optional
         sources["size"] = "model input shape"
 
 
+def _channels_advice(channels: int, layout: str) -> str:
+    """What to do when no --color gives the input's channel count."""
+    if channels == 1:
+        return "pass --color GRAY"
+    if channels == 3:
+        return "pass --color RGB or BGR"
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    return (f"no image color has {channels} channels: if the channels are in another place, pass --layout {other}; "
+            "a model fed other data than one camera image is run with runtimes.load(...).infer on arrays you prepare")
+
+
 def _check_channels(values: dict[str, Any], sources: dict[str, str], shape: Optional[Sequence[Optional[int]]],
                     name: str) -> None:
     if shape is None or len(shape) != 4:
@@ -278,9 +289,9 @@ def _check_channels(values: dict[str, Any], sources: dict[str, str], shape: Opti
     want = _channels(values["color"])
     if want != c:
         where = sources.get("color", "")
-        raise ConfigError(f"{'--color ' + values['color'] if where.startswith('option') else 'color ' + values['color'] + ' (' + where + ')'}"
-                          f" means {want} channels, but input {name!r} {show_dims(shape, bracketed=True)} has {c}: "
-                          f"{'pass --color GRAY' if c == 1 else 'pass --color RGB or BGR'}")
+        said = f"--color {values['color']}" if where.startswith("option") else f"color {values['color']} ({where})"
+        raise ConfigError(f"{said} means {want} channels, but input {name!r} {show_dims(shape, bracketed=True)} has {c}: "
+                          + _channels_advice(c, values["layout"]))
     for key in ("mean", "std"):
         vals = values.get(key)
         if vals is not None and len(vals) == 1:

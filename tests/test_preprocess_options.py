@@ -66,6 +66,8 @@ def test_nothing_stated_is_all_assumed():
     (dict(layout="NCHW"), [1, 128, 128, 3], ["--layout NCHW", "NHWC"]),
     (dict(color="RGB"), [1, 1, 28, 28], ["--color RGB", "3 channels", "has 1", "--color GRAY"]),
     (dict(mean="0.5,0.5,0.5", color="GRAY"), [1, 1, 28, 28], ["--mean", "3 values", "1 channel"]),
+    # five channels: no --color can help, the advice says what can
+    (dict(color="RGB"), [1, 5, 64, 64], ["has 5", "no image color has 5 channels", "--layout NHWC", "infer"]),
     (dict(normalize="zscore"), NCHW, ["--normalize", "imagenet"]),
     (dict(crop_ratio=1.5), NCHW, ["--crop-ratio"]),
     (dict(interpolation="bicubic"), NCHW, ["--interpolation", "lanczos"]),
