@@ -327,18 +327,19 @@ def margin(value: float, limit: float, at_most: bool) -> str:
     return f"margin {m * 100:+.1f}% of the limit {limit:g}"
 
 
-def burst_note(rates: list[float], res: dict[str, Any], slo: float) -> str:
+def burst_bound(rates: list[float], res: dict[str, Any], slo: float) -> tuple[float, str]:
     """The slow sources start together, so their frames arrive together: what the engine
     speed of this run allows of such a burst within the SLO (fairness and the SLO can both
-    hold only if that covers their shares)."""
+    hold only if that covers their shares). (fps each of the slow sources at most, the note)."""
     slow = min(rates)
     n = sum(1 for r in rates if r == slow)
     per_frame = res["device_batch"]["p50_ms"] / max(res["batch_mean"], 1e-9)
     fits = int(0.9 * slo // per_frame) - 1  # one batch ahead of it in the engine
-    return (f"Burst bound: the {n} sources at {slow:g} fps capture together; at this run's engine time "
-            f"({per_frame:.0f} ms a frame, p50) a burst of {n} takes {n * per_frame:.0f} ms, and about {fits} of "
-            f"them fit in 90% of the {slo:g} ms SLO behind the batch in the engine, i.e. up to "
-            f"{min(n, max(fits, 0)) / n * slow:.1f} fps each of the {slow:g} offered.")
+    bound = min(n, max(fits, 0)) / n * slow
+    return bound, (f"Burst bound: the {n} sources at {slow:g} fps capture together; at this run's engine time "
+                   f"({per_frame:.0f} ms a frame, p50) a burst of {n} takes {n * per_frame:.0f} ms, and about {fits} "
+                   f"of them fit in 90% of the {slo:g} ms SLO behind the batch in the engine, i.e. up to "
+                   f"{bound:.1f} fps each of the {slow:g} offered.")
 
 
 def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float, how: str, slo: float,
@@ -362,11 +363,18 @@ def camera_lines(title: str, rates: list[float], res: dict[str, Any], cap: float
     else:
         # max-min fairness: each gets what it offers up to its share of what the others leave
         got = {sid: f / max(shares[sid], 1e-9) for sid, f in fps.items()}
-        lines += [burst_note(rates, res, slo), ""]
+        bound, note = burst_bound(rates, res, slo)
+        lines += [note, ""]
         worst = min(got, key=got.get)
+        slow_share = min(shares[sid] for sid, r in zip(fps, rates) if r == min(rates))
+        # whether the SLO let the slow sources have their share at all at this run's engine speed
+        reach = (f"; the burst bound allows the {min(rates):g} fps sources {bound:.1f} fps = {bound / slow_share:.2f} "
+                 f"of their share {slow_share:.1f}" + (" (below 0.9: unreachable at this run's engine speed, the box "
+                                                      "was too slow for it)" if bound < 0.9 * slow_share else ""))
         checks.append((f"cameras {title}: each source gets >= 0.9 of its max-min fair share of the aggregate",
                        got[worst] >= 0.9, f"lowest {worst} {fps[worst]:.1f} of {shares[worst]:.1f} fps = "
-                       f"{got[worst]:.2f} ({margin(got[worst], 0.9, False)}); shares (fps) " + ", ".join(f"{sid} {v:.1f}" for sid, v in shares.items())))
+                       f"{got[worst]:.2f} ({margin(got[worst], 0.9, False)}){reach}; shares (fps) "
+                       + ", ".join(f"{sid} {v:.1f}" for sid, v in shares.items())))
     if offered > cap:
         checks.append((f"cameras {title}: engine busy >= 90%", res["busy"] >= 0.9,
                        f"{res['busy'] * 100:.0f}%; {margin(res['busy'], 0.9, False)}"))
