@@ -12,6 +12,8 @@ through `edgesdk.streaming.run` twice, ungated and gated. A mismatch is `flicker
 shows the same geometry as the frame whose result was re-emitted (only light, sensor and codec
 noise differ): the detector's own instability, which no gate that skips can follow; the rest are
 changes the gate missed. Both are counted, neither is hidden: PASS/FAIL uses all mismatches.
+`unstable` counts, in the ungated run alone, consecutive frames of equal geometry whose results
+differ: how much the detector flickers by itself, gate or not.
 """
 from __future__ import annotations
 
@@ -66,8 +68,11 @@ def measure(bundle: Path, video: Path, states: list, threshold) -> dict:
     cached = [i for i in off if on[i].meta.get("cached")]
     bad = [i for i in off if not same_result(off[i], on[i])]
     flicker = [i for i in bad if on[i].meta.get("cached") and states[i] == states[on[i].meta["cached_from"]]]
+    # the detector's own instability, gate or not: consecutive frames of equal geometry, different results
+    unstable = sum(states[i] == states[i - 1] and not same_result(off[i], off[i - 1]) for i in range(1, n))
     return {"frames": n, "skipped": len(cached) / n, "match": 1 - len(bad) / n, "mismatches": len(bad),
-            "flicker": len(flicker), "boxes_per_frame": sum(len(r.boxes) for r in off.values()) / n}
+            "flicker": len(flicker), "unstable": unstable,
+            "boxes_per_frame": sum(len(r.boxes) for r in off.values()) / n}
 
 
 def main(argv=None) -> int:
@@ -104,11 +109,11 @@ def _ok(row: dict) -> bool:
 def _table(rows: list, threshold) -> None:
     print(f"\nchange gate, threshold {threshold if threshold is not None else 'default'}; target: skipped >= "
           f"{SKIP_TARGET:.0%}, match >= {MATCH_TARGET:.0%}")
-    print(f"{'video':18s} {'detector':10s} {'boxes/fr':>8s} {'skipped':>8s} {'match':>7s} {'mismatch':>8s} "
-          f"{'flicker':>7s} {'missed':>6s}  verdict")
+    print(f"{'video':19s} {'detector':10s} {'boxes/fr':>8s} {'skipped':>8s} {'match':>7s} {'mismatch':>8s} "
+          f"{'flicker':>7s} {'missed':>6s} {'unstable':>8s}  verdict")
     for r in rows:
-        print(f"{r['video']:18s} {r['detector']:10s} {r['boxes_per_frame']:8.2f} {r['skipped']:8.1%} {r['match']:7.1%} "
-              f"{r['mismatches']:8d} {r['flicker']:7d} {r['mismatches'] - r['flicker']:6d}  "
+        print(f"{r['video']:19s} {r['detector']:10s} {r['boxes_per_frame']:8.2f} {r['skipped']:8.1%} {r['match']:7.1%} "
+              f"{r['mismatches']:8d} {r['flicker']:7d} {r['mismatches'] - r['flicker']:6d} {r['unstable']:8d}  "
               f"{'PASS' if _ok(r) else 'FAIL'}")
     n_ok = sum(_ok(r) for r in rows)
     print(f"PASS {n_ok}/{len(rows)}; mismatches {sum(r['mismatches'] for r in rows)}, of which detector flicker on "

@@ -115,7 +115,8 @@ def _walk(t: float, kind: str) -> Shot:
 def _enter_leave(t: float, kind: str) -> Shot:
     """A person-size object (most of the frame's height) enters from the left, stands, leaves right."""
     x = _ramp(t, [(0.2, -0.45), (0.35, 0.45), (0.65, 0.45), (0.8, 1.45)])
-    return Shot("rocket", (("person" if kind in ("face", "closeup") else kind, x, 0.5, 0.8 if kind != "text" else 0.6),))
+    sprite = "person" if kind in ("face", "closeup") else kind
+    return Shot("rocket", ((sprite, x, 0.5, 0.8 if kind != "text" else 0.6),))
 
 
 def _shake(t: float, kind: str) -> Shot:

@@ -134,5 +134,6 @@ def make_gate(name: Optional[str], threshold: Optional[float] = None,
             raise ConfigError("--gate-threshold / --gate-max-age-s need --gate change")
         return None
     if key == "change":
-        return ChangeGate(DEFAULT_THRESHOLD if threshold is None else threshold, 2.0 if max_age_s is None else max_age_s)
+        return ChangeGate(DEFAULT_THRESHOLD if threshold is None else threshold,
+                          2.0 if max_age_s is None else max_age_s)
     raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {name!r}")
