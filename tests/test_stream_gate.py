@@ -111,6 +111,16 @@ def test_max_age_forces_a_fresh_inference():
     assert report.stats["cached"] > 0 and fresh >= 4  # ~0.3 s of frames, a fresh one at least every 0.05 s
 
 
+def test_run_report_states_the_gate_rule_and_its_default():
+    from edgesdk.streaming.stats import markdown
+    frames = [np.full((16, 16, 3), 100, np.uint8)] * 5
+    report = run(FakeModel(a_ms=0.1, c_ms=0.1), [ProducerSource(frames, "still")], gate="change")
+    gate = report.stats["gauges"]["gate"]
+    assert gate["threshold"] == DEFAULT_THRESHOLD and "region" in gate["measure"]
+    text = markdown(report.stats)
+    assert f"change gate: threshold {DEFAULT_THRESHOLD:g}" in text and "brightness matched" in text
+
+
 def test_gate_decides_per_source_and_on_change():
     gate = ChangeGate(0.05, 10.0)
     a = np.zeros((32, 32, 3), np.uint8)
