@@ -74,19 +74,21 @@ def test_gate_on_scenes_it_was_not_built_around(bundles, scene, kind, model, tmp
     assert skipped >= 0.5 and kept >= 0.98
 
 
-def _thumbs(*shots):
+def _thumbs(*shots, size=(320, 240)):
     from edgesdk.streaming.gate import _thumb
-    return [_thumb(render_shot(s, (320, 240), seed=i)) for i, s in enumerate(shots)]
+    return [_thumb(render_shot(s, size, seed=i)) for i, s in enumerate(shots)]
 
 
-def test_change_sees_a_small_local_change_the_frame_mean_dilutes():
-    still, corner = _thumbs(Shot("rocket"), Shot("rocket", (("face", 0.85, 0.8, 0.2),)))
+@pytest.mark.parametrize("size", [(320, 240), (1920, 1080)])  # 1080p is subsampled before the thumbnail
+def test_change_sees_a_small_local_change_the_frame_mean_dilutes(size):
+    still, corner = _thumbs(Shot("rocket"), Shot("rocket", (("face", 0.85, 0.8, 0.2),)), size=size)
     local, mean = change(still, corner)
     assert local >= DEFAULT_THRESHOLD and mean < DEFAULT_THRESHOLD / 4  # a 1/64-frame face: big locally only
 
 
 @pytest.mark.parametrize("shot", [
     Shot("coffee", noise=6.0),                       # sensor noise only
+    Shot("coffee", noise=16.0),                      # a lot of it
     Shot("coffee", gain=0.75),                       # the light dims by a quarter
     Shot("coffee", gain=1.25),                       # or brightens (clipped highlights stay a change)
     Shot("coffee", shift=(2.0, -2.0)),               # camera shimmer of two pixels
