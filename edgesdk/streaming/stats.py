@@ -309,6 +309,10 @@ def markdown(snap: dict[str, Any]) -> str:
                      f"{slo['cause']}")
     if snap.get("cached"):
         lines.append(f"- results re-emitted from the change gate's cache: {snap['cached']}")
+    gate = snap.get("gauges", {}).get("gate")
+    if isinstance(gate, dict):
+        lines.append(f"- change gate: threshold {gate['threshold']:g}, a fresh inference at least every "
+                     f"{gate['max_age_s']:g} s; {gate['measure']}")
     lines += ["", "| stage | count | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
     for name, s in list(snap["stages"].items()) + [("end-to-end", snap["e2e"])]:
         if s["count"]:
