@@ -28,6 +28,7 @@ import numpy as np
 
 from .compare import INFORMATIVE_NORM, cosine
 from .errors import ConversionError
+from .torch_threads import thread_note
 
 Progress = Callable[[str], None]
 MIN_TRAIN_IMAGES = 4      # below this even heavy augmentation only memorises a few frames
@@ -700,6 +701,7 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
     student.eval()  # BatchNorm keeps its statistics: small batches must not rewrite them
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    say(thread_note(torch.get_num_threads()))
     n_out = n_out or len(_as_list(teacher(torch.from_numpy(val[:1])))) - len(feature_names)
     report = DistillReport(student=kind, trained_on=source, train_images=len(train), val_images=len(val),
                            augmentation=f"random crops {cfg.crop_scale[0]:.0%}-{cfg.crop_scale[1]:.0%}"
