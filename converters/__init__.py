@@ -17,7 +17,9 @@ Imports `runtimes` (to validate and measure) but nothing of `edgesdk`.
 """
 from .blas_threads import limit_blas_threads
 from .errors import ConversionError
+from .torch_threads import passive_omp_wait
 
 limit_blas_threads()
+passive_omp_wait()
 
 __all__ = ["ConversionError"]

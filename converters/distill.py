@@ -28,6 +28,7 @@ import numpy as np
 
 from .compare import INFORMATIVE_NORM, cosine
 from .errors import ConversionError
+from .torch_threads import thread_note
 
 Progress = Callable[[str], None]
 MIN_TRAIN_IMAGES = 4      # below this even heavy augmentation only memorises a few frames
@@ -242,19 +243,56 @@ def _with_outputs(model, names: Sequence[str], shapes: dict[str, list[int]]):
     return out
 
 
+SHAPE_ONLY_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
+
+def output_logits(model) -> list[list[str]]:
+    """For each graph output computed by a Sigmoid/Softmax, possibly followed by shape-only ops
+    (exporters and opset conversion put Flatten/Reshape around a Softmax on a non-last axis): its
+    logits, as the chain of tensors holding them, earliest layout first (Softmax input last)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    chains = []
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in SHAPE_ONLY_OPS:
+            node = producer.get(node.input[0])
+        if node is None or node.op_type not in ("Sigmoid", "Softmax"):
+            continue
+        chain = [node.input[0]]
+        before = producer.get(chain[0])
+        while before is not None and before.op_type in SHAPE_ONLY_OPS:
+            chain.insert(0, before.input[0])
+            before = producer.get(chain[0])
+        chains.append(chain)
+    return chains
+
+
+def output_views(model) -> set[str]:
+    """Graph outputs and the tensors they are reshaped from (matching those repeats the output loss)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    views = set()
+    for out in model.graph.output:
+        name = out.name
+        views.add(name)
+        while name in producer and producer[name].op_type in SHAPE_ONLY_OPS:
+            name = producer[name].input[0]
+            views.add(name)
+    return views
+
+
 def matching_features(teacher, student, input_shapes: dict[str, list[int]], limit: int = 12) -> list[str]:
     """Intermediate tensors with the same name and shape in both graphs, evenly spaced, deepest last."""
     from .flops import infer_shapes
 
     ts, ss = infer_shapes(teacher, input_shapes), infer_shapes(student, input_shapes)
-    graph_out = {o.name for o in teacher.graph.output}
+    graph_out = output_views(teacher)
     student_made = {o for n in student.graph.node for o in n.output}
     names = [o for n in teacher.graph.node for o in n.output
              if o in student_made and o not in graph_out and ts.get(o) and ts.get(o) == ss.get(o)
              and len(ts[o]) >= 2]
     # a saturated Sigmoid/Softmax output has almost no gradient: always match its logits too
-    logits = [n.input[0] for n in student.graph.node if n.op_type in ("Sigmoid", "Softmax")
-              and n.output[0] in graph_out and n.input[0] in names]
+    logits = [next(t for t in chain if t in names) for chain in output_logits(student)
+              if any(t in names for t in chain)]
     rest = [n for n in names if n not in logits]
     if len(rest) > limit:
         rest = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, limit).round()]
@@ -700,6 +738,7 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
     student.eval()  # BatchNorm keeps its statistics: small batches must not rewrite them
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    say(thread_note(torch.get_num_threads()))
     n_out = n_out or len(_as_list(teacher(torch.from_numpy(val[:1])))) - len(feature_names)
     report = DistillReport(student=kind, trained_on=source, train_images=len(train), val_images=len(val),
                            augmentation=f"random crops {cfg.crop_scale[0]:.0%}-{cfg.crop_scale[1]:.0%}"

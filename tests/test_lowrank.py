@@ -88,3 +88,55 @@ def test_recognizer_factorized_is_cheaper_valid_and_reported(model_paths, rec_in
     print(f"\nrecognizer energy 0.9: {len(done)} layers factorized, FLOPs x{report.flops_ratio:.3f}, "
           f"cosine {cos:.3f}, per-step argmax agreement {agree:.2f} (no fine-tuning)", file=sys.stderr)
     assert "| p2o.MatMul.24 |" in report.to_markdown()
+
+
+def _softmax_then_reshape(tail: str, seed: int = 0):
+    """x [1,4,8] -> MatMul -> logits [1,4,10] -> Flatten -> Softmax -> `tail` -> output, as opset
+    conversion writes a Softmax on a non-last axis (the PP-OCRv4 recognizer's head)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).standard_normal((8, 10)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]),
+             helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
+             helper.make_node("Softmax", ["flat"], ["probs"], axis=-1)]
+    if tail == "reshape":
+        nodes.append(helper.make_node("Reshape", ["probs", "shape"], ["out"]))
+    else:  # arithmetic after the Softmax: the output is no longer a Softmax's
+        nodes.append(helper.make_node("Mul", ["probs", "two"], ["out"]))
+    graph = helper.make_graph(
+        nodes, "softmax_reshape", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 10])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1, 4, 10], np.int64), "shape"),
+         numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_distillation_matches_the_logits_of_a_softmax_behind_shape_only_ops():
+    from converters.distill import matching_features, output_logits
+
+    teacher, student = _softmax_then_reshape("reshape", 0), _softmax_then_reshape("reshape", 1)
+    assert output_logits(student) == [["logits", "flat"]]
+    feats = matching_features(teacher, student, {"x": [1, 4, 8]})
+    assert feats[0] == "logits"            # the logits, in the layout before the Flatten
+    assert "probs" not in feats            # the output seen through the Reshape: the output loss has it
+    other = _softmax_then_reshape("mul", 1)
+    assert output_logits(other) == []      # arithmetic after the Softmax: not a Softmax output
+    assert "probs" in matching_features(_softmax_then_reshape("mul", 0), other, {"x": [1, 4, 8]})
+
+
+def test_recognizer_distillation_matches_its_logits_not_its_probabilities(model_paths):
+    from converters.distill import matching_features, output_logits
+    from converters.passes import PassContext, default_passes, load_onnx, run_passes
+
+    shapes = {"x": [1, 3, 48, 320]}
+    model, _ = run_passes(load_onnx(model_paths["ppocrv4_rec.onnx"]), default_passes(), PassContext(input_shapes=shapes))
+    student, _ = factorize(model, energy=0.9, input_shapes=shapes)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = model.graph.output[0].name
+    assert producer[out].op_type == "Reshape"     # the converted head: ... -> Flatten -> Softmax -> Reshape
+    chains = output_logits(student)
+    assert len(chains) == 1 and producer[chains[0][-1]].op_type == "Flatten"
+    feats = matching_features(model, student, shapes)
+    assert feats[0] in chains[0]
+    softmax_out = producer[out].input[0]
+    assert producer[softmax_out].op_type == "Softmax" and softmax_out not in feats
