@@ -72,9 +72,11 @@ def bench_det(path: Path, args, work: Path) -> dict:
     say(f"det pruned ({args.criterion}, kept channels rounded to multiples of {args.multiple_of}, "
         f"{'no refit' if args.no_refit else 'least-squares refit'}): "
         f"FLOPs x{rep.flops_ratio:.3f}, {len(exclude)} sensitive groups left whole")
-    cfg = kd.DistillConfig(minutes=args.det_minutes, train_size=args.train_size, lr=args.lr, batch=args.batch,
-                           eval_every_s=60, patience=6, target=0.995, threads=args.threads,
-                           checkpoint=work / "det.distill.pt")
+    # the library's recipe (what `edgesdk convert --prune --distill` uses); flags given override it
+    cfg = kd.recipe_config(minutes=args.det_minutes, train_size=args.train_size, batch=args.batch, target=0.995,
+                           threads=args.threads, checkpoint=work / "det.distill.pt",
+                           **({"lr": args.det_lr} if args.det_lr is not None else {}))
+    say(f"distillation recipe: {kd.describe_recipe(cfg)}")
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     student, drep = kd.distill_onnx(model, pruned, cal, work / "det_student.onnx", cfg, say,
                                     source="48 text scenes (calibration split)", plan=rep.plan)
@@ -155,7 +157,7 @@ def report(res: dict, args) -> tuple[str, bool]:
         dr = d["distill"]
         md += [f"Detector distillation: {dr.steps} steps in {dr.seconds:.0f} s "
                f"({dr.seconds / max(dr.steps, 1):.3f} s/step incl. evaluation), load average "
-               f"{d['load'][0]:.1f} -> {d['load'][1]:.1f}",
+               f"{d['load'][0]:.1f} -> {d['load'][1]:.1f}; threads: {dr.threads or 'as set'}",
                f"Detector before distillation: {d['before'].summary()}",
                f"Detector after: {d['after'].summary()}",
                f"Groups left whole by sensitivity: {', '.join(d['excluded']) or 'none'}", "",
@@ -178,7 +180,9 @@ def main() -> int:
     ap.add_argument("--det-minutes", type=float, default=15.0)
     ap.add_argument("--rec-minutes", type=float, default=5.0)
     ap.add_argument("--train-size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the recognizer's distillation")
+    ap.add_argument("--det-lr", type=float, default=None,
+                    help="peak learning rate of the detector's distillation (default: converters.distill.RECIPE's)")
     ap.add_argument("--batch", type=int, default=4, help="detector crops per step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--criterion", default="activation", help="pruning criterion: l1, l2, activation")

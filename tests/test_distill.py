@@ -214,3 +214,105 @@ def test_held_out_cosine_leaves_out_samples_whose_reference_is_empty():
     assert kd.held_out_cosine(torch.nn.Identity(), x, reference, 1) == pytest.approx(1.0)
     informative = [np.stack([x[0], -x[1]])]   # both informative: both count
     assert kd.held_out_cosine(torch.nn.Identity(), x, informative, 1) == pytest.approx(0.0, abs=1e-6)
+
+
+STRONG = dict(train_size=48, crop_scale=(0.5, 2.0), rotate=10, perspective=0.08, mosaic=0.5, degrade=0.3,
+              grayscale=0.1)
+
+
+def test_strong_augmentation_gives_train_size_views_of_real_pixels_and_says_what_it_did():
+    from converters import distill_augment as aug
+    from convdata import det_samples
+
+    x = det_samples("calibration", 6, 96)
+    cfg = kd.DistillConfig(**STRONG)
+    gen = torch.Generator().manual_seed(0)
+    y = kd.augment(torch.from_numpy(x[:4]), gen, cfg, aug.hwc_pool(x))
+    assert tuple(y.shape) == (4, 3, 48, 48) and torch.isfinite(y).all()
+    lo, hi = float(x.min()), float(x.max())   # views sample real pixels (reflection, no padding value)
+    assert float(y.min()) > lo - 1.0 and float(y.max()) < hi + 1.0 and float(y.std()) > 0.05
+    again = kd.augment(torch.from_numpy(x[:4]), torch.Generator().manual_seed(0), cfg, aug.hwc_pool(x))
+    assert torch.equal(y, again)   # one seed, one batch: runs repeat
+    text = kd.describe_augmentation(cfg)
+    assert all(w in text for w in ("rotation +-10 deg", "perspective 8%", "mosaics", "grayscale", "blur/noise/JPEG"))
+    assert kd.describe_augmentation(kd.DistillConfig()) == "random crops 60%-100%, horizontal flips, colour jitter +-20%"
+
+
+def test_each_augmentation_step_changes_the_input_the_way_it_says():
+    from converters import distill_augment as aug
+    from convdata import det_samples
+
+    img = np.ascontiguousarray(det_samples("calibration", 1, 96)[0].transpose(1, 2, 0))
+    gen = torch.Generator().manual_seed(1)
+    gray = aug.colour_one(img, gen, kd.DistillConfig(grayscale=1.0, jitter=0.0))
+    assert np.allclose(gray[..., 0], gray[..., 1]) and np.allclose(gray[..., 1], gray[..., 2])
+    assert not np.allclose(img[..., 0], img[..., 1])
+    blurred = aug._blur(img, gen)
+    assert blurred.shape == img.shape and np.abs(np.diff(blurred, axis=1)).mean() < np.abs(np.diff(img, axis=1)).mean()
+    jpeg = aug._jpeg(img, gen)
+    assert jpeg.shape == img.shape and 0 < np.abs(jpeg - img).mean() < 0.2 * (img.max() - img.min())
+    # no rotation, perspective, zoom or flip: the view is the image itself
+    same = aug.view(img, gen, kd.DistillConfig(crop_scale=(1.0, 1.0), flip=False, rotate=0), (96, 96), None)
+    np.testing.assert_allclose(same, img, atol=1e-4)
+    turned = aug.view(img, gen, kd.DistillConfig(crop_scale=(1.0, 1.0), flip=False, rotate=30), (96, 96), None)
+    assert np.abs(turned - img).mean() > 0.05
+
+
+def test_weight_average_lags_the_live_weights_and_swaps_back():
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = kd.WeightAverage(lin, 0.9)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    for step in range(1, 200):
+        ema.update(step)
+    avg = float(ema.shadow["weight"][0, 0])
+    assert 0.99 < avg <= 1.0     # it followed the new weights
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    ema.update(200)
+    assert float(ema.shadow["weight"][0, 0]) == pytest.approx(avg * 0.9 + 0.2)   # one step moves it 10%
+    ema.swap()
+    assert float(lin.weight[0, 0]) == pytest.approx(avg * 0.9 + 0.2)
+    ema.swap()
+    assert float(lin.weight[0, 0]) == 2.0
+
+
+def test_early_stopping_holds_out_whole_photos_or_video_segments():
+    samples = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1)
+    groups = [f"segment {i // 5}" for i in range(40)]          # 8 segments of 5 neighbouring frames
+    train, val = kd.split_train_val(samples, groups=groups)
+    held = {groups[int(v)] for v in val.ravel()}
+    assert len(val) >= 8 and all(groups[int(t)] not in held for t in train.ravel())
+    train, val = kd.split_train_val(samples, groups=["a"] * 20 + ["b"] * 20)   # 2 groups: every 5th sample
+    assert len(val) == 8 and len(train) == 32
+
+
+def test_thread_chooser_trains_on_the_faster_count_and_measures_again_later():
+    ch = kd.ThreadChooser(2, every_s=60.0, probe=6)
+    assert ch.candidates == [1, 2] and ch.probing
+    for step in range(6):                  # a busy box: 2 threads 5x slower
+        th = ch.threads_for(step)
+        ch.record(th, 2.4 if th == 2 else 0.5, elapsed=step)
+    assert not ch.probing and ch.current == 1 and ch.threads_for(7) == 1
+    assert "1 thread(s) 0.50 s/step" in ch.note and "training on 1" in ch.note
+    ch.record(1, 0.5, elapsed=30.0)
+    assert not ch.probing                  # not yet time to measure again
+    ch.record(1, 0.5, elapsed=66.0)   # 60 s after the first measurement ended (at 5 s)
+    assert ch.probing
+    for step in range(6):                  # the box went quiet: 2 threads faster
+        th = ch.threads_for(step)
+        ch.record(th, 0.2 if th == 2 else 0.35, elapsed=67.0 + step)
+    assert ch.current == 2 and "training on 2" in ch.note
+    assert kd.ThreadChooser(1).candidates == [1] and not kd.ThreadChooser(1).probing
+
+
+def test_training_views_only_for_models_whose_outputs_scale_with_the_input():
+    conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+    x = np.zeros((1, 3, 128, 128), np.float32)
+    said = []
+    assert kd.views_fit(conv, conv, x, 32, said.append) == 32 and "32x32 views of the 128x128" in said[-1]
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 128 * 128, 2))
+    assert kd.views_fit(head, head, x, 32, said.append) is None and "full 128x128" in said[-1]
+    assert kd.views_fit(conv, conv, x, 100, said.append) is None      # the input is not twice the view size
