@@ -45,13 +45,13 @@ def cls_pair(cls_model):
     return model, pruned, samples, cls_samples("heldout")
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 14): in 0.6 min the pruned classifier's held-out cosine "
-                   ""
-                   "rises after BatchNorm recalibration, then training is unstable (lr/feature weights untuned)")
+@pytest.mark.xfail(strict=False, reason="open (issue 14): with converters.distill.RECIPE on a box at load ~10 the "
+                   "0.6 min budget ran 6 steps and the held-out cosine went 0.782 -> 0.646 (needs > 0.891); the "
+                   "budget is too short for a loaded 2-core box")
 def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
     model, pruned, samples, held = cls_pair
     lines = []
-    cfg = kd.DistillConfig(minutes=0.6, lr=2e-3, checkpoint=tmp_path / "ck.pt", **QUICK)
+    cfg = kd.recipe_config(minutes=0.6, checkpoint=tmp_path / "ck.pt", **QUICK)   # what convert uses
     proto, rep = kd.distill_onnx(model, pruned, samples, tmp_path / "student.onnx", cfg, lines.append)
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == [o.name for o in model.graph.output]
@@ -66,15 +66,16 @@ def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
     assert "held-out cosine" in md and "random crops" in md and str(rep.train_images) in md
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 14): training is not yet stable; on a loaded 2-core box a "
-                   "15 s budget can end with no held-out improvement (seen: 287 steps, cosine unchanged)")
+@pytest.mark.xfail(strict=False, reason="open (issue 14): passed once with converters.distill.RECIPE (load ~10), "
+                   "earlier a 15 s budget on a loaded box ended with no held-out improvement (287 steps); not "
+                   "shown stable yet")
 def test_user_nn_module_student_learns_from_an_onnx_teacher(cls_model):
     model = onnx.load(str(cls_model))
     samples = cls_samples("calibration")
     student = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2),
                                   torch.nn.Softmax(dim=1))
-    module, rep = kd.distill(model, student, samples, kd.DistillConfig(minutes=0.25, lr=1e-2, **QUICK))
+    module, rep = kd.distill(model, student, samples, kd.recipe_config(minutes=0.25, lr=1e-2, **QUICK))
     assert module is student and rep.student == "user nn.Module"
     assert rep.best_cosine > rep.start_cosine
 
