@@ -112,6 +112,8 @@ class Verdict:
     def size(self) -> str:
         """'31 held-out samples' (with the deciding count and boxes when they differ)."""
         text = f"{self.samples} held-out samples"
+        if self.boxes == 0:
+            return text + ", 0 boxes (none decides)"
         if self.judged is not None and self.judged != self.samples:
             text += f" ({self.judged} decide, {self.samples - self.judged} ~0 in the original left out)"
         return text + ("" if self.boxes is None else f", {self.boxes} boxes")
@@ -147,6 +149,8 @@ def judge(comparison: Comparison, budget: float, split: Optional[str] = None) ->
     boxes = None
     if comparison.kind == "box-f1" and values is not None and len(values):
         boxes = int(np.asarray(values)[:, [0, 2]].sum())  # tp + fn: every box the original found
+        if boxes == 0:
+            judged = 0  # both finding nothing counts as agreement (F1 1): no sample judges the boxes
     verdict = Verdict(comparison.drop, budget, comparison.samples, drop_interval(comparison),
                       metric=comparison.kind, judged=judged, boxes=boxes, split=split)
     verdict.warnings = held_out_warnings(verdict.deciding, verdict)
@@ -157,6 +161,10 @@ def held_out_warnings(held_out: int, verdict: Optional[Verdict] = None) -> list[
     """One line when the held-out set is too small to judge the budget, and one when the drop's
     interval crosses the budget, each naming how many images to add."""
     out = [] if verdict is None else _crossing_warning(verdict)
+    if verdict is not None and verdict.boxes == 0:
+        return [f"the original model finds no boxes on the {verdict.samples} held-out samples, so box F1 judges "
+                "nothing: add held-out images that show what it detects (--val, or --calib with more), or judge by "
+                "--metric cosine"] + out
     if held_out >= MIN_HELD_OUT:
         return out
     width = "" if verdict is None or verdict.interval is None else (

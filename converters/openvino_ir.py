@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from runtimes.errors import first_line
+from runtimes.openvino import OV_TRACE_LINES, ov_error_line  # noqa: F401  (OV_TRACE_LINES: tests import it here)
 
 from . import engine_telemetry
 from .errors import ConversionError
@@ -36,10 +36,6 @@ def _ov():
     except ImportError as exc:
         raise ConversionError("OpenVINO conversion needs the 'openvino' package: pip install 'edgesdk[convert]'") from exc
     return ov
-
-
-#: OpenVINO's C++ trace lines, passed over when its errors are worded in one line
-OV_TRACE_LINES = ("Exception from", "Check '")
 
 
 def read_onnx(onnx_path: Path, display_name: Optional[str] = None) -> Any:
@@ -61,7 +57,7 @@ def read_onnx(onnx_path: Path, display_name: Optional[str] = None) -> Any:
                 f"OpenVINO cannot convert {name}: it has no conversion rule for operator(s) {missing.group(1).strip()}; "
                 "pick a profile/backend that runs them (onnxruntime), or replace those operators before converting"
             ) from exc
-        raise ConversionError(f"OpenVINO IR conversion of {name} failed: {first_line(exc, skip=OV_TRACE_LINES)}") from exc
+        raise ConversionError(f"OpenVINO IR conversion of {name} failed: {ov_error_line(exc)}") from exc
     finally:
         logging.root.setLevel(root_level)
 
@@ -129,7 +125,7 @@ def quantize(model: Any, calib: np.ndarray, *, preset: str = "performance", fast
     try:
         return nncf.quantize(model, _dataset(calib), **kw)
     except Exception as exc:  # nncf raises many kinds (ValidationError, RuntimeError, ...)
-        raise ConversionError(f"NNCF INT8 quantization failed: {first_line(exc, skip=OV_TRACE_LINES)}") from exc
+        raise ConversionError(f"NNCF INT8 quantization failed: {ov_error_line(exc)}") from exc
 
 
 def quantize_with_accuracy_control(model: Any, calib: np.ndarray, held_out: np.ndarray,
@@ -158,7 +154,7 @@ def quantize_with_accuracy_control(model: Any, calib: np.ndarray, held_out: np.n
             model, _dataset(calib), _dataset(held_out), fn, max_drop=max_drop, subset_size=len(calib),
             fast_bias_correction=fast_bias_correction, advanced_accuracy_restorer_parameters=params)
     except Exception as exc:
-        raise ConversionError(f"NNCF accuracy-controlled quantization failed: {first_line(exc, skip=OV_TRACE_LINES)}") from exc
+        raise ConversionError(f"NNCF accuracy-controlled quantization failed: {ov_error_line(exc)}") from exc
 
 
 def quantized_layers(model: Any) -> list[str]:

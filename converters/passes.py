@@ -20,6 +20,7 @@ from runtimes.dims import merge_stated_dims
 from runtimes.errors import first_line
 
 from .errors import ConversionError
+from .large_constants import GROWTH, LARGE_BYTES
 
 #: per-channel QDQ quantization (onnxruntime) and OpenVINO's importer want opset >= 13
 MIN_OPSET = 13
@@ -32,9 +33,16 @@ class PassRecord:
     name: str
     changes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: the serialized model's size before and after the pass (None: not measurable, over 2 GB)
+    bytes_before: Optional[int] = None
+    bytes_after: Optional[int] = None
+    #: constants the graph builds at run time that folding left as nodes (bytes they would take)
+    unfolded_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "changes": list(self.changes), "seconds": round(self.seconds, 3)}
+        return {"name": self.name, "changes": list(self.changes), "seconds": round(self.seconds, 3),
+                "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                "unfolded_bytes": self.unfolded_bytes}
 
 
 @dataclass
@@ -62,10 +70,12 @@ class GraphPass:
     def __call__(self, model: Any, ctx: PassContext) -> Any:
         rec = ctx.record(self.name)
         start = time.perf_counter()
+        rec.bytes_before = _byte_size(model)
         try:
             out = self.apply(model, ctx, rec)
         finally:
             rec.seconds = time.perf_counter() - start
+        rec.bytes_after = _byte_size(out)
         return out
 
     def apply(self, model: Any, ctx: PassContext, record: PassRecord) -> Any:  # pragma: no cover
@@ -189,38 +199,76 @@ class FoldConstants(GraphPass):
 
     Only the BASIC level runs: constant folding, redundant node elimination and fusions into
     standard ONNX ops (Conv+BatchNorm, Conv+Add/Mul, ...). The output holds only standard ops,
-    so every backend can still read it.
+    so every backend can still read it. A ConstantOfShape/Expand/Tile that would store a large
+    constant made from small ones stays a node (converters.large_constants; said in the record).
     """
 
     name = "fold_constants"
+
+    def __init__(self, keep_expansions: bool = True) -> None:
+        #: False folds them too (INT8 quantizers take stored weights only)
+        self.keep_expansions = keep_expansions
 
     def apply(self, model: Any, ctx: PassContext, record: PassRecord) -> Any:
         import tempfile
 
         import onnx
-        import onnxruntime as ort
+
+        from .large_constants import find_expansions, held_unfoldable
 
         before = _op_counts(model)
-        with tempfile.TemporaryDirectory(dir=ctx.work_dir) as tmp:
+        expansions = find_expansions(model) if self.keep_expansions else []
+        if expansions:
+            model = _copy(model)  # the caller's model keeps its inputs and nodes
+        with tempfile.TemporaryDirectory(dir=ctx.work_dir) as tmp, held_unfoldable(model, expansions) as restore:
             src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
             onnx.save(model, str(src))
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            opts.optimized_model_filepath = str(dst)
-            opts.log_severity_level = 3
-            try:
-                ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
-                out = onnx.load(str(dst))
-            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-                raise ConversionError(f"constant folding failed (onnxruntime could not load the model): "
-                                      f"{first_line(exc)}") from exc
+            out = restore(_ort_fold(src, dst))
         after = _op_counts(out)
         diff = {op: after.get(op, 0) - before.get(op, 0) for op in set(before) | set(after)}
         gone = ", ".join(f"{op} {d:+d}" for op, d in sorted(diff.items()) if d)
         total_before, total_after = sum(before.values()), sum(after.values())
         if total_before != total_after or gone:
             record.changes.append(f"nodes {total_before} -> {total_after}" + (f" ({gone})" if gone else ""))
+        if expansions:
+            record.unfolded_bytes = sum(e.out_bytes for e in expansions)
+            record.changes.append(_expansions_line(expansions))
         return out
+
+
+def _ort_fold(src: Path, dst: Path) -> Any:
+    """onnxruntime's BASIC-level optimizer on the file `src`, its output read back from `dst`."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(str(dst))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ConversionError(f"constant folding failed (onnxruntime could not load the model): "
+                              f"{first_line(exc)}") from exc
+
+
+def _expansions_line(expansions: list[Any]) -> str:
+    from runtimes.sizes import show_bytes
+
+    ops = sorted({e.op for e in expansions})
+    made, given = sum(e.out_bytes for e in expansions), sum(e.in_bytes for e in expansions)
+    return (f"{len(expansions)} {'/'.join(ops)} node(s) kept unfolded: folding would store {show_bytes(made)} of "
+            f"constants they build at run time from {show_bytes(given)} (a node is kept when its output is >= "
+            f"{show_bytes(LARGE_BYTES)} and >= {GROWTH}x its inputs, like onnxsim's size threshold)")
+
+
+def _copy(model: Any) -> Any:
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 class InferShapes(GraphPass):
@@ -241,6 +289,13 @@ class InferShapes(GraphPass):
                     and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim))
         record.changes.append(f"{known} of {len(out.graph.value_info)} intermediate tensors have static shapes")
         return out
+
+
+def _byte_size(model: Any) -> Optional[int]:
+    try:
+        return int(model.ByteSize())
+    except Exception:  # protobuf refuses messages over 2 GB; the size is then not known
+        return None
 
 
 def _op_counts(model: Any) -> dict[str, int]:

@@ -68,6 +68,15 @@ class TFLiteResult:
     saved_model: Optional[Path] = None          # onnx2tf's TF SavedModel, when asked to keep it
 
 
+
+def log_reason(log: str, limit: int = 300) -> str:
+    """The line of a child process's log that says what went wrong, for a one-line error: the
+    last exception or ERROR line (colour codes removed), else the last line."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^(\w+\.)*\w*(Error|Exception)\b|^ERROR\b", ln)]
+    return (errors or lines or ["(empty log)"])[-1][:limit]
+
+
 def is_available() -> bool:
     return importlib.util.find_spec("onnx2tf") is not None and importlib.util.find_spec("tensorflow") is not None
 
@@ -268,11 +277,9 @@ def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         produced = {k: p for k, p in produced.items() if p.is_file()}
         main = _MAIN_VARIANT[precision]
         if rc != 0 or main not in produced:
-            tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
-            tail = re.sub(r"\x1b\[[0-9;]*m", "", tail)
             why = f"exit code {rc}" if rc != 0 else f"no {main} model was written"
-            raise ConversionError(f"onnx2tf failed to convert {onnx_path.name} to TFLite {precision} ({why}). "
-                                  f"Last lines of its log:\n{tail}")
+            raise ConversionError(f"onnx2tf failed to convert {onnx_path.name} to TFLite {precision} ({why}): "
+                                  f"{log_reason(log_path.read_text(errors='replace'))}")
         # move results into out_dir atomically, one file at a time
         variants: dict[str, Path] = {}
         wanted = [main] if precision != "int8" else [k for k in produced if k not in ("float32", "float16")]

@@ -66,10 +66,14 @@ def out_names(model):
     g = model.subgraphs[0]
     return [g.tensors[op.outputs[0]].name.decode() for op in g.operators]
 
+def shape_of(g, t):
+    # scalars and unknown shapes have no shape vector in the flatbuffer
+    return list(g.tensors[t].shape) if g.tensors[t].shape is not None else []
+
 def weight_inputs(model, op):
     g = model.subgraphs[0]
     out = []
-    for t in list(op.inputs)[1:]:
+    for t in list(op.inputs if op.inputs is not None else [])[1:]:
         data = model.buffers[g.tensors[t].buffer].data if t >= 0 else None
         if data is not None and len(data) > 0:
             out.append(t)
@@ -87,8 +91,8 @@ if cfg.get("float_saved_model"):
     a, b = base.subgraphs[0], donor.subgraphs[0]
     code = lambda m, op: m.operatorCodes[op.opcodeIndex].builtinCode
     aligned = len(a.operators) == len(b.operators) and all(
-        code(base, x) == code(donor, y) and [list(a.tensors[t].shape) for t in weight_inputs(base, x)]
-        == [list(b.tensors[t].shape) for t in weight_inputs(donor, y)] for x, y in zip(a.operators, b.operators))
+        code(base, x) == code(donor, y) and [shape_of(a, t) for t in weight_inputs(base, x)]
+        == [shape_of(b, t) for t in weight_inputs(donor, y)] for x, y in zip(a.operators, b.operators))
     why = "" if aligned else "the unrounded and rounded TF graphs differ"
 
 def patched(excluded):
@@ -120,7 +124,7 @@ def rounding_reached(content):
     exact = total = 0
     for op in g.operators:
         name = g.tensors[op.outputs[0]].name.decode()
-        if name not in float_w or not float_w[name] or len(op.inputs) < 2:
+        if name not in float_w or not float_w[name] or op.inputs is None or len(op.inputs) < 2:
             continue
         t = g.tensors[op.inputs[1]]
         if t.type != 9 or t.quantization is None or t.quantization.scale is None:
@@ -224,8 +228,7 @@ class TFLiteInt8Quantizer:
             if not line:
                 self._proc.wait(timeout=30)
                 raise ConversionError(f"the TFLite INT8 quantizer process ended (exit code {self._proc.returncode}; "
-                                      f"killed after {self._timeout:.0f} s if negative). "
-                                      f"Last lines of its log:\n{self._tail()}")
+                                      f"killed after {self._timeout:.0f} s if negative): {self._tail()}")
             if not line.startswith(_MARK):
                 continue
             msg = json.loads(line[len(_MARK):])
@@ -238,9 +241,10 @@ class TFLiteInt8Quantizer:
                 return msg
 
     def _tail(self) -> str:
+        from .tflite import log_reason
+
         self._log.flush()
-        lines = self._log_path.read_text(errors="replace").splitlines()
-        return "\n".join(line for line in lines[-15:])
+        return log_reason(self._log_path.read_text(errors="replace"))
 
     def quantize(self, out: Path, float_layers: Sequence[str] = ()) -> Path:
         """Write the INT8 model with `float_layers` (names from `layers`) kept float to `out`."""
@@ -248,7 +252,7 @@ class TFLiteInt8Quantizer:
         if unknown:
             raise ConversionError(f"not quantized layers of this TFLite model: {', '.join(unknown[:3])}")
         if self._proc.poll() is not None:
-            raise ConversionError(f"the TFLite INT8 quantizer process is gone:\n{self._tail()}")
+            raise ConversionError(f"the TFLite INT8 quantizer process is gone: {self._tail()}")
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps({"exclude": list(float_layers), "out": str(out)}) + "\n")
         self._proc.stdin.flush()

@@ -143,6 +143,8 @@ class VariantBuilder:
         self._subset: Optional[Comparator] = None
         self._quantizer: Any = None
         self._rounded: Optional[Path] = None
+        self._quant_base_path: Optional[Path] = None
+        self._quant_base_note: Optional[str] = None
         self._rounding_note: Optional[str] = None
         self._ov_rounded: Any = None
         self._ov_aligned: Any = None
@@ -306,8 +308,9 @@ class VariantBuilder:
         elif precision == "int8":
             if s.calib is None:
                 path = self._file("model_int8_dynamic.onnx")
-                notes = onnx_quant.quantize_dynamic(s.prepared, path)
+                notes = onnx_quant.quantize_dynamic(self._quant_base(), path)
                 v = Variant("onnxruntime-int8-dynamic", "onnxruntime int8 (dynamic)", "onnxruntime", "int8", notes=notes)
+                self._int8_notes(v)
             else:
                 return self._ort_static(precision)
         else:
@@ -322,12 +325,12 @@ class VariantBuilder:
         from . import weight_rounding
 
         if not self.s.weight_rounding:
-            return self.s.prepared
+            return self._quant_base()
         if self._rounded is None:
             calib = self._need_calib("INT8")
             self._say("int8: data-aware weight rounding (GPTQ-style) on the calibration samples")
             path = self._file("prepared_rounded.onnx")
-            report = weight_rounding.round_weights(self.s.prepared, path, self.s.input_name, calib,
+            report = weight_rounding.round_weights(self._quant_base(), path, self.s.input_name, calib,
                                                    progress=self._say)
             note = report.summary() + f" ({report.seconds:.0f} s"
             self._rounded, choice = self._pick_rounding(path)
@@ -347,7 +350,7 @@ class VariantBuilder:
             return rounded, "not judged on held-out data: no held-out samples; build setting weight_rounding=False " \
                             "keeps each quantizer's nearest rounding"
         nearest = self._file("prepared_nearest.onnx")
-        weight_rounding.nearest_weights(self.s.prepared, nearest)
+        weight_rounding.nearest_weights(self._quant_base(), nearest)
         try:
             kw = {"threads": self.s.threads} if self.s.threads else {}
             ours = cmp.compare(rounded, backend="onnxruntime", **kw)
@@ -361,11 +364,24 @@ class VariantBuilder:
         if (near.drop, -near.cosine) < (ours.drop, -ours.cosine):
             self.rounding_choice["kept"] = "nearest"
             rounded.unlink(missing_ok=True)
-            return self.s.prepared, f"{scores}: nearest kept (each quantizer rounds to nearest itself)"
+            return self._quant_base(), f"{scores}: nearest kept (each quantizer rounds to nearest itself)"
         self.rounding_choice["kept"] = "data-aware"
         return rounded, f"{scores}: data-aware kept; build setting weight_rounding=False forces nearest"
 
+    def _quant_base(self) -> Path:
+        """The float model the INT8 quantizers start from: the prepared model, with the large
+        constants the graph passes left for the engine to build (converters.large_constants)
+        folded, since quantizers quantize stored weights only (made once; the INT8 notes say so)."""
+        if self._quant_base_path is None:
+            from .large_constants import fold_expansions
+
+            self._quant_base_path, self._quant_base_note = fold_expansions(
+                self.s.prepared, self._file("prepared_weights_stored.onnx"))
+        return self._quant_base_path
+
     def _int8_notes(self, v: Variant) -> None:
+        if self._quant_base_note:
+            v.notes.append(self._quant_base_note)
         if self._rounding_note:
             v.notes.append(self._rounding_note)
 
@@ -375,11 +391,11 @@ class VariantBuilder:
 
         if self._quantizer is None:
             calib = self._need_calib("static INT8")
-            src = self._int8_source()
+            src, base = self._int8_source(), self._quant_base()
             self._say(f"int8 QDQ: calibrating on {len(calib)} samples ({self.s.calib_method})")
             self._quantizer = onnx_quant.StaticQuantizer(src, self.s.input_name, calib, method=self.s.calib_method,
                                                          work_dir=self.s.work,
-                                                         float_src=self.s.prepared if src != self.s.prepared else None)
+                                                         float_src=base if src != base else None)
         return self._quantizer
 
     def close(self) -> None:
@@ -418,7 +434,7 @@ class VariantBuilder:
         if v.within(s.budget) or not v.ok or self._guard_off(v):
             return v
         # the guard: rank on a keep-activations QDQ model by surgery, step with real re-quantization
-        float_model = onnx.load(str(s.prepared))
+        float_model = onnx.load(str(self._quant_base()))
         scratch_files = [self._file(f"ranking_qdq{tag}.onnx"), self._file(f"ranking_trial{tag}.onnx"),
                          self._file(f"guard_trial{tag}.onnx")]
         keep_path, scratch, trial = scratch_files

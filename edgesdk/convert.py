@@ -103,6 +103,11 @@ def _load_model(model: Any, work: Path, torch_example: Any, progress: Progress,
     return path, load_onnx(path)
 
 
+#: what a user with a multi-input model can do instead (both input routes say it)
+MULTI_INPUT_ADVICE = ("; export a graph with one image input (the others fixed as constants), or run this one with "
+                      "runtimes.load(...).infer({name: array, ...}) without a bundle")
+
+
 def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Optional[PreprocessSpec],
                   batch: int) -> tuple[str, list[Optional[int]], np.dtype]:
     """(input name, shape, dtype): the stated shape (None where -1 keeps a dim dynamic: see
@@ -118,7 +123,7 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ConversionError(f"edgesdk convert takes single-input models; this one has {len(inputs)} inputs "
-                              f"({', '.join(i.name for i in inputs)})")
+                              f"({', '.join(i.name for i in inputs)}){MULTI_INPUT_ADVICE}")
     vi = inputs[0]
     dims = input_dims(vi)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
@@ -149,6 +154,20 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
             f"{','.join(str(d or 640) for d in [batch] + shape[1:])}, or -1 for a dim to keep dynamic on targets that "
             "allow it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height for text lines")
     return vi.name, [int(d) for d in shape], dtype
+
+
+def _filled_dims_note(name: str, dims: Sequence[Optional[int]], shape: Sequence[Optional[int]],
+                      sources: Mapping[str, str]) -> Optional[str]:
+    """What the dynamic dims of the model's input were set to, and from where (nobody stated them)."""
+    from runtimes.dims import show_dims
+
+    axes = [a for a, (d, s) in enumerate(zip(dims, shape)) if d is None and s is not None]
+    if not axes:
+        return None
+    why = (["batch 1"] if 0 in axes else []) + ([f"the rest from the preprocessing size ({sources.get('size', 'preset')})"]
+                                                if any(a != 0 for a in axes) else [])
+    return (f"input {name} {show_dims(dims)} has dynamic dims: the bundle is built for {show_dims(shape)} "
+            f"({'; '.join(why)}); --input-shape sets them, -1 keeps one dynamic (onnxruntime, OpenVINO)")
 
 
 def _bundle_spec(spec: Optional[PreprocessSpec], shape: list[Optional[int]]) -> Optional[PreprocessSpec]:
@@ -209,6 +228,10 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     name_in, shape, dtype = _static_shape(proto, input_shape, resolved.spec, batch=1)
     spec = _bundle_spec(replace(resolved.spec, dtype=np.dtype(dtype).name), shape)
     notes: list[str] = dynamic_notes(name_in, shape, resolved.spec, resolved.sources)
+    filled = _filled_dims_note(name_in, dims, shape, resolved.sources) if input_shape is None and dims else None
+    if filled:
+        say(filled)
+        notes.append(filled)
     _check_stated(pre, preprocess, resolved, calib, assume, options, say, notes)
     the_task = task or meta.get("task") or (pre.task if pre else "raw")
     if the_task not in TASK_CHOICES:
@@ -227,6 +250,11 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
                               f"{src.name}); use --task raw to ship the outputs undecoded")
     if the_task == "text_recognition" and not names and meta.get("character"):
         names = list(meta["character"])  # the CTC dictionary the model carries (PP-OCR's 'character')
+    if the_task == "raw" and not task and not meta.get("task") and pre is None:
+        line = ("task raw: no preset or model metadata names what the outputs are, so the bundle ships them "
+                "undecoded; --task classification|detection|segmentation|text_recognition decodes them")
+        say(line)
+        notes.append(line)
     if the_task == "raw" and _looks_like_scores(proto):
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
@@ -243,7 +271,7 @@ def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any,
     images = isinstance(calib, (str, Path)) and Path(calib).suffix.lower() != ".npy"
     if pre is not None or preprocess is not None or resolved.normalization_stated or not images:
         return
-    assumed = ", ".join(f"{k}={_short(getattr(resolved.spec, k))}" for k in resolved.assumed)
+    assumed = resolved.assumed_text()
     if not assume:
         raise ConversionError(
             f"this model has no preset and states no preprocessing, and --calib {calib} holds images: "
@@ -257,23 +285,13 @@ def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any,
     notes.append(warning)
 
 
-def _short(v: Any) -> str:
-    return ",".join(f"{x:.4g}" for x in v) if isinstance(v, tuple) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-
 def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any], pre: Any, proto: Any,
             task: str) -> list[str]:
     """Labels from the argument (a list or a file, one name per line), the model metadata or the preset,
     checked against the class count."""
-    origin = "--labels"
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        if not path.is_file():
-            raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        origin = f"--labels {path.name}"
-    elif labels is not None:
-        names = [str(v) for v in labels]
+    origin = f"--labels {Path(labels).name}" if isinstance(labels, (str, Path)) else "--labels"
+    if labels is not None:
+        names = stated_labels(labels)
     elif meta.get("labels"):
         names, origin = list(meta["labels"]), "the model's metadata labels"
     elif task == "classification" and meta.get("character") and len(meta["character"]) == _class_count(proto):
@@ -286,6 +304,16 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
         raise ConversionError(f"{origin} has {len(names)} names but the model's output has {classes} classes: "
                               "give one name per class, in class-index order")
     return names
+
+
+def stated_labels(labels: Union[str, Path, Sequence[str]]) -> list[str]:
+    """--labels as given: a list, or a file with one class name per line (both input routes)."""
+    if not isinstance(labels, (str, Path)):
+        return [str(v) for v in labels]
+    path = Path(labels)
+    if not path.is_file():
+        raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _output_dims(proto: Any) -> list[Optional[int]]:

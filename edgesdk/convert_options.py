@@ -99,6 +99,8 @@ class ConvertOptions:
         if self.qat and self.precision not in ("int8", "auto"):
             raise ConversionError(f"--qat fine-tunes INT8 models, but --precision is {self.precision}: use "
                                   "--precision int8 (or auto), or drop --qat")
+        if self.backends:
+            object.__setattr__(self, "backends", [_backend_name(b) for b in self.backends])  # frozen
         if float(self.bench_seconds) <= 0:
             raise ConversionError(f"--bench-seconds must be > 0, got {self.bench_seconds}")
 
@@ -123,6 +125,17 @@ class ConvertOptions:
                 v = str(v) if isinstance(v, Path) else list(v)
             out[f.name] = v
         return out
+
+
+def _backend_name(name: str) -> str:
+    """A --backend value as the backend records name it (aliases such as ov, ort, tflite resolved)."""
+    from runtimes.registry import ALL_ALIASES, RECORDS
+
+    key = ALL_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in RECORDS:
+        raise ConversionError(f"--backend {name!r} is no backend convert builds for; choose one of "
+                              f"{', '.join(RECORDS)} (aliases: {', '.join(sorted(ALL_ALIASES))})")
+    return key
 
 
 def _one_of(option: str, value: Any, choices: Sequence[str]) -> None:

@@ -36,7 +36,10 @@ def _input_spec(src: Path) -> Any:
 
     with runtimes.load(src, backend=backend_for(src)) as rt:
         if len(rt.inputs) != 1:
-            raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models")
+            from .convert import MULTI_INPUT_ADVICE
+
+            raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models"
+                                  + MULTI_INPUT_ADVICE)
         return rt.inputs[0]
 
 
@@ -116,7 +119,9 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
                    "int8" if spec.dtype.kind in "iu" else "fp32", model=src.name, files={src.name: src},
                    layout="NHWC", check_with=(engine, src))
     wanted = [p for p in ("fp32", "fp16") if opts.precision in ("auto", p)]
-    variants = [asis] + [_openvino_variant(src, p, work) for p in wanted]
+    variants = [asis] if _wanted_backend(engine, opts.backends, src) else []
+    if _wanted_backend("openvino", opts.backends, src):
+        variants += [_openvino_variant(src, p, work) for p in wanted]
     for v in variants:
         if v.ok and comparator is not None:
             backend, path = v.check_with
@@ -124,6 +129,20 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
             v.checked = True
         say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}")
     return _asked_precision(variants, opts.precision, src)
+
+
+def _wanted_backend(backend: str, backends: Any, src: Path) -> bool:
+    """Whether --backend (none: every backend) asks for `backend`; one a .tflite input cannot
+    be built for is refused rather than ignored."""
+    if not backends:
+        return True
+    routes = (backend_for(src), "openvino")
+    unknown = [b for b in backends if b not in routes]
+    if unknown:
+        raise ConversionError(f"--backend {', '.join(unknown)}: a .tflite input is built for {routes[0]} (the file as "
+                              f"given) or openvino (read from it); use one of those, or convert the ONNX model for "
+                              "other backends")
+    return backend in backends
 
 
 def _asked_precision(variants: list[Any], precision: str, src: Path) -> list[Any]:
@@ -144,14 +163,11 @@ def _asked_precision(variants: list[Any], precision: str, src: Path) -> list[Any
 
 
 def _labels(labels: Any, pre: Any) -> list[str]:
-    """--labels (a list, or a file with one class name per line), else the preset's."""
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        if not path.is_file():
-            raise ConversionError(f"--labels {labels}: no such file (expected one class name per line)")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """--labels (edgesdk.convert.stated_labels), else the preset's."""
+    from .convert import stated_labels
+
     if labels is not None:
-        return [str(v) for v in labels]
+        return stated_labels(labels)
     return list(pre.labels) if pre is not None else []
 
 
@@ -160,10 +176,7 @@ def _say_facts(src: Path, spec_in: Any, pre: Any, task: str, resolved: Any, say:
     """What the bundle will assume about its input, said before the work (and kept in the report)."""
     say(f"{src.name}: input {spec_in.name} {list(spec_in.shape)}; preset {pre.name if pre else 'none'}; task {task}")
     if pre is None and resolved.assumed:
-        from .convert import _short
-
-        assumed = ", ".join(f"{k}={_short(getattr(resolved.spec, k))}" for k in resolved.assumed)
-        note = (f"no preset: preprocessing ASSUMED, not stated: {assumed} (state --normalize/--mean/--std/--color/"
+        note = (f"no preset: preprocessing ASSUMED, not stated: {resolved.assumed_text()} (state --normalize/--mean/--std/--color/"
                 "--resize/--pad-value to change it)")
         say(note)
         notes.append(note)
@@ -199,7 +212,7 @@ def convert_tflite(ctx: Context, src: Path) -> Any:
         prep = ctx.stage("prepare", _prepare, src)
         data = ctx.stage("data", _data, prep)
         built = ctx.stage("build", _build, prep, data)
-        choice = ctx.stage("choose", _choose, built)
+        choice = ctx.stage("choose", _choose, built, data)
         written = ctx.stage("write", _write, prep, data, built, choice)
     written.report["stages"] = ctx.replay()
     return conv.ConvertResult(written.bundle, choice.chosen, built.variants, written.report)
@@ -234,21 +247,24 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
 
 
 def _data(ctx: Context, prep: TflitePrepared) -> Data:
+    """The ONNX route's split and warnings (edgesdk.conversion.data.split_samples), the .tflite's
+    preprocessing, and LiteRT running the original for the comparison."""
     from converters.compare import Comparator
 
-    from .calibration import load_calibration
+    from .accuracy import box_decoder_for
+    from .calibration import load_calibration, stderr_progress
+    from .conversion.data import split_samples
 
-    opts = ctx.opts
-    if opts.calib is None:
-        return Data()
-    data = load_calibration(opts.calib, prep.spec, opts.calib_size, input_shape=prep.shape,
-                            input_dtype=prep.spec_in.dtype)
-    fit, held = data.split(opts.holdout)
-    comparator = Comparator(prep.src, held.samples, task=prep.task, reference_backend=backend_for(prep.src))
-    info = {"source": data.source, "kind": data.kind, "calibration": len(fit), "held_out": len(held),
-            "held_out_source": "every 4th sample, never calibrated on", "shape": prep.shape,
-            "dtype": prep.spec_in.dtype.name}
-    return Data(fit, held, comparator, info)
+    def load(source: Any, size: Any) -> Any:
+        return load_calibration(source, prep.spec, size, input_shape=prep.shape, input_dtype=prep.spec_in.dtype,
+                                progress=stderr_progress if ctx.say_is_on else None)
+
+    def comparator(held: Any) -> Any:
+        ctx.say(f"reference outputs of the original model on {len(held)} held-out samples")
+        return Comparator(prep.src, held.samples, task=prep.task, eval_fn=ctx.eval_fn, metric=ctx.metric,
+                          reference_backend=backend_for(prep.src), box_decoder=box_decoder_for(prep, prep.shape))
+
+    return split_samples(ctx, load, comparator, prep.shape, prep.spec_in.dtype.name)
 
 
 def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
@@ -261,14 +277,18 @@ def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
     return Built(variants, [], notes=[note])
 
 
-def _choose(ctx: Context, built: Built) -> Choice:
+def _choose(ctx: Context, built: Built, data: Data) -> Choice:
+    """The ONNX route's verdicts and pick (edgesdk.conversion.choose), the profile's backend order."""
+    from .conversion.candidates import Candidate
+    from .conversion.choose import pick
+    from .conversion.verdict import judge_variants, with_verdict
+
+    judge_variants(ctx, built.variants, data)
     order = [b.backend for b in ctx.prof.backends]
-    good = [v for v in built.variants if v.ok and v.within(ctx.opts.budget) is not False]
-    if not good:
-        raise ConversionError("no variant of " + Path(str(ctx.model)).name + " is within the budget: "
-                              + "; ".join(f"{v.name}: {v.error or v.comparison.summary()}" for v in built.variants))
-    chosen = min(good, key=lambda v: order.index(v.backend) if v.backend in order else len(order))
-    return Choice(chosen, "first in the profile's preference order within the accuracy budget", None)
+    ranked = sorted(built.variants, key=lambda v: order.index(v.backend) if v.backend in order else len(order))
+    cands = [Candidate(v.backend, v.precision, v.device, v.layout, rank) for rank, v in enumerate(ranked)]
+    chosen, decision = pick(ranked, cands, ctx.opts.budget, False, ctx.opts.keep_best, data.warnings)
+    return Choice(chosen, with_verdict(decision, chosen), None)
 
 
 def _write(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice: Choice) -> Written:
@@ -295,12 +315,20 @@ def _write(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice:
 
 
 def _report(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice: Choice) -> dict[str, Any]:
-    budget, src = ctx.opts.budget, prep.src
+    from .conversion.growth import growth_warning, source_bytes
+    from .conversion.verdict import accuracy_measure, report_warnings
+
+    budget, src, chosen = ctx.opts.budget, prep.src, choice.chosen
+    grown = growth_warning(src.name, source_bytes(src), chosen.size_bytes, chosen)
+    if grown:
+        ctx.say(f"WARNING: {grown}")
     return {"model": {"file": src.name, "sha256": sha256_file(src),
                       "input": {"name": prep.spec_in.name, "shape": prep.shape, "dtype": prep.spec_in.dtype.name}},
             "profile": {"name": ctx.prof.name, "is_this_host": "not measured"}, "mode": "profile preference order",
-            "budget": budget, "accuracy_measure": "1 - mean cosine similarity to the original .tflite",
+            "budget": budget, "accuracy_measure": accuracy_measure(ctx, data) + " (against the original .tflite on LiteRT)",
             "passes": [], "calibration": data.info, "variants": [v.to_dict(budget) for v in built.variants],
-            "chosen": choice.chosen.to_dict(budget), "decision": choice.decision, "notes": prep.notes + built.notes,
+            "chosen": chosen.to_dict(budget), "decision": choice.decision, "notes": prep.notes + built.notes,
+            "warnings": report_warnings(data, built.warnings, chosen) + ([grown] if grown else []),
+            "over_budget": chosen.within(budget) is False,
             "threads": 1, "preprocess": prep.resolved.to_dict(), "options": ctx.opts.to_dict(), "seconds": 0.0,
             "stages": ctx.replay()}

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional, Sequence
 
+from runtimes.dims import show_dims
+
 from .errors import ConfigError
 from .preprocess import INTERPOLATIONS, RESIZE_MODES, PreprocessSpec
 
@@ -167,8 +169,16 @@ class ResolvedPreprocess:
     def normalization_stated(self) -> bool:
         return not {"scale", "mean", "std"} <= set(self.assumed)
 
+    def assumed_text(self) -> str:
+        """'layout=NCHW, color=RGB, scale=0.003922': the assumed fields with the values used."""
+        return ", ".join(f"{k}={_short(getattr(self.spec, k))}" for k in self.assumed)
+
     def to_dict(self) -> dict[str, Any]:
         return {"sources": dict(self.sources), "assumed": self.assumed}
+
+
+def _short(v: Any) -> str:
+    return ",".join(f"{x:.4g}" for x in v) if isinstance(v, tuple) else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
 def _channels(color: str) -> int:
@@ -240,7 +250,8 @@ def _from_shape(values: dict[str, Any], sources: dict[str, str], shape: Optional
     if clear:
         if options.layout and options.layout != model_layout:
             raise ConfigError(f"--layout {options.layout} contradicts the model: input {name!r} is "
-                              f"{_dims(shape)}, channels-{'first' if model_layout == 'NCHW' else 'last'} "
+                              f"{show_dims(shape, bracketed=True)}, "
+                              f"channels-{'first' if model_layout == 'NCHW' else 'last'} "
                               f"({model_layout}); drop --layout or pass --layout {model_layout}")
         if values.get("layout") != model_layout:
             values["layout"] = model_layout
@@ -268,7 +279,7 @@ def _check_channels(values: dict[str, Any], sources: dict[str, str], shape: Opti
     if want != c:
         where = sources.get("color", "")
         raise ConfigError(f"{'--color ' + values['color'] if where.startswith('option') else 'color ' + values['color'] + ' (' + where + ')'}"
-                          f" means {want} channels, but input {name!r} {_dims(shape)} has {c}: "
+                          f" means {want} channels, but input {name!r} {show_dims(shape, bracketed=True)} has {c}: "
                           f"{'pass --color GRAY' if c == 1 else 'pass --color RGB or BGR'}")
     for key in ("mean", "std"):
         vals = values.get(key)
@@ -278,12 +289,9 @@ def _check_channels(values: dict[str, Any], sources: dict[str, str], shape: Opti
             if want == 1 and sources[key] != f"option {FLAG[key]}":
                 values[key] = tuple(vals[:1])  # a named normalization or a default, for a gray input
                 continue
-            raise ConfigError(f"{FLAG[key]} has {len(vals)} values but input {name!r} {_dims(shape)} has {c} "
+            raise ConfigError(f"{FLAG[key]} has {len(vals)} values but input {name!r} "
+                              f"{show_dims(shape, bracketed=True)} has {c} "
                               f"channel{'s' if c != 1 else ''}: give {c} value{'s' if c != 1 else ''}")
-
-
-def _dims(shape: Sequence[Optional[int]]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def with_layout(resolved: ResolvedPreprocess, layout: str, why: str) -> ResolvedPreprocess:

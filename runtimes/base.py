@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .dims import show_dims
 from .errors import InputMismatchError, ModelLoadError, OptionError
 from .spec import TensorSpec
 
@@ -263,7 +264,7 @@ class Runtime(abc.ABC):
             )
         if arr.ndim != spec.rank:
             raise InputMismatchError(
-                f"input {spec.name!r} expects rank {spec.rank} {self._fmt(spec.shape)}, "
+                f"input {spec.name!r} expects rank {spec.rank} {show_dims(spec.shape, bracketed=True)}, "
                 f"got shape {tuple(arr.shape)}"
             )
         for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
@@ -273,15 +274,12 @@ class Runtime(abc.ABC):
                 hint = ("; a model fixed at batch 1 is looped over a batch only when every input "
                         "has the same axis 0 (>= 1)") if axis == 0 and self._loop_batch else ""
                 raise InputMismatchError(
-                    f"input {spec.name!r} expects shape {self._fmt(spec.shape)}, got {tuple(arr.shape)} "
+                    f"input {spec.name!r} expects shape {show_dims(spec.shape, bracketed=True)}, "
+                    f"got {tuple(arr.shape)} "
                     f"(axis {axis}: {want} != {got}){hint}"
                 )
 
     # ----------------------------------------------------------------- internals
-    @staticmethod
-    def _fmt(shape: Sequence[Optional[int]]) -> str:
-        return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
     def _batch_of(self, feeds: Mapping[str, np.ndarray]) -> int:
         first = next(iter(feeds.values()))
         return first.shape[0] if first.ndim else 1

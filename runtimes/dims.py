@@ -12,8 +12,10 @@ from .errors import InputMismatchError
 Dim = Optional[int]
 
 
-def show_dims(dims: Sequence[Dim]) -> str:
-    """[1, 3, None, None] -> '1x3x?x?'."""
+def show_dims(dims: Sequence[Dim], bracketed: bool = False) -> str:
+    """[1, 3, None, None] -> '1x3x?x?', or '[1,3,?,?]' bracketed (a tensor's dims inside a sentence)."""
+    if bracketed:
+        return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
     return "x".join("?" if d is None else str(d) for d in dims)
 
 

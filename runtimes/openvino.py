@@ -9,7 +9,6 @@ when asked for fp16, and says so).
 from __future__ import annotations
 
 import os
-import re
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional, Sequence
@@ -17,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .base import Runtime, log, warn_once
-from .errors import BackendUnavailableError, InferenceError, ModelLoadError
+from .errors import BackendUnavailableError, InferenceError, ModelLoadError, first_line
 from .load_errors import load_failure
 from .spec import TensorSpec
 
@@ -40,13 +39,13 @@ def _import_ov() -> Any:
     return ov
 
 
-_TRACE = re.compile(r"(Caught exception:\s*)?Exception from \S+:\d+:\s*")
+#: OpenVINO's messages are multi-line C++ traces: these lines say where, the others what went wrong
+OV_TRACE_LINES = ("Exception from", "Caught exception: Exception from", "Check '")
 
 
-def _first_line(exc: BaseException) -> str:
-    """OpenVINO messages are multi-line C++ traces; keep the words that say what went wrong."""
-    text = " ".join(_TRACE.sub(" ", str(exc)).split())
-    return text[:300] if text else type(exc).__name__
+def ov_error_line(exc: BaseException) -> str:
+    """An OpenVINO exception in one line for a message: its first line that is not a trace line."""
+    return first_line(exc, skip=OV_TRACE_LINES)
 
 
 class OpenVINORuntime(Runtime):
@@ -113,7 +112,7 @@ class OpenVINORuntime(Runtime):
         except Exception as exc:  # openvino raises RuntimeError/GeneralFailure with C++ traces
             raise load_failure(
                 "openvino", path, str(exc),
-                f"openvino could not read {path.name}: {_first_line(exc)}. Is it a complete OpenVINO IR "
+                f"openvino could not read {path.name}: {ov_error_line(exc)}. Is it a complete OpenVINO IR "
                 "(.xml with matching .bin) or ONNX model? Re-export or re-download it", exc) from exc
 
     def _activate_impl(self) -> None:
@@ -162,7 +161,7 @@ class OpenVINORuntime(Runtime):
         except Exception as exc:
             raise load_failure(
                 "openvino", self.model_path, str(exc),
-                f"openvino could not compile {self.model_path.name} for {device}: {_first_line(exc)}", exc) from exc
+                f"openvino could not compile {self.model_path.name} for {device}: {ov_error_line(exc)}", exc) from exc
 
     def _read_precision(self, config: dict[str, Any]) -> str:
         try:
@@ -246,7 +245,7 @@ class OpenVINORuntime(Runtime):
                     values = self._request_infer(self._ordered(feeds), True).to_tuple()
                 return dict(zip(self._output_names, values))
             except Exception as exc:
-                error = InferenceError(f"openvino failed on {self.model_path.name}: {_first_line(exc)}")
+                error = InferenceError(f"openvino failed on {self.model_path.name}: {ov_error_line(exc)}")
                 error.__cause__ = exc
         self._recover(generation)  # outside the sync lock: _recover takes it itself
         raise error
@@ -387,7 +386,7 @@ class _RequestPool:
             request.start_async(inputs, share_inputs=False)
         except Exception as exc:
             self._idle.put(request)
-            raise InferenceError(f"openvino could not start {self._model}: {_first_line(exc)}") from exc
+            raise InferenceError(f"openvino could not start {self._model}: {ov_error_line(exc)}") from exc
         self._waiters.submit(self._finish, request, future)
         return future
 
@@ -398,7 +397,7 @@ class _RequestPool:
         except Exception as exc:  # the request's own failure, raised by wait()
             self._idle.put(request)  # first: a submit may be waiting for a free request
             self._on_failure()  # recompile, so later jobs do not inherit the failure
-            future.set_exception(InferenceError(f"openvino failed on {self._model}: {_first_line(exc)}"))
+            future.set_exception(InferenceError(f"openvino failed on {self._model}: {ov_error_line(exc)}"))
             return
         self._idle.put(request)  # outputs are copied: the request can take the next job
         future.set_result(dict(zip(self._names, values)))

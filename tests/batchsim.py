@@ -127,7 +127,7 @@ def simulate(policy: BatchPolicy, device: Callable[[int, float], float], *, sour
             for q in lanes:
                 while len(q) > plan.keep_per_lane:
                     q.popleft()
-                    drops["stale"] += 1
+                    drops["superseded"] += 1
             if not queued():
                 continue
         while queued() < plan.size:

@@ -41,6 +41,7 @@ def bad(tmp_path_factory, cls_model, photos, model_paths, blazeface_model):
              # a detector for --then rows, and a model that takes no image (it cannot run on crops)
              "det_bundle": make_bundle(model_paths["blazeface_short.tflite"], d / "bf").path,
              "vector_model": TinyModels(d).add_one(shape=(1, 10), name="vector"),
+             "two_inputs": TinyModels(d).two_inputs(),
              "spec_no_sources": d / "no-sources.yaml", "dyn_model": d / "dynamic.onnx",
              "tflite": blazeface_model}
     files["spec_no_sources"].write_text(f"model: {files['bundle']}\nsources: []\n")
@@ -138,6 +139,9 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --precision int8 --qat", "--calib"),  # QAT trains on real inputs
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout v9", "v9"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder no-such-decoder", "no-such-decoder"),
+    ("convert {two_inputs} -o {out}/c -p generic-arm64", "runtimes.load"),  # what to do with a multi-input model
+    # a .tflite input is built for litert (as given) or openvino (read from it): another --backend is refused
+    ("convert {tflite} -o {out}/c -p generic-arm64 --backend tensorrt", "--backend tensorrt"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder blazeface --decoder-layout v8", "--decoder-layout"),
     ("convert {model} -o {out}/c -p generic-arm64 --task detection", "--decoder"),  # [N,2] is no YOLO output
     ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),

@@ -64,6 +64,17 @@ def test_compression_options_are_validated_with_the_rest(settings, option):
         ConvertOptions(**settings)
 
 
+def test_backend_aliases_resolve_and_an_unknown_backend_is_refused_in_the_options():
+    """`--backend ov` matched no profile entry ('offers nothing ... on backends ov') though ov is its alias."""
+    from edgesdk.convert_options import ConvertOptions
+
+    assert ConvertOptions(backends=["ov", "ORT", "tflite", "coral"]).backends == ["openvino", "onnxruntime", "litert",
+                                                                                  "edgetpu"]
+    with pytest.raises(ConversionError, match=r"--backend 'onnx-runtime' is no backend convert builds for; choose "
+                                              r"one of onnxruntime, openvino"):
+        ConvertOptions(backends=["onnx-runtime"])
+
+
 def test_options_replace_the_keywords_including_compression_and_choice():
     from edgesdk.convert_options import ConvertOptions
 

@@ -40,6 +40,10 @@ def test_assumed_preprocessing_is_loud_and_recorded(model_paths, photo_dir, tmp_
     assert code == 0 and "ASSUMED" in err
     prov = json.loads((out / "manifest.json").read_text())["provenance"]
     assert {"scale", "mean", "std"} <= set(prov["preprocess_sources"]["assumed"])
+    # nothing named the task either: raw is a default, said with the option that sets it
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert any(n.startswith("task raw: no preset or model metadata names what the outputs are") and "--task" in n
+               for n in notes)
 
 
 def test_stated_classifier_names_its_classes_and_agrees_with_pytorch(model_paths, photo_dir, photos, tmp_path, capsys):
@@ -162,3 +166,22 @@ def test_prepared_options_drive_a_conversion_and_the_report_replays_them(model_p
     assert result.report["options"]["precision"] == "fp32"
     assert "--normalize symmetric" in result.report["options"]["preprocess_options"]
     assert result.bundle.manifest.task == "classification"
+
+
+def test_dynamic_dims_the_bundle_fixes_are_said_with_where_from_and_how_to_change(model_paths, photo_dir, tmp_path,
+                                                                                  capsys):
+    """nudenet (YOLOv8, batch x 3 x height x width) was built for 1x3x320x320 and only the pass record said so,
+    without where 320 came from (the Ultralytics metadata) or how to change it."""
+    out = tmp_path / "det.bundle"
+    code, _, err = _cli(["convert", str(model_paths["nudenet_320n.onnx"]), "-p", "generic-x86-64", "--precision",
+                         "fp32", "--backend", "onnxruntime", "--no-measure", "--calib", str(photo_dir), "--normalize",
+                         "unit", "--color", "RGB", "--resize", "letterbox", "-o", str(out)], capsys)
+    assert code == 0, err
+    line = ("input images ?x3x?x? has dynamic dims: the bundle is built for 1x3x320x320 (batch 1; the rest from the "
+            "preprocessing size (ultralytics metadata)); --input-shape sets them, -1 keeps one dynamic")
+    assert line in err and any(n.startswith(line) for n in json.loads((out / "report.json").read_text())["notes"])
+    code, _, err = _cli(["convert", str(model_paths["nudenet_320n.onnx"]), "-p", "generic-x86-64", "--precision",
+                         "fp32", "--backend", "onnxruntime", "--no-measure", "--calib", str(photo_dir), "--normalize",
+                         "unit", "--color", "RGB", "--resize", "letterbox", "--input-shape", "1,3,256,256",
+                         "-o", str(tmp_path / "stated.bundle")], capsys)
+    assert code == 0 and "has dynamic dims" not in err  # stated: nothing guessed to say

@@ -62,3 +62,48 @@ def test_exclude_on_a_tflite_input_is_said_not_applied(blazeface_model, photo_di
     assert "--exclude conv1: not applied" in (out / "report.md").read_text()
     rows = json.loads((out / "report.json").read_text())["variants"]
     assert {r["precision"] for r in rows} == {"fp32"}
+
+
+def test_a_tflite_input_gets_the_onnx_routes_split_verdicts_and_warnings(blazeface_model, cls_model, photo_dir,
+                                                                         tmp_path, capsys):
+    """The .tflite route said 'every 4th sample' (it split by source like the ONNX route), judged no
+    variant (no Verdict, no 'not confidently within') and gave no data warnings."""
+    from converters.guard import MIN_HELD_OUT
+
+    out = tmp_path / "faces.bundle"
+    code, text, err = cli(["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir),
+                           "--precision", "fp32", "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    onnx_out = tmp_path / "cls.bundle"
+    code, _, err = cli(convert_args(cls_model, onnx_out, photo_dir, "--normalize", "unit"), capsys)
+    assert code == 0, err
+    onnx_report = json.loads((onnx_out / "report.json").read_text())
+    split = report["calibration"]["held_out_source"]
+    assert split == onnx_report["calibration"]["held_out_source"] and "held out whole" in split  # one split
+    n = report["calibration"]["held_out"]
+    for row in report["variants"]:
+        v = row["verdict"]
+        assert v["split"] == split and v["samples"] == n and v["verdict"] == "not confidently within"
+    chosen = report["chosen"]["verdict"]
+    assert report["decision"].endswith(f"drop {chosen['summary'].split('drop ')[1].split(':')[0]}: "
+                                       "not confidently within the budget")
+    line = next(w for w in report["warnings"] if w.startswith(f"only {n} held-out samples"))
+    assert f"add at least {MIN_HELD_OUT - n} more images" in line and f"WARNING: {line}" in text
+    assert any("the calibration set has" in w for w in report["warnings"]) == any(
+        "the calibration set has" in w for w in onnx_report["warnings"])
+    md = (out / "report.md").read_text()
+    assert f"- litert-asis: {report['variants'][0]['verdict']['summary']}" in md and f"- {line}" in md
+
+
+def test_val_is_the_held_out_set_of_a_tflite_input_too(blazeface_model, photo_dir, tmp_path, capsys):
+    val = tmp_path / "val"
+    val.mkdir()
+    for p in sorted(photo_dir.iterdir())[:2]:
+        (val / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "faces.bundle"
+    code, _, err = cli(["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir),
+                        "--val", str(val), "--precision", "fp32", "--backend", "litert", "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    cal = json.loads((out / "report.json").read_text())["calibration"]
+    assert cal["held_out_source"].startswith("--val ") and cal["held_out"] == 2 and cal["calibration"] == 5

@@ -186,6 +186,19 @@ def test_a_detectors_verdict_counts_its_boxes_and_the_samples_that_decide():
     assert any("only 3 held-out samples" in w for w in cos.warnings)
 
 
+def test_a_detector_whose_original_finds_no_box_is_never_confidently_within():
+    """Both models finding nothing is F1 1: on 40 empty held-out images the verdict said 'within', judged
+    on no box at all (nudenet on photos without its classes, seen in fresh-eyes conversions)."""
+    from converters.compare import Comparison
+
+    empty = judge(Comparison(40, [], box_f1=1.0, kind="box-f1", sample_values=np.zeros((40, 3), int)), 0.02)
+    assert empty.boxes == 0 and empty.deciding == 0 and empty.confident is False
+    assert empty.word == "not confidently within" and "40 held-out samples, 0 boxes (none decides)" in empty.summary()
+    assert empty.warnings == ["the original model finds no boxes on the 40 held-out samples, so box F1 judges nothing: "
+                              "add held-out images that show what it detects (--val, or --calib with more), or judge "
+                              "by --metric cosine"]
+
+
 # ------------------------------------------------------------------ the search
 def _toy(costs, base):
     calls = []

@@ -47,7 +47,7 @@ def test_overloaded_take_serves_every_lane_in_turn_across_batches():
             buf.put(_frame(f"c{k}", rnd, rnd + k * 0.001))
         for _ in range(2):
             served.update(f.source_id for f in buf.take(3, 0))
-        buf.drop_stale(None, keep_newest=1)  # overload: only each lane's newest survives
+        buf.supersede(1)  # overload: only each lane's newest survives
     assert set(served) == {f"c{k}" for k in range(8)}
     assert max(served.values()) - min(served.values()) <= 1
 
@@ -156,7 +156,26 @@ def test_eight_overloaded_cameras_each_get_their_share_and_every_drop_is_counted
     for sid, row in per.items():
         queued = report.stats["gauges"]["queued"].get(sid, 0)
         assert row["frames_in"] == row["frames_out"] + sum(row["drops"].values()) + queued, (sid, row)
-        assert set(row["drops"]) <= {"stale", "buffer_full", "aborted"}
+        assert set(row["drops"]) <= {"stale", "superseded", "buffer_full", "aborted"}
+
+
+def test_superseded_frames_are_counted_apart_from_stale_ones_and_every_drop_adds_up():
+    """Two 60 fps cameras into an engine of about 25 fps: each loses frames it cannot get turns
+    for; the admission rule supersedes them (newest kept) and counts them as 'superseded', the
+    latency rule as 'stale'; per source in = out + drops + still queued, the run's table by
+    reason is the sum of the sources', and the status line names the reason."""
+    srcs = [ProducerSource(_endless(k), f"cam{k}", live=True, fps=60) for k in range(2)]
+    report = run(FakeModel(a_ms=0, c_ms=40), srcs, batching="adaptive", slo_ms=300, realtime=True, duration=3)
+    snap = report.stats
+    per = snap["sources"]
+    total: Counter = Counter()
+    for sid, row in per.items():
+        queued = snap["gauges"]["queued"].get(sid, 0)
+        assert row["frames_in"] == row["frames_out"] + sum(row["drops"].values()) + queued, (sid, row)
+        assert row["drops"].get("superseded", 0) > 0, (sid, row["drops"])
+        total.update({f"{reason}:{sid}": n for reason, n in row["drops"].items()})
+    assert {k: v for k, v in snap["drops"].items() if ":" in k} == dict(total)
+    assert "superseded" in status_line(snap)
 
 
 # ---------------------------------------------------------------------------- source states

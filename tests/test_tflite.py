@@ -123,3 +123,18 @@ def test_a_converter_that_runs_too_long_is_killed_and_leaves_nothing(cls_model, 
     with pytest.raises(ConversionError, match="did not finish within 1 s"):
         tflite.onnx_to_tflite(cls_model, tmp_path, "fp32", _cls_batch("calibration", 1), timeout=1, progress=None)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_converter_process_failure_is_one_line_naming_what_went_wrong():
+    """The TFLite INT8 worker's crash reached the report as 15 log lines (absl and oneDNN banners, a
+    traceback); the error is the line that says what failed."""
+    from converters.tflite import log_reason
+
+    worker = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+              "I0000 00:00:1796222857.828834   25623 port.cc:153] oneDNN custom operations are on.\n"
+              "Traceback (most recent call last):\n  File \"<string>\", line 49, in <module>\n"
+              "TypeError: 'NoneType' object is not iterable\n\n")
+    assert log_reason(worker) == "TypeError: 'NoneType' object is not iterable"
+    onnx2tf = "\x1b[32mINFO:\x1b[0m onnx_op_type: Conv\n\x1b[31mERROR:\x1b[0m The trace log is below.\nmore\n"
+    assert log_reason(onnx2tf) == "ERROR: The trace log is below."
+    assert log_reason("only progress\nlast words\n") == "last words" and log_reason("") == "(empty log)"

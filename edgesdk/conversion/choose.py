@@ -12,6 +12,7 @@ from .build import Built
 from .candidates import Candidate
 from .context import Context
 from .data import Data
+from .verdict import attach_verdicts, judge_variants, with_verdict  # noqa: F401  (attach_verdicts: tests import it here)
 
 
 @dataclass
@@ -26,32 +27,11 @@ class Choice:
 
 def choose(ctx: Context, built: Built, data: Data) -> Choice:
     o = ctx.opts
-    split = (data.info or {}).get("held_out_source") or ("--val" if data.held is not None else None)
-    for v in attach_verdicts(built.rows, o.budget, split):
-        ctx.say(f"held-out check {v.key}: {v.verdict.summary()}")
+    judge_variants(ctx, built.rows, data)
     warnings = data.warnings + built.warnings
     chosen, decision = pick(built.variants, built.candidates, o.budget, ctx.measure, o.keep_best, warnings)
-    if chosen.verdict is not None:
-        decision += f"; {chosen.verdict.metric} drop {chosen.verdict.drop_text()}: {chosen.verdict.word} the budget"
     base = built.baseline or next((v for v in built.variants if v.key == f"{REFERENCE}-fp32" and v.ok), None)
-    return Choice(chosen, decision, base)
-
-
-def attach_verdicts(variants: Sequence[Any], budget: float, split: Optional[str]) -> list[Any]:
-    """Every compared variant gets its Verdict (some builders compare without judging; a
-    comparison redone after the first judgement is judged again) carrying the held-out split.
-    Returns the judged variants."""
-    from converters.guard import judge
-
-    judged = []
-    for v in variants:
-        if v.comparison is None:
-            continue
-        if v.verdict is None or abs(v.verdict.drop - v.comparison.drop) > 1e-12:
-            v.verdict = judge(v.comparison, budget)
-        v.verdict.split = split
-        judged.append(v)
-    return judged
+    return Choice(chosen, with_verdict(decision, chosen), base)
 
 
 def pick(variants: list[Any], cands: list[Candidate], budget: float, measure: bool,

@@ -4,7 +4,7 @@ on the held-out samples (Polygraphy's Comparator, here converters.compare)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -35,15 +35,25 @@ class Data:
 
 
 def split_data(ctx: Context, prep: Prepared) -> Data:
+    f = prep.facts
+    return split_samples(ctx, lambda source, size: _load(ctx, prep, source, size),
+                         lambda held: _comparator(ctx, prep, held), f.shape, f.dtype)
+
+
+def split_samples(ctx: Context, load: Callable[[Any, Optional[int]], Any], comparator: Callable[[Any], Any],
+                  shape: Any, dtype: Any) -> Data:
+    """The calibration and held-out samples of either route (ONNX or .tflite input): `load(source,
+    size)` reads a CalibrationSet as the bundle preprocesses; held out are --val, else whole
+    sources of --calib (CalibrationSet.split); `comparator(held)` holds the original's outputs."""
     from converters import guard as int8_guard
 
     o = ctx.opts
     data = Data()
     if o.calib is not None:
         ctx.say(f"calibration data: {o.calib if not isinstance(o.calib, np.ndarray) else 'array'}")
-        calib_set = _load(ctx, prep, o.calib, o.calib_size)
+        calib_set = load(o.calib, o.calib_size)
         if o.val is not None:
-            data.fit, data.held = calib_set, _load(ctx, prep, o.val, None)
+            data.fit, data.held = calib_set, load(o.val, None)
             held_source = f"--val {data.held.source}"
         else:
             data.fit, data.held = calib_set.split(o.holdout)
@@ -51,12 +61,12 @@ def split_data(ctx: Context, prep: Prepared) -> Data:
                            f"held out whole ({calib_set.source_rule}), never used to calibrate")
         data.warnings += int8_guard.data_warnings(data.fit.samples, len(data.held), data.fit.source_count)
         data.info = {"source": calib_set.source, "kind": calib_set.kind, "calibration": len(data.fit),
-                     "held_out": len(data.held), "held_out_source": held_source, "shape": prep.facts.shape,
-                     "dtype": str(prep.facts.dtype), "notes": list(calib_set.notes)}
+                     "held_out": len(data.held), "held_out_source": held_source, "shape": shape,
+                     "dtype": str(dtype), "notes": list(calib_set.notes)}
     elif o.val is not None:
-        data.held = _load(ctx, prep, o.val, None)
+        data.held = load(o.val, None)
     if data.held is not None:
-        data.comparator = _comparator(ctx, prep, data.held)
+        data.comparator = comparator(data.held)
         for w in data.warnings:
             ctx.say(f"WARNING: {w}")
     return data

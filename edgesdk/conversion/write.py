@@ -17,12 +17,11 @@ from .choose import Choice
 from .compress import Compressed
 from .context import Context
 from .data import Data
+from .growth import growth_warning, source_bytes
 from .manifest import build_manifest, jsonable
 from .markdown import markdown, plot
 from .prepare import Prepared
-
-ACCURACY_MEASURES = {"top1": "1 - top-1 agreement", "top5": "1 - top-5 agreement",
-                     "box-f1": "1 - box F1 vs the original's boxes", "cosine": "1 - mean cosine similarity"}
+from .verdict import accuracy_measure, report_warnings
 
 
 @dataclass
@@ -61,37 +60,28 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
     """report.json: what was converted, how, every variant, the choice and why."""
     o, f, chosen, base = ctx.opts, prep.facts, choice.chosen, choice.base_for_ratio
     rows = [v.to_dict(o.budget, base) for v in built.rows]
-    measure_kind = ("the eval function's metric" if ctx.eval_fn else
-                    ACCURACY_MEASURES[data.comparator.metric if data.comparator else "cosine"])
+    passes = [r.to_dict() for r in prep.passes]
+    grown = growth_warning(prep.src_path.name, source_bytes(prep.src_path, prep.source_proto), chosen.size_bytes,
+                           chosen, passes)
+    if grown:
+        ctx.say(f"WARNING: {grown}")
     return {
         "model": {"file": prep.src_path.name, "sha256": sha256_file(prep.src_path),
                   "input": {"name": f.input_name, "shape": f.shape, "dtype": str(f.dtype)}},
         "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
         "mode": ("measured here: fastest within budget" if ctx.measure else "profile preference order"),
-        "precision_asked": o.precision, "budget": o.budget, "accuracy_measure": measure_kind,
-        "passes": [r.to_dict() for r in prep.passes], "pruning": comp.pruning, "distillation": comp.distillation,
+        "precision_asked": o.precision, "budget": o.budget, "accuracy_measure": accuracy_measure(ctx, data),
+        "passes": passes, "pruning": comp.pruning, "distillation": comp.distillation,
         "calibration": data.info,
         "variants": rows, "chosen": chosen.to_dict(o.budget, base), "decision": choice.decision,
-        "notes": f.notes + built.notes, "threads": ctx.threads, "warnings": _warnings(data, built, chosen),
+        "notes": f.notes + built.notes, "threads": ctx.threads,
+        "warnings": report_warnings(data, built.warnings, chosen) + ([grown] if grown else []),
         "over_budget": chosen.within(o.budget) is False,
         "preprocess": f.sources, "options": o.to_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stages": ctx.replay(),
     }
-
-
-def _warnings(data: Data, built: Built, chosen: Any) -> list[str]:
-    """The data and build warnings; the data stage's held-out size line gives way to the chosen
-    variant's (which names the drop's interval), and a pass whose interval crosses the budget
-    says how many held-out images would settle it."""
-    from converters.guard import held_out_warnings
-
-    warnings = data.warnings + built.warnings
-    if chosen.verdict is None:
-        return warnings
-    generic = held_out_warnings(len(data.held)) if data.held is not None else []
-    return [w for w in warnings if w not in generic] + [w for w in chosen.verdict.warnings if w not in warnings]
 
 
 def _cpus() -> int:

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from runtimes.dims import show_dims
+
 from ..errors import ConfigError, InputMismatchError
 from ..preprocess import Transform
 from ..results import Result
@@ -31,10 +33,6 @@ _MAX_WH = 7680.0
 #: most candidates entering NMS (Ultralytics' max_nms)
 _MAX_NMS = 30000
 OVERRIDE = "edgesdk convert --decoder-layout v8|v5|end2end (decoder setting 'layout')"
-
-
-def _dims_text(dims: Sequence[Optional[int]]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def grid_anchors(size: Sequence[int], strides: Sequence[int] = (8, 16, 32)) -> int:
@@ -70,10 +68,11 @@ def choose_layout(dims: Sequence[Optional[int]], classes: Optional[int] = None,
     dims = list(dims)
     if len(dims) != 3:
         raise ConfigError(f"a YOLO output is [N, channels, anchors] or [N, anchors, channels]; {output!r} is "
-                          f"{_dims_text(dims)}: not a YOLO detector output (pass --task raw to ship it undecoded)")
+                          f"{show_dims(dims, bracketed=True)}: not a YOLO detector output (pass --task raw to ship "
+                          "it undecoded)")
     anchors = grid_anchors(input_size) if input_size else None
     found = _candidates(dims[1], dims[2], classes, anchors)
-    shown = f"output {output!r} {_dims_text(dims)}"
+    shown = f"output {output!r} {show_dims(dims, bracketed=True)}"
     with_labels = f" with {classes} labels" if classes else " (no labels known)"
     if len(found) == 1:
         (layout, why), = found.items()
@@ -191,11 +190,11 @@ class YoloDecoder(Decoder):
 def _check_stated(layout: str, dims: list[Optional[int]], classes: Optional[int], output: str) -> None:
     """A stated layout that the output's known dims rule out is refused (it would decode garbage)."""
     if len(dims) != 3:
-        raise ConfigError(f"--decoder-layout {layout}: output {output!r} is {_dims_text(dims)}, a YOLO output has "
-                          "rank 3 ([N, channels, anchors] or [N, anchors, channels])")
+        raise ConfigError(f"--decoder-layout {layout}: output {output!r} is {show_dims(dims, bracketed=True)}, a "
+                          "YOLO output has rank 3 ([N, channels, anchors] or [N, anchors, channels])")
     fits = _candidates(dims[1], dims[2], classes, None)
     if fits and layout not in fits:
-        raise ConfigError(f"--decoder-layout {layout} contradicts output {output!r} {_dims_text(dims)}"
+        raise ConfigError(f"--decoder-layout {layout} contradicts output {output!r} {show_dims(dims, bracketed=True)}"
                           + (f" with {classes} labels" if classes else "") + f": it fits {', '.join(fits)} ("
                           + "; ".join(fits.values()) + f"); pass that layout ({OVERRIDE}) or drop the option")
     axis, extra = {"v8": (1, 4), "v5": (2, 5), "end2end": (2, 6)}[layout]
@@ -204,7 +203,7 @@ def _check_stated(layout: str, dims: list[Optional[int]], classes: Optional[int]
     if got is not None and (got != want if want is not None else got <= extra):
         need = want if want is not None else f"more than {extra}"
         raise ConfigError(f"--decoder-layout {layout} needs {need} channels on axis {axis} of output {output!r}, "
-                          f"but it is {_dims_text(dims)}" + (f" with {classes} labels" if classes else "")
+                          f"but it is {show_dims(dims, bracketed=True)}" + (f" with {classes} labels" if classes else "")
                           + f"; pass the layout this output has ({OVERRIDE}) or drop the option to choose it "
                           "from the shape")
 

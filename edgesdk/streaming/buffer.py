@@ -227,32 +227,41 @@ class FrameBuffer:
         taken.sort(key=lambda f: f.timestamp)
         return taken
 
-    def drop_stale(self, before: Optional[float], keep_newest: Optional[int] = None,
-                   schedule: Optional[Schedule] = None) -> list[Frame]:
+    def drop_stale(self, before: Optional[float]) -> list[Frame]:
         """Remove frames of live lanes captured before `before` (they would miss the latency
-        target anyway) and, with `keep_newest`, all but each live lane's newest that many
-        (overload: a frame superseded by a newer one of the same camera); lossless lanes
-        keep every frame. With `schedule` (the engine's predicted next batches), a lane is
-        cut to its newest `keep_newest` only as far as that costs it no frame: by the frames
-        it would lose to staleness anyway before its queue runs dry (`admission`); the others
-        keep their older frames to fill the engine's idle time. Returns the removed frames."""
+        target anyway); lossless lanes keep every frame. Returns the removed frames."""
         stale: list[Frame] = []
         with self._cond:
             for lane in self._lanes.values():
                 while lane.drop_oldest and lane.frames and before is not None and lane.frames[0].timestamp < before:
                     stale.append(lane.frames.popleft())
                     lane.starved = True
-            if keep_newest is not None:
-                cuts = self._supersede_counts(schedule) if schedule is not None else {}
-                for lane in self._lanes.values():
-                    excess = len(lane.frames) - max(1, keep_newest)
-                    n = min(excess, cuts.get(lane.source_id, excess)) if lane.drop_oldest else 0
-                    for _ in range(max(0, n)):
-                        stale.append(lane.frames.popleft())
-            self._count -= len(stale)
-            if stale:
-                self._cond.notify_all()
+            self._remove_counted(len(stale))
         return stale
+
+    def supersede(self, keep_newest: int, schedule: Optional[Schedule] = None) -> list[Frame]:
+        """Overload: cut each live lane to its newest `keep_newest` frames (an older frame is
+        superseded by a newer one of the same camera); lossless lanes keep every frame. With
+        `schedule` (the engine's predicted next batches) a lane is cut only as far as that
+        costs it no frame: by the frames it would lose to staleness anyway before its queue
+        runs dry (`admission`); the others keep their older frames to fill the engine's idle
+        time. Returns the removed frames."""
+        cut: list[Frame] = []
+        with self._cond:
+            counts = self._supersede_counts(schedule) if schedule is not None else {}
+            for lane in self._lanes.values():
+                excess = len(lane.frames) - max(1, keep_newest)
+                n = min(excess, counts.get(lane.source_id, excess)) if lane.drop_oldest else 0
+                for _ in range(max(0, n)):
+                    cut.append(lane.frames.popleft())
+            self._remove_counted(len(cut))
+        return cut
+
+    def _remove_counted(self, n: int) -> None:
+        """`n` frames were taken out of the lanes other than by `take` (lock held)."""
+        self._count -= n
+        if n:
+            self._cond.notify_all()
 
     def _supersede_counts(self, schedule: Schedule) -> dict[str, int]:
         """Per lane, how many of its oldest frames may be superseded for free (lock held)."""

@@ -84,9 +84,12 @@ class Dispatcher:
                 self.inflight.progress.wait(min(delay, 0.5))
                 self.inflight.progress.clear()
             return []
-        if plan.stale_before is not None or plan.keep_per_lane is not None:
-            for f in buffer.drop_stale(plan.stale_before, plan.keep_per_lane, plan.schedule):
+        if plan.stale_before is not None:
+            for f in buffer.drop_stale(plan.stale_before):
                 self.stats.drop("stale", 1, source=f.source_id)
+        if plan.keep_per_lane is not None:
+            for f in buffer.supersede(plan.keep_per_lane, plan.schedule):
+                self.stats.drop("superseded", 1, source=f.source_id)
         self._expect_done = plan.expect_done
         return buffer.take(plan.size, plan.deadline)
 
