@@ -573,11 +573,16 @@ class ThreadChooser:
     cores a PP-OCRv4 det step took 2.4 s on 2 threads and 0.48 s on 1 (OpenMP threads wait for
     each other), on a quiet box 2 threads are faster. So every `every_s` seconds the next
     `probe` steps alternate between the candidates and training goes on with the faster one
-    (the median step time). The probe steps are ordinary training steps."""
+    (the median step time). The probe steps are ordinary training steps.
 
-    def __init__(self, threads: int, every_s: float = 60.0, probe: int = 6):
+    A probe ends after one step of each count when one is over `clear` times slower (at load 5
+    a 2-thread step took 19 s against 1.1 s on 1: three of them per probe cost a minute), and
+    while the same count keeps winning the wait to the next probe doubles (up to 16x every_s)."""
+
+    def __init__(self, threads: int, every_s: float = 60.0, probe: int = 6, clear: float = 2.0):
         self.candidates = sorted({1, max(1, threads)})
-        self.current, self.every_s, self.probe = max(1, threads), every_s, probe
+        self.current, self.every_s, self.probe, self.clear = max(1, threads), every_s, probe, clear
+        self.wait_s = every_s
         self.times: dict[int, list[float]] = {c: [] for c in self.candidates}
         self.next_probe = 0.0   # seconds into training
         self.probing = len(self.candidates) > 1
@@ -593,14 +598,18 @@ class ThreadChooser:
                 self.probing, self.times = True, {c: [] for c in self.candidates}
             return
         self.times[threads].append(seconds)
-        if min(len(t) for t in self.times.values()) * len(self.candidates) < self.probe:
+        fewest = min(len(t) for t in self.times.values())
+        med = {c: float(np.median(t)) for c, t in self.times.items()} if fewest else {}
+        clear = fewest and max(med.values()) > self.clear * min(med.values())
+        if not clear and fewest * len(self.candidates) < self.probe:
             return
-        med = {c: float(np.median(t)) for c, t in self.times.items()}
         best = min(med, key=med.get)
-        if best != self.current or not self.note:
+        same = best == self.current and bool(self.note)   # not the first probe, and no change
+        if not same:
             self.note = (f"{', '.join(f'{c} thread(s) {m:.2f} s/step' for c, m in sorted(med.items()))}: "
                          f"training on {best}")
-        self.current, self.probing, self.next_probe = best, False, elapsed + self.every_s
+        self.wait_s = min(16 * self.every_s, 2 * self.wait_s) if same else self.every_s
+        self.current, self.probing, self.next_probe = best, False, elapsed + self.wait_s
 
 
 @dataclass

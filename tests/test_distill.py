@@ -309,6 +309,28 @@ def test_thread_chooser_trains_on_the_faster_count_and_measures_again_later():
     assert kd.ThreadChooser(1).candidates == [1] and not kd.ThreadChooser(1).probing
 
 
+def test_thread_chooser_ends_a_probe_early_on_a_clear_loser_and_waits_longer_while_it_keeps_losing():
+    ch = kd.ThreadChooser(2, every_s=60.0, probe=6)
+    ch.record(ch.threads_for(0), 1.1, elapsed=1.0)       # 1 thread
+    assert ch.probing
+    ch.record(ch.threads_for(1), 19.4, elapsed=20.0)     # 2 threads, 18x slower: no third slow step
+    assert not ch.probing and ch.current == 1 and ch.next_probe == 80.0
+    waits = []
+    for k in range(6):                                    # 2 threads keep losing: probes get rarer
+        at = ch.next_probe
+        ch.record(1, 1.1, elapsed=at)
+        assert ch.probing
+        ch.record(ch.threads_for(0), 1.1, elapsed=at + 1)
+        ch.record(ch.threads_for(1), 19.4, elapsed=at + 20)
+        waits.append(ch.next_probe - (at + 20))
+    assert waits == [120.0, 240.0, 480.0, 960.0, 960.0, 960.0] and ch.current == 1
+    ch.record(1, 1.1, elapsed=ch.next_probe)
+    for step in range(6):                                 # the box went quiet: a close call, full probe
+        th = ch.threads_for(step)
+        ch.record(th, 0.2 if th == 2 else 0.3, elapsed=5000.0 + step)
+    assert ch.current == 2 and "training on 2" in ch.note and ch.next_probe == 5005.0 + 60.0
+
+
 def test_training_views_only_for_models_whose_outputs_scale_with_the_input():
     conv = torch.nn.Conv2d(3, 1, 3, padding=1)
     x = np.zeros((1, 3, 128, 128), np.float32)
