@@ -60,7 +60,7 @@ class DistillConfig:
     crop_scale: tuple[float, float] = (0.6, 1.0)
     train_size: Optional[int] = None  # train on crops of this many pixels (fully convolutional models)
     auto_train_size: Optional[int] = None  # without train_size: train on views of this many pixels when the
-                                    # input is over twice as large and both models run at that size (views_fit)
+                                    # input is at least 1.5x as large and both models run at that size (views_fit)
     jitter: float = 0.2             # brightness/contrast/per-channel gain amplitude
     flip: bool = True
     rotate: float = 0.0             # max rotation in degrees (converters.distill_augment)
@@ -86,7 +86,7 @@ class DistillConfig:
 #: DistillConfig's defaults; recipe_config(**overrides) changes any of them.
 RECIPE: dict[str, Any] = dict(
     lr=3e-4, ema=0.995, crop_scale=(0.5, 2.0), rotate=10.0, perspective=0.08, mosaic=0.5, degrade=0.3,
-    grayscale=0.1, eval_every_s=60.0, patience=6, auto_train_size=256)
+    grayscale=0.1, eval_every_s=60.0, patience=6, auto_train_size=384, batch=2)
 
 
 def recipe_config(**overrides: Any) -> DistillConfig:
@@ -860,12 +860,12 @@ def _whole_groups_held(groups: list[str], k: int) -> Optional[np.ndarray]:
 
 def views_fit(teacher, student, sample: np.ndarray, size: int, say: Progress, n_out: int = 1) -> Optional[int]:
     """`size` when training on size x size views of `sample`-shaped inputs is sound: the input is
-    over twice that size and both modules run on it, every output scaling with the input (a fully
+    at least 1.5x that size and both modules run on it, every output scaling with the input (a fully
     convolutional model, e.g. a detector); else None (train at the full size). Says which."""
     import torch
 
     h, w = sample.shape[2:]
-    if min(h, w) < 2 * size:
+    if min(h, w) < 1.5 * size:
         return None
     try:
         with torch.no_grad():
