@@ -20,13 +20,14 @@ import signal
 import sys
 import time
 import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from .compare import INFORMATIVE_NORM, cosine
+from .distill_augment import describe as describe_augmentation
 from .errors import ConversionError
 from .torch_threads import thread_note
 
@@ -59,14 +60,47 @@ class DistillConfig:
                                     # False keeps the file's (QAT: its INT8 ranges were calibrated on them)
     crop_scale: tuple[float, float] = (0.6, 1.0)
     train_size: Optional[int] = None  # train on crops of this many pixels (fully convolutional models)
+    auto_train_size: Optional[int] = None  # without train_size: train on views of this many pixels when the
+                                    # input is at least 1.5x as large and both models run at that size (views_fit)
     jitter: float = 0.2             # brightness/contrast/per-channel gain amplitude
     flip: bool = True
+    rotate: float = 0.0             # max rotation in degrees (converters.distill_augment)
+    perspective: float = 0.0        # max corner shift, share of the side
+    mosaic: float = 0.0             # probability of a 2x2 mosaic of four images
+    grayscale: float = 0.0          # probability of a grayscale input
+    degrade: float = 0.0            # probability of each of blur, noise, JPEG
+    ema: float = 0.0                # decay of an exponential moving average of the weights (0: off); the
+                                    # average is what is evaluated, kept and exported
     checkpoint: Optional[Path] = None
     resume: bool = False
     seed: int = 0
     threads: Optional[int] = None
+    adapt_threads: bool = True      # time steps on 1 thread against `threads` now and then and train on the faster:
+                                    # on a busy 2-core box 2 threads ran a step 5x slower than 1 (OpenMP waits)
     max_steps: Optional[int] = None  # also stop after this many steps; the decay then runs over steps, not
                                      # time, so a run is repeatable on a busy machine (tests, comparisons)
+
+
+#: The recipe for a compressed student (pruned, factorized), chosen by A/B runs of
+#: bench/compress.py on the pruned PP-OCRv4 detector (issue 14; numbers in README.md): what
+#: `edgesdk convert --prune/--lowrank --distill` and the bench use. Fields not named keep
+#: DistillConfig's defaults; recipe_config(**overrides) changes any of them.
+RECIPE: dict[str, Any] = dict(
+    lr=3e-4, ema=0.995, crop_scale=(0.5, 2.0), rotate=10.0, perspective=0.08, mosaic=0.5, degrade=0.3,
+    grayscale=0.1, eval_every_s=60.0, patience=6, auto_train_size=384, batch=2)
+
+
+def recipe_config(**overrides: Any) -> DistillConfig:
+    """DistillConfig of `RECIPE` with `overrides` (minutes, checkpoint, train_size, ...)."""
+    return DistillConfig(**{**RECIPE, **overrides})
+
+
+def describe_recipe(cfg: DistillConfig) -> str:
+    """One line: learning rate, weight averaging, augmentation, feature matching, training size."""
+    return (f"Adam lr {cfg.lr:g} (warm-up {cfg.warmup_steps} steps, cosine decay), "
+            + (f"weight average (EMA {cfg.ema:g}), " if cfg.ema else "no weight average, ")
+            + f"feature weight {cfg.feature_weight:g}, augmentation: {describe_augmentation(cfg)}"
+            + (f", {cfg.train_size}-pixel training views" if cfg.train_size else ""))
 
 
 @dataclass
@@ -85,6 +119,7 @@ class DistillReport:
     stopped: str = ""
     resumed: bool = False
     checkpoint: Optional[str] = None
+    threads: str = ""       # step times per torch thread count measured, and the count trained on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +134,8 @@ class DistillReport:
                     if self.features_matched else ""),
                  f"- held-out cosine {self.start_cosine:.4f} -> {self.best_cosine:.4f} in {self.steps} steps, "
                  f"{self.seconds / 60:.1f} min{' (resumed)' if self.resumed else ''}; stopped: {self.stopped}"]
+        if self.threads:
+            lines.append(f"- threads (measured, the faster kept): {self.threads}")
         if self.checkpoint:
             lines.append(f"- checkpoint: `{self.checkpoint}` (resume continues from it)")
         return "\n".join(lines) + "\n"
@@ -403,11 +440,29 @@ def _crop_box(h: int, w: int, gen, cfg: DistillConfig) -> tuple[int, int, int, i
     return top, left, ch, cw, out
 
 
-def augment(x, gen, cfg: DistillConfig):
-    """Random resized crop, horizontal flip and colour jitter of an NCHW float batch.
+def augment(x, gen, cfg: DistillConfig, pool=None):
+    """Random resized crop (or, with rotate/perspective/mosaic, a random view or a mosaic of
+    `pool` images), horizontal flip, colour jitter and degradations of an NCHW float batch
+    (converters.distill_augment).
 
     Works in the model's normalised input space (brightness/contrast relative to each sample's
     own mean/std), so it needs no knowledge of the preprocessing."""
+    from . import distill_augment as aug
+
+    if aug.uses_views(cfg):
+        return aug.views(x, gen, cfg, pool)
+    return aug.colour(aug.degrade_batch(_crops(x, gen, cfg), gen, cfg), gen, cfg)
+
+
+def _pool_for(cfg: DistillConfig, train: np.ndarray) -> Optional[list]:
+    """The training images as HWC arrays, converted once, when mosaics draw from all of them."""
+    from . import distill_augment as aug
+
+    return aug.hwc_pool(train) if cfg.mosaic else None
+
+
+def _crops(x, gen, cfg: DistillConfig):
+    """Random resized crops and horizontal flips of an NCHW batch."""
     import torch
     import torch.nn.functional as F
 
@@ -420,16 +475,7 @@ def augment(x, gen, cfg: DistillConfig):
         if cfg.flip and float(torch.rand(1, generator=gen)) < 0.5:
             xi = xi.flip(-1)
         out.append(xi)
-    x = torch.cat(out)
-    if cfg.jitter > 0:
-        j = cfg.jitter
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True) + 1e-6
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * j
-        gain = 1 + (torch.rand(n, c, 1, 1, generator=gen) * 2 - 1) * j / 2
-        bright = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * j * std
-        x = (x - mean) * contrast * gain + mean + bright
-    return x
+    return torch.cat(out)
 
 
 def _distance(s, t):
@@ -558,6 +604,52 @@ class _StopSignals:
 
 # ------------------------------------------------------------------ the training loop
 
+class ThreadChooser:
+    """Picks the faster torch thread count for training steps, by measurement.
+
+    On a shared machine the best count changes with the load: with 4 other busy processes on 2
+    cores a PP-OCRv4 det step took 2.4 s on 2 threads and 0.48 s on 1 (OpenMP threads wait for
+    each other), on a quiet box 2 threads are faster. So every `every_s` seconds the next
+    `probe` steps alternate between the candidates and training goes on with the faster one
+    (the median step time). The probe steps are ordinary training steps.
+
+    A probe ends after one step of each count when one is over `clear` times slower (at load 5
+    a 2-thread step took 19 s against 1.1 s on 1: three of them per probe cost a minute), and
+    while the same count keeps winning the wait to the next probe doubles (up to 16x every_s)."""
+
+    def __init__(self, threads: int, every_s: float = 60.0, probe: int = 6, clear: float = 2.0):
+        self.candidates = sorted({1, max(1, threads)})
+        self.current, self.every_s, self.probe, self.clear = max(1, threads), every_s, probe, clear
+        self.wait_s = every_s
+        self.times: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self.next_probe = 0.0   # seconds into training
+        self.probing = len(self.candidates) > 1
+        self.note = ""
+
+    def threads_for(self, step: int) -> int:
+        """The thread count for this step (alternating while probing)."""
+        return self.candidates[step % 2] if self.probing else self.current
+
+    def record(self, threads: int, seconds: float, elapsed: float) -> None:
+        if not self.probing:
+            if len(self.candidates) > 1 and elapsed >= self.next_probe:
+                self.probing, self.times = True, {c: [] for c in self.candidates}
+            return
+        self.times[threads].append(seconds)
+        fewest = min(len(t) for t in self.times.values())
+        med = {c: float(np.median(t)) for c, t in self.times.items()} if fewest else {}
+        clear = fewest and max(med.values()) > self.clear * min(med.values())
+        if not clear and fewest * len(self.candidates) < self.probe:
+            return
+        best = min(med, key=med.get)
+        same = best == self.current and bool(self.note)   # not the first probe, and no change
+        if not same:
+            self.note = (f"{', '.join(f'{c} thread(s) {m:.2f} s/step' for c, m in sorted(med.items()))}: "
+                         f"training on {best}")
+        self.wait_s = min(16 * self.every_s, 2 * self.wait_s) if same else self.every_s
+        self.current, self.probing, self.next_probe = best, False, elapsed + self.wait_s
+
+
 @dataclass
 class _Run:
     teacher: Any
@@ -596,6 +688,77 @@ def lr_factor(frac: float, step: int, warmup_steps: int) -> float:
     return ramp * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, frac)))))
 
 
+class WeightAverage:
+    """Exponential moving average of a module's float weights (and BatchNorm statistics).
+
+    The average of the last few hundred steps generalises better than the last step's weights
+    (the noise of small augmented batches averages out), so with `DistillConfig.ema` it is what
+    held-out evaluation sees and what is kept. The decay ramps up over the first steps
+    (min(decay, (1 + step) / (10 + step))) so early averages do not hold on to the start."""
+
+    def __init__(self, module, decay: float):
+        self.decay = decay
+        self.live = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+        self.shadow = {k: v.detach().clone() for k, v in self.live.items()}
+
+    def update(self, step: int) -> None:
+        import torch
+
+        d = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in self.live.items():
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+    def swap(self) -> None:
+        """Exchange the live weights and the average (call twice to undo)."""
+        import torch
+
+        with torch.no_grad():
+            for k, v in self.live.items():
+                tmp = v.detach().clone()
+                v.copy_(self.shadow[k])
+                self.shadow[k] = tmp
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _begin(run: _Run, opt, fp: str, ema: Optional[WeightAverage]) -> tuple[int, float, dict]:
+    """Resume from the checkpoint, or recalibrate BatchNorm and measure the start: (step, seconds, best state)."""
+    cfg, rep = run.cfg, run.report
+    if cfg.resume and cfg.checkpoint and Path(cfg.checkpoint).exists():
+        ck = _load_checkpoint(Path(cfg.checkpoint), fp)
+        run.student.load_state_dict(ck.get("live", ck["best"]))
+        opt.load_state_dict(ck["optim"])
+        if ema is not None and ck.get("ema"):
+            ema.shadow = ck["ema"]
+        rep.history, rep.best_cosine = ck["history"], ck["best_cosine"]
+        rep.start_cosine, rep.resumed = ck["start_cosine"], True
+        run.progress(f"  resumed from {cfg.checkpoint}: step {ck['step']}, best held-out cosine {rep.best_cosine:.4f}")
+        return ck["step"], ck["seconds"], ck["best"]
+    if cfg.recalibrate_bn:
+        recalibrate_batchnorm(run.student, run.train)
+        if ema is not None:
+            ema.shadow = {k: v.detach().clone() for k, v in ema.live.items()}
+    rep.start_cosine = rep.best_cosine = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
+    rep.history.append({"seconds": 0.0, "step": 0, "loss": float("nan"), "cosine": rep.start_cosine})
+    return 0, 0.0, _state(run.student)
+
+
+def _evaluated(run: _Run, ema: Optional[WeightAverage]) -> tuple[float, Optional[dict]]:
+    """Held-out cosine of the weights that would be kept (the average with `ema`) and, for a new
+    best, a copy of them."""
+    if ema is not None:
+        ema.swap()
+    try:
+        cos = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
+        return cos, (_state(run.student) if cos > run.report.best_cosine else None)
+    finally:
+        if ema is not None:
+            ema.swap()
+
+
 def _train(run: _Run) -> None:
     import torch
 
@@ -603,22 +766,14 @@ def _train(run: _Run) -> None:
     params = [p for p in run.student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     fp = _fingerprint(run.student)
-    best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
-    step, done_s = 0, 0.0
-    if cfg.resume and cfg.checkpoint and Path(cfg.checkpoint).exists():
-        ck = _load_checkpoint(Path(cfg.checkpoint), fp)
-        run.student.load_state_dict(ck["best"])
-        best_state = ck["best"]
-        opt.load_state_dict(ck["optim"])
-        step, done_s, rep.history, rep.best_cosine = ck["step"], ck["seconds"], ck["history"], ck["best_cosine"]
-        rep.start_cosine, rep.resumed = ck["start_cosine"], True
-        run.progress(f"  resumed from {cfg.checkpoint}: step {step}, best held-out cosine {rep.best_cosine:.4f}")
-    else:
-        if cfg.recalibrate_bn and recalibrate_batchnorm(run.student, run.train):
-            best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
-        rep.start_cosine = rep.best_cosine = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
-        rep.history.append({"seconds": 0.0, "step": 0, "loss": float("nan"), "cosine": rep.start_cosine})
+    ema = WeightAverage(run.student, cfg.ema) if cfg.ema else None
+    step, done_s, best_state = _begin(run, opt, fp, ema)
+    threads0 = torch.get_num_threads()
+    chooser = ThreadChooser(threads0 if cfg.adapt_threads else 1)
+    if not cfg.adapt_threads:
+        chooser.candidates, chooser.current, chooser.probing = [threads0], threads0, False
     gen = torch.Generator().manual_seed(cfg.seed + step)
+    pool = _pool_for(cfg, run.train)
     budget = cfg.minutes * 60
     t0 = time.monotonic()
     last_eval, stale, rep.stopped = t0, 0, "time budget"
@@ -626,7 +781,8 @@ def _train(run: _Run) -> None:
     def checkpoint() -> None:
         if cfg.checkpoint:
             _save_checkpoint(Path(cfg.checkpoint), {
-                "fingerprint": fp, "best": best_state, "optim": opt.state_dict(), "step": step,
+                "fingerprint": fp, "best": best_state, "live": _state(run.student), "optim": opt.state_dict(),
+                "ema": ema.shadow if ema is not None else None, "step": step,
                 "seconds": done_s + time.monotonic() - t0, "history": rep.history,
                 "best_cosine": rep.best_cosine, "start_cosine": rep.start_cosine})
 
@@ -637,8 +793,11 @@ def _train(run: _Run) -> None:
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * lr_factor(_progress_fraction(cfg, step, time.monotonic() - t0), step,
                                                  cfg.warmup_steps)
+                threads = chooser.threads_for(step)
+                torch.set_num_threads(threads)
+                began = time.monotonic()
                 idx = torch.randint(0, len(run.train), (min(cfg.batch, len(run.train)),), generator=gen)
-                x = augment(torch.from_numpy(run.train[idx.numpy()]), gen, cfg)
+                x = augment(torch.from_numpy(run.train[idx.numpy()]), gen, cfg, pool)
                 with torch.no_grad():
                     t_outs = _as_list(run.teacher(x))
                 loss = _loss(_as_list(run.student(x)), t_outs, run.n_out, cfg.feature_weight)
@@ -646,23 +805,27 @@ def _train(run: _Run) -> None:
                 loss.backward()
                 opt.step()
                 step += 1
+                if ema is not None:
+                    ema.update(step)
                 losses.append(loss.item())
                 now = time.monotonic()
+                chooser.record(threads, now - began, now - t0)
                 if now - last_eval < cfg.eval_every_s and now - t0 < budget and not _step_limit_reached(cfg, step):
                     continue
                 last_eval = now
-                cos = held_out_cosine(run.student, run.val, run.val_ref, run.n_out)
+                cos, better = _evaluated(run, ema)
                 rep.history.append({"seconds": done_s + now - t0, "step": step,
                                     "loss": float(np.mean(losses)), "cosine": cos})
                 losses = []
-                if cos > rep.best_cosine:
-                    rep.best_cosine, stale = cos, 0
-                    best_state = {k: v.detach().clone() for k, v in run.student.state_dict().items()}
+                if better is not None:
+                    rep.best_cosine, stale, best_state = cos, 0, better
                 else:
                     stale += 1
                 checkpoint()
                 run.progress(f"  distill step {step}: loss {rep.history[-1]['loss']:.4f}, held-out cosine {cos:.4f} "
-                             f"(best {rep.best_cosine:.4f}), {_fmt(now - t0)} elapsed, ETA {_fmt(budget - (now - t0))}")
+                             f"(best {rep.best_cosine:.4f}), {_fmt(now - t0)} elapsed, ETA {_fmt(budget - (now - t0))}"
+                             + (f"; {chooser.note}" if chooser.note != rep.threads else ""))
+                rep.threads = chooser.note or rep.threads
                 if rep.best_cosine >= cfg.target:
                     rep.stopped = f"reached the target cosine {cfg.target}"
                     break
@@ -677,6 +840,7 @@ def _train(run: _Run) -> None:
             f"distillation interrupted at step {step}; the best weights (held-out cosine {rep.best_cosine:.4f}) "
             f"are kept{where}. Run the same command with --resume (resume=True) to continue") from None
     run.student.load_state_dict(best_state)
+    torch.set_num_threads(threads0)
     if _step_limit_reached(cfg, step) and rep.stopped == "time budget":
         rep.stopped = f"step limit ({cfg.max_steps} steps)"
     rep.steps, rep.seconds = step, done_s + time.monotonic() - t0
@@ -696,8 +860,13 @@ def _progress_fraction(cfg: DistillConfig, step: int, elapsed_s: float) -> float
 
 # ------------------------------------------------------------------ public entry points
 
-def split_train_val(samples: np.ndarray, source: str = "the calibration data") -> tuple[np.ndarray, np.ndarray]:
-    """Every 5th sample (at least 1) is held out of training for early stopping."""
+def split_train_val(samples: np.ndarray, source: str = "the calibration data",
+                    groups: Optional[Sequence[str]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """About every 5th sample (at least 1) is held out of training for early stopping.
+
+    With `groups` (per sample: the photo or video segment it came from, CalibrationSet.sources)
+    whole groups are held out, spread over the set: neighbouring video frames or crops of one
+    photo on both sides would make early stopping reward memorising, not generalising."""
     n = len(samples)
     k = max(MIN_VAL_IMAGES, n // 5)
     if n - k < MIN_TRAIN_IMAGES:
@@ -706,19 +875,62 @@ def split_train_val(samples: np.ndarray, source: str = "the calibration data") -
             f"plus {MIN_VAL_IMAGES} held out for early stopping ({MIN_TRAIN_IMAGES + MIN_VAL_IMAGES}); "
             "give a folder of 16 or more real images or a video (augmentation stretches a small set, "
             "it cannot replace one)")
-    held = np.zeros(n, bool)
-    held[np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int)] = True
+    held = _whole_groups_held(list(groups), k) if groups is not None and len(groups) == n else None
+    if held is None or held.all() or not held.any() or n - held.sum() < MIN_TRAIN_IMAGES:
+        held = np.zeros(n, bool)
+        held[np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int)] = True
     return samples[~held], samples[held]
+
+
+def _whole_groups_held(groups: list[str], k: int) -> Optional[np.ndarray]:
+    """Mask of whole groups, evenly spread in order of appearance, holding >= k samples; None
+    with fewer than 3 groups (one held-out group would be a third or more of the data)."""
+    order = list(dict.fromkeys(groups))
+    if len(order) < 3:
+        return None
+    for want in range(1, len(order) - 1):
+        picks = {order[int(i)] for i in np.linspace(0, len(order) - 1, want + 2)[1:-1].round()}
+        mask = np.array([g in picks for g in groups], bool)
+        if mask.sum() >= k:
+            return mask
+    return mask
+
+
+def views_fit(teacher, student, sample: np.ndarray, size: int, say: Progress, n_out: int = 1) -> Optional[int]:
+    """`size` when training on size x size views of `sample`-shaped inputs is sound: the input is
+    at least 1.5x that size and both modules run on it, every output scaling with the input (a fully
+    convolutional model, e.g. a detector); else None (train at the full size). Says which."""
+    import torch
+
+    h, w = sample.shape[2:]
+    if min(h, w) < 1.5 * size:
+        return None
+    try:
+        with torch.no_grad():
+            full = [o.shape for o in _as_list(teacher(torch.from_numpy(sample[:1])))[:n_out]]
+            small = torch.from_numpy(np.ascontiguousarray(sample[:1, :, :size, :size]))
+            outs = [[o.shape for o in _as_list(m(small))[:n_out]] for m in (teacher, student)]
+    except Exception:  # a graph baked to its size (Reshape constants) fails at another: train at full size
+        outs = None
+    ok = outs is not None and outs[0] == outs[1] and all(
+        len(f) == len(o) == 4 and o[:2] == f[:2] and (o[2], o[3]) == (f[2] * size // h, f[3] * size // w)
+        for f, o in zip(full, outs[0]))
+    say(f"training on {size}x{size} views of the {h}x{w} inputs (the models are fully convolutional: their "
+        f"outputs scale with the input; DistillConfig(train_size=...) sets another size)" if ok else
+        f"training at the full {h}x{w} size (the models do not run on {size}x{size} views alike)")
+    return size if ok else None
 
 
 def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[DistillConfig] = None,
             progress: Optional[Progress] = None, source: str = "the calibration data",
-            feature_names: Sequence[str] = (), n_out: Optional[int] = None):
+            feature_names: Sequence[str] = (), n_out: Optional[int] = None,
+            groups: Optional[Sequence[str]] = None):
     """Train `student` (nn.Module, ONNX path or ModelProto) towards `teacher` on unlabeled samples.
 
     Both modules must take one input batch (N x C x H x W float32 for the augmentation) and return
     the same outputs in the same order; with `feature_names`, ONNX teacher/student also return those
-    intermediate tensors, matched by the loss. Returns (trained torch student, DistillReport).
+    intermediate tensors, matched by the loss. `groups`: per sample, the photo or video segment it
+    came from; early stopping then holds whole groups out. Returns (trained torch student, DistillReport).
     Raises DistillInterrupted (best weights saved to config.checkpoint) on Ctrl-C / SIGTERM."""
     import torch
 
@@ -728,7 +940,7 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
     if samples.ndim != 4:
         raise DistillError(f"distillation augments image batches (N x C x H x W); got samples of shape "
                            f"{samples.shape}. Pass preprocessed images, or a model whose input is an image")
-    train, val = split_train_val(samples, source)
+    train, val = split_train_val(samples, source, groups)
     kind = "user nn.Module"
     if not isinstance(student, torch.nn.Module):
         student, kind = onnx_to_torch(student, "student"), "ONNX student (onnx2torch)"
@@ -740,9 +952,10 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
         torch.set_num_threads(cfg.threads)
     say(thread_note(torch.get_num_threads()))
     n_out = n_out or len(_as_list(teacher(torch.from_numpy(val[:1])))) - len(feature_names)
+    if cfg.train_size is None and cfg.auto_train_size:
+        cfg = replace(cfg, train_size=views_fit(teacher, student, val[:1], cfg.auto_train_size, say, n_out))
     report = DistillReport(student=kind, trained_on=source, train_images=len(train), val_images=len(val),
-                           augmentation=f"random crops {cfg.crop_scale[0]:.0%}-{cfg.crop_scale[1]:.0%}"
-                           + (", horizontal flips" if cfg.flip else "") + f", colour jitter +-{cfg.jitter:.0%}",
+                           augmentation=describe_augmentation(cfg),
                            features_matched=list(feature_names),
                            checkpoint=str(cfg.checkpoint) if cfg.checkpoint else None)
     say(f"distilling for at most {cfg.minutes:g} min on {len(train)} images ({report.augmentation}), early stop "
@@ -757,7 +970,8 @@ def distill(teacher: Any, student: Any, samples: np.ndarray, config: Optional[Di
 
 def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[str, Path],
                  config: Optional[DistillConfig] = None, progress: Optional[Progress] = None,
-                 source: str = "the calibration data", plan: Optional[dict[str, Sequence[int]]] = None):
+                 source: str = "the calibration data", plan: Optional[dict[str, Sequence[int]]] = None,
+                 groups: Optional[Sequence[str]] = None):
     """ONNX teacher + ONNX student -> distilled ONNX student written to `path` (ModelProto, report).
 
     Intermediate tensors named and shaped alike in both graphs are matched too; with `plan`
@@ -781,7 +995,8 @@ def distill_onnx(teacher: Any, student: Any, samples: np.ndarray, path: Union[st
     dim0 = next(i for i in student.graph.input if i.name == input_name).type.tensor_type.shape.dim[0]
     if dim0.dim_value == 1:
         t_mod, s_mod = per_sample(t_mod), per_sample(s_mod)
-    module, report = distill(t_mod, s_mod, samples, cfg, progress, source, feature_names=feats, n_out=len(outputs))
+    module, report = distill(t_mod, s_mod, samples, cfg, progress, source, feature_names=feats, n_out=len(outputs),
+                             groups=groups)
     report.student = "ONNX student (onnx2torch)"
     proto = export_onnx(module, np.asarray(samples, np.float32), path, input_name, outputs,
                         dynamic_batch=not dim0.dim_value)
@@ -797,7 +1012,8 @@ def checkpoint_path_for(output: Union[str, Path]) -> Path:
 def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Optional[float],
                          distill_student: Any, fit: Optional[np.ndarray], input_shapes: dict[str, list[int]],
                          config: DistillConfig, source: str, progress: Progress,
-                         plan: Optional[dict[str, Sequence[int]]] = None) -> Optional[dict[str, Any]]:
+                         plan: Optional[dict[str, Sequence[int]]] = None,
+                         groups: Optional[Sequence[str]] = None) -> Optional[dict[str, Any]]:
     """`edgesdk convert`'s step after pruning: factorize (lowrank=ENERGY) and/or distill the
     model at `prepared` (rewritten in place) from `teacher`, the unpruned prepared model.
 
@@ -827,9 +1043,9 @@ def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Opti
     student = onnx.load(str(prepared)) if distill_student is True else distill_student
     tmp = prepared.with_name("distilled.onnx")
     if distill_student is True:
-        _, rep = distill_onnx(teacher, student, fit, tmp, config, progress, source, plan=plan)
+        _, rep = distill_onnx(teacher, student, fit, tmp, config, progress, source, plan=plan, groups=groups)
     else:
-        module, rep = distill(teacher, student, fit, config, progress, source)
+        module, rep = distill(teacher, student, fit, config, progress, source, groups=groups)
         input_name = next(iter(input_shapes))
         export_onnx(module, np.asarray(fit, np.float32), tmp, input_name, [o.name for o in teacher.graph.output])
     os.replace(tmp, prepared)

@@ -45,13 +45,14 @@ def cls_pair(cls_model):
     return model, pruned, samples, cls_samples("heldout")
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 14): in 0.6 min the pruned classifier's held-out cosine "
-                   ""
-                   "rises after BatchNorm recalibration, then training is unstable (lr/feature weights untuned)")
+@pytest.mark.xfail(strict=False, reason="open (issue 14): with converters.distill.RECIPE (load ~4) the 0.6 min "
+                   "budget now runs 364 steps (was 6 at load ~10 before the thread probe backed off), yet the cosine "
+                   "on crops never trained on goes 0.782 -> 0.649 (needs > 0.891): the student fits its own split, "
+                   "not these crops")
 def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
     model, pruned, samples, held = cls_pair
     lines = []
-    cfg = kd.DistillConfig(minutes=0.6, lr=2e-3, checkpoint=tmp_path / "ck.pt", **QUICK)
+    cfg = kd.recipe_config(minutes=0.6, checkpoint=tmp_path / "ck.pt", **QUICK)   # what convert uses
     proto, rep = kd.distill_onnx(model, pruned, samples, tmp_path / "student.onnx", cfg, lines.append)
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == [o.name for o in model.graph.output]
@@ -66,15 +67,16 @@ def test_pruned_classifier_recovers_on_held_out_real_crops(cls_pair, tmp_path):
     assert "held-out cosine" in md and "random crops" in md and str(rep.train_images) in md
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 14): training is not yet stable; on a loaded 2-core box a "
-                   "15 s budget can end with no held-out improvement (seen: 287 steps, cosine unchanged)")
+@pytest.mark.xfail(strict=False, reason="open (issue 14): passed once with converters.distill.RECIPE (load ~10), "
+                   "earlier a 15 s budget on a loaded box ended with no held-out improvement (287 steps); not "
+                   "shown stable yet")
 def test_user_nn_module_student_learns_from_an_onnx_teacher(cls_model):
     model = onnx.load(str(cls_model))
     samples = cls_samples("calibration")
     student = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2),
                                   torch.nn.Softmax(dim=1))
-    module, rep = kd.distill(model, student, samples, kd.DistillConfig(minutes=0.25, lr=1e-2, **QUICK))
+    module, rep = kd.distill(model, student, samples, kd.recipe_config(minutes=0.25, lr=1e-2, **QUICK))
     assert module is student and rep.student == "user nn.Module"
     assert rep.best_cosine > rep.start_cosine
 
@@ -214,3 +216,127 @@ def test_held_out_cosine_leaves_out_samples_whose_reference_is_empty():
     assert kd.held_out_cosine(torch.nn.Identity(), x, reference, 1) == pytest.approx(1.0)
     informative = [np.stack([x[0], -x[1]])]   # both informative: both count
     assert kd.held_out_cosine(torch.nn.Identity(), x, informative, 1) == pytest.approx(0.0, abs=1e-6)
+
+
+STRONG = dict(train_size=48, crop_scale=(0.5, 2.0), rotate=10, perspective=0.08, mosaic=0.5, degrade=0.3,
+              grayscale=0.1)
+
+
+def test_strong_augmentation_gives_train_size_views_of_real_pixels_and_says_what_it_did():
+    from converters import distill_augment as aug
+    from convdata import det_samples
+
+    x = det_samples("calibration", 6, 96)
+    cfg = kd.DistillConfig(**STRONG)
+    gen = torch.Generator().manual_seed(0)
+    y = kd.augment(torch.from_numpy(x[:4]), gen, cfg, aug.hwc_pool(x))
+    assert tuple(y.shape) == (4, 3, 48, 48) and torch.isfinite(y).all()
+    lo, hi = float(x.min()), float(x.max())   # views sample real pixels (reflection, no padding value)
+    assert float(y.min()) > lo - 1.0 and float(y.max()) < hi + 1.0 and float(y.std()) > 0.05
+    again = kd.augment(torch.from_numpy(x[:4]), torch.Generator().manual_seed(0), cfg, aug.hwc_pool(x))
+    assert torch.equal(y, again)   # one seed, one batch: runs repeat
+    text = kd.describe_augmentation(cfg)
+    assert all(w in text for w in ("rotation +-10 deg", "perspective 8%", "mosaics", "grayscale", "blur/noise/JPEG"))
+    assert kd.describe_augmentation(kd.DistillConfig()) == "random crops 60%-100%, horizontal flips, colour jitter +-20%"
+
+
+def test_each_augmentation_step_changes_the_input_the_way_it_says():
+    from converters import distill_augment as aug
+    from convdata import det_samples
+
+    img = np.ascontiguousarray(det_samples("calibration", 1, 96)[0].transpose(1, 2, 0))
+    gen = torch.Generator().manual_seed(1)
+    gray = aug.colour_one(img, gen, kd.DistillConfig(grayscale=1.0, jitter=0.0))
+    assert np.allclose(gray[..., 0], gray[..., 1]) and np.allclose(gray[..., 1], gray[..., 2])
+    assert not np.allclose(img[..., 0], img[..., 1])
+    blurred = aug._blur(img, gen)
+    assert blurred.shape == img.shape and np.abs(np.diff(blurred, axis=1)).mean() < np.abs(np.diff(img, axis=1)).mean()
+    jpeg = aug._jpeg(img, gen)
+    assert jpeg.shape == img.shape and 0 < np.abs(jpeg - img).mean() < 0.2 * (img.max() - img.min())
+    # no rotation, perspective, zoom or flip: the view is the image itself
+    same = aug.view(img, gen, kd.DistillConfig(crop_scale=(1.0, 1.0), flip=False, rotate=0), (96, 96), None)
+    np.testing.assert_allclose(same, img, atol=1e-4)
+    turned = aug.view(img, gen, kd.DistillConfig(crop_scale=(1.0, 1.0), flip=False, rotate=30), (96, 96), None)
+    assert np.abs(turned - img).mean() > 0.05
+
+
+def test_weight_average_lags_the_live_weights_and_swaps_back():
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = kd.WeightAverage(lin, 0.9)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    for step in range(1, 200):
+        ema.update(step)
+    avg = float(ema.shadow["weight"][0, 0])
+    assert 0.99 < avg <= 1.0     # it followed the new weights
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    ema.update(200)
+    assert float(ema.shadow["weight"][0, 0]) == pytest.approx(avg * 0.9 + 0.2)   # one step moves it 10%
+    ema.swap()
+    assert float(lin.weight[0, 0]) == pytest.approx(avg * 0.9 + 0.2)
+    ema.swap()
+    assert float(lin.weight[0, 0]) == 2.0
+
+
+def test_early_stopping_holds_out_whole_photos_or_video_segments():
+    samples = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1)
+    groups = [f"segment {i // 5}" for i in range(40)]          # 8 segments of 5 neighbouring frames
+    train, val = kd.split_train_val(samples, groups=groups)
+    held = {groups[int(v)] for v in val.ravel()}
+    assert len(val) >= 8 and all(groups[int(t)] not in held for t in train.ravel())
+    train, val = kd.split_train_val(samples, groups=["a"] * 20 + ["b"] * 20)   # 2 groups: every 5th sample
+    assert len(val) == 8 and len(train) == 32
+
+
+def test_thread_chooser_trains_on_the_faster_count_and_measures_again_later():
+    ch = kd.ThreadChooser(2, every_s=60.0, probe=6)
+    assert ch.candidates == [1, 2] and ch.probing
+    for step in range(6):                  # a busy box: 2 threads 5x slower
+        th = ch.threads_for(step)
+        ch.record(th, 2.4 if th == 2 else 0.5, elapsed=step)
+    assert not ch.probing and ch.current == 1 and ch.threads_for(7) == 1
+    assert "1 thread(s) 0.50 s/step" in ch.note and "training on 1" in ch.note
+    ch.record(1, 0.5, elapsed=30.0)
+    assert not ch.probing                  # not yet time to measure again
+    ch.record(1, 0.5, elapsed=66.0)   # 60 s after the first measurement ended (at 5 s)
+    assert ch.probing
+    for step in range(6):                  # the box went quiet: 2 threads faster
+        th = ch.threads_for(step)
+        ch.record(th, 0.2 if th == 2 else 0.35, elapsed=67.0 + step)
+    assert ch.current == 2 and "training on 2" in ch.note
+    assert kd.ThreadChooser(1).candidates == [1] and not kd.ThreadChooser(1).probing
+
+
+def test_thread_chooser_ends_a_probe_early_on_a_clear_loser_and_waits_longer_while_it_keeps_losing():
+    ch = kd.ThreadChooser(2, every_s=60.0, probe=6)
+    ch.record(ch.threads_for(0), 1.1, elapsed=1.0)       # 1 thread
+    assert ch.probing
+    ch.record(ch.threads_for(1), 19.4, elapsed=20.0)     # 2 threads, 18x slower: no third slow step
+    assert not ch.probing and ch.current == 1 and ch.next_probe == 80.0
+    waits = []
+    for k in range(6):                                    # 2 threads keep losing: probes get rarer
+        at = ch.next_probe
+        ch.record(1, 1.1, elapsed=at)
+        assert ch.probing
+        ch.record(ch.threads_for(0), 1.1, elapsed=at + 1)
+        ch.record(ch.threads_for(1), 19.4, elapsed=at + 20)
+        waits.append(ch.next_probe - (at + 20))
+    assert waits == [120.0, 240.0, 480.0, 960.0, 960.0, 960.0] and ch.current == 1
+    ch.record(1, 1.1, elapsed=ch.next_probe)
+    for step in range(6):                                 # the box went quiet: a close call, full probe
+        th = ch.threads_for(step)
+        ch.record(th, 0.2 if th == 2 else 0.3, elapsed=5000.0 + step)
+    assert ch.current == 2 and "training on 2" in ch.note and ch.next_probe == 5005.0 + 60.0
+
+
+def test_training_views_only_for_models_whose_outputs_scale_with_the_input():
+    conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+    x = np.zeros((1, 3, 128, 128), np.float32)
+    said = []
+    assert kd.views_fit(conv, conv, x, 32, said.append) == 32 and "32x32 views of the 128x128" in said[-1]
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 128 * 128, 2))
+    assert kd.views_fit(head, head, x, 32, said.append) is None and "full 128x128" in said[-1]
+    assert kd.views_fit(conv, conv, x, 100, said.append) is None      # the input is not twice the view size

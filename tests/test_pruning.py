@@ -413,3 +413,31 @@ def test_refit_option_errors_on_the_python_api():
     with pytest.raises(ConversionError, match="--calib"):
         ConvertOptions(prune=0.3, refit=True)
     assert ConvertOptions(prune=0.3, refit=False).refit is False
+
+
+def test_activation_elements_count_what_memory_bound_engines_write_and_bound_the_exclusion():
+    from onnx import helper, numpy_helper
+
+    from converters.flops import count
+
+    rng = np.random.default_rng(3)
+    w0, w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32), rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+         helper.make_node("Conv", ["r0", "w1"], ["y"], name="conv1")],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert count(model).activation_elements == 8 * 16 * 16          # the Relu's output; convolutions not
+    _, rep = pruning.channel_prune(model, 0.5)
+    assert rep.activations_ratio == pytest.approx(0.5) and "activation elements" in rep.to_markdown()
+    assert rep.to_dict()["activations_ratio"] == pytest.approx(0.5)
+    cheap_but_wide = pruning.GroupSensitivity(["a"], cosine=0.5, flops_saved=0.01, activations_saved=0.10)
+    costly = pruning.GroupSensitivity(["b"], cosine=0.8, flops_saved=0.10, activations_saved=0.01)
+    both = [cheap_but_wide, costly]
+    assert pruning.sensitive_to_exclude(both, 0.40, 0.60) == ["a", "b"]
+    # an activation budget: the group that is cheap in FLOPs but wide in memory gets pruned after all
+    assert pruning.sensitive_to_exclude(both, 0.40, 0.60, full_activations_ratio=0.65,
+                                        max_activations_ratio=0.70) == ["b"]

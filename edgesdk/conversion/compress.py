@@ -32,13 +32,50 @@ def compress(ctx: Context, prep: Prepared, data: Data) -> Compressed:
     if o.lowrank or o.distill is not False:
         from converters import distill as kd
 
+        fit, groups, source = _training_inputs(ctx, prep, data)
+        config = kd.recipe_config(minutes=o.distill_minutes, resume=o.resume, threads=ctx.threads,
+                                  checkpoint=kd.checkpoint_path_for(ctx.output))
+        if o.distill is not False and fit is not None:
+            ctx.say(f"distillation recipe: {kd.describe_recipe(config)} (converters.distill.RECIPE, measured on "
+                    "bench/compress.py; on the Python API, converters.distill.distill_onnx takes any DistillConfig)")
         out.distillation = kd.compress_for_convert(
             prep.prepared_model, prep.prepared_path, pruned=bool(o.prune), lowrank=o.lowrank,
-            distill_student=o.distill, fit=data.fit_samples, input_shapes={prep.facts.input_name: prep.facts.shape},
-            source=str(o.calib), progress=ctx.say, plan=plan,  # feature matching at the pruned layers
-            config=kd.DistillConfig(minutes=o.distill_minutes, resume=o.resume, threads=ctx.threads,
-                                    checkpoint=kd.checkpoint_path_for(ctx.output)))
+            distill_student=o.distill, fit=fit, input_shapes={prep.facts.input_name: prep.facts.shape},
+            source=source, progress=ctx.say, plan=plan,  # feature matching at the pruned layers
+            config=config, groups=groups)
     return out
+
+
+#: a calibration video gives distillation up to this many of its frames (the held-out segments left out)
+DISTILL_VIDEO_FRAMES = 256
+#: ... as long as they fit in this many bytes of float32 input
+DISTILL_VIDEO_BYTES = 1.5e9
+
+
+def _training_inputs(ctx: Context, prep: Prepared, data: Data) -> tuple[Any, Any, str]:
+    """(samples, their photo/segment per sample, description) distillation trains on: the
+    calibration part of --calib; from a video, more of its frames (neighbouring frames add
+    variety at no cost), still none of the segments held out for the accuracy check."""
+    import numpy as np
+
+    fit = data.fit
+    if fit is None:
+        return None, None, str(ctx.opts.calib)
+    if fit.kind != "video" or isinstance(ctx.opts.calib, np.ndarray):
+        return fit.samples, fit.sources or None, f"{ctx.opts.calib} ({len(fit)} calibration samples)"
+    from ..calibration import load_calibration
+
+    per = int(np.prod([d or 1 for d in prep.facts.shape[1:]])) * 4
+    want = int(max(len(fit), min(DISTILL_VIDEO_FRAMES, DISTILL_VIDEO_BYTES // max(per, 1))))
+    more = load_calibration(ctx.opts.calib, prep.facts.preprocess, want, input_shape=prep.facts.shape,
+                            input_dtype=prep.facts.dtype, progress=None)
+    keep = set(fit.sources)
+    mask = np.array([s in keep for s in more.sources], bool)
+    samples = more.samples[mask] if isinstance(more.samples, np.ndarray) else [x for x, m in zip(more.samples, mask) if m]
+    groups = [s for s, m in zip(more.sources, mask) if m]
+    ctx.say(f"distillation trains on {len(groups)} frames of the video's {len(keep)} calibration segments "
+            f"(calibration itself used {len(fit)}; the held-out segments stay out)")
+    return samples, groups, f"{ctx.opts.calib} ({len(groups)} video frames, held-out segments excluded)"
 
 
 def _prune(ctx: Context, prep: Prepared, data: Data) -> tuple[dict[str, Any], dict[str, list[int]]]:
