@@ -237,6 +237,25 @@ def test_status_line_and_markdown_summary():
     assert report.stats["batch_sizes"] and report.stats["stages"]["preprocess"]["count"] == 25
 
 
+def test_a_long_status_line_keeps_its_flags_and_a_source_without_results_shows_no_p99():
+    """The line was cut at 160 characters from the end: with a drops breakdown, reconnects and
+    source states, the SLO flag (and 'reconnects') fell off it."""
+    import copy
+
+    report = run(FakeModel(), [ProducerSource(numbered_frames(6), "a"), ProducerSource(numbered_frames(0), "b")])
+    snap = copy.deepcopy(report.stats)
+    snap.update(drops={"stale:a": 12345, "superseded:a": 6789, "full:b": 42}, dropped=19176, reconnects=3)
+    for sid, state in (("a", "live"), ("b", "reconnecting")):
+        snap["sources"][sid]["state"] = state
+    snap["slo"] = {"missed": True, "p99_ms": 412.0, "slo_ms": 200.0, "cause_short": "engine busy 99%"}
+    line = status_line(snap)
+    assert len(line) <= 160 and line.endswith("SLO MISSED p99 412 > 200 ms"), line
+    assert "reconnects 3" in line and "1 reconnecting" in line and "dropped 19176" in line
+    wide = status_line(snap, width=400)  # the breakdown and the cause go only when they do not fit
+    assert "(stale 12345" in wide and wide.endswith("(engine busy 99%)")
+    assert "| b | 0 | 0 | - |" in markdown(report.stats)
+
+
 def test_per_source_sinks_status_line_and_metrics_endpoint(tmp_path, capsys):
     """'{source}' in a sink makes one per source; --metrics-port serves the pipeline's stats."""
     import json

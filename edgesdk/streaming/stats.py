@@ -265,27 +265,50 @@ class PipelineStats:
 
 
 def status_line(snap: dict[str, Any], width: int = 160) -> str:
-    """One terminal line: time, fps in/out, e2e p50/p99, infer p50, mean batch, drops."""
-    drops = snap["drops"]
+    """One terminal line: time, fps in/out, e2e p50/p99, infer p50, mean batch, drops, then the
+    flags (reconnects, cached, source states, SLO missed). Past `width` the drops' breakdown,
+    the infer p50, the padding and the SLO miss's cause go first, so a flag is never cut off."""
     by_kind: Counter[str] = Counter()
-    for reason, n in drops.items():
+    for reason, n in snap["drops"].items():
         by_kind[reason.split(":")[0]] += n
-    drop_txt = ", ".join(f"{k} {n}" for k, n in by_kind.most_common(3))
+    kinds = by_kind.most_common(3)
     e2e, infer = snap["e2e"], snap["stages"].get("infer", {})
-    line = (f"{snap['elapsed_s']:7.1f}s | in {snap['fps_in_now']:6.1f} fps | out {snap['fps_out_now']:6.1f} fps"
-            f" | e2e p50 {e2e['p50_ms']:6.1f} p99 {e2e['p99_ms']:6.1f} ms | infer p50 {infer.get('p50_ms', 0):6.1f} ms"
-            f" | batch {snap['batch_mean']:4.1f} | dropped {snap['dropped']}" + (f" ({drop_txt})" if drop_txt else ""))
+    head = (f"{snap['elapsed_s']:7.1f}s | in {snap['fps_in_now']:6.1f} fps | out {snap['fps_out_now']:6.1f} fps"
+            f" | e2e p50 {e2e['p50_ms']:6.1f} p99 {e2e['p99_ms']:6.1f} ms")
+    compact = (f"{snap['elapsed_s']:.1f}s | in {snap['fps_in_now']:.1f} | out {snap['fps_out_now']:.1f} fps"
+               f" | e2e p50 {e2e['p50_ms']:.1f} p99 {e2e['p99_ms']:.1f} ms")
+    infer_txt = f" | infer p50 {infer.get('p50_ms', 0):6.1f} ms"
+    batch_txt = f" | batch {snap['batch_mean']:4.1f} | dropped {snap['dropped']}"
+    flags, short_flags = _status_flags(snap), _status_flags(snap, short=True)
+    lines = [head + infer_txt + batch_txt + _breakdown(kinds[:k]) + flags for k in range(len(kinds), -1, -1)]
+    lines += [head + batch_txt + flags, compact + batch_txt + flags, compact + batch_txt + short_flags]
+    for line in lines:
+        if len(line) <= width:
+            return line
+    return lines[-1][:width]
+
+
+def _breakdown(kinds: list[tuple[str, int]]) -> str:
+    return f" ({', '.join(f'{k} {n}' for k, n in kinds)})" if kinds else ""
+
+
+def _status_flags(snap: dict[str, Any], short: bool = False) -> str:
+    """The status line's flags: what is unusual about the run right now; `short` leaves out the
+    live sources' count and the SLO miss's cause (both also in the run report and log)."""
+    flags = ""
     if snap["reconnects"]:
-        line += f" | reconnects {snap['reconnects']}"
+        flags += f" | reconnects {snap['reconnects']}"
     if snap.get("cached"):
-        line += f" | cached {snap['cached']}"
+        flags += f" | cached {snap['cached']}"
     states = Counter(s.get("state") for s in snap["sources"].values() if s.get("state"))
     if states and set(states) != {"live"}:
-        line += " | sources " + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+        shown = [(st, n) for st, n in sorted(states.items()) if not (short and st == "live")]
+        flags += " | sources " + ", ".join(f"{n} {st}" for st, n in shown)
     slo = snap.get("slo")
     if slo and slo.get("missed"):
-        line += f" | SLO MISSED p99 {slo['p99_ms']:.0f} > {slo['slo_ms']:.0f} ms ({slo['cause_short']})"
-    return line[:width]
+        flags += f" | SLO MISSED p99 {slo['p99_ms']:.0f} > {slo['slo_ms']:.0f} ms"
+        flags += "" if short else f" ({slo['cause_short']})"
+    return flags
 
 
 def markdown(snap: dict[str, Any]) -> str:
@@ -321,7 +344,7 @@ def markdown(snap: dict[str, Any]) -> str:
         lines += ["", "| source | in | out | e2e p99 ms | reconnects | dropped | state |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for sid, s in snap["sources"].items():
-            p99 = s["e2e"]["p99_ms"] if s["e2e"] else 0.0
-            lines.append(f"| {sid} | {s['frames_in']} | {s['frames_out']} | {p99:.1f} | {s['reconnects']} "
+            p99 = f"{s['e2e']['p99_ms']:.1f}" if s["e2e"] and s["e2e"].get("count") else "-"  # no result yet
+            lines.append(f"| {sid} | {s['frames_in']} | {s['frames_out']} | {p99} | {s['reconnects']} "
                          f"| {sum(s['drops'].values())} | {s.get('state', '')} |")
     return "\n".join(lines) + "\n"
