@@ -30,10 +30,7 @@ class StatusLine:
     def update(self, snap: dict[str, Any]) -> None:
         from .stats import status_line
 
-        # which sources failed, not only how many: the one thing to act on (reasons: log, report)
-        failed = sorted(sid for sid, s in snap.get("sources", {}).items() if s.get("state") == "failed")
-        tail = f" | FAILED: {', '.join(failed)}"[:60] if failed else ""
-        self.stream.write("\r" + status_line(snap) + tail + "\x1b[K")
+        self.stream.write("\r" + status_line(snap) + "\x1b[K")
         self.stream.flush()
 
     def close(self, snap: dict[str, Any]) -> None:

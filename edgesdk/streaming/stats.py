@@ -266,7 +266,7 @@ class PipelineStats:
 
 def status_line(snap: dict[str, Any], width: int = 160) -> str:
     """One terminal line: time, fps in/out, e2e p50/p99, infer p50, mean batch, drops, then the
-    flags (reconnects, cached, source states, SLO missed). Past `width` the drops' breakdown,
+    flags (reconnects, cached, source states, failed sources, SLO missed). Past `width` the drops' breakdown,
     the infer p50, the padding and the SLO miss's cause go first, so a flag is never cut off."""
     by_kind: Counter[str] = Counter()
     for reason, n in snap["drops"].items():
@@ -304,6 +304,10 @@ def _status_flags(snap: dict[str, Any], short: bool = False) -> str:
     if states and set(states) != {"live"}:
         shown = [(st, n) for st, n in sorted(states.items()) if not (short and st == "live")]
         flags += " | sources " + ", ".join(f"{n} {st}" for st, n in shown)
+    # which sources failed, not only how many: the one thing to act on (reasons: log, report)
+    failed = sorted(sid for sid, s in snap["sources"].items() if s.get("state") == "failed")
+    if failed:
+        flags += f" | FAILED: {', '.join(failed)}"[:60]
     slo = snap.get("slo")
     if slo and slo.get("missed"):
         flags += f" | SLO MISSED p99 {slo['p99_ms']:.0f} > {slo['slo_ms']:.0f} ms"
