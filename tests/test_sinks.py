@@ -216,3 +216,12 @@ def test_async_sink_needs_a_sink_and_valid_settings():
         AsyncSink(CallbackSink(print), maxsize=0)
     with pytest.raises(SinkError, match="drop="):
         AsyncSink(CallbackSink(print), drop="random")
+
+
+@pytest.mark.parametrize("spec, relative", [
+    ("out/{source}.jsonl", True), ("o.mp4?fps=5", True), ("/var/o.jsonl", False), ("window", False),
+    ("window:cam", False), ("mqtt://broker/t", False), ("metrics:9100", False), ("prometheus://h:9100", False),
+    ("ws://h/x", False)])
+def test_is_relative_file_reads_the_sink_table(spec, relative):
+    from edgesdk.sinks import is_relative_file
+    assert is_relative_file(spec) is relative

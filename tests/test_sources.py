@@ -201,3 +201,12 @@ def test_reader_ends_at_eof_and_reports_a_failing_producer():
     r, buf, _, _ = _run_reader(src)
     assert len(buf.take(10, 0)) == 3
     assert isinstance(r.error, SourceError) and "camera SDK crashed" in str(r.error) and "sdk" in str(r.error)
+
+
+@pytest.mark.parametrize("spec, relative", [
+    ("0", False), ("/dev/video2", False), ("cam=rtsp://host/live", False), ("HTTP://host/mjpg", False),
+    ("clip.mp4", True), ("door=clips/door.mp4", True), ("file://clips/a.mp4", True), ("frames/*.jpg", True),
+    ("/data/clip.mp4", False), ("~/clip.mp4", False), ("missing/not-yet-there.mp4", True)])
+def test_is_relative_file_reads_the_source_table_without_the_file(spec, relative):
+    from edgesdk.streaming.sources import is_relative_file
+    assert is_relative_file(spec) is relative

@@ -84,19 +84,12 @@ def run_args(spec: DeploymentSpec, pkg: PackageSpec) -> list[str]:
 
 
 def _is_relative_path(text: str, sink: bool) -> bool:
-    """Whether a run source or sink names a file by a relative path (URLs, camera indices,
-    devices, windows and metrics ports do not depend on the working directory)."""
-    from ..streaming.sources import split_name
+    """Whether a run source or sink names a file by a relative path: the source and sink
+    tables say which of their forms are paths."""
+    from ..sinks import is_relative_file as sink_is_relative
+    from ..streaming.sources import is_relative_file as source_is_relative
 
-    if not sink:
-        text = split_name(text)[1]
-        if text.lower().startswith("file://"):
-            text = text[len("file://"):]
-        elif "://" in text or text.isdigit():
-            return False
-    elif "://" in text or text == "window" or text.startswith(("window:", "metrics:")):
-        return False
-    return not text.startswith(("/", "~"))
+    return sink_is_relative(text) if sink else source_is_relative(text)
 
 
 def working_directory(spec: DeploymentSpec, pkg: PackageSpec) -> Optional[str]:

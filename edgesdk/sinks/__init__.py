@@ -29,7 +29,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi")
 _LAZY = {"VideoSink": "video", "WindowSink": "window", "MqttSink": "mqtt", "PrometheusSink": "prometheus",
          "MetricsServer": "prometheus"}
 
-__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS", "SINK_KINDS",
+__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS", "SINK_KINDS", "is_relative_file",
            "SinkKind", "sink_forms",
            *_LAZY]
 
@@ -117,14 +117,16 @@ class SinkKind:
     matches: Callable[[str], bool]
     build: Callable[[str, str, dict[str, Any]], Sink]
     listed: bool = True  # False: a row that only explains a refusal
+    names_file: bool = False  # the spec is a path on this machine (relative ones need a working directory)
 
 
 #: every string sink form, tried in order; `--help` and errors are made from it.
 SINK_KINDS: tuple[SinkKind, ...] = (
     SinkKind("out.jsonl", lambda low: "://" not in low and Path(low).suffix in JSONL_SUFFIXES,
-             lambda s, spec, o: JsonlSink(s, **o)),
+             lambda s, spec, o: JsonlSink(s, **o), names_file=True),
     SinkKind("out.mp4|out.avi[?fps=F&source=ID&fourcc=XXXX]",
-             lambda low: "://" not in low and Path(low.partition("?")[0]).suffix in VIDEO_SUFFIXES, _video),
+             lambda low: "://" not in low and Path(low.partition("?")[0]).suffix in VIDEO_SUFFIXES, _video,
+             names_file=True),
     SinkKind("window[:TITLE]", lambda low: low == "window" or low.startswith("window:"), _window),
     SinkKind("mqtt://[USER:PW@]HOST[:PORT]/TOPIC", lambda low: low.startswith("mqtt://"), _mqtt),
     SinkKind("mqtts://[USER:PW@]HOST[:PORT]/TOPIC[?ca=F&cert=F&key=F]", lambda low: low.startswith("mqtts://"), _mqtt),
@@ -139,6 +141,16 @@ SPEC_FORMS = tuple(k.form for k in SINK_KINDS if k.listed) + ("a callable(frame,
 def sink_forms() -> str:
     """The accepted sink forms, for --help and error messages."""
     return ", ".join(SPEC_FORMS)
+
+
+def is_relative_file(spec: str) -> bool:
+    """Whether a sink spec names a file by a relative path (windows, brokers and metrics
+    ports do not depend on the working directory); a spec of no known form counts as a path."""
+    s = spec.strip()
+    kind = next((k for k in SINK_KINDS if k.matches(s.lower())), None)
+    if kind is not None and not kind.names_file:
+        return False
+    return "://" not in s and not s.startswith(("/", "~"))
 
 
 def make_sink(spec: Union[str, os.PathLike, Callable[..., Any], Sink], **options: Any) -> Sink:

@@ -44,6 +44,7 @@ class SourceKind:
     form: str
     matches: Callable[[str], bool]
     build: Callable[[str, Optional[str], bool, Optional[float]], Source]
+    names_file: bool = False  # the spec is a path on this machine (relative ones need a working directory)
 
 
 def _is_stream(text: str) -> bool:
@@ -71,15 +72,29 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind(f"stream URL ({', '.join(s + '://' for s in STREAM_SCHEMES[:6])}...)", _is_stream,
                lambda t, sid, rt, fps: StreamSource(t, sid or "stream", fps=fps)),
     SourceKind("image folder, glob or image file", _is_images,
-               lambda t, sid, rt, fps: ImageFolderSource(t, sid or _stem(t), realtime=rt, fps=fps)),
+               lambda t, sid, rt, fps: ImageFolderSource(t, sid or _stem(t), realtime=rt, fps=fps), names_file=True),
     SourceKind("video file", lambda t: Path(t).is_file(),
-               lambda t, sid, rt, fps: VideoFileSource(Path(t), sid or _stem(t), realtime=rt, fps=fps)),
+               lambda t, sid, rt, fps: VideoFileSource(Path(t), sid or _stem(t), realtime=rt, fps=fps), names_file=True),
 )
 
 
 def source_forms() -> str:
     """The accepted source forms, for --help and error messages."""
     return ", ".join(k.form for k in SOURCE_KINDS)
+
+
+def is_relative_file(spec: str) -> bool:
+    """Whether a source spec names a file or folder by a relative path (cameras, devices and
+    URLs do not depend on the working directory). Decided without the file existing: a spec
+    that is none of the other forms is taken as a path, as `make_source` would try it."""
+    text = split_name(spec)[1]
+    if text.lower().startswith("file://"):
+        text = text[len("file://"):]
+    elif _SCHEME.match(text):
+        return False
+    if any(kind.matches(text) for kind in SOURCE_KINDS if not kind.names_file):
+        return False
+    return not text.startswith(("/", "~"))
 
 
 def make_source(spec: Union[str, int, Any], source_id: Optional[str] = None, *, realtime: bool = False,
@@ -119,6 +134,6 @@ def unique_ids(sources: list[Source]) -> None:
             seen[base] = 0
 
 
-__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids",
+__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "is_relative_file", "unique_ids",
            "CameraSource", "StreamSource", "VideoFileSource",
            "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES", "NAME_PATTERN"]
