@@ -143,17 +143,7 @@ class Pipeline:
             raise ConfigError("a pipeline needs at least one source (--source)")
         if max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {max_inflight}")
-        self.replicas = check_replicas(replicas)
-        if self.replicas > 1:
-            if not isinstance(model, (str, Path)):
-                raise ConfigError("replicas need a bundle directory or model file to load several times")
-            # every replica busy and one batch ready behind them
-            max_inflight = max(max_inflight, self.replicas + 1)
-        # engines or streams, decided (and a mode the backend lacks refused) before anything opens
-        if replica_mode not in MODES:
-            raise ConfigError(f"--replica-mode must be one of {', '.join(MODES)}, got {replica_mode!r}")
-        self.replica_mode = resolve_mode(replica_mode, model_backend(model, backend)) if self.replicas > 1 \
-            else replica_mode
+        max_inflight = self._init_replicas(model, backend, replicas, replica_mode, max_inflight)
         if buffer_size is not None and buffer_size < 1:
             raise ConfigError(f"buffer size must be >= 1, got {buffer_size}")
         self.gate = gate if isinstance(gate, ChangeGate) else make_gate(gate, gate_threshold, gate_max_age_s)
@@ -170,6 +160,23 @@ class Pipeline:
         self.sink_queue, self.profile = sink_queue, profile
         self.reconnect = Backoff.from_spec(reconnect)  # a spec file gives a table
         self._init_parts(sinks, weights, observers)
+
+    def _init_replicas(self, model: Any, backend: Optional[str], replicas: int, replica_mode: str,
+                       max_inflight: int) -> int:
+        """Set the replica count and mode, refusing what cannot run before anything opens;
+        returns the in-flight limit that keeps every replica busy."""
+        self.replicas = check_replicas(replicas)
+        if replica_mode not in MODES:
+            raise ConfigError(f"--replica-mode must be one of {', '.join(MODES)}, got {replica_mode!r}")
+        self.replica_mode = replica_mode
+        if self.replicas == 1:
+            return max_inflight
+        if not isinstance(model, (str, Path)):
+            raise ConfigError("replicas need a bundle directory or model file to load several times")
+        # engines or streams, decided (and a mode the backend lacks refused) here
+        self.replica_mode = resolve_mode(replica_mode, model_backend(model, backend))
+        # every replica busy and one batch ready behind them
+        return max(max_inflight, self.replicas + 1)
 
     def _init_parts(self, sinks: Iterable[Any], weights: Optional[dict[str, float]],
                     observers: Sequence[Observer]) -> None:
