@@ -209,7 +209,6 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     from converters.passes import graph_inputs, input_dims
 
     from . import presets
-    from .decoders import decoder_for_task
     from .model_metadata import read_model_facts
     from .preprocess_options import ResolvedPreprocess, resolve_preprocess
 
@@ -238,11 +237,27 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     if the_task not in TASK_CHOICES:
         raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
     names = _labels(labels, meta, pre, proto, the_task)
+    decoder, names = _task_decoder(the_task, task, pre, meta, proto, names, stated_decoder, spec.size, src, say,
+                                   notes)
+    sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
+    if None in shape:
+        sources["dynamic_axes"] = [a for a, d in enumerate(shape) if d is None]  # what the manifest keeps dynamic
+    model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
+    return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
+
+
+def _task_decoder(the_task: str, task: Optional[str], pre: Any, meta: Mapping[str, Any], proto: Any,
+                  names: list[str], stated_decoder: Optional[Mapping[str, Any]], size: Any, src: Path,
+                  say: Progress, notes: list[str]) -> tuple[dict, list[str]]:
+    """The decoder of the task (the preset's, or the decoders package's choice, said) and the
+    label names it reads; what was decided without being told goes to `notes`."""
+    from .decoders import decoder_for_task
+
     if pre is not None and pre.task == the_task and not stated_decoder:
         decoder = dict(pre.decoder)
     else:  # no preset decoder: the decoders package decides (YOLO layouts from the output shape) and says why
         decoder, line = decoder_for_task(the_task, _outputs(proto), names, stated_decoder,
-                                         TASK_DECODERS.get(the_task), spec.size)
+                                         TASK_DECODERS.get(the_task), size)
         if line:
             say(line)
             notes.append(line)
@@ -259,11 +274,7 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     if the_task == "raw" and _looks_like_scores(proto):
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
-    sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
-    if None in shape:
-        sources["dynamic_axes"] = [a for a, d in enumerate(shape) if d is None]  # what the manifest keeps dynamic
-    model_name = pre.name if pre else src.stem  # a PyTorch model was exported to <its name>.onnx
-    return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
+    return decoder, names
 
 
 def _check_stated(pre: Any, preprocess: Optional[PreprocessSpec], resolved: Any, calib: Any, assume: bool,
