@@ -7,7 +7,7 @@ Targets (one run on the 2-core box; PASS/FAIL per target, Markdown report + curv
         (15 for the target): held-out cosine >= 0.97, box F1 vs fp32 >= 0.95, FLOPs <= 0.6x,
         latency <= 0.75x on onnxruntime and OpenVINO (fp32, batch 1, measured in this run).
   rec   PP-OCRv4 rec factorized at energy 0.9, distilled on real text lines with the recipe
-        `edgesdk convert --lowrank 0.9 --distill` uses (DistillConfig defaults): cosine >= 0.97.
+        `edgesdk convert --lowrank 0.9 --distill` uses (distill.recipe_config): cosine >= 0.97.
   int8  the distilled detector through `edgesdk convert --precision int8` (NNCF INT8 QDQ on
         onnxruntime, the accuracy guard, QAT when it still misses): cosine drop vs the distilled
         fp32 <= 0.02 on the held-out scenes, box F1 vs the distilled fp32 reported.
@@ -123,8 +123,9 @@ def bench_rec(path: Path, args, work: Path) -> dict:
     model, _ = run_passes(load_onnx(path), default_passes(), PassContext(input_shapes={"x": [1, 3, 48, 320]}))
     fact, lrep = factorize(model, energy=0.9, input_shapes={"x": [1, 3, 48, 320]})
     cal, held = _rec_samples("calibration", 64), _rec_samples("heldout", 16)
-    # the recipe `edgesdk convert --lowrank 0.9 --distill` uses (DistillConfig's defaults), for --rec-minutes
-    cfg = kd.DistillConfig(minutes=args.rec_minutes, threads=args.threads)
+    # the recipe `edgesdk convert --lowrank 0.9 --distill` uses (converters.distill.recipe_config, as in
+    # edgesdk/conversion/compress.py; DistillConfig's bare defaults are not what convert runs), for --rec-minutes
+    cfg = kd.recipe_config(minutes=args.rec_minutes, threads=args.threads)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     _, drep = kd.distill_onnx(model, fact, cal, work / "rec_student.onnx", cfg, say,
                               source=f"{len(cal)} text lines (calibration split)")
