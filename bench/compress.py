@@ -226,7 +226,6 @@ def main() -> int:
     ap.add_argument("--rec-minutes", type=float, default=5.0)
     ap.add_argument("--train-size", type=int, default=None,
                     help="detector training view size (default: converters.distill.RECIPE's)")
-    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the recognizer's distillation")
     ap.add_argument("--det-lr", type=float, default=None,
                     help="peak learning rate of the detector's distillation (default: converters.distill.RECIPE's)")
     ap.add_argument("--batch", type=int, default=None, help="detector views per step (default: RECIPE's)")
