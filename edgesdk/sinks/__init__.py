@@ -29,8 +29,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi")
 _LAZY = {"VideoSink": "video", "WindowSink": "window", "MqttSink": "mqtt", "PrometheusSink": "prometheus",
          "MetricsServer": "prometheus"}
 
-__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS", "SINK_KINDS", "is_relative_file",
-           "SinkKind", "sink_forms",
+__all__ = ["Sink", "AsyncSink", "CallbackSink", "JsonlSink", "make_sink", "encode_result", "SPEC_FORMS", "SINK_KINDS",
+           "SinkKind", "sink_forms", "is_relative_file",
            *_LAZY]
 
 

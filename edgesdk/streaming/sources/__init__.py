@@ -74,7 +74,8 @@ SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("image folder, glob or image file", _is_images,
                lambda t, sid, rt, fps: ImageFolderSource(t, sid or _stem(t), realtime=rt, fps=fps), names_file=True),
     SourceKind("video file", lambda t: Path(t).is_file(),
-               lambda t, sid, rt, fps: VideoFileSource(Path(t), sid or _stem(t), realtime=rt, fps=fps), names_file=True),
+               lambda t, sid, rt, fps: VideoFileSource(Path(t), sid or _stem(t), realtime=rt, fps=fps),
+               names_file=True),
 )
 
 
@@ -134,6 +135,6 @@ def unique_ids(sources: list[Source]) -> None:
             seen[base] = 0
 
 
-__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "is_relative_file", "unique_ids",
-           "CameraSource", "StreamSource", "VideoFileSource",
+__all__ = ["Source", "make_source", "SOURCE_KINDS", "SourceKind", "source_forms", "split_name", "unique_ids",
+           "is_relative_file", "CameraSource", "StreamSource", "VideoFileSource",
            "ImageFolderSource", "ProducerSource", "SourceReader", "Backoff", "STREAM_SCHEMES", "NAME_PATTERN"]
