@@ -26,9 +26,19 @@ from edgesdk.streaming.batching import AdaptiveBatching, QueueView  # noqa: E402
 from edgesdk.streaming.buffer import FrameBuffer  # noqa: E402
 
 NOW = [0.0]
-bufmod.time = types.SimpleNamespace(time=lambda: NOW[0], monotonic=lambda: NOW[0])
+SIM_CLOCK = types.SimpleNamespace(time=lambda: NOW[0], monotonic=lambda: NOW[0])
 
-def run(per_ms=24.0, host_ms=5.0, secs=10.0, warm=2.0, seed=0, rates=None, jit=0.1):
+
+def run(*args, **kwargs):
+    """`_run` with the buffer's clock simulated (restored after: tests import this module)."""
+    real, bufmod.time = bufmod.time, SIM_CLOCK
+    try:
+        return _run(*args, **kwargs)
+    finally:
+        bufmod.time = real
+
+
+def _run(per_ms=24.0, host_ms=5.0, secs=10.0, warm=2.0, seed=0, rates=None, jit=0.1, quiet=False):
     rng = random.Random(seed); NOW[0] = 0.0
     rates = rates or [30.0] + [5.0] * 7
     buf = FrameBuffer()
@@ -71,7 +81,8 @@ def run(per_ms=24.0, host_ms=5.0, secs=10.0, warm=2.0, seed=0, rates=None, jit=0
         stamps, ll = buf.queue_times()
         view = QueueView(now=now, queued=len(stamps), oldest=stamps[0], arrival_rate=buf.arrival_rate(now),
                          busy_until=max(busy_until, now), inflight=len(inflight), timestamps=stamps,
-                         oldest_lossless=ll, lanes=buf.active_lanes(), next_fair=buf.next_fair_newest())
+                         oldest_lossless=ll, lanes=buf.active_lanes(), next_fair=buf.next_fair_newest(),
+                         fair=buf.fair_preview(2 * pol.max_batch))
         plan = pol.plan(view)
         if plan.not_before is not None:
             nb = plan.not_before
@@ -100,7 +111,8 @@ def run(per_ms=24.0, host_ms=5.0, secs=10.0, warm=2.0, seed=0, rates=None, jit=0
         advance(t_submit)
     span = secs - warm
     fps = {k: round(v / span, 1) for k, v in sorted(got.items())}
-    print(sorted(drops.items()))
+    if not quiet:
+        print(sorted(drops.items()))
     return fps, round(float(np.percentile(lat, 99)) * 1000), pol.describe()
 
 if __name__ == '__main__':

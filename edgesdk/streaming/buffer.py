@@ -186,7 +186,7 @@ class FrameBuffer:
 
     def _start(self, lane: _Lane) -> float:
         """The lane's pass as the scheduler sees it: its credit capped (lock held)."""
-        return max(lane.pass_, self._vt - (STALE_CREDIT if lane.starved else 1.0))
+        return _credited(lane.pass_, lane.starved, self._vt)
 
     def _serve(self, lane: _Lane) -> Frame:
         """Pop the lane's oldest frame and advance its pass (lock held)."""
@@ -307,6 +307,27 @@ class FrameBuffer:
             span = max(last - first, 1e-6) + max(0.0, now - last - (last - first) / (len(self._arrivals) - 1))
             return (len(self._arrivals) - 1) / span
 
+    def fair_preview(self, n: int) -> tuple[tuple[float, bool], ...]:
+        """The first `n` queued frames in the order an overloaded `take` serves them: (capture
+        time, owed) each, `owed` when its lane's credit puts it before the virtual time (served
+        less than its share lately: a camera back after idling or after losing frames to
+        staleness). Nothing is taken."""
+        with self._cond:
+            vt = self._vt
+            turns = [[lane, 0, lane.pass_, lane.starved] for lane in self._lanes.values() if lane.frames]
+            out: list[tuple[float, bool]] = []
+            while len(out) < n:
+                open_ = [t for t in turns if t[1] < len(t[0].frames)]
+                if not open_:
+                    break
+                turn = min(open_, key=lambda t: (_credited(t[2], t[3], vt), t[2], t[0].frames[t[1]].timestamp))
+                lane, i, pass_, starved = turn
+                start = _credited(pass_, starved, vt)
+                out.append((lane.frames[i].timestamp, start < vt))
+                turn[1:] = [i + 1, start + 1.0 / lane.weight, False]
+                vt = max(vt, start)
+            return tuple(out)
+
     def next_fair_newest(self) -> Optional[float]:
         """Capture time of the newest frame of the lane that is served next (lowest pass)."""
         with self._cond:
@@ -334,3 +355,9 @@ class FrameBuffer:
     def dropped(self) -> dict[str, int]:
         with self._cond:
             return {sid: l.dropped for sid, l in self._lanes.items()}
+
+
+def _credited(pass_: float, starved: bool, vt: float) -> float:
+    """A lane's pass with its credit capped: one frame below the virtual time `vt` for a lane
+    back from idle, STALE_CREDIT for one that lost frames to staleness."""
+    return max(pass_, vt - (STALE_CREDIT if starved else 1.0))
