@@ -192,7 +192,8 @@ def test_the_stale_margin_is_learned_from_how_late_batches_came_out():
 
 def test_a_source_whose_frames_are_all_too_old_sits_the_batch_out_not_the_batch():
     """Overload: the source whose turn it is holds only an old frame; others have fresh ones.
-    Its old frame is dropped (the batch is not made late for it), unless nothing is fresh."""
+    Its old frame is dropped (the batch is not made late for it). With nothing fresh it is
+    dropped too, as a frame captured now would make the SLO: no frame is run knowingly late."""
     pol = _warm()
     for _ in range(40):
         pol.observe(1, 0.03, 0.002, [0.05], 0.0, late_s=0.01)
@@ -203,7 +204,35 @@ def test_a_source_whose_frames_are_all_too_old_sits_the_batch_out_not_the_batch(
     assert old < plan.stale_before <= fresh
     only_old = QueueView(now=10.0, queued=1, oldest=old, arrival_rate=200.0, busy_until=10.0, lanes=1,
                          timestamps=(old,), next_fair=old)
-    assert pol.plan(only_old).stale_before <= old  # nothing makes it: still run the one whose turn it is
+    assert pol.plan(only_old).stale_before > old
+
+
+def test_a_device_too_slow_for_the_slo_still_runs_the_newest_frame_late():
+    """Where not even a frame captured now would make the SLO, frames still run (late, counted as
+    such): dropping them all would leave no results and no measurements of the engine."""
+    pol = _warm(slo_s=0.2, device_s=0.25)
+    for _ in range(40):
+        pol.observe(1, 0.25, 0.002, [0.3], 0.0, late_s=0.01)
+    newest = 10.0 - 0.01
+    view = QueueView(now=10.0, queued=2, oldest=9.9, arrival_rate=20.0, busy_until=10.0, lanes=1,
+                     timestamps=(9.9, newest), next_fair=newest)
+    plan = pol.plan(view)
+    assert plan.stale_before <= newest and plan.size >= 1
+
+
+def test_the_newest_frame_that_makes_it_alone_goes_alone_not_late_in_a_batch():
+    """Every queued frame is too old for the batch size planned, the newest is in time alone:
+    a batch of one runs it, rather than a batch that makes it late."""
+    pol = _warm_linear(max_batch=3)
+    for _ in range(40):
+        pol.observe(1, 0.016, 0.0005, [0.05], 0.0, late_s=0.01)
+    stamps = tuple(10.0 - 0.15 + 0.001 * k for k in range(6))  # 145-150 ms old: each in time alone
+    view = QueueView(now=10.0, queued=6, oldest=stamps[0], arrival_rate=400.0, busy_until=10.0, lanes=6,
+                     timestamps=stamps, next_fair=stamps[0])
+    done3 = pol._done_at(10.0, 3)  # about 47 ms: 192 ms for the newest, over the 170 ms kept
+    size, cutoff, done = pol._all_stale(view, stamps[-1], 10.0, 3, done3 - 0.17, done3)
+    assert (size, done) == (1, pol._done_at(10.0, 1))
+    assert cutoff == pytest.approx(done - 0.17) and cutoff <= stamps[0]
 
 
 def test_the_margin_quantile_follows_the_share_of_frames_that_missed_the_slo():

@@ -473,11 +473,9 @@ class AdaptiveBatching(BatchPolicy):
             schedule = Schedule(expect_done, (self.device.predict(best) or 0.0) + (self.host.predict(best) or 0.0),
                                 best, expect_done - cutoff, self.slo_s)
         if ts_desc and ts_desc[0] < cutoff:
-            # Nothing makes it: still run a frame, late or not (keep measuring): the newest of
-            # the source whose turn it is (the newest overall would always be the camera whose
-            # capture phase comes last). Otherwise a source whose frames are all too old sits
-            # this batch out and keeps its turn for its next frame.
-            cutoff = min(cutoff, view.next_fair if view.next_fair is not None else ts_desc[0])
+            best, cutoff, expect_done = self._all_stale(view, ts_desc[0], device_free, best, cutoff, expect_done)
+            if best == 0:  # every queued frame is late, a fresh one would not be: run none of them
+                return Plan(1, view.now, stale_before=cutoff)
         fresh = [t for t in ts if t >= cutoff]
         if len(fresh) >= best or keep is not None:
             return Plan(best, view.now, stale_before=cutoff, keep_per_lane=keep, schedule=schedule,
@@ -487,6 +485,26 @@ class AdaptiveBatching(BatchPolicy):
         oldest = min(fresh) if fresh else view.now
         wait_until = min(oldest + self.budget - cost, view.now + self._idle_allowance(best, cost, view.arrival_rate))
         return Plan(best, max(view.now, wait_until), stale_before=cutoff)
+
+    def _all_stale(self, view: QueueView, newest: float, device_free: float, best: int, cutoff: float,
+                   expect_done: float) -> tuple[int, float, float]:
+        """Not even the newest queued frame makes a batch of `best` in time: (size, cutoff, expected
+        done) of what to run instead, size 0 for nothing.
+
+        The newest alone in time: a batch of 1. Otherwise, where a frame captured now would still
+        be in time, every queued one is dropped as stale and nothing runs (the tail of a burst the
+        engine cannot finish in time: 12 x 5 fps cameras capturing together ran their last two
+        frames knowingly late, p99 226-245 ms of a 200 ms SLO). Where not even a fresh frame would
+        make it (the device is too slow for the SLO) a frame still runs, late, so the curve keeps
+        being measured and results keep coming: the newest of the source whose turn it is (the
+        newest overall would always be the camera whose capture phase comes last)."""
+        window = expect_done - cutoff
+        alone = self._done_at(device_free, 1)
+        if alone - newest <= window:
+            return 1, alone - window, alone
+        if alone - view.now <= window:
+            return 0, view.now + 1.0, expect_done
+        return best, min(cutoff, view.next_fair if view.next_fair is not None else newest), expect_done
 
     def _done_at(self, device_free: float, size: int) -> float:
         """When the results of a batch of `size` going now are expected out."""
