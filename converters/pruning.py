@@ -27,6 +27,7 @@ who starts from a PyTorch module can fine-tune the pruned network with
 """
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Sequence
@@ -987,6 +988,7 @@ def group_sensitivity(model, ratio: float, samples: np.ndarray, input_shapes: Ma
     _, full = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes, verify=False, **prune_kw)
     calib_only = {"calib": prune_kw["calib"]} if prune_kw.get("calib") is not None else {}
     out = []
+    started = time.perf_counter()
     for k, g in enumerate(full.groups):
         one, rep = channel_prune(model, ratio, criterion=criterion, input_shapes=input_shapes,
                                  plan={p: full.plan[p] for p in g.producers}, verify=False,
@@ -994,8 +996,10 @@ def group_sensitivity(model, ratio: float, samples: np.ndarray, input_shapes: Ma
         cos = float(np.mean([cosine(a, b) for a, b in zip(ref, run(one))]))
         out.append(GroupSensitivity(list(g.producers), cos, 1.0 - rep.flops_ratio, 1.0 - rep.activations_ratio))
         if progress:
+            spent = time.perf_counter() - started
             progress(f"  sensitivity {k + 1}/{len(full.groups)}: {g.producers[0]} cosine {cos:.4f}, "
-                     f"saves {1.0 - rep.flops_ratio:.1%} FLOPs")
+                     f"saves {1.0 - rep.flops_ratio:.1%} FLOPs; {spent:.0f} s, "
+                     f"ETA {spent / (k + 1) * (len(full.groups) - k - 1):.0f} s")
     return out
 
 

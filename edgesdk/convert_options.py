@@ -43,6 +43,10 @@ class ConvertOptions:
     eval_fn: Union[str, Callable[[Any], float], None] = None
     prune: Optional[float] = None
     prune_criterion: str = "l1"
+    #: leave the groups that hurt most per FLOP saved whole while FLOPs stay <= this share of the original
+    prune_max_flops: Optional[float] = None
+    #: ... and onnxruntime's activation elements (memory traffic) <= this share
+    prune_max_activations: Optional[float] = None
     #: least-squares refit of the pruned convolutions on --calib; None: on when pruning with --calib
     refit: Optional[bool] = None
     lowrank: Optional[float] = None
@@ -81,6 +85,7 @@ class ConvertOptions:
             raise ConversionError(f"holdout must be a fraction in (0, 1), got {self.holdout}")
         if self.prune is not None and not 0.0 < float(self.prune) < 1.0:
             raise ConversionError(f"--prune is a ratio in (0, 1), got {self.prune}")
+        self._check_prune_budgets()
         if self.refit and self.prune is None:
             raise ConversionError("--refit refits the convolutions that pruning cut: add --prune RATIO, or drop --refit")
         if self.refit and self.calib is None:
@@ -103,6 +108,21 @@ class ConvertOptions:
             object.__setattr__(self, "backends", [_backend_name(b) for b in self.backends])  # frozen
         if float(self.bench_seconds) <= 0:
             raise ConversionError(f"--bench-seconds must be > 0, got {self.bench_seconds}")
+
+    def _check_prune_budgets(self) -> None:
+        for opt, v in (("--prune-max-flops", self.prune_max_flops), ("--prune-max-activations", self.prune_max_activations)):
+            if v is None:
+                continue
+            if not 0.0 < float(v) <= 1.0:
+                raise ConversionError(f"{opt} is a share of the original model's cost, in (0, 1], got {v}")
+            if self.prune is None:
+                raise ConversionError(f"{opt} chooses which groups --prune leaves whole: add --prune RATIO (e.g. 0.3)")
+            if self.calib is None:
+                raise ConversionError(f"{opt} measures each group's damage on real inputs: add --calib FOLDER "
+                                      "(images, a video or .npy)")
+        if self.prune_max_activations is not None and self.prune_max_flops is None:
+            raise ConversionError("--prune-max-activations refines --prune-max-flops: add --prune-max-flops SHARE "
+                                  "(e.g. 0.6)")
 
     @property
     def budget(self) -> float:

@@ -3,6 +3,7 @@ and the real PP-OCR detector and classifier pruned to valid, cheaper models that
 onnxruntime and OpenVINO."""
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -403,6 +404,53 @@ def test_convert_prune_without_calib_says_the_refit_was_skipped(cls_model, tmp_p
     assert code == 0, err
     assert "refit of the pruned convolutions skipped: it needs --calib" in err
     assert "needs --calib" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_convert_prune_max_flops_measures_the_groups_and_keeps_the_better_pruning(cls_model, tmp_path, capsys):
+    """--prune-max-flops on the real PP-OCR direction classifier (~30 s): each group is pruned alone
+    on the calibration crops, the most fragile are candidates to leave whole, and the held-out
+    cosine after the refit decides between that and pruning every group; the report says which."""
+    import json
+
+    from convdata import cls_crops, write_images
+
+    calib = write_images(cls_crops("calibration"), tmp_path / "crops")
+    code, _, err = cli(["convert", str(cls_model), "-p", "intel-xeon-amx", "--precision", "fp32", "--backend",
+                        "onnxruntime", "--prune", "0.3", "--prune-max-flops", "0.75", "--calib", str(calib),
+                        "--max-accuracy-drop", "0.99", "--keep-best", "-o", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    assert "sensitivity 16/16" in err and "ETA" in err and "groups are candidates to leave whole" in err
+    pruning = json.loads((tmp_path / "b" / "report.json").read_text())["pruning"]
+    note = next(n for n in pruning["report"]["notes"] if n.startswith("Sensitivity:"))
+    whole, every = (float(x) for x in re.search(r"cosine ([\d.]+) with them whole against ([\d.]+)", note).groups())
+    assert pruning["refit"]["cosine_after"] == pytest.approx(max(whole, every), abs=1e-4)  # the better one kept
+    assert pruning["report"]["flops_ratio"] <= 0.75
+    assert "Sensitivity:" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_convert_prune_max_flops_out_of_reach_of_the_ratio_is_refused(cls_model, tmp_path, capsys):
+    from convdata import cls_crops, write_images
+
+    calib = write_images(cls_crops("calibration")[:8], tmp_path / "crops")
+    code, _, err = cli(["convert", str(cls_model), "-p", "intel-xeon-amx", "--precision", "fp32", "--backend",
+                        "onnxruntime", "--prune", "0.05", "--prune-max-flops", "0.3", "--calib", str(calib),
+                        "-o", str(tmp_path / "b")], capsys)
+    assert code != 0 and "even with every group pruned, above --prune-max-flops 0.3: raise --prune" in err
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"prune_max_flops": 0.6}, "add --prune RATIO"),
+    ({"prune": 0.3, "prune_max_flops": 0.6}, "add --calib"),
+    ({"prune": 0.3, "calib": "x", "prune_max_flops": 1.5}, r"in \(0, 1\]"),
+    ({"prune": 0.3, "calib": "x", "prune_max_flops": 0.0}, r"in \(0, 1\]"),
+    ({"prune": 0.3, "calib": "x", "prune_max_activations": 0.7}, "add --prune-max-flops"),
+])
+def test_prune_budget_option_errors_name_the_option(kw, match):
+    from edgesdk.convert_options import ConvertOptions
+
+    with pytest.raises(ConversionError, match=match):
+        ConvertOptions(**kw)
 
 
 def test_refit_option_errors_on_the_python_api():

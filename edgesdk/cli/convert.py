@@ -50,6 +50,10 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 @click.option("--refit/--no-refit", default=None, help="Least-squares refit of the pruned convolutions on --calib "
               "(default: on when --prune has --calib; seconds, no training).")
 @click.option("--prune-criterion", type=click.Choice(["l1", "l2", "activation"]), default="l1", show_default=True)
+@click.option("--prune-max-flops", type=float, help="Measure each group's damage on --calib and leave the worst per FLOP "
+              "saved whole, while FLOPs stay <= this share of the original (e.g. 0.6).")
+@click.option("--prune-max-activations", type=float, help="With --prune-max-flops: also keep onnxruntime's activation "
+              "elements (its latency follows them) <= this share (e.g. 0.72).")
 @click.option("--lowrank", type=click.FloatRange(0, 1, min_open=True), help="Low-rank (SVD) factorization keeping this energy share (e.g. 0.9).")
 @click.option("--distill", is_flag=True, help="Train the pruned/factorized model back to the original (no labels; uses --calib).")
 @click.option("--distill-minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=10.0, show_default=True, help="Distillation time budget.")
@@ -82,7 +86,8 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
 def convert(model: Path, profile: str, output: Path, precision: str, calib: Optional[str], calib_size: int,
             val: Optional[str], calib_method: str, max_accuracy_drop: Optional[float], input_shape: Optional[str],
             preset: Optional[str], exclude: tuple, eval_spec: Optional[str], prune: Optional[float],
-            prune_criterion: str, refit: Optional[bool], lowrank: Optional[float], distill: bool, distill_minutes: float,
+            prune_criterion: str, prune_max_flops: Optional[float], prune_max_activations: Optional[float],
+            refit: Optional[bool], lowrank: Optional[float], distill: bool, distill_minutes: float,
             resume: bool, qat: bool, qat_minutes: float, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
@@ -113,7 +118,8 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     result = run_convert(
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
         input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
-        exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion, refit=refit,
+        exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
+        prune_max_flops=prune_max_flops, prune_max_activations=prune_max_activations, refit=refit,
         lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume, qat=qat, qat_minutes=qat_minutes,
         backends=list(backends or ()) or None, measure=measure, accuracy_control=accuracy_control,
         guard_steps=guard_steps, threads=threads, bench_seconds=bench_seconds, force=force, profiles_dirs=list(profiles_dir) or None,
