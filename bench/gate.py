@@ -94,14 +94,21 @@ def measure(bundle: Path, video: Path, states: list, threshold) -> dict:
     on = _results(bundle, video, gate="change", gate_threshold=threshold)
     if sorted(on) != sorted(off):
         raise RuntimeError(f"{video.name}: gated run gave {len(on)} results, ungated {len(off)}")
+    cached_from = {i: on[i].meta["cached_from"] for i in off if on[i].meta.get("cached")}
+    return tally(off, on, cached_from, states, _score_floor(bundle))
+
+
+def tally(off: dict, on: dict, cached_from: dict, states: list, floor: float) -> dict:
+    """The row for one case: `off` and `on` the ungated and gated results by frame index,
+    `cached_from` frame index -> the frame whose result the gate re-emitted for it
+    (tools/gate_replay.py counts with this too)."""
     n = len(off)
-    cached = [i for i in off if on[i].meta.get("cached")]
     bad = [i for i in off if not same_result(off[i], on[i])]
-    flicker = [i for i in bad if on[i].meta.get("cached") and states[i] == states[on[i].meta["cached_from"]]]
-    floor = _score_floor(bundle)  # mismatches only in boxes near the score threshold: a toss-up either way
+    flicker = [i for i in bad if i in cached_from and states[i] == states[cached_from[i]]]
+    # mismatches only in boxes near the score threshold: a toss-up either way
     near = [i for i in bad if same_result(_strong(off[i], floor), _strong(on[i], floor))]
     unstable = _unstable(off, states)
-    return {"frames": n, "skipped": len(cached) / n, "match": 1 - len(bad) / n, "mismatches": len(bad),
+    return {"frames": n, "skipped": len(cached_from) / n, "match": 1 - len(bad) / n, "mismatches": len(bad),
             "flicker": len(flicker), "unstable": unstable, "near_threshold": len(near),
             "boxes_per_frame": sum(len(r.boxes) for r in off.values()) / n}
 
