@@ -13,8 +13,10 @@ shows the same geometry as the frame whose result was re-emitted (only light, se
 noise differ): the detector's own instability, which no gate that skips can follow; the rest are
 changes the gate missed. Both are counted, neither is hidden: PASS/FAIL uses all mismatches.
 `near-thr` counts the mismatches that are only in boxes scoring within NEAR (0.1) of the decoder's
-score threshold (of all mismatches, flicker or missed). `unstable` counts, in the ungated run alone, consecutive frames of equal geometry whose results
-differ: how much the detector flickers by itself, gate or not.
+score threshold (of all mismatches, flicker or missed). `unstable` counts, in the ungated run alone, frames whose result differs from that of the last
+earlier frame of equal geometry (the previous frame in a still stretch; on the static video, whose
+zoom/shift jitter repeats every 6 frames, the same jitter step a cycle before): how much the
+detector flickers by itself, gate or not.
 """
 from __future__ import annotations
 
@@ -75,20 +77,38 @@ def _strong(result, floor: float) -> SimpleNamespace:
     return SimpleNamespace(boxes=result.boxes[result.scores >= floor])
 
 
+def _unstable(off: dict, states: list) -> int:
+    """The detector's own instability, gate or not: frames whose result differs from the last earlier
+    frame showing the same geometry (only light, sensor and codec noise differ between the two)."""
+    last_seen: dict = {}
+    count = 0
+    for i in sorted(off):
+        j = last_seen.get(states[i])
+        count += j is not None and not same_result(off[i], off[j])
+        last_seen[states[i]] = i
+    return count
+
+
 def measure(bundle: Path, video: Path, states: list, threshold) -> dict:
     off = _results(bundle, video)
     on = _results(bundle, video, gate="change", gate_threshold=threshold)
     if sorted(on) != sorted(off):
         raise RuntimeError(f"{video.name}: gated run gave {len(on)} results, ungated {len(off)}")
+    cached_from = {i: on[i].meta["cached_from"] for i in off if on[i].meta.get("cached")}
+    return tally(off, on, cached_from, states, _score_floor(bundle))
+
+
+def tally(off: dict, on: dict, cached_from: dict, states: list, floor: float) -> dict:
+    """The row for one case: `off` and `on` the ungated and gated results by frame index,
+    `cached_from` frame index -> the frame whose result the gate re-emitted for it
+    (tools/gate_replay.py counts with this too)."""
     n = len(off)
-    cached = [i for i in off if on[i].meta.get("cached")]
     bad = [i for i in off if not same_result(off[i], on[i])]
-    flicker = [i for i in bad if on[i].meta.get("cached") and states[i] == states[on[i].meta["cached_from"]]]
-    floor = _score_floor(bundle)  # mismatches only in boxes near the score threshold: a toss-up either way
+    flicker = [i for i in bad if i in cached_from and states[i] == states[cached_from[i]]]
+    # mismatches only in boxes near the score threshold: a toss-up either way
     near = [i for i in bad if same_result(_strong(off[i], floor), _strong(on[i], floor))]
-    # the detector's own instability, gate or not: consecutive frames of equal geometry, different results
-    unstable = sum(states[i] == states[i - 1] and not same_result(off[i], off[i - 1]) for i in range(1, n))
-    return {"frames": n, "skipped": len(cached) / n, "match": 1 - len(bad) / n, "mismatches": len(bad),
+    unstable = _unstable(off, states)
+    return {"frames": n, "skipped": len(cached_from) / n, "match": 1 - len(bad) / n, "mismatches": len(bad),
             "flicker": len(flicker), "unstable": unstable, "near_threshold": len(near),
             "boxes_per_frame": sum(len(r.boxes) for r in off.values()) / n}
 

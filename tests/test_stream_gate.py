@@ -133,6 +133,45 @@ def test_gate_decides_per_source_and_on_change():
     assert gate.decide(f("x", 2, b))  # a real change
 
 
+
+def _decisions(gate, shots) -> str:
+    """'I' for each frame the gate infers, '.' for each it skips (one source, 1 s apart)."""
+    frames = [render_shot(s, (320, 240), seed=i) for i, s in enumerate(shots)]
+    return "".join("I" if gate.decide(Frame("s", i, float(i), img)) else "." for i, img in enumerate(frames))
+
+
+def _zoom_then_hold(background: str, zoom: float) -> list:
+    """5 still frames, a zoom to `zoom` over 4 frames, 10 frames held there (fresh noise on each)."""
+    steps = [1.0] * 5 + [1 + (zoom - 1) * k / 4 for k in range(1, 5)] + [zoom] * 10
+    return [Shot(background, zoom=z) for z in steps]
+
+
+def test_a_slow_change_that_stops_short_of_the_threshold_is_inferred_once_it_settles():
+    shots = _zoom_then_hold("coffee", 1.015)
+    still, settled = _thumbs(shots[0], shots[-1])
+    assert DEFAULT_THRESHOLD / 4 < change(still, settled)[0] < DEFAULT_THRESHOLD  # under the threshold itself
+    # the first frame after the zoom (index 9) holds still and is inferred; then quiet again
+    assert _decisions(ChangeGate(max_age_s=100.0), shots) == "I" + "." * 8 + "I" + "." * 9
+
+
+def test_a_settled_change_below_a_quarter_of_the_threshold_is_no_reason_to_infer():
+    shots = _zoom_then_hold("rocket", 1.01)  # a plain sky: a 1 % zoom barely shows
+    assert change(*_thumbs(shots[0], shots[-1]))[0] < DEFAULT_THRESHOLD / 4
+    assert _decisions(ChangeGate(max_age_s=100.0), shots) == "I" + "." * 18
+
+
+@pytest.mark.parametrize("noise", [2.5, 16.0, 30.0])
+def test_noise_alone_never_looks_like_a_change_that_settled(noise):
+    # the noise floor is the source's own: frames that differ by noise only are never refreshed
+    assert _decisions(ChangeGate(max_age_s=100.0), [Shot("coffee", noise=noise)] * 40) == "I" + "." * 39
+
+
+def test_forget_drops_the_sources_noise_floor_too():
+    gate = ChangeGate(max_age_s=100.0)
+    _decisions(gate, [Shot("coffee")] * 3)
+    gate.forget("s")
+    assert "s" not in gate._refs and "s" not in gate._noise
+
 @pytest.mark.parametrize("kw, match", [
     ({"gate": "change", "gate_threshold": -0.1}, "within \\[0, 1\\]"),
     ({"gate": "change", "gate_threshold": 1.5}, "within \\[0, 1\\]"),

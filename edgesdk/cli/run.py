@@ -92,7 +92,8 @@ def _write_json(path: Path, data: dict) -> None:
 @click.option("--gate-threshold", type=FiniteFloat(0, 1), default=None,
               help="--gate change: a frame is skipped when no region of it (1/8 x 1/8 of the frame, brightness "
                    "matched) changed by this much and the whole frame by less than half of it, fractions of full "
-                   "scale 0-1, against the last inferred frame (default 0.07).")
+                   "scale 0-1, against the last inferred frame (default 0.07); a slow change that stops short of "
+                   "it is inferred once it settles, if it exceeds a quarter of it.")
 @click.option("--gate-max-age-s", type=FiniteFloat(0, lo_open=True), default=None,
               help="--gate change: run a fresh inference at least this often per source (default 2 s).")
 @click.option("--then", "then", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="BUNDLE",

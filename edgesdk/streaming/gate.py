@@ -17,7 +17,9 @@ Two measures, both as fractions of full scale, must stay below the limits for a 
 
 A skip is refused too when the last real inference of that source is older than
 `max_age_s` (of video position for files, of capture time otherwise), so a slow change is
-never hidden for long. The reference is the last frame inferred, so many small steps add up.
+never hidden for long, and when a slow change that stopped short of the threshold has come
+to rest (gate_settle.py: the settled frame is inferred once). The reference is the last frame
+inferred, so many small steps add up.
 bench/gate.py measures skipped and matching results per video and detector.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..results import Frame, Result
+from .gate_settle import SourceNoise
 
 THUMB = (64, 48)  # (width, height)
 GRID = 8  # regions per side
@@ -96,16 +99,20 @@ class ChangeGate:
         self.threshold = float(threshold)
         self.max_age_s = float(max_age_s)
         self._refs: dict[str, _Ref] = {}
+        self._noise: dict[str, SourceNoise] = {}
         self._lock = threading.Lock()
 
     def decide(self, frame: Frame) -> bool:
         """True: run the engine on this frame (it becomes the reference); False: reuse."""
         thumb, when = _thumb(frame.image), _when(frame)
         with self._lock:
+            noise = self._noise.setdefault(frame.source_id, SourceNoise())
+            noise.observe(thumb, change)
             ref = self._refs.get(frame.source_id)
             if ref is not None and 0 <= when - ref.at < self.max_age_s and ref.thumb.shape == thumb.shape:
                 local, mean = change(ref.thumb, thumb)
-                if local < self.threshold and mean < self.threshold / 2:
+                # a slow change that stopped short of the threshold: infer the settled frame once
+                if local < self.threshold and mean < self.threshold / 2 and not noise.drifted(local, self.threshold):
                     return False
             self._refs[frame.source_id] = _Ref(thumb, when)
             return True
@@ -113,6 +120,7 @@ class ChangeGate:
     def forget(self, source_id: str) -> None:
         with self._lock:
             self._refs.pop(source_id, None)
+            self._noise.pop(source_id, None)
 
     @staticmethod
     def cached(last: Result, from_index: int) -> Result:
@@ -127,7 +135,9 @@ class ChangeGate:
         return {"gate": "change", "threshold": self.threshold, "max_age_s": self.max_age_s,
                 "measure": f"skip when no region ({GRID}x{GRID} grid, brightness matched, {SHIFT_PX} thumbnail px of "
                            f"shift tolerated) changed by threshold or more and the whole frame by less than "
-                           f"threshold/2, fractions of full scale, against the last inferred frame"}
+                           f"threshold/2, fractions of full scale, against the last inferred frame; and once a frame "
+                           f"holds still (within the source's noise of the previous one) but drifted from the last "
+                           f"inferred one by more than threshold/4, it is inferred"}
 
 
 def make_gate(name: Optional[str], threshold: Optional[float] = None,
