@@ -455,6 +455,7 @@ class AdaptiveBatching(BatchPolicy):
         if keep_within is not None:
             best = self._rescue(view.fair, best, device_free, keep_within, largest)
             self.target = best = self._shrink_for_owed(view.fair, best, device_free, keep_within)
+            cost = self._cost(best) or 0.0
         expect_done = self._done_at(device_free, best)
         if keep_within is not None:
             cutoff = expect_done - keep_within
@@ -525,7 +526,7 @@ class AdaptiveBatching(BatchPolicy):
         engine from others."""
         cutoff = self._done_at(device_free, best) - keep_within
         line = [(t, owed) for t, owed in fair if t >= cutoff]  # the older ones are stale anyway
-        next_batch = (self.device.predict(best) or 0.0) + (self.host.predict(best) or 0.0)
+        next_batch = self._done_at(0.0, best)  # its duration
         size = best
         while size < len(line) and line[size][1]:
             if self._done_at(device_free, size) + next_batch - line[size][0] <= keep_within:
