@@ -90,9 +90,19 @@ RECIPE: dict[str, Any] = dict(
     grayscale=0.1, eval_every_s=60.0, patience=6, auto_train_size=384, batch=2)
 
 
-def recipe_config(**overrides: Any) -> DistillConfig:
-    """DistillConfig of `RECIPE` with `overrides` (minutes, checkpoint, train_size, ...)."""
-    return DistillConfig(**{**RECIPE, **overrides})
+#: Changes to RECIPE for a model's task (edgesdk.presets.Preset.task / ModelFacts.task). A text
+#: recognizer reads one upright line, left to right: a mirrored line is no text, a 2x2 mosaic puts
+#: two half-height lines in one input, and a zoom of 2 or a 10-degree turn cuts the characters it
+#: must read; its views stay close to the whole line (the teacher still labels every view).
+TASK_RECIPE: dict[str, dict[str, Any]] = {
+    "text_recognition": dict(flip=False, mosaic=0.0, rotate=2.0, perspective=0.03, crop_scale=(0.95, 1.15)),
+}
+
+
+def recipe_config(task: Optional[str] = None, **overrides: Any) -> DistillConfig:
+    """DistillConfig of `RECIPE`, changed for `task` (TASK_RECIPE), with `overrides` (minutes, checkpoint,
+    train_size, ...)."""
+    return DistillConfig(**{**RECIPE, **TASK_RECIPE.get(task or "", {}), **overrides})
 
 
 def describe_recipe(cfg: DistillConfig) -> str:
