@@ -501,18 +501,39 @@ def _distance(s, t):
 
 
 def _output_distance(s, t):
-    """`_distance`; where the teacher's output is a probability map (values in [0, 1], e.g. a
+    """`_distance`; where the teacher's output is a Softmax over its last axis, `_distribution_distance`;
+    where it is another probability map (values in [0, 1], e.g. a
     text detector's sigmoid map that boxes are thresholded from) binary cross-entropy plus plain
     MSE instead: the range is fixed, so no normalisation is needed (a batch of crops without
     text has a ~0 map of ~0 variance), and errors near the threshold weigh more than saturated
     background."""
     import torch
 
+    if _is_distribution(t):
+        return _distribution_distance(s, t)
     if t.numel() > 1 and t.dim() >= 3 and float(t.min()) >= 0.0 and float(t.max()) <= 1.0:
         s, t = s.float(), t.float()
         bce = torch.nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t)
         return bce + ((s - t) ** 2).mean()
     return _distance(s, t)
+
+
+def _is_distribution(t) -> bool:
+    """The teacher's output is a Softmax over its last axis (a classifier's scores, a CTC
+    recognizer's per-step character probabilities): non-negative, summing to 1 over that axis."""
+    if t.dim() < 2 or t.shape[-1] < 2 or float(t.min()) < 0.0:
+        return False
+    return bool(((t.float().sum(-1) - 1).abs() < 1e-3).all())
+
+
+def _distribution_distance(s, t):
+    """KL(teacher || student) plus the squared error, both summed over the classes and averaged over
+    the positions: a mean over all elements (as for a probability map) would divide the loss by the
+    class count (6625 for the PP-OCRv4 recognizer), leaving the output almost untrained."""
+    s, t = s.float(), t.float()
+    log_s, log_t = s.clamp_min(1e-8).log(), t.clamp_min(1e-8).log()
+    kl = (t * (log_t - log_s)).sum(-1).mean()
+    return kl + ((s - t) ** 2).sum(-1).mean()
 
 
 def _loss(s_outs: list, t_outs: list, n_out: int, feature_weight: float):

@@ -367,3 +367,17 @@ def test_text_recognizer_recipe_never_mirrors_or_tiles_its_text_lines():
     assert kd.recipe_config(task="text_detection") == generic   # other tasks keep the generic recipe
     assert kd.recipe_config(task="text_recognition", flip=True).flip   # overrides still win
 
+
+def test_softmax_output_loss_is_not_diluted_by_the_class_count():
+    gen = torch.Generator().manual_seed(0)
+    for classes in (10, 6625):   # 6625: the PP-OCRv4 recognizer's characters per step
+        t = torch.softmax(torch.randn(2, 40, classes, generator=gen) * 8, -1)
+        s = torch.softmax(torch.randn(2, 40, classes, generator=gen) * 8, -1)
+        assert kd._is_distribution(t)
+        assert float(kd._output_distance(s, t)) > 1.0            # a wrong character per step costs as much
+        assert float(kd._output_distance(t.clone(), t)) < 1e-4
+    prob_map = torch.rand(2, 1, 16, 16, generator=gen)            # a detector's sigmoid map: not a distribution
+    assert not kd._is_distribution(prob_map)
+    other = prob_map.flip(-1)
+    bce = torch.nn.functional.binary_cross_entropy(other, prob_map) + ((other - prob_map) ** 2).mean()
+    assert float(kd._output_distance(other, prob_map)) == pytest.approx(float(bce), rel=1e-5)
