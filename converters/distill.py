@@ -1062,7 +1062,9 @@ def compress_for_convert(teacher, prepared: Path, *, pruned: bool, lowrank: Opti
         from .lowrank import factorize
 
         progress(f"low-rank factorization, energy {lowrank}")
-        fact, lrep = factorize(onnx.load(str(prepared)), float(lowrank), input_shapes=input_shapes)
+        # factors fitted to the calibration inputs: same ranks, far closer outputs (PP-OCRv4 rec cosine
+        # on held-out lines 0.76 -> 0.97 before any training)
+        fact, lrep = factorize(onnx.load(str(prepared)), float(lowrank), input_shapes=input_shapes, calib=fit)
         onnx.save(fact, str(prepared))
         info["lowrank"] = lrep.to_dict()
         info["markdown"] += lrep.to_markdown() + "\n"
