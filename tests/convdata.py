@@ -190,15 +190,16 @@ _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_CO
           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)
 
 
-def _drawn_line(split: str, rng: np.random.Generator) -> np.ndarray:
-    """One or two words of the split's vocabulary drawn on a photo of the split, cut out the way a
+def _drawn_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(crop, photo name): one or two words of the split's vocabulary drawn on a photo of the split, cut out the way a
     detector's box (with its unclip margin) cuts a sign: upright, a little background around the ink."""
     words, backgrounds = REC_WORDS[split], SPLITS[split][1]
     text = " ".join(words[int(k)] for k in rng.integers(0, len(words), int(rng.integers(1, 3))))
     font, scale = _FONTS[int(rng.integers(0, len(_FONTS)))], float(rng.uniform(0.8, 2.0))
     thick = int(rng.integers(1, 4))
     (tw, th), base = cv2.getTextSize(text, font, scale, thick + 2)
-    bg = _background(backgrounds[int(rng.integers(0, len(backgrounds)))])
+    photo = backgrounds[int(rng.integers(0, len(backgrounds)))]
+    bg = _background(photo)
     pad_y, pad_x = int(th * rng.uniform(0.2, 0.6)) + 2, int(th * rng.uniform(0.2, 0.8)) + 2
     ch, cw = th + base + 2 * pad_y, tw + 2 * pad_x
     scale_bg = max(1.0, ch / bg.shape[0], cw / bg.shape[1])
@@ -211,10 +212,10 @@ def _drawn_line(split: str, rng: np.random.Generator) -> np.ndarray:
         outline = (0, 0, 0) if sum(ink) > 380 else (255, 255, 255)
         cv2.putText(crop, text, (pad_x, pad_y + th), font, scale, outline, thick + 3, cv2.LINE_AA)
     cv2.putText(crop, text, (pad_x, pad_y + th), font, scale, ink, thick, cv2.LINE_AA)
-    return crop
+    return crop, photo
 
 
-def _page_line(split: str, rng: np.random.Generator) -> np.ndarray:
+def _page_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A window of a printed line of the split's half of the scanned page, 2.5-6.5 times as wide as high."""
     from skimage import data
 
@@ -231,10 +232,10 @@ def _page_line(split: str, rng: np.random.Generator) -> np.ndarray:
         x = int(rng.integers(0, gray.shape[1] - w + 1))
         if ink[y0:y1, x:x + w].any(axis=0).mean() >= 0.3:
             break
-    return cv2.cvtColor(np.ascontiguousarray(gray[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(np.ascontiguousarray(gray[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR), "page"
 
 
-def _handwritten_line(split: str, rng: np.random.Generator) -> np.ndarray:
+def _handwritten_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A piece of one of the split's hand-picked boxes of the handwriting photo (textcrops.TEXT_BOXES)."""
     from skimage import data
 
@@ -244,16 +245,23 @@ def _handwritten_line(split: str, rng: np.random.Generator) -> np.ndarray:
     x0, y0, x1, y1 = boxes[int(rng.integers(0, len(boxes)))]
     w = int((x1 - x0) * rng.uniform(0.7, 1.0))
     x = x0 + int(rng.integers(0, x1 - x0 - w + 1))
-    return cv2.cvtColor(np.ascontiguousarray(data.text()[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(np.ascontiguousarray(data.text()[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR), "handwriting"
+
+
+def rec_lines_and_sources(split: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """`rec_lines` and, per line, where it came from (the photo, "page", "handwriting"), so early
+    stopping can hold out whole sources (converters.distill.distill(groups=...))."""
+    rng = np.random.default_rng(seed + (0 if split == "calibration" else 1000))
+    makers = (_drawn_line, _drawn_line, _drawn_line, _page_line, _page_line, _handwritten_line)
+    made = [makers[i % len(makers)](split, rng) for i in range(n)]
+    return [np.ascontiguousarray(c) for c, _ in made], [src for _, src in made]
 
 
 def rec_lines(split: str, n: int, seed: int = 0) -> list[np.ndarray]:
     """`n` upright BGR text-line crops as a recognizer sees them after the detector and the direction
     classifier: half words drawn on the split's photos, a third printed lines of the split's half
     of the scanned page, the rest handwriting. The splits share no photo, page half or word."""
-    rng = np.random.default_rng(seed + (0 if split == "calibration" else 1000))
-    makers = (_drawn_line, _drawn_line, _drawn_line, _page_line, _page_line, _handwritten_line)
-    return [np.ascontiguousarray(makers[i % len(makers)](split, rng)) for i in range(n)]
+    return rec_lines_and_sources(split, n, seed)[0]
 
 
 @functools.lru_cache(maxsize=None)

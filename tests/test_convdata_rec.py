@@ -21,6 +21,8 @@ def test_recognizer_lines_are_single_wide_lines_with_text():
             assert line.ndim == 3 and line.shape[2] == 3 and w >= 1.5 * h   # a line, not a page
             assert line.std() > 10   # ink on a background, not a blank margin
         assert not np.array_equal(lines[0], convdata.rec_lines(split, 12, seed=1)[0])
+        again, sources = convdata.rec_lines_and_sources(split, 12)
+        assert all(np.array_equal(a, b) for a, b in zip(lines, again)) and len(set(sources)) >= 3
 
 
 def test_recognizer_samples_use_the_preset_height_and_padding():
