@@ -186,6 +186,7 @@ REC_WORDS = {
     "heldout": ("OCR", "SDK", "Bakery", "closed", "North", "route 66", "Hotel", "window", "EXPRESS",
                 "market", "No Entry", "1987", "garden", "Platform 3", "pharmacy", "LOBBY"),
 }
+REC_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,:-/%&#()"
 _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)
 
@@ -195,6 +196,10 @@ def _drawn_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     detector's box (with its unclip margin) cuts a sign: upright, a little background around the ink."""
     words, backgrounds = REC_WORDS[split], SPLITS[split][1]
     text = " ".join(words[int(k)] for k in rng.integers(0, len(words), int(rng.integers(1, 3))))
+    if split == "calibration" and rng.random() < 0.5:
+        # random strings: every Latin letter, digit and sign in varied order, so training covers the
+        # characters the held-out words use without their words (a student trained on 20 words forgets the rest)
+        text = "".join(REC_CHARS[int(k)] for k in rng.integers(0, len(REC_CHARS), int(rng.integers(3, 15))))
     font, scale = _FONTS[int(rng.integers(0, len(_FONTS)))], float(rng.uniform(0.8, 2.0))
     thick = int(rng.integers(1, 4))
     (tw, th), base = cv2.getTextSize(text, font, scale, thick + 2)
