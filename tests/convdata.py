@@ -174,3 +174,110 @@ def det_samples(split: str, n: int, size: int) -> np.ndarray:
                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), layout="NCHW")
     batch, _ = Preprocessor(spec)(text_scenes(split, n, size=(size, size)))
     return batch
+
+
+# ------------------------------------------------------------------ text-line crops for a recognizer
+
+#: words drawn on photos for the recognizer's line crops; the two splits share no word (text source)
+REC_WORDS = {
+    "calibration": ("EDGE", "camera", "Stream", "model", "device", "Python", "video", "frame", "network",
+                    "Sensor", "Exit 12", "OPEN", "parking", "Main St", "2024", "coffee", "delivery",
+                    "SALE 50%", "station", "ticket"),
+    "heldout": ("OCR", "SDK", "Bakery", "closed", "North", "route 66", "Hotel", "window", "EXPRESS",
+                "market", "No Entry", "1987", "garden", "Platform 3", "pharmacy", "LOBBY"),
+}
+REC_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,:-/%&#()"
+_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+          cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)
+
+
+def _drawn_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(crop, photo name): one or two words of the split's vocabulary drawn on a photo of the split, cut out the way a
+    detector's box (with its unclip margin) cuts a sign: upright, a little background around the ink."""
+    words, backgrounds = REC_WORDS[split], SPLITS[split][1]
+    text = " ".join(words[int(k)] for k in rng.integers(0, len(words), int(rng.integers(1, 3))))
+    if split == "calibration" and rng.random() < 0.5:
+        # random strings: every Latin letter, digit and sign in varied order, so training covers the
+        # characters the held-out words use without their words (a student trained on 20 words forgets the rest)
+        text = "".join(REC_CHARS[int(k)] for k in rng.integers(0, len(REC_CHARS), int(rng.integers(3, 15))))
+    font, scale = _FONTS[int(rng.integers(0, len(_FONTS)))], float(rng.uniform(0.8, 2.0))
+    thick = int(rng.integers(1, 4))
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick + 2)
+    photo = backgrounds[int(rng.integers(0, len(backgrounds)))]
+    bg = _background(photo)
+    pad_y, pad_x = int(th * rng.uniform(0.2, 0.6)) + 2, int(th * rng.uniform(0.2, 0.8)) + 2
+    ch, cw = th + base + 2 * pad_y, tw + 2 * pad_x
+    scale_bg = max(1.0, ch / bg.shape[0], cw / bg.shape[1])
+    if scale_bg > 1.0:
+        bg = cv2.resize(bg, (int(bg.shape[1] * scale_bg) + 1, int(bg.shape[0] * scale_bg) + 1))
+    y, x = int(rng.integers(0, bg.shape[0] - ch + 1)), int(rng.integers(0, bg.shape[1] - cw + 1))
+    crop = bg[y:y + ch, x:x + cw].copy()
+    ink = tuple(int(v) for v in rng.integers(0, 256, 3))
+    if rng.random() < 0.5:  # a sign-like outline keeps the words readable on any photo
+        outline = (0, 0, 0) if sum(ink) > 380 else (255, 255, 255)
+        cv2.putText(crop, text, (pad_x, pad_y + th), font, scale, outline, thick + 3, cv2.LINE_AA)
+    cv2.putText(crop, text, (pad_x, pad_y + th), font, scale, ink, thick, cv2.LINE_AA)
+    return crop, photo
+
+
+def _page_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A window of a printed line of the split's half of the scanned page, 2.5-6.5 times as wide as high."""
+    from skimage import data
+
+    from textcrops import text_bands, text_ink
+
+    page = data.page()
+    half = page.shape[0] // 2
+    gray = page[:half] if split == "calibration" else page[half:]
+    ink = text_ink(gray)
+    bands = text_bands(gray)
+    for _ in range(20):  # a window of mostly margin (a short last line) is no text line: draw another
+        y0, y1 = bands[int(rng.integers(0, len(bands)))]
+        w = min(gray.shape[1], int((y1 - y0) * rng.uniform(2.5, 6.5)))
+        x = int(rng.integers(0, gray.shape[1] - w + 1))
+        if ink[y0:y1, x:x + w].any(axis=0).mean() >= 0.3:
+            break
+    return cv2.cvtColor(np.ascontiguousarray(gray[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR), "page"
+
+
+def _handwritten_line(split: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A piece of one of the split's hand-picked boxes of the handwriting photo (textcrops.TEXT_BOXES)."""
+    from skimage import data
+
+    from textcrops import TEXT_BOXES
+
+    boxes = TEXT_BOXES[:3] if split == "calibration" else TEXT_BOXES[3:]
+    x0, y0, x1, y1 = boxes[int(rng.integers(0, len(boxes)))]
+    w = int((x1 - x0) * rng.uniform(0.7, 1.0))
+    x = x0 + int(rng.integers(0, x1 - x0 - w + 1))
+    return cv2.cvtColor(np.ascontiguousarray(data.text()[y0:y1, x:x + w]), cv2.COLOR_GRAY2BGR), "handwriting"
+
+
+def rec_lines_and_sources(split: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """`rec_lines` and, per line, where it came from (the photo, "page", "handwriting"), so early
+    stopping can hold out whole sources (converters.distill.distill(groups=...))."""
+    rng = np.random.default_rng(seed + (0 if split == "calibration" else 1000))
+    makers = (_drawn_line, _drawn_line, _drawn_line, _page_line, _page_line, _handwritten_line)
+    made = [makers[i % len(makers)](split, rng) for i in range(n)]
+    return [np.ascontiguousarray(c) for c, _ in made], [src for _, src in made]
+
+
+def rec_lines(split: str, n: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` upright BGR text-line crops as a recognizer sees them after the detector and the direction
+    classifier: half words drawn on the split's photos, a third printed lines of the split's half
+    of the scanned page, the rest handwriting. The splits share no photo, page half or word."""
+    return rec_lines_and_sources(split, n, seed)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def rec_samples(split: str, n: int, width: int = 320) -> np.ndarray:
+    """`rec_lines(split, n)` preprocessed with the PP-OCRv4 recognizer preset (height 48, width in
+    proportion, padded to `width`; fixed so they batch): N x 3 x 48 x width float32."""
+    from dataclasses import replace
+
+    from edgesdk.preprocess import Preprocessor
+    from edgesdk.presets import get_preset
+
+    spec = replace(get_preset("ppocrv4_rec").preprocess, size=(48, width), dynamic_width=False)
+    batch, _ = Preprocessor(spec)(rec_lines(split, n))
+    return batch

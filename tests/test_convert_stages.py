@@ -81,3 +81,20 @@ def test_options_replace_the_keywords_including_compression_and_choice():
     recorded = ConvertOptions(lowrank=0.9, distill=True, keep_best=True, metric="top1").to_dict()
     assert recorded["lowrank"] == 0.9 and recorded["distill"] is True and recorded["keep_best"] is True
     assert recorded["metric"] == "top1"
+
+
+def test_compress_stage_distils_with_the_recipe_of_the_models_task(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from converters import distill as kd
+    from edgesdk.conversion.compress import compress
+
+    seen = {}
+    monkeypatch.setattr(kd, "compress_for_convert", lambda *a, **k: seen.setdefault("config", k["config"]))
+    opts = SimpleNamespace(prune=None, lowrank=0.9, distill=True, distill_minutes=1.0, resume=False, calib=None)
+    ctx = SimpleNamespace(opts=opts, threads=1, output=tmp_path / "bundle", say=lambda _m: None)
+    for task, mirrors in (("text_recognition", False), ("text_detection", True)):
+        facts = SimpleNamespace(task=task, input_name="x", shape=[1, 3, 48, 320])
+        prep = SimpleNamespace(facts=facts, prepared_model=None, prepared_path=tmp_path / "prepared.onnx")
+        compress(ctx, prep, SimpleNamespace(fit=None))
+        assert seen.pop("config").flip is mirrors   # a text line is never mirrored; a scene may be

@@ -340,3 +340,44 @@ def test_training_views_only_for_models_whose_outputs_scale_with_the_input():
     head = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 128 * 128, 2))
     assert kd.views_fit(head, head, x, 32, said.append) is None and "full 128x128" in said[-1]
     assert kd.views_fit(conv, conv, x, 100, said.append) is None      # the input is not twice the view size
+
+
+def _mirrored_views(cfg, samples) -> int:
+    """How many of 16 augmented views of upright text lines are closer to the mirrored line than to the line."""
+    gen = torch.Generator().manual_seed(0)
+    mirrored = 0
+    for _ in range(4):
+        views = kd.augment(torch.from_numpy(samples[:4]), gen, cfg).numpy()
+        for v, x in zip(views, samples[:4]):
+            same, flipped = (float(np.corrcoef(v.ravel(), ref.ravel())[0, 1]) for ref in (x, x[..., ::-1]))
+            mirrored += flipped > same
+    return mirrored
+
+
+def test_text_recognizer_recipe_never_mirrors_or_tiles_its_text_lines():
+    from convdata import rec_samples
+
+    lines = rec_samples("calibration", 8)
+    generic, rec = kd.recipe_config(), kd.recipe_config(task="text_recognition")
+    assert generic.flip and generic.mosaic > 0   # what a detector trains on: mirrored scenes, mosaics
+    assert _mirrored_views(generic, lines) > 0   # ... so the check below can fail
+    assert not rec.flip and rec.mosaic == 0 and rec.lr == generic.lr and rec.ema == generic.ema
+    assert _mirrored_views(rec, lines) == 0
+    assert "flips" not in kd.describe_recipe(rec) and "mosaic" not in kd.describe_recipe(rec)
+    assert kd.recipe_config(task="text_detection") == generic   # other tasks keep the generic recipe
+    assert kd.recipe_config(task="text_recognition", flip=True).flip   # overrides still win
+
+
+def test_softmax_output_loss_is_not_diluted_by_the_class_count():
+    gen = torch.Generator().manual_seed(0)
+    for classes in (10, 6625):   # 6625: the PP-OCRv4 recognizer's characters per step
+        t = torch.softmax(torch.randn(2, 40, classes, generator=gen) * 8, -1)
+        s = torch.softmax(torch.randn(2, 40, classes, generator=gen) * 8, -1)
+        assert kd._is_distribution(t)
+        assert float(kd._output_distance(s, t)) > 1.0            # a wrong character per step costs as much
+        assert float(kd._output_distance(t.clone(), t)) < 1e-4
+    prob_map = torch.rand(2, 1, 16, 16, generator=gen)            # a detector's sigmoid map: not a distribution
+    assert not kd._is_distribution(prob_map)
+    other = prob_map.flip(-1)
+    bce = torch.nn.functional.binary_cross_entropy(other, prob_map) + ((other - prob_map) ** 2).mean()
+    assert float(kd._output_distance(other, prob_map)) == pytest.approx(float(bce), rel=1e-5)

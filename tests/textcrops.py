@@ -28,13 +28,23 @@ def _bands(ink_rows: np.ndarray, min_height: int) -> list[tuple[int, int]]:
     return bands
 
 
+def text_ink(gray: np.ndarray) -> np.ndarray:
+    """Mask of the ink pixels of a gray text image (adaptive threshold)."""
+    return cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15) > 0
+
+
+def text_bands(gray: np.ndarray, row_ink: float = 0.1, min_height: int = 8, pad: int = 4) -> list[tuple[int, int]]:
+    """(y0, y1) of the text lines of a real gray image (rows with ink), `pad` rows added around each."""
+    bands = _bands(text_ink(gray).mean(axis=1) > row_ink, min_height)
+    return [(max(0, y0 - pad), min(gray.shape[0], y1 + pad)) for y0, y1 in bands]
+
+
 def line_crops(gray: np.ndarray, row_ink: float = 0.1, min_height: int = 8, pad: int = 4,
                min_col_ink: float = 0.15) -> list[np.ndarray]:
     """Gray crops of about 4:1 cut from the text lines of a real gray image."""
-    ink = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15) > 0
+    ink = text_ink(gray)
     crops = []
-    for y0, y1 in _bands(ink.mean(axis=1) > row_ink, min_height):
-        y0, y1 = max(0, y0 - pad), min(gray.shape[0], y1 + pad)
+    for y0, y1 in text_bands(gray, row_ink, min_height, pad):
         h = y1 - y0
         cols = ink[y0:y1].any(axis=0)
         for x in range(0, gray.shape[1] - 2 * h, 4 * h):

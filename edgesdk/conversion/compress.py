@@ -33,8 +33,8 @@ def compress(ctx: Context, prep: Prepared, data: Data) -> Compressed:
         from converters import distill as kd
 
         fit, groups, source = _training_inputs(ctx, prep, data)
-        config = kd.recipe_config(minutes=o.distill_minutes, resume=o.resume, threads=ctx.threads,
-                                  checkpoint=kd.checkpoint_path_for(ctx.output))
+        config = kd.recipe_config(task=prep.facts.task, minutes=o.distill_minutes, resume=o.resume,
+                                  threads=ctx.threads, checkpoint=kd.checkpoint_path_for(ctx.output))
         if o.distill is not False and fit is not None:
             ctx.say(f"distillation recipe: {kd.describe_recipe(config)} (converters.distill.RECIPE, measured on "
                     "bench/compress.py; on the Python API, converters.distill.distill_onnx takes any DistillConfig)")
