@@ -118,7 +118,7 @@ def factorize(model, energy: float = 0.9, target_speedup: Optional[float] = None
 
     Returns (model, LowRankReport).
     """
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     from .graphedit import attr, prepare, remove_unused_initializers
 
@@ -162,50 +162,17 @@ def factorize(model, energy: float = 0.9, target_speedup: Optional[float] = None
             mat = w.T
         else:
             mat = w
-        k, n = mat.shape
         if mat.size < min_elements or w.dtype.kind != "f":
             new_nodes.append(node)
             continue
-        u, s, vt = np.linalg.svd(mat.astype(np.float64), full_matrices=False)
-        full = int(np.sum(s > s[0] * 1e-7)) if s.size and s[0] > 0 else 0
-        r = min(_choose_rank(s, k, n, None if target_speedup else energy, target_speedup), len(s))
-        kept_energy = float(np.sum(s[:r] ** 2) / np.sum(s ** 2)) if np.sum(s ** 2) > 0 else 1.0
-        err = float(np.sqrt(max(0.0, 1.0 - kept_energy)))
-        before, after = k * n, r * (k + n)
-        layer = FactorizedLayer(node.name, node.op_type, [k, n], full, r, before, after, err, kept_energy, False)
+        layer, factors = _factor_layer(node, mat, None if target_speedup else energy, target_speedup,
+                                       min_reduction, covs.get(node.input[0]))
         layers.append(layer)
-        if after > (1.0 - min_reduction) * before:
-            layer.reason = f"rank {r} would not save {min_reduction:.0%} of the FLOPs"
-            layer.macs_per_row_after = before
+        if factors is None:
             new_nodes.append(node)
             continue
-        if node.input[0] in covs:
-            a, b = _data_aware_factors(mat.astype(np.float64), covs[node.input[0]], r)
-            layer.rel_error = float(np.linalg.norm(mat - a @ b) / max(np.linalg.norm(mat), 1e-12))
-        else:
-            sq = np.sqrt(s[:r])
-            a, b = u[:, :r] * sq, vt[:r] * sq[:, None]   # [K, r], [r, N]
-        a, b = a.astype(w.dtype), b.astype(w.dtype)
-        an, bn, mid = fresh(f"{node.input[1]}_lr_a"), fresh(f"{node.input[1]}_lr_b"), fresh(f"{node.name}_lr_mid")
-        if kind == "conv":
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a.T.reshape(r, k, 1, 1)), an))
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b.T.reshape(n, r, 1, 1)), bn))
-            first = helper.make_node("Conv", [node.input[0], an], [mid], name=fresh(f"{node.name}_lr1"))
-            for at in node.attribute:  # strides/pads act on the first 1x1 conv; the second is pointwise
-                first.attribute.append(at)
-            second = helper.make_node("Conv", [mid, bn] + list(node.input[2:3]), list(node.output),
-                                      name=fresh(f"{node.name}_lr2"), kernel_shape=[1] * (w.ndim - 2))
-        else:
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a), an))
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b), bn))
-            first = helper.make_node("MatMul", [node.input[0], an], [mid], name=fresh(f"{node.name}_lr1"))
-            if kind == "gemm":
-                second = helper.make_node("Gemm", [mid, bn] + list(node.input[2:3]), list(node.output),
-                                          name=fresh(f"{node.name}_lr2"), alpha=float(attr(node, "alpha", 1.0)),
-                                          beta=float(attr(node, "beta", 1.0)))
-            else:
-                second = helper.make_node("MatMul", [mid, bn], list(node.output), name=fresh(f"{node.name}_lr2"))
-        new_nodes += [first, second]
+        a, b = factors
+        new_nodes += _replacement_nodes(g, node, kind, w, a.astype(w.dtype), b.astype(w.dtype), fresh, attr)
         layer.factorized = True
     del g.node[:]
     g.node.extend(new_nodes)
@@ -218,16 +185,74 @@ def factorize(model, energy: float = 0.9, target_speedup: Optional[float] = None
     report = LowRankReport(energy=None if target_speedup else float(energy),
                            target_speedup=float(target_speedup) if target_speedup else None,
                            cost_before=count(model, input_shapes), cost_after=count(m, input_shapes), layers=layers)
+    _add_notes(report, min(len(calib), MAX_CALIB) if covs else 0)
+    return m, report
+
+
+def _add_notes(report: "LowRankReport", calib_used: int) -> None:
+    """What the report's reader must know: errors compound, how the factors were fitted, nothing done."""
     report.notes.append("Weight error is per layer; errors compound through the network. Without fine-tuning, "
                         "check the model's outputs on real data before shipping it.")
-    if covs:
-        used = min(len(calib), MAX_CALIB)
-        report.notes.append(f"Factors fitted to the layers' inputs on {used} calibration samples (activation-aware "
-                            "SVD; ranks as from the weights' energy); the weight error is then "
+    if calib_used:
+        report.notes.append(f"Factors fitted to the layers' inputs on {calib_used} calibration samples (activation-"
+                            "aware SVD; ranks as from the weights' energy); the weight error is then "
                             "larger than the weights' own SVD's, the error on real inputs smaller.")
     if not report.factorized:
         report.notes.append("No layer was factorized: at this energy no weight is low-rank enough to save FLOPs.")
-    return m, report
+
+
+def _factor_layer(node, mat: np.ndarray, energy: Optional[float], target_speedup: Optional[float],
+                  min_reduction: float, cov: Optional[np.ndarray]) -> tuple["FactorizedLayer", Optional[tuple]]:
+    """The layer's record and its factors (A [K, r], B [r, N]; None where rank r would not save
+    `min_reduction` of its FLOPs): the weights' SVD, or with `cov` (its inputs' covariance) the
+    factors closest on those inputs."""
+    k, n = mat.shape
+    u, s, vt = np.linalg.svd(mat.astype(np.float64), full_matrices=False)
+    full = int(np.sum(s > s[0] * 1e-7)) if s.size and s[0] > 0 else 0
+    r = min(_choose_rank(s, k, n, energy, target_speedup), len(s))
+    kept_energy = float(np.sum(s[:r] ** 2) / np.sum(s ** 2)) if np.sum(s ** 2) > 0 else 1.0
+    err = float(np.sqrt(max(0.0, 1.0 - kept_energy)))
+    before, after = k * n, r * (k + n)
+    layer = FactorizedLayer(node.name, node.op_type, [k, n], full, r, before, after, err, kept_energy, False)
+    if after > (1.0 - min_reduction) * before:
+        layer.reason = f"rank {r} would not save {min_reduction:.0%} of the FLOPs"
+        layer.macs_per_row_after = before
+        return layer, None
+    if cov is not None:
+        a, b = _data_aware_factors(mat.astype(np.float64), cov, r)
+        layer.rel_error = float(np.linalg.norm(mat - a @ b) / max(np.linalg.norm(mat), 1e-12))
+        return layer, (a, b)
+    sq = np.sqrt(s[:r])
+    return layer, (u[:, :r] * sq, vt[:r] * sq[:, None])
+
+
+def _replacement_nodes(g, node, kind: str, w: np.ndarray, a: np.ndarray, b: np.ndarray, fresh, attr) -> list:
+    """The two nodes (and their initializers, added to `g`) that replace `node` by x @ A @ B:
+    1x1 Convs for a Conv, MatMul then MatMul/Gemm (bias and scaling kept on the second) otherwise."""
+    from onnx import helper, numpy_helper
+
+    r = a.shape[1]
+    k, n = a.shape[0], b.shape[1]
+    an, bn, mid = fresh(f"{node.input[1]}_lr_a"), fresh(f"{node.input[1]}_lr_b"), fresh(f"{node.name}_lr_mid")
+    if kind == "conv":
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a.T.reshape(r, k, 1, 1)), an))
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b.T.reshape(n, r, 1, 1)), bn))
+        first = helper.make_node("Conv", [node.input[0], an], [mid], name=fresh(f"{node.name}_lr1"))
+        for at in node.attribute:  # strides/pads act on the first 1x1 conv; the second is pointwise
+            first.attribute.append(at)
+        second = helper.make_node("Conv", [mid, bn] + list(node.input[2:3]), list(node.output),
+                                  name=fresh(f"{node.name}_lr2"), kernel_shape=[1] * (w.ndim - 2))
+    else:
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a), an))
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(b), bn))
+        first = helper.make_node("MatMul", [node.input[0], an], [mid], name=fresh(f"{node.name}_lr1"))
+        if kind == "gemm":
+            second = helper.make_node("Gemm", [mid, bn] + list(node.input[2:3]), list(node.output),
+                                      name=fresh(f"{node.name}_lr2"), alpha=float(attr(node, "alpha", 1.0)),
+                                      beta=float(attr(node, "beta", 1.0)))
+        else:
+            second = helper.make_node("MatMul", [mid, bn], list(node.output), name=fresh(f"{node.name}_lr2"))
+    return [first, second]
 
 
 #: samples `factorize(calib=...)` runs at most: the covariances settle long before (K x K each)
