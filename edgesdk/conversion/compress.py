@@ -91,6 +91,11 @@ def _prune(ctx: Context, prep: Prepared, data: Data) -> tuple[dict[str, Any], di
     kw = dict(criterion=o.prune_criterion, input_shapes={prep.facts.input_name: prep.facts.shape},
               calib=data.fit_samples, multiple_of=16, round_mode="nearest")
     pruned, prep_report = channel_prune(prep.prepared_model, o.prune, **kw)
+    if o.prune_max_flops is not None and prep_report.flops_ratio > o.prune_max_flops:  # before the refit's cost
+        from ..errors import ConversionError
+
+        raise ConversionError(f"--prune {o.prune} leaves {prep_report.flops_ratio:.3f}x the FLOPs even with every "
+                              f"group pruned, above --prune-max-flops {o.prune_max_flops}: raise --prune or the budget")
     pruned, refit = _refit(ctx, prep, data, pruned, prep_report.plan)
     if o.prune_max_flops is not None:
         pruned, prep_report, refit = _prefer_sensitive(ctx, prep, data, kw, (pruned, prep_report, refit))
@@ -113,13 +118,13 @@ def _prefer_sensitive(ctx: Context, prep: Prepared, data: Data, kw: dict[str, An
     refit, 0.820 against 0.875 after)."""
     from converters.pruning import channel_prune
 
-    whole, why = _sensitive_groups(ctx, prep, data, kw)
+    whole, why = _sensitive_groups(ctx, prep, data, kw, every[1])
     if not whole:
         every[1].notes.append(why)
         return every
     model, report = channel_prune(prep.prepared_model, ctx.opts.prune, exclude=whole, **kw)
     model, refit = _refit(ctx, prep, data, model, report.plan)
-    a, b = _held_cosine(prep, data, every[0]), _held_cosine(prep, data, model)
+    a, b = _kept_cosine(prep, data, every[0], every[2]), _kept_cosine(prep, data, model, refit)
     if a is None:
         verdict, keep = "no held-out samples to compare on: the sensitivity choice is kept, unmeasured", True
     else:
@@ -133,21 +138,24 @@ def _prefer_sensitive(ctx: Context, prep: Prepared, data: Data, kw: dict[str, An
     return chosen
 
 
-def _sensitive_groups(ctx: Context, prep: Prepared, data: Data, kw: dict[str, Any]) -> tuple[list[str], str]:
+def _kept_cosine(prep: Prepared, data: Data, model: Any, refit: dict[str, Any]) -> Optional[float]:
+    """Held-out cosine of the pruned model `_refit` kept: the one it measured, else measured now."""
+    measured = refit.get("cosine_after" if refit.get("applied") else "cosine_before")
+    return measured if measured is not None else _held_cosine(prep, data, model)
+
+
+def _sensitive_groups(ctx: Context, prep: Prepared, data: Data, kw: dict[str, Any],
+                      full: Any) -> tuple[list[str], str]:
     """Producers of the groups --prune leaves whole under --prune-max-flops (and
     --prune-max-activations): each group pruned alone on a few calibration samples, the most
     damage per FLOP saved kept whole first (converters.pruning.sensitive_to_exclude), and the
-    report's note saying which and what it cost."""
+    report's note saying which and what it cost. `full`: the PruneReport with every group pruned."""
     import numpy as np
-    from converters.pruning import channel_prune, group_sensitivity, sensitive_to_exclude
+    from converters.pruning import group_sensitivity, sensitive_to_exclude
 
     from ..errors import ConversionError
 
     o = ctx.opts
-    _, full = channel_prune(prep.prepared_model, o.prune, verify=False, **kw)
-    if full.flops_ratio > o.prune_max_flops:
-        raise ConversionError(f"--prune {o.prune} leaves {full.flops_ratio:.3f}x the FLOPs even with every group "
-                              f"pruned, above --prune-max-flops {o.prune_max_flops}: raise --prune or the budget")
     if not isinstance(data.fit_samples, np.ndarray):
         raise ConversionError("--prune-max-flops measures each group on calibration samples of a single-input model; "
                               "this one has none loaded as an array (several inputs, or no calibration part): drop "
