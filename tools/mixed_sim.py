@@ -83,7 +83,7 @@ def _run(per_ms=24.0, host_ms=5.0, secs=10.0, warm=2.0, seed=0, rates=None, jit=
         view = QueueView(now=now, queued=len(stamps), oldest=stamps[0], arrival_rate=buf.arrival_rate(now),
                          busy_until=max(busy_until, now), inflight=len(inflight), timestamps=stamps,
                          oldest_lossless=ll, lanes=buf.active_lanes(), next_fair=buf.next_fair_newest(),
-                         fair=buf.fair_preview(2 * pol.max_batch))
+                         fair_order=lambda: buf.fair_preview(2 * pol.max_batch))
         plan = pol.plan(view)
         if plan.not_before is not None:
             nb = plan.not_before

@@ -37,11 +37,12 @@ simulated device deterministically.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -95,8 +96,13 @@ class QueueView:
     lanes: int = 1
     #: capture time of the newest frame of the source the buffer serves next (fairness)
     next_fair: Optional[float] = None
-    #: the next queued frames in the buffer's fair order: (capture time, its source is owed turns)
-    fair: tuple[tuple[float, bool], ...] = ()
+    #: the next queued frames in the buffer's fair order, (capture time, its source is owed turns),
+    #: when asked for (`fair`: most plans wait for the engine and never need it)
+    fair_order: Optional[Callable[[], tuple[tuple[float, bool], ...]]] = None
+
+    @functools.cached_property
+    def fair(self) -> tuple[tuple[float, bool], ...]:
+        return self.fair_order() if self.fair_order is not None else ()
 
 
 @dataclass(frozen=True)

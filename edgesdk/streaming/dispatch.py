@@ -42,7 +42,8 @@ class Dispatcher:
         return QueueView(now=now, queued=len(stamps), oldest=stamps[0] if stamps else None,
                          arrival_rate=buffer.arrival_rate(now), busy_until=max(busy, now), inflight=count,
                          timestamps=stamps, oldest_lossless=oldest_lossless, lanes=buffer.active_lanes(),
-                         next_fair=buffer.next_fair_newest(), fair=buffer.fair_preview(2 * self.policy.max_batch))
+                         next_fair=buffer.next_fair_newest(),
+                         fair_order=lambda: buffer.fair_preview(2 * self.policy.max_batch))
 
     def run(self) -> None:
         have_slot = False
