@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import types
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -205,8 +206,15 @@ def import_onnx2torch():
         finally:
             sys.modules.pop("torchvision", None)
             sys.modules.pop("torchvision.ops", None)
-        return onnx2torch
+        return _quiet(onnx2torch)
     import onnx2torch
+    return _quiet(onnx2torch)
+
+
+def _quiet(onnx2torch):
+    """onnx2torch's converters warn at every forward pass (Slice indexing, deprecated in torch 2.9) and
+    the ONNX export repeats tracer warnings: pages of noise in a convert log, about its code, not the user's."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"onnx2torch(\.|$)")
     return onnx2torch
 
 
@@ -335,15 +343,30 @@ def output_views(model) -> set[str]:
     return views
 
 
+def input_dependent(model) -> set[str]:
+    """Tensors that change with the graph inputs (a detector's anchor grids and strides do not:
+    matching them teaches nothing)."""
+    inits = {t.name for t in model.graph.initializer}
+    live = {i.name for i in model.graph.input if i.name not in inits}
+    for node in model.graph.node:  # ONNX nodes are in topological order
+        if any(i in live for i in node.input):
+            live.update(node.output)
+    return live
+
+
 def matching_features(teacher, student, input_shapes: dict[str, list[int]], limit: int = 12) -> list[str]:
-    """Intermediate tensors with the same name and shape in both graphs, evenly spaced, deepest last."""
+    """Intermediate tensors that depend on the input, with the same name and shape in both graphs, evenly
+    spaced, deepest last."""
     from .flops import infer_shapes
 
     ts, ss = infer_shapes(teacher, input_shapes), infer_shapes(student, input_shapes)
     graph_out = output_views(teacher)
-    student_made = {o for n in student.graph.node for o in n.output}
-    names = [o for n in teacher.graph.node for o in n.output
-             if o in student_made and o not in graph_out and ts.get(o) and ts.get(o) == ss.get(o)
+    # onnx2torch returns all outputs of a multi-output node (Split, TopK) as one tuple wherever one is
+    # asked for: only single-output nodes' tensors can be matched
+    student_made = {n.output[0] for n in student.graph.node if len(n.output) == 1}
+    live = input_dependent(teacher)
+    single = [n.output[0] for n in teacher.graph.node if len(n.output) == 1 and n.output[0] in live]
+    names = [o for o in single if o in student_made and o not in graph_out and ts.get(o) and ts.get(o) == ss.get(o)
              and len(ts[o]) >= 2]
     # a saturated Sigmoid/Softmax output has almost no gradient: always match its logits too
     logits = [next(t for t in chain if t in names) for chain in output_logits(student)
@@ -406,7 +429,8 @@ def export_onnx(module, example: np.ndarray, path: Union[str, Path], input_name:
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.onnx")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(_Head(module, len(output_names)).eval(), (torch.from_numpy(example[:1]),), str(tmp),
                           input_names=[input_name], output_names=list(output_names), opset_version=opset,
                           dynamo=False, dynamic_axes={n: {0: "N"} for n in [input_name, *output_names]}
@@ -520,10 +544,49 @@ def _output_distance(s, t):
     if _is_distribution(t):
         return _distribution_distance(s, t)
     if t.numel() > 1 and t.dim() >= 3 and float(t.min()) >= 0.0 and float(t.max()) <= 1.0:
-        s, t = s.float(), t.float()
-        bce = torch.nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t)
-        return bce + ((s - t) ** 2).mean()
+        return _probability_distance(s, t)
+    split = score_channels(t)
+    if split is not None:
+        axis, scores = split
+        s, t = s.movedim(axis, -1).float(), t.movedim(axis, -1).float()
+        rest_s, rest_t = s[..., ~scores], t[..., ~scores]
+        per_channel = ((rest_s - rest_t) ** 2).mean(dim=(0, 1)) / (rest_t.var(dim=(0, 1)) + 1e-6)
+        return _probability_distance(s[..., scores], t[..., scores]) + per_channel.mean()
     return _distance(s, t)
+
+
+def _probability_distance(s, t):
+    import torch
+
+    s, t = s.float(), t.float()
+    return torch.nn.functional.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t) + ((s - t) ** 2).mean()
+
+
+def score_channels(t) -> Optional[tuple[int, Any]]:
+    """A detection head's raw output, [N, C, A] or [N, A, C] (YOLOv8 / YOLOv5 layouts), whose channels
+    mix box coordinates in pixels with scores in [0, 1] -> (channel axis, mask of the score channels);
+    None for any other output. Judged as one tensor, the pixel coordinates outweigh the scores
+    ~10^4 to 1 and the scores, what a detector keeps or drops boxes by, go untrained."""
+    import torch
+
+    t = torch.as_tensor(t)
+    if t.dim() != 3:
+        return None
+    axis = 1 if t.shape[1] <= t.shape[2] else 2
+    per = t.movedim(axis, -1).reshape(-1, t.shape[axis])
+    scores = (per.min(0).values >= 0) & (per.max(0).values <= 1)
+    return (axis, scores) if bool(scores.any()) and not bool(scores.all()) else None
+
+
+def output_cosine(out: np.ndarray, ref: np.ndarray, split: Optional[tuple[int, Any]] = None) -> float:
+    """Cosine of one sample's output to the reference; with `split` (score_channels of the
+    reference) the mean of the scores' and the other channels' cosines."""
+    if split is None:
+        return cosine(out, ref)
+    axis, scores = split
+    mask = np.asarray(scores)
+    out, ref = np.moveaxis(out, axis - 1, -1), np.moveaxis(ref, axis - 1, -1)
+    return float(np.mean([cosine(out[..., mask], ref[..., mask]), cosine(out[..., ~mask], ref[..., ~mask])]))
 
 
 def _is_distribution(t) -> bool:
@@ -562,11 +625,12 @@ def held_out_cosine(module, samples: np.ndarray, reference: list[list[np.ndarray
     import torch
 
     vals, norms = [], []
+    splits = [score_channels(torch.from_numpy(np.asarray(r))) for r in reference]
     with torch.no_grad():
         for i in range(0, len(samples), batch):
             outs = [o.numpy() for o in _as_list(module(torch.from_numpy(samples[i:i + batch])))[:n_out]]
             for k in range(outs[0].shape[0]):
-                vals.append(np.mean([cosine(o[k], r[i + k]) for o, r in zip(outs, reference)]))
+                vals.append(np.mean([output_cosine(o[k], r[i + k], sp) for o, r, sp in zip(outs, reference, splits)]))
                 norms.append(min(float(np.linalg.norm(r[i + k])) for r in reference))
     norms_a = np.asarray(norms)
     keep = norms_a >= INFORMATIVE_NORM * norms_a.max() if norms_a.max() > 0 else np.ones(len(vals), bool)
