@@ -534,6 +534,8 @@ def _distance(s, t):
 
 def _output_distance(s, t):
     """`_distance`; where the teacher's output is a Softmax over its last axis, `_distribution_distance`;
+    a detection head's raw output (score_channels): its scores as probabilities, plus each other
+    channel's squared error over that channel's variance;
     where it is another probability map (values in [0, 1], e.g. a
     text detector's sigmoid map that boxes are thresholded from) binary cross-entropy plus plain
     MSE instead: the range is fixed, so no normalisation is needed (a batch of crops without
@@ -573,6 +575,8 @@ def score_channels(t) -> Optional[tuple[int, Any]]:
     if t.dim() != 3:
         return None
     axis = 1 if t.shape[1] <= t.shape[2] else 2
+    if 4 * t.shape[axis] > t.shape[3 - axis]:  # a head has many more anchors than channels; a map does not
+        return None
     per = t.movedim(axis, -1).reshape(-1, t.shape[axis])
     scores = (per.min(0).values >= 0) & (per.max(0).values <= 1)
     return (axis, scores) if bool(scores.any()) and not bool(scores.all()) else None

@@ -429,6 +429,9 @@ def test_yolo_head_scores_weigh_in_the_loss_and_in_the_held_out_cosine(yolo_pair
     assert kd.output_cosine(no_scores[0].numpy(), t[0].numpy(), (axis, scores)) < 0.6
     assert kd.score_channels(torch.rand(2, 1, 40, 40)) is None  # a probability map is not a head
     assert kd.score_channels(torch.softmax(torch.randn(2, 40, 97), -1)) is None  # all channels in [0, 1]
+    depth = torch.rand(2, 64, 64) * 5
+    depth[:, :10] /= 5
+    assert kd.score_channels(depth) is None  # a map with some rows in [0, 1] is no head either
 
 
 def test_pruned_yolo_detector_distills_and_exports(yolo_pair, tmp_path):
