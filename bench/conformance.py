@@ -22,8 +22,8 @@ precision, which ours pins), so a difference in counts comes from our API, not f
 A case passes when every output matches the reference outputs (rtol 1e-3, atol 1e-5, NaN ==
 NaN, exact for strings). Each mode loads and infers RUNS times; a case whose outputs differ
 between those runs is "unstable" (OpenVINO's Tile with repeats fed at run time returns
-uninitialized memory, so it passes or fails by chance) and is compared by nobody. "untyped" counts exceptions from our API that are not EdgeSDKError:
-there must be none.
+uninitialized memory, so it passes or fails by chance) and is compared by nobody. "untyped"
+counts exceptions from our API that are not EdgeSDKError: there must be none.
 
     python bench/conformance.py [--jobs 2] [--stride 1] [--modes raw:onnxruntime,ours:onnxruntime]
                                 [--json out.json]
@@ -321,11 +321,15 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
+def unstable_for(table: dict[str, dict[str, Any]], backend: str) -> set[str]:
+    """Cases that were unstable on one backend, raw or through our API."""
+    return table[f"raw:{backend}"]["unstable_cases"] | table[f"ours:{backend}"]["unstable_cases"]
+
+
 def passed_where_stable(table: dict[str, dict[str, Any]], backend: str) -> tuple[set[str], set[str]]:
     """Raw and ours passing cases of one backend, less the cases either found unstable."""
-    raw, ours = table[f"raw:{backend}"], table[f"ours:{backend}"]
-    unstable = raw["unstable_cases"] | ours["unstable_cases"]
-    return raw["passed"] - unstable, ours["passed"] - unstable
+    unstable = unstable_for(table, backend)
+    return table[f"raw:{backend}"]["passed"] - unstable, table[f"ours:{backend}"]["passed"] - unstable
 
 
 def print_table(table: dict[str, dict[str, Any]], n_cases: int, n_skipped: int) -> None:
@@ -339,7 +343,7 @@ def print_table(table: dict[str, dict[str, Any]], n_cases: int, n_skipped: int) 
     for backend in ("onnxruntime", "openvino"):
         if f"raw:{backend}" in table and f"ours:{backend}" in table:
             raw, ours = passed_where_stable(table, backend)
-            unstable = sorted(table[f"raw:{backend}"]["unstable_cases"] | table[f"ours:{backend}"]["unstable_cases"])
+            unstable = sorted(unstable_for(table, backend))
             print(f"{backend}, stable cases: raw {len(raw)} == ours {len(ours)}: {raw == ours}"
                   f"  (only raw: {sorted(raw - ours)[:8]}, only ours: {sorted(ours - raw)[:8]}; "
                   f"unstable: {unstable[:8]})")
