@@ -4,7 +4,9 @@ same count, boxes IoU >= 0.5).
 
     PYTHONPATH=$PWD .venv/bin/python bench/gate.py [--threshold X] [--frames N] [--only walk,corner]
 
-Videos: the original test video (photos held for a second with zoom/shift jitter) and the
+Videos: the original test video (photos held for a second with zoom/shift jitter), the same
+jitter on a crisp black-and-white mask (silhouette: skimage's horse, the case the gate reads as
+change in every frame), and the
 generated scenes of tests/streamdata.py (walk, enter_leave, shake, light, corner), with a face
 crop (larger for BlazeFace short-range, which finds no small faces) or a sign with words for the
 text detector. Each pair runs
@@ -31,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
 
 import fetch_models  # noqa: E402
-from streamdata import SCENES, STATIC_PATTERN, make_scene_video, make_video, same_result, static_states  # noqa: E402
+from streamdata import (SCENES, SILHOUETTE_PATTERN, STATIC_PATTERN, make_scene_video, make_video,  # noqa: E402
+                        same_result, static_states)
 
 from edgesdk.presets import make_bundle  # noqa: E402
 from edgesdk.streaming import run  # noqa: E402
@@ -48,6 +51,9 @@ def _videos(folder: Path, frames: int, only: set) -> dict:
     if not only or "static" in only:
         v = make_video(folder / "static.mp4", STATIC_PATTERN, fps=15.0)
         out[("static", None)] = (v.path, static_states())
+    if not only or "silhouette" in only:
+        v = make_video(folder / "silhouette.mp4", SILHOUETTE_PATTERN, fps=15.0)
+        out[("silhouette", None)] = (v.path, static_states(SILHOUETTE_PATTERN))
     for name in SCENES:
         if only and name not in only:
             continue
@@ -117,7 +123,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threshold", type=float, default=None, help="--gate-threshold (default: the gate's)")
     ap.add_argument("--frames", type=int, default=150, help="frames per generated scene (default 150)")
-    ap.add_argument("--only", default="", help="comma-separated videos: static," + ",".join(SCENES))
+    ap.add_argument("--only", default="", help="comma-separated videos: static,silhouette," + ",".join(SCENES))
     ap.add_argument("--detectors", default=",".join(DETECTORS))
     args = ap.parse_args(argv)
     models = fetch_models.fetch(quiet=True)

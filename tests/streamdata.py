@@ -167,9 +167,14 @@ def same_result(a, b) -> bool:
     return box_matches(a.boxes, b.boxes, 0.5)[0] == len(a.boxes)
 
 
-#: the original gate test video: photos held for a second, zoomed 0-5 % and shifted a pixel frame to frame
-STATIC_PATTERN = (("astronaut", 15), ("coffee", 15), ("page", 15), ("camera", 15), ("rocket", 15), ("horse", 15),
+#: the original gate test video: photos held for a second, zoomed 0-5 % and shifted a pixel frame to frame.
+#: Its sixth photo was skimage's horse, which a bug in sampledata drew all black (a free still stretch);
+#: drawn right it is a binary mask, not a photograph, and SILHOUETTE_PATTERN keeps it in bench/gate.py
+STATIC_PATTERN = (("astronaut", 15), ("coffee", 15), ("page", 15), ("camera", 15), ("rocket", 15), ("coins", 15),
                   ("page", 15))
+#: a crisp black-and-white mask under the same jitter: each 1 % zoom step moves its edges by a
+#: fraction of a thumbnail pixel, which the gate reads as change (measured: 0 of 15 frames skipped)
+SILHOUETTE_PATTERN = (("horse", 15),)
 
 
 def static_states(pattern=STATIC_PATTERN) -> list:

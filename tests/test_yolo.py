@@ -322,23 +322,38 @@ def test_the_layout_can_be_stated_and_a_wrong_one_is_refused(yolo_model, tmp_pat
     assert result.bundle.manifest.decoder["layout_source"] == "option --decoder-layout"
 
 
+BORDERLINE = 0.05
+SURE = 0.25 + BORDERLINE  # the reference's score threshold, plus the margin where pads decide
+
+
+def _boxes(detections: list) -> list:
+    return [[x, y, x + bw, y + bh] for d in detections for x, y, bw, bh in [d["box"]]]
+
+
 def test_bundle_matches_the_reference_pipeline(fp32_bundle, reference, test_photos):
     """Our letterbox (centered, gray 114, RGB as Ultralytics feeds) vs nudenet.py's pipeline (pad
-    right/bottom in black; its cvtColor + swapRB feeds BGR): the same detections, IoU >= 0.9, on the
-    whole photographs. (On crops the two pipelines part on borderline detections: scores 0.26-0.36
-    against the 0.25 threshold, or IoU 0.87 on one face; the decoder itself matches exactly, above.)"""
+    right/bottom in black; its cvtColor + swapRB feeds BGR): the same confident detections, IoU >= 0.9,
+    both ways, on the whole photographs. A detection scoring within BORDERLINE of the 0.25 threshold
+    in either pipeline may be in one and not the other: the pads differ (measured: horse's second hoof
+    0.258 ours, under 0.25 theirs; on crops scores 0.26-0.36, or IoU 0.87 on one face); the decoder
+    itself matches exactly, above."""
     from edgesdk.predictor import Predictor
 
     with Predictor(fp32_bundle[0]) as p:
         p.decoder = make_decoder(decoder={**p.manifest.decoder, "iou_threshold": 0.45, "agnostic_nms": True},
                                  labels=p.manifest.labels, task="detection")
         results = p.predict(list(test_photos.values()))
+    confident = 0
     for (name, img), ours in zip(test_photos.items(), results):
         ref = reference.detector.detect(img)
-        assert len(ours) == len(ref), (name, ours.labels, ref)
-        for det in ref:
-            x, y, bw, bh = det["box"]
-            assert max(_iou([x, y, x + bw, y + bh], b) for b in ours.boxes) >= 0.9, name
+        theirs = _boxes([d for d in ref if d["score"] >= SURE])
+        mine = [b for b, score in zip(ours.boxes, ours.scores) if score >= SURE]
+        for box in theirs:  # each confident one of theirs is ours too, at any score
+            assert max((_iou(box, b) for b in ours.boxes), default=0.0) >= 0.9, (name, box, ours.boxes)
+        for box in mine:  # and the other way round
+            assert max((_iou(box, b) for b in _boxes(ref)), default=0.0) >= 0.9, (name, box, ref)
+        confident += len(theirs)
+    assert confident >= 4  # the faces in astronaut, camera, grace_hopper and a hoof of horse
 
 
 def test_predict_prints_named_boxes(fp32_bundle, test_photos, tmp_path, capsys):

@@ -15,8 +15,12 @@ PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "p
 
 def _to_bgr(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0, 1) * 255).astype(np.uint8) if img.dtype.kind == "f" else img.astype(np.uint8)
+    if img.dtype == bool:  # a mask (skimage's horse): True is white, not 1 of 255
+        img = img.astype(np.uint8) * 255
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    elif img.dtype != np.uint8:  # wider integers: scaled from their own range, never wrapped
+        img = (img.astype(np.float64) * 255 / max(int(img.max()), 1)).astype(np.uint8)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:
