@@ -467,11 +467,11 @@ def convert(
         torch_example=torch_example, example_shape=example_shape, profiles_dirs=profiles_dirs, metric=metric,
         keep_best=keep_best)
     ctx = open_context(model, profile, output, opts, progress, started)
+    decide_measuring(ctx)
     if is_tflite(model):
         from .convert_tflite import convert_tflite
 
         return convert_tflite(ctx, Path(model))
-    decide_measuring(ctx)
     with work_dir(ctx):
         prep = ctx.stage("prepare", prepare.prepare)
         dat = ctx.stage("data", data.split_data, prep)

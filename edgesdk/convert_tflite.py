@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from .errors import ConversionError
 
 #: the stages of the .tflite route (no compression: that works on the ONNX graph)
 TFLITE_STAGES = ("prepare", "data", "build", "choose", "write")
+#: what an IR read from a float .tflite can be: bf16 is the fp32 IR run with the bf16 hint
+FLOAT_IR = ("fp32", "fp16", "bf16")
 
 
 def _input_spec(src: Path) -> Any:
@@ -77,10 +79,31 @@ def tflite_custom_ops(path: Path) -> list[str]:
 
 
 def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
+    """An IR read from the .tflite: fp32, fp16 (weights stored fp16) or bf16 (the fp32 IR run
+    with the bf16 hint, as the ONNX route builds it)."""
     from converters.variants import Variant
 
-    v = Variant(f"openvino-{precision}", f"openvino {precision} (read from the .tflite)", "openvino", precision,
-                layout="NHWC")
+    if precision == "bf16":
+        v = Variant("openvino-bf16", "openvino fp32 IR (read from the .tflite) run with bf16 hint", "openvino",
+                    "fp32", layout="NHWC", runtime_precision="bf16",
+                    notes=["bf16 is a runtime precision: the fp32 IR with INFERENCE_PRECISION_HINT=bf16 "
+                           "(AMX / AVX-512 BF16 CPUs); the manifest's runtime.precision asks for it"])
+    else:
+        v = Variant(f"openvino-{precision}", f"openvino {precision} (read from the .tflite)", "openvino", precision,
+                    layout="NHWC", runtime_precision="fp32" if precision == "fp32" else None)
+    xml = work / (f"{src.stem}_fp16.xml" if precision == "fp16" else f"{src.stem}.xml")
+    if not xml.is_file():
+        error = _save_ir(src, xml, fp16=precision == "fp16")
+        if error:
+            v.error = error
+            return v
+    v.model, v.files = xml.name, {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
+    v.check_with = ("openvino", xml)
+    return v
+
+
+def _save_ir(src: Path, xml: Path, fp16: bool) -> Optional[str]:
+    """Write the IR OpenVINO's TFLite frontend reads from `src`; the error to show when it cannot."""
     import logging
 
     from converters.openvino_ir import _ov
@@ -92,25 +115,23 @@ def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
             model = ov.convert_model(str(src))
         finally:  # convert_model sets the root logger to ERROR: every later warning would be lost
             logging.root.setLevel(root_level)
-        xml = work / f"{src.stem}.xml"
-        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        ov.save_model(model, str(xml), compress_to_fp16=fp16)
     except Exception as exc:  # the frontend raises its own kinds; the op name is what the user needs
         ops = sorted(set(re.findall(r"(?:operation|op(?:erator)?)\s*(?:type)?\s*[:=]?\s*'?\"?([A-Z][A-Za-z0-9_]+)", str(exc))))
         custom = tflite_custom_ops(src)
         # the frontend's message often names no op; a custom op (MediaPipe's) is what it lacks then
         why = (f": unsupported op {', '.join(ops)}" if ops else
                f": custom op {', '.join(custom)} is not in OpenVINO's TFLite frontend" if custom else "")
-        v.error = (f"OpenVINO cannot read {src.name}{why}; the litert route (the .tflite as given) runs it"
-                   + f" ({str(exc).splitlines()[0][:160]})")
-        return v
-    v.model, v.files = xml.name, {xml.name: xml, xml.with_suffix(".bin").name: xml.with_suffix(".bin")}
-    v.check_with = ("openvino", xml)
-    v.runtime_precision = "fp32" if precision == "fp32" else None
-    return v
+        return (f"OpenVINO cannot read {src.name}{why}; the litert route (the .tflite as given) runs it"
+                + f" ({str(exc).splitlines()[0][:160]})")
+    return None
 
 
-def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work: Path,
+def build_tflite_variants(src: Path, opts: ConvertOptions, checker: Any, work: Path,
                           say: Callable[[str], None], profile: Any, notes: list[str]) -> list[Any]:
+    """The .tflite as given and the OpenVINO IRs read from it, each loaded by `checker` (see
+    `_checker`) with the precision its manifest will ask for: compared with the original and,
+    when the checker measures, timed here."""
     from converters.variants import Variant
 
     spec = _input_spec(src)
@@ -122,31 +143,43 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, comparator: Any, work
     if _wanted_backend("openvino", opts.backends, src):
         variants += [_openvino_variant(src, p, work) for p in _openvino_precisions(profile, opts, notes, say)]
     for v in variants:
-        if v.ok and comparator is not None:
-            backend, path = v.check_with
-            v.comparison = comparator.compare(path, backend=backend)
-            v.checked = True
-        say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}")
+        if v.ok:
+            checker.check(v)
+        lat = f", {v.latency['p50_ms']:.2f} ms" if v.latency else ""
+        say(f"  {v.name}: {v.error or (v.comparison.summary() if v.comparison else 'built')}{lat}")
     return _asked_precision(variants, opts.precision, src)
+
+
+def _checker(src: Path, opts: ConvertOptions, comparator: Any, work: Path, threads: Optional[int],
+             measure: bool) -> Any:
+    """The ONNX route's check-and-time steps (converters.variants.VariantBuilder.check and
+    .remeasure), here for files that were not built from an ONNX model."""
+    from converters.variants import BuildSettings, VariantBuilder
+
+    spec = _input_spec(src)
+    return VariantBuilder(BuildSettings(prepared=src, work=work, input_name=spec.name,
+                                        input_shape=[int(d or 1) for d in spec.shape], comparator=comparator,
+                                        budget=opts.budget, threads=threads, measure=measure,
+                                        bench_seconds=opts.bench_seconds, model_name=src.name))
 
 
 def _openvino_precisions(profile: Any, opts: ConvertOptions, notes: list[str],
                          say: Callable[[str], None]) -> list[str]:
     """The IR precisions read from a .tflite: those the profile lists for openvino (auto), or the
     asked one; what the profile does not list is built only when asked, and said."""
-    listed = [p for p in profile.precisions_for("openvino") if p in ("fp32", "fp16")]
+    listed = [p for p in profile.precisions_for("openvino") if p in FLOAT_IR]
     note = None
-    if opts.precision in ("fp32", "fp16"):
+    if opts.precision in FLOAT_IR:
         if opts.precision not in listed:
             note = f"profile {profile.name} lists no openvino {opts.precision}; built it as asked (--precision)"
         listed = [opts.precision]
     elif opts.precision != "auto":
         listed = []
     elif not listed and opts.backends and "openvino" in opts.backends:
-        note, listed = f"profile {profile.name} lists no openvino fp32/fp16; built openvino fp32 as --backend asked", \
+        note, listed = f"profile {profile.name} lists no openvino fp32/fp16/bf16; built openvino fp32 as --backend asked", \
             ["fp32"]
     elif not listed:
-        note = (f"profile {profile.name} lists no openvino fp32/fp16: no OpenVINO IR was built "
+        note = (f"profile {profile.name} lists no openvino fp32/fp16/bf16: no OpenVINO IR was built "
                 "(--backend openvino builds one)")
     if note:
         notes.append(note)
@@ -173,10 +206,11 @@ def _asked_precision(variants: list[Any], precision: str, src: Path) -> list[Any
     back the .tflite as given under a precision it does not have."""
     if precision == "auto":
         return variants
-    hit = [v for v in variants if v.ok and v.precision == precision]
+    hit = [v for v in variants if v.ok and precision in (v.precision, v.runtime_precision)]
     if hit:
         return hit
-    why = "; ".join(f"{v.name}: {v.error}" for v in variants if v.precision == precision and v.error)
+    why = "; ".join(f"{v.name}: {v.error}" for v in variants
+                    if precision in (v.precision, v.runtime_precision) and v.error)
     if not why:
         kinds = ", ".join(sorted({v.precision for v in variants if v.ok}))
         why = (f"a .tflite input is taken as given or read by OpenVINO ({kinds}); EdgeSDK quantizes from the ONNX "
@@ -292,13 +326,19 @@ def _data(ctx: Context, prep: TflitePrepared) -> Data:
 
 def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
     notes: list[str] = []
-    variants = build_tflite_variants(prep.src, ctx.opts, data.comparator, ctx.work, ctx.say, ctx.prof, notes)
+    checker = _checker(prep.src, ctx.opts, data.comparator, ctx.work, ctx.threads, ctx.measure)
+    variants = build_tflite_variants(prep.src, ctx.opts, checker, ctx.work, ctx.say, ctx.prof, notes)
     custom = tflite_custom_ops(prep.src)
     note = ("input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, Edge TPU recipes) were "
             "not built; INT8 from a float .tflite needs the ONNX source (tf2onnx --tflite makes one; convert that "
             ".onnx)" + (f"; custom op {', '.join(custom)} may block that route too (tf2onnx converts builtin ops; "
                         "1.17 rejects MediaPipe's Convolution2DTransposeBias)" if custom else ""))
-    return Built(variants, [], notes=notes + [note])
+    built = Built(variants, [], notes=notes + [note])
+    timed = [v for v in variants if v.ok and v.latency]
+    if len(timed) > 1:
+        ctx.say(f"timing {len(timed)} variants again, interleaved in 3 rounds")
+        built.warnings += checker.remeasure(timed, rounds=3)
+    return built
 
 
 def _choose(ctx: Context, built: Built, data: Data) -> Choice:
@@ -311,7 +351,7 @@ def _choose(ctx: Context, built: Built, data: Data) -> Choice:
     order = [b.backend for b in ctx.prof.backends]
     ranked = sorted(built.variants, key=lambda v: order.index(v.backend) if v.backend in order else len(order))
     cands = [Candidate(v.backend, v.precision, v.device, v.layout, rank) for rank, v in enumerate(ranked)]
-    chosen, decision = pick(ranked, cands, ctx.opts.budget, False, ctx.opts.keep_best, data.warnings)
+    chosen, decision = pick(ranked, cands, ctx.opts.budget, ctx.measure, ctx.opts.keep_best, data.warnings)
     return Choice(chosen, with_verdict(decision, chosen), None)
 
 
@@ -343,16 +383,19 @@ def _report(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice
     from .conversion.verdict import accuracy_measure, report_warnings
 
     budget, src, chosen = ctx.opts.budget, prep.src, choice.chosen
+    baseline = next((v for v in built.variants if v.ok and v.check_with == (backend_for(src), src)), None)
     grown = growth_warning(src.name, source_bytes(src), chosen.size_bytes, chosen)
     if grown:
         ctx.say(f"WARNING: {grown}")
     return {"model": {"file": src.name, "sha256": sha256_file(src),
                       "input": {"name": prep.spec_in.name, "shape": prep.shape, "dtype": prep.spec_in.dtype.name}},
-            "profile": {"name": ctx.prof.name, "is_this_host": "not measured"}, "mode": "profile preference order",
+            "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
+            "mode": "measured here: fastest within budget" if ctx.measure else "profile preference order",
             "budget": budget, "accuracy_measure": accuracy_measure(ctx, data) + " (against the original .tflite on LiteRT)",
-            "passes": [], "calibration": data.info, "variants": [v.to_dict(budget) for v in built.variants],
+            "passes": [], "calibration": data.info, "variants": [v.to_dict(budget, baseline) for v in built.variants],
+            "ratios_against": f"{baseline.name}, the original file" if baseline else None,
             "chosen": chosen.to_dict(budget), "decision": choice.decision, "notes": prep.notes + built.notes,
             "warnings": report_warnings(data, built.warnings, chosen) + ([grown] if grown else []),
             "over_budget": chosen.within(budget) is False,
-            "threads": 1, "preprocess": prep.resolved.to_dict(), "options": ctx.opts.to_dict(), "seconds": 0.0,
+            "threads": ctx.threads, "preprocess": prep.resolved.to_dict(), "options": ctx.opts.to_dict(), "seconds": 0.0,
             "stages": ctx.replay()}

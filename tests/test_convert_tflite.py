@@ -128,5 +128,43 @@ def test_a_profile_without_openvino_gets_no_ir_from_a_tflite_and_is_told(blazefa
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert {r["key"] for r in report["variants"]} == {"litert-asis"}
-    said = "lists no openvino fp32/fp16: no OpenVINO IR was built (--backend openvino builds one)"
+    said = "lists no openvino fp32/fp16/bf16: no OpenVINO IR was built (--backend openvino builds one)"
     assert said in text + err and any(said in n for n in report["notes"])
+
+
+def test_a_tflite_input_is_timed_and_gets_the_profiles_bf16_when_measuring(blazeface_model, photo_dir, tmp_path,
+                                                                           capsys):
+    """On its own host a .tflite was never timed (the route skipped the measuring decision) and the
+    profile's first choice, OpenVINO bf16, was never built: the profile order picked fp32 untimed.
+    --measure stands in for "this host is the profile's" so the test holds on any machine."""
+    out = tmp_path / "timed.bundle"
+    args = ["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "--calib", str(photo_dir), "-o", str(out),
+            "--measure", "--bench-seconds", "0.3", "-q"]
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    rows = {v["key"]: v for v in report["variants"]}
+    assert {"litert-asis", "openvino-bf16", "openvino-fp32"} <= set(rows)
+    assert rows["openvino-bf16"]["runtime_precision"] == "bf16" and rows["openvino-fp32"]["runtime_precision"] == "fp32"
+    assert all(r["latency"]["p50_ms"] > 0 for r in rows.values())
+    assert report["mode"].startswith("measured here") and report["decision"].startswith("fastest within")
+    assert rows["litert-asis"]["speedup"] == 1.0 and "speedup" in rows["openvino-fp32"]
+    assert "Ratios are against litert (the .tflite as given), the original file" in (out / "report.md").read_text()
+    chosen = report["chosen"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["runtime"]["precision"] == (chosen["runtime_precision"] or chosen["precision"])
+
+
+def test_bf16_asked_of_a_tflite_input_is_the_fp32_ir_run_with_the_hint(blazeface_model, photo_dir, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "bf16.bundle"
+    args = ["convert", str(blazeface_model), "-p", "generic-x86-64", "--calib", str(photo_dir), "-o", str(out),
+            "--precision", "bf16", "-q"]
+    code, text, err = cli(args, capsys)
+    assert code == 0, err
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert "profile generic-x86-64 lists no openvino bf16; built it as asked (--precision)" in notes
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backend"] == "openvino" and m["runtime"]["precision"] == "bf16" and m["model"].endswith(".xml")
+    code, text, _ = cli(["predict", str(out), str(photo_dir / "astronaut.png")], capsys)
+    assert code == 0 and "1 face" in text

@@ -83,8 +83,9 @@ def _variants(rep: Any, r: dict[str, Any]) -> None:
     rep.heading("Variants")
     rep.table(["variant", "file", "runtime", "MB", "size ratio", "p50 ms", "speed-up", "cosine", "worst cos",
                "max abs", "top-1", "metric", "held-out n", "drop [95% interval]", "verdict", "error"], rows)
-    rep.paragraph("Ratios are against onnxruntime fp32 of the prepared model, measured in the same run on this "
-                  "machine (noisy; compare within one report).")
+    against = r.get("ratios_against") or "onnxruntime fp32 of the prepared model"
+    rep.paragraph(f"Ratios are against {against}, measured in the same run on this machine (noisy; compare within "
+                  "one report).")
     _held_out(rep, r)
 
 
