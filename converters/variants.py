@@ -104,6 +104,11 @@ class Variant:
         return d
 
 
+#: what an openvino-bf16 variant is, said on every route that builds one
+BF16_HINT_NOTE = ("bf16 is a runtime precision: the fp32 IR with INFERENCE_PRECISION_HINT=bf16 (AMX / AVX-512 BF16 "
+                  "CPUs); the manifest's runtime.precision asks for it")
+
+
 @dataclass
 class BuildSettings:
     prepared: Path                          # prepared fp32 ONNX (static, named, folded)
@@ -501,9 +506,7 @@ class VariantBuilder:
                 v = Variant("openvino-fp32", "openvino fp32 IR", "openvino", "fp32", runtime_precision="fp32")
             else:
                 v = Variant("openvino-bf16", "openvino fp32 IR run with bf16 hint", "openvino", "fp32",
-                            runtime_precision="bf16",
-                            notes=["bf16 is a runtime precision: the fp32 IR with INFERENCE_PRECISION_HINT=bf16 "
-                                   "(AMX / AVX-512 BF16 CPUs); the manifest's runtime.precision asks for it"])
+                            runtime_precision="bf16", notes=[BF16_HINT_NOTE])
         elif precision == "fp16":
             xml = self._file("model_fp16.xml")
             openvino_ir.save_ir(self._ov_model(), xml, compress_to_fp16=True)

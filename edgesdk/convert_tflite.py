@@ -23,7 +23,7 @@ from .conversion.build import Built
 from .conversion.choose import Choice
 from .conversion.context import Context
 from .conversion.data import Data
-from .conversion.write import Written
+from .conversion.write import Written, choice_mode
 from .convert_options import ConvertOptions
 from .errors import ConversionError
 
@@ -81,13 +81,11 @@ def tflite_custom_ops(path: Path) -> list[str]:
 def _openvino_variant(src: Path, precision: str, work: Path) -> Any:
     """An IR read from the .tflite: fp32, fp16 (weights stored fp16) or bf16 (the fp32 IR run
     with the bf16 hint, as the ONNX route builds it)."""
-    from converters.variants import Variant
+    from converters.variants import BF16_HINT_NOTE, Variant
 
     if precision == "bf16":
         v = Variant("openvino-bf16", "openvino fp32 IR (read from the .tflite) run with bf16 hint", "openvino",
-                    "fp32", layout="NHWC", runtime_precision="bf16",
-                    notes=["bf16 is a runtime precision: the fp32 IR with INFERENCE_PRECISION_HINT=bf16 "
-                           "(AMX / AVX-512 BF16 CPUs); the manifest's runtime.precision asks for it"])
+                    "fp32", layout="NHWC", runtime_precision="bf16", notes=[BF16_HINT_NOTE])
     else:
         v = Variant(f"openvino-{precision}", f"openvino {precision} (read from the .tflite)", "openvino", precision,
                     layout="NHWC", runtime_precision="fp32" if precision == "fp32" else None)
@@ -150,13 +148,12 @@ def build_tflite_variants(src: Path, opts: ConvertOptions, checker: Any, work: P
     return _asked_precision(variants, opts.precision, src)
 
 
-def _checker(src: Path, opts: ConvertOptions, comparator: Any, work: Path, threads: Optional[int],
+def _checker(src: Path, spec: Any, opts: ConvertOptions, comparator: Any, work: Path, threads: Optional[int],
              measure: bool) -> Any:
     """The ONNX route's check-and-time steps (converters.variants.VariantBuilder.check and
     .remeasure), here for files that were not built from an ONNX model."""
     from converters.variants import BuildSettings, VariantBuilder
 
-    spec = _input_spec(src)
     return VariantBuilder(BuildSettings(prepared=src, work=work, input_name=spec.name,
                                         input_shape=[int(d or 1) for d in spec.shape], comparator=comparator,
                                         budget=opts.budget, threads=threads, measure=measure,
@@ -326,7 +323,7 @@ def _data(ctx: Context, prep: TflitePrepared) -> Data:
 
 def _build(ctx: Context, prep: TflitePrepared, data: Data) -> Built:
     notes: list[str] = []
-    checker = _checker(prep.src, ctx.opts, data.comparator, ctx.work, ctx.threads, ctx.measure)
+    checker = _checker(prep.src, prep.spec_in, ctx.opts, data.comparator, ctx.work, ctx.threads, ctx.measure)
     variants = build_tflite_variants(prep.src, ctx.opts, checker, ctx.work, ctx.say, ctx.prof, notes)
     custom = tflite_custom_ops(prep.src)
     note = ("input is TFLite: ONNX-only routes (graph passes, onnxruntime INT8, TensorRT, Edge TPU recipes) were "
@@ -390,7 +387,7 @@ def _report(ctx: Context, prep: TflitePrepared, data: Data, built: Built, choice
     return {"model": {"file": src.name, "sha256": sha256_file(src),
                       "input": {"name": prep.spec_in.name, "shape": prep.shape, "dtype": prep.spec_in.dtype.name}},
             "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
-            "mode": "measured here: fastest within budget" if ctx.measure else "profile preference order",
+            "mode": choice_mode(ctx),
             "budget": budget, "accuracy_measure": accuracy_measure(ctx, data) + " (against the original .tflite on LiteRT)",
             "passes": [], "calibration": data.info, "variants": [v.to_dict(budget, baseline) for v in built.variants],
             "ratios_against": f"{baseline.name}, the original file" if baseline else None,

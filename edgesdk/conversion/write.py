@@ -69,7 +69,7 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
         "model": {"file": prep.src_path.name, "sha256": sha256_file(prep.src_path),
                   "input": {"name": f.input_name, "shape": f.shape, "dtype": str(f.dtype)}},
         "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
-        "mode": ("measured here: fastest within budget" if ctx.measure else "profile preference order"),
+        "mode": choice_mode(ctx),
         "precision_asked": o.precision, "budget": o.budget, "accuracy_measure": accuracy_measure(ctx, data),
         "passes": passes, "pruning": comp.pruning, "distillation": comp.distillation,
         "calibration": data.info,
@@ -88,3 +88,8 @@ def _cpus() -> int:
     import os
 
     return os.cpu_count() or 1
+
+
+def choice_mode(ctx: Context) -> str:
+    """How the variant was picked, as the report says it (every input route)."""
+    return "measured here: fastest within budget" if ctx.measure else "profile preference order"
