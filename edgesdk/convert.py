@@ -237,7 +237,7 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     if the_task not in TASK_CHOICES:
         raise ConversionError(f"the task {the_task!r} (from the model's metadata) is not one of {', '.join(TASK_CHOICES)}")
     names = _labels(labels, meta, pre, proto, the_task)
-    decoder, names = _task_decoder(the_task, task, pre, meta, proto, names, stated_decoder, spec.size, src, say,
+    decoder, names = _task_decoder(the_task, task, pre, meta, _outputs(proto), names, stated_decoder, spec.size, src, say,
                                    notes)
     sources = {**resolved.to_dict(), "metadata_keys": meta.get("keys", [])}
     if None in shape:
@@ -246,21 +246,24 @@ def _model_facts(model: Any, src: Path, proto: Any, preset: Optional[str], input
     return ModelFacts(model_name, name_in, shape, dtype, pre, spec, sources, the_task, names, decoder, notes)
 
 
-def _task_decoder(the_task: str, task: Optional[str], pre: Any, meta: Mapping[str, Any], proto: Any,
-                  names: list[str], stated_decoder: Optional[Mapping[str, Any]], size: Any, src: Path,
+def _task_decoder(the_task: str, task: Optional[str], pre: Any, meta: Mapping[str, Any],
+                  outputs: list[tuple[str, list[Optional[int]]]], names: list[str],
+                  stated_decoder: Optional[Mapping[str, Any]], size: Any, src: Path,
                   say: Progress, notes: list[str]) -> tuple[dict, list[str]]:
-    """The decoder of the task (the preset's, or the decoders package's choice, said) and the
-    label names it reads; what was decided without being told goes to `notes`."""
-    from .decoders import decoder_for_task
+    """The decoder of the task (the preset's, with any setting stated over it, or the decoders
+    package's choice, said) and the label names it reads, for a model with these (name, dims)
+    outputs; what was decided without being told goes to `notes`."""
+    from .decoders import decoder_for_task, decoder_over_preset
 
-    if pre is not None and pre.task == the_task and not stated_decoder:
-        decoder = dict(pre.decoder)
-    else:  # no preset decoder: the decoders package decides (YOLO layouts from the output shape) and says why
-        decoder, line = decoder_for_task(the_task, _outputs(proto), names, stated_decoder,
-                                         TASK_DECODERS.get(the_task), size)
-        if line:
-            say(line)
-            notes.append(line)
+    chosen = None
+    if pre is not None and pre.task == the_task:
+        chosen = decoder_over_preset(pre.decoder, pre.name, stated_decoder, outputs, names, the_task)
+    # no preset decoder, or another one stated: the decoders package decides (YOLO layouts, SSD anchors), said
+    decoder, line = chosen or decoder_for_task(the_task, outputs, names, stated_decoder,
+                                               TASK_DECODERS.get(the_task), size)
+    if line:
+        say(line)
+        notes.append(line)
     if not decoder:
         raise ConversionError(f"--task {the_task} needs a decoder this model's preset would give (none known for "
                               f"{src.name}); use --task raw to ship the outputs undecoded")
@@ -271,7 +274,7 @@ def _task_decoder(the_task: str, task: Optional[str], pre: Any, meta: Mapping[st
                 "undecoded; --task classification|detection|segmentation|text_recognition decodes them")
         say(line)
         notes.append(line)
-    if the_task == "raw" and _looks_like_scores(proto):
+    if the_task == "raw" and len(outputs) == 1 and len(outputs[0][1]) == 2 and (outputs[0][1][-1] or 0) > 1:
         notes.append("the output looks like class scores; pass --task classification (and --labels FILE) to get "
                      "top-k names from predict")
     return decoder, names
@@ -339,11 +342,6 @@ def _outputs(proto: Any) -> list[tuple[str, list[Optional[int]]]]:
 def _class_count(proto: Any) -> Optional[int]:
     dims = _output_dims(proto)
     return dims[-1] if len(dims) == 2 else None
-
-
-def _looks_like_scores(proto: Any) -> bool:
-    dims = _output_dims(proto)
-    return len(dims) == 2 and (dims[-1] or 0) > 1
 
 
 def _torch_name(model: Any) -> str:

@@ -34,6 +34,11 @@ FLOAT_IR = ("fp32", "fp16", "bf16")
 
 
 def _input_spec(src: Path) -> Any:
+    return _model_io(src)[0]
+
+
+def _model_io(src: Path) -> tuple[Any, list[tuple[str, list[Optional[int]]]]]:
+    """The single input's runtimes.TensorSpec and the outputs' (name, dims)."""
     import runtimes
 
     with runtimes.load(src, backend=backend_for(src)) as rt:
@@ -42,7 +47,7 @@ def _input_spec(src: Path) -> Any:
 
             raise ConversionError(f"{src.name} has {len(rt.inputs)} inputs; edgesdk convert takes single-input models"
                                   + MULTI_INPUT_ADVICE)
-        return rt.inputs[0]
+        return rt.inputs[0], [(o.name, list(o.shape)) for o in rt.outputs]
 
 
 def tflite_custom_ops(path: Path) -> list[str]:
@@ -278,7 +283,7 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
     from .presets import lookup_preset
 
     opts = ctx.opts
-    spec_in = _input_spec(src)
+    spec_in, outputs = _model_io(src)
     pre = lookup_preset(opts.preset, src)
     resolved = resolve_preprocess(opts.preprocess_options, preset=pre.preprocess if pre else None,
                                   preset_name=pre.name if pre else "", input_shape=list(spec_in.shape),
@@ -289,9 +294,9 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
                        ctx.say, notes)
     spec = conv._bundle_spec(opts.preprocess or resolved.spec, shape)
     task = opts.task or (pre.task if pre else "raw")
-    decoder = dict(pre.decoder) if pre is not None and pre.task == task else dict(conv.TASK_DECODERS.get(task, {}))
-    labels = _labels(opts.labels, pre)
     _say_facts(src, spec_in, pre, task, resolved, ctx.say, notes)
+    decoder, labels = conv._task_decoder(task, opts.task, pre, {}, outputs, _labels(opts.labels, pre), opts.decoder,
+                                         spec.size, src, ctx.say, notes)
     if opts.exclude:
         note = (f"--exclude {', '.join(opts.exclude)}: not applied (a .tflite input is not quantized here, so no "
                 "layer is kept float; --exclude names ONNX nodes of an ONNX input)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class Predictor:
         input_shape: for a bare model file, the shape to feed (e.g. [1, 3, 224, 224]; -1 keeps a
             dim dynamic: [1, 3, 48, -1] with fit-height resizing follows each image's width).
         batch_size: most images per engine call (default: the model's fixed batch, else 8).
+        task, labels: for a bare model file, what its outputs are and the class names.
+        decoder: for a bare model file, stated decoder settings ({"type": "mediapipe_ssd",
+            "score_threshold": 0.6}): over the preset's, or read off the outputs where none is known.
         **runtime_kw: passed to `runtimes.load` (device, precision, threads, ...).
     """
 
@@ -53,7 +56,7 @@ class Predictor:
                  preset: Optional[str] = None, batch_size: Optional[int] = None,
                  preprocess_options: Any = None, input_shape: Optional[Sequence[Any]] = None,
                  task: Optional[str] = None, labels: Union[str, Path, Sequence[str], None] = None,
-                 **runtime_kw: Any) -> None:
+                 decoder: Optional[Mapping[str, Any]] = None, **runtime_kw: Any) -> None:
         self.bundle: Optional[Bundle] = None
         if isinstance(bundle_or_path, Bundle):
             self.bundle = bundle_or_path
@@ -63,6 +66,9 @@ class Predictor:
                 self.bundle = Bundle.load(path)
             elif not path.exists():
                 raise BundleError(f"{path} does not exist (expected a model file or a bundle directory)")
+        if self.bundle is not None and decoder:
+            raise BundleError(f"--decoder/--decoder-opt: the bundle {self.bundle.path.name} records its own decoder; "
+                              "the options are for bare model files (re-convert the bundle to change it)")
         if self.bundle is not None and input_shape is not None:
             raise BundleError(f"--input-shape: the bundle {self.bundle.path.name} records its own input shape; the "
                               "option is for bare model files (re-convert the bundle to change it)")
@@ -77,7 +83,7 @@ class Predictor:
             try:
                 overrides = _task_overrides(task, labels)
                 self.manifest = _bare_manifest(self.model_path, preset, self.runtime, preprocess_options, input_shape,
-                                               overrides)
+                                               overrides, decoder)
             except BaseException:
                 self.runtime.close()  # refused: leave no engine behind
                 raise
@@ -203,7 +209,8 @@ def _task_overrides(task: Optional[str], labels: Union[str, Path, Sequence[str],
 
 
 def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options: Any,
-                   input_shape: Optional[Sequence[Any]], overrides: Optional[dict[str, Any]] = None) -> Manifest:
+                   input_shape: Optional[Sequence[Any]], overrides: Optional[dict[str, Any]] = None,
+                   decoder: Optional[Mapping[str, Any]] = None) -> Manifest:
     """A bare model's manifest, its preprocessing sized by `input_shape`; an unknown model whose
     image dims are dynamic and that no `input_shape` sizes is refused, naming --input-shape."""
     from dataclasses import replace
@@ -218,7 +225,7 @@ def _bare_manifest(path: Path, preset: Optional[str], runtime: Runtime, options:
         fill_dims(inputs[0].shape, stated, inputs[0].name)  # a stated dim the model contradicts fails here
         seen = [replace(inputs[0], shape=tuple(shape_for_resolve(list(inputs[0].shape), stated, options)))]
     manifest = build_manifest(path, preset, backend=runtime.backend, inputs=seen, outputs=runtime.outputs,
-                              preprocess_options=options, **(overrides or {}))
+                              preprocess_options=options, stated_decoder=decoder, **(overrides or {}))
     _check_label_count(manifest)
     manifest.inputs = inputs
     spec = manifest.preprocess

@@ -34,7 +34,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .bundle import Bundle, Manifest, sha256_file, write_bundle
 from .errors import BundleError, ConfigError
@@ -298,7 +298,8 @@ _PREPROCESS_KEYS = {f.name for f in dataclasses.fields(PreprocessSpec)}
 def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Preset]] = None, *,
                    backend: Optional[str] = None, inputs: Optional[list] = None,
                    outputs: Optional[list] = None, precision: str = "fp32", profile: Optional[str] = None,
-                   name: Optional[str] = None, preprocess_options: Any = None, **overrides: Any) -> Manifest:
+                   name: Optional[str] = None, preprocess_options: Any = None,
+                   stated_decoder: Optional[Mapping[str, Any]] = None, **overrides: Any) -> Manifest:
     """A manifest for a model file from its preset (or a guess), without writing anything.
 
     `preprocess_options` (edgesdk.preprocess_options.PreprocessOptions) state preprocessing fields;
@@ -307,7 +308,9 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
 
     `inputs`/`outputs` are TensorSpecs; when None the model is opened with `runtimes.load`
     to read them. `overrides` replace preprocess fields (``size=(480, 640)``), decoder
-    settings (``score_threshold=0.6``) or ``labels``/``task``.
+    settings (``score_threshold=0.6``) or ``labels``/``task``. `stated_decoder` is what
+    ``--decoder/--decoder-layout/--decoder-opt`` said ({"type": ..., KEY: VALUE}): over the
+    preset's decoder, or the decoder of a model with none.
     """
     import runtimes
 
@@ -324,8 +327,12 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
 
     if preset is not None:
         fields = preset.manifest_fields()
+        if stated_decoder:
+            fields["decoder"], fields["decoder_choice"] = _stated_over_preset(preset, fields, list(outputs),
+                                                                              stated_decoder, overrides)
     else:
-        fields = _bare_fields(model_path, list(inputs), list(outputs), overrides)
+        fields = _bare_fields(model_path, list(inputs), list(outputs), overrides, stated_decoder)
+    decoder_choice = fields.pop("decoder_choice", None)
     if fields["decoder"].get("type") == "ctc" and not fields["labels"]:
         from .model_metadata import read_model_facts
 
@@ -363,16 +370,33 @@ def build_manifest(model_path: Union[str, Path], preset: Optional[Union[str, Pre
         prov.update({"preset": preset.name, "facts_from": preset.source})
     if sources is not None:
         prov["preprocess_sources"] = sources
+    if decoder_choice:
+        prov["decoder_choice"] = decoder_choice
     return Manifest(
         name=name or (preset.name if preset else model_path.stem), model=model_path.name, backend=backend,
         precision=precision, inputs=list(inputs), outputs=list(outputs), profile=profile, provenance=prov,
         **fields)
 
 
-def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[str, Any]) -> dict[str, Any]:
+def _stated_over_preset(preset: Preset, fields: dict[str, Any], outputs: list, stated: Mapping[str, Any],
+                        overrides: dict[str, Any]) -> tuple[dict[str, Any], Optional[str]]:
+    """The preset's decoder with the stated settings over it (or the stated decoder), and the
+    line saying so."""
+    from .decoders import decoder_for_task, decoder_over_preset
+
+    shapes = [(o.name, list(o.shape)) for o in outputs]
+    task = overrides.get("task") or fields["task"]
+    labels = list(overrides.get("labels") or fields["labels"])
+    chosen = decoder_over_preset(fields["decoder"], preset.name, stated, shapes, labels, task)
+    pre = fields["preprocess"]
+    return chosen or decoder_for_task(task, shapes, labels, stated, None, pre.size if pre else None)
+
+
+def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[str, Any],
+                 stated_decoder: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """A model with no preset: task, labels and decoder from the overrides, then the model's metadata
-    (Ultralytics' task and names, PaddleClas' 'character'); a decoder chosen from the output shape is
-    stated in the log."""
+    (Ultralytics' task and names, PaddleClas' 'character'); how a decoder was chosen from the output
+    shapes is returned as ``decoder_choice`` (the manifest's provenance records it)."""
     from .decoders import TASK_DEFAULT, decoder_for_task
     from .model_metadata import read_model_facts
 
@@ -384,11 +408,9 @@ def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[
             and scores[0].shape[-1] == len(facts["character"])):
         labels = list(facts["character"])  # PaddleClas exports name their classes there
     pre = guess_preprocess(inputs)
-    decoder, line = decoder_for_task(task, [(o.name, list(o.shape)) for o in outputs], labels, None,
+    decoder, line = decoder_for_task(task, [(o.name, list(o.shape)) for o in outputs], labels, stated_decoder,
                                      {"type": TASK_DEFAULT.get(task, "raw")}, pre.size if pre else None)
-    if line:
-        log.info("%s: %s", model_path.name, line)
-    return {"task": task, "preprocess": pre, "decoder": decoder, "labels": labels}
+    return {"task": task, "preprocess": pre, "decoder": decoder, "labels": labels, "decoder_choice": line}
 
 
 def _stated_preprocess(model_path: Path, fields: dict[str, Any], preset: Optional[Preset], inputs: list,

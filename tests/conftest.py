@@ -48,6 +48,20 @@ def photos() -> dict[str, np.ndarray]:
     return _photos()
 
 
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory, model_paths, photos) -> dict[str, Path]:
+    """Real photos on disk: two with people and a visible hand (zidane, bus), one with a person
+    (astronaut), two with nobody (rocket, page)."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("shots")
+    files = {"zidane": model_paths["zidane.jpg"], "bus": model_paths["bus.jpg"]}
+    for name in ("astronaut", "rocket", "page"):
+        cv2.imwrite(str(d / f"{name}.png"), photos[name])
+        files[name] = d / f"{name}.png"
+    return files
+
+
 @pytest.fixture
 def tiny_models(tmp_path):
     """Factory of small ONNX models built with onnx.helper (unit tests only)."""

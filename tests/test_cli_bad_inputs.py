@@ -165,6 +165,10 @@ TABLE: list[tuple[str, str]] = [
     ("convert {model} -o {out}/c -p generic-arm64 --task detection", "--decoder"),  # [N,2] is no YOLO output
     ("convert {model} -o {out}/c -p generic-arm64 --decoder yolo", "--task raw"),
     ("convert {model} -o {out}/c -p generic-arm64 --decoder-layout end2end", "--decoder-layout"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-opt top_k", "KEY=VALUE"),
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder-opt topk=3", "unknown settings"),  # preset + opt
+    ("convert {model} -o {out}/c -p generic-arm64 --decoder mediapipe_ssd", "box regressors"),  # [N,2] is no SSD
+    ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --decoder-opt strides=8,16", "anchors"),  # 896 of BlazeFace
     ("convert {model}", "missing option"),
     ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --preset no-such-preset", "'none'"),
     ("convert {tflite} -o {out}/c -p amd-epyc-zen4 --labels {missing_image}", "missing.png"),

@@ -1,19 +1,19 @@
 """MediaPipe's palm detector and selfie segmenter (.tflite, NHWC, from the mediapipe 0.10.14 wheel)
 from the CLI to readable `predict` output, checked on real photos against MediaPipe's own
-semantics: palm boxes against a reference decode written here from MediaPipe's calculators
+semantics: palm boxes against a reference decode (tests/mediapipe_reference.py) from MediaPipe's calculators
 (SsdAnchors, TensorsToDetections, weighted NonMaxSuppression, DetectionLetterboxRemoval) on the
 raw LiteRT output, and the person mask against LiteRT's raw output thresholded at 0.5. Models
 with no preset go through with a stated --task."""
 from __future__ import annotations
 
 import json
-import math
 
 import cv2
 import numpy as np
 import pytest
 
 from clitools import cli
+from mediapipe_reference import iou, ssd_reference
 from edgesdk.cli import main
 
 PALM = "palm_detection_full.tflite"
@@ -24,17 +24,6 @@ def _convert(args: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["convert", *args, "-p", "amd-epyc-zen4", "-q"])
     assert exc.value.code == 0
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory, model_paths, photos):
-    """Real photos on disk: two with people and a visible hand, one with a person, two with nobody."""
-    d = tmp_path_factory.mktemp("mp_photos")
-    files = {"zidane": model_paths["zidane.jpg"], "bus": model_paths["bus.jpg"]}
-    for name in ("astronaut", "rocket", "page"):
-        cv2.imwrite(str(d / f"{name}.png"), photos[name])
-        files[name] = d / f"{name}.png"
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -49,79 +38,6 @@ def selfie_bundle(tmp_path_factory, model_paths):
     out = tmp_path_factory.mktemp("selfie") / "selfie.bundle"
     _convert([str(model_paths[SELFIE]), "-o", str(out)])
     return out
-
-
-# --------------------------------------------------------------------------- reference (MediaPipe's formulas)
-
-def _mp_anchors(size: int = 192, strides=(8, 16, 16, 16)) -> np.ndarray:
-    """ssd_anchors_calculator.cc with the palm graph's options: layers of one stride share a
-    feature map; each layer adds aspect ratio 1.0 plus the interpolated scale (its ratio defaults
-    to 1.0) per cell; fixed_anchor_size makes w = h = 1, so only the centres matter."""
-    anchors, layer = [], 0
-    while layer < len(strides):
-        per_cell, last = 0, layer
-        while last < len(strides) and strides[last] == strides[layer]:
-            per_cell += 2
-            last += 1
-        fm = math.ceil(size / strides[layer])
-        for y in range(fm):
-            for x in range(fm):
-                anchors += [((x + 0.5) / fm, (y + 0.5) / fm)] * per_cell
-        layer = last
-    return np.asarray(anchors, np.float64)
-
-
-def _mp_palms(model, img_bgr: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """MediaPipe's PalmDetectionCpu on LiteRT: (box xyxy, score, 7x2 keypoints) in image pixels."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    h, w = img_bgr.shape[:2]
-    r = min(192 / h, 192 / w)
-    nh, nw = round(h * r), round(w * r)
-    top, left = (192 - nh) // 2, (192 - nw) // 2
-    x = np.zeros((192, 192, 3), np.float32)  # keep aspect, BORDER_ZERO, float range [0, 1]
-    x[top:top + nh, left:left + nw] = cv2.resize(img_bgr[..., ::-1], (nw, nh), interpolation=cv2.INTER_LINEAR) / 255
-    it = Interpreter(str(model))
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x[None])
-    it.invoke()
-    outs = {o["shape"][-1]: it.get_tensor(o["index"])[0] for o in it.get_output_details()}
-    raw, logit = outs[18].astype(np.float64), outs[1][:, 0].astype(np.float64)
-    anchors = _mp_anchors()
-    score = 1 / (1 + np.exp(-np.clip(logit, -100, 100)))
-    dets = []
-    for i in np.flatnonzero(score >= 0.5):  # reverse_output_order: x, y, w, h; scale 192
-        cx, cy = raw[i, 0] / 192 + anchors[i, 0], raw[i, 1] / 192 + anchors[i, 1]
-        bw, bh = raw[i, 2] / 192, raw[i, 3] / 192
-        kps = raw[i, 4:18].reshape(7, 2) / 192 + anchors[i]
-        dets.append((np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]), score[i], kps))
-    pad = np.array([left / 192, top / 192])
-    span = np.array([nw / 192, nh / 192])
-    out = []
-    for box, s, kps in _weighted_nms(dets, 0.3):  # then DetectionLetterboxRemoval, then pixels
-        b = ((box.reshape(2, 2) - pad) / span * [w, h]).ravel()
-        out.append((b, s, (kps - pad) / span * [w, h]))
-    return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
-
-
-def _weighted_nms(dets, threshold):
-    """non_max_suppression_calculator.cc WeightedNonMaxSuppression."""
-    remaining = sorted(dets, key=lambda d: -d[1])
-    kept = []
-    while remaining:
-        top = remaining[0]
-        group = [d for d in remaining if _iou(top[0], d[0]) > threshold or d is top]
-        remaining = [d for d in remaining if not (_iou(top[0], d[0]) > threshold or d is top)]
-        wsum = sum(d[1] for d in group)
-        kept.append((sum(d[0] * d[1] for d in group) / wsum, top[1], sum(d[2] * d[1] for d in group) / wsum))
-    return kept
 
 
 # --------------------------------------------------------------------------- palm detector
@@ -159,11 +75,11 @@ def test_palm_boxes_match_mediapipes_decode_of_the_raw_litert_output(model, palm
         for name in ("zidane", "bus"):
             img = cv2.imread(str(shots[name]))
             (ours,) = p.predict([img])
-            ref = _mp_palms(model_paths[model], img)
+            ref = ssd_reference(model_paths[model], img, 192, (8, 16, 16, 16), 7)
             assert len(ours) == len(ref) >= 1, name
             w = img.shape[1]
             for (rbox, rscore, rkps), box, score, kps in zip(ref, ours.boxes, ours.scores, ours.keypoints):
-                assert _iou(rbox, box) > 0.95 and abs(rscore - score) < 0.02
+                assert iou(rbox, box) > 0.95 and abs(rscore - score) < 0.02
                 assert np.abs(rkps - kps).max() < 0.01 * w
 
 

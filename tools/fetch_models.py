@@ -92,7 +92,7 @@ WHEELS = {
                 ("nudenet_320n.onnx", "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"),
         },
     },
-    # MediaPipe's palm detector, selfie segmenter and hand landmarker (.tflite, NHWC). The wheel is
+    # MediaPipe's palm detector, selfie segmenter, pose detector and hand landmarker (.tflite, NHWC). The wheel is
     # platform-specific: we always fetch the linux x86_64 / cp311 one (only its model files are used),
     # so the pinned hash holds on any host.
     "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": {
@@ -110,6 +110,10 @@ WHEELS = {
             "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite":
                 ("selfie_segmentation_landscape.tflite",
                  "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd"),
+            # no preset: MediaPipe's pose detector (224x224, 2254 anchors, 4 keypoints), decoded with
+            # --decoder mediapipe_ssd from settings read off its output shapes
+            "mediapipe/modules/pose_detection/pose_detection.tflite":
+                ("pose_detection.tflite", "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"),
             # no preset: the "model EdgeSDK was not written around" for --task raw
             "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite":
                 ("hand_landmark_lite.tflite", "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6"),

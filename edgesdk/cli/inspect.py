@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from ..errors import BundleError, ConfigError, EdgeSDKError, ModelLoadError
+from .decoder_flags import decoder_flags, pop_decoder
 from .preprocess_flags import pop_preprocess, preprocess_flags
 
 # --------------------------------------------------------------------------- info
@@ -302,6 +303,7 @@ def _json_result(image: str, result: Any, full: bool = False) -> dict[str, Any]:
               help="Bare model: what its outputs are (default: the preset's or the model metadata's, else raw).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Bare model: class names, one per line in class-index order.")
+@decoder_flags
 @preprocess_flags
 def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], device: str, precision: Optional[str],
             threads: Optional[int], preset: Optional[str], top_k: int, score_threshold: Optional[float],
@@ -324,7 +326,7 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         kw["precision"] = precision
     if threads:
         kw["threads"] = threads
-    stated = pop_preprocess(flags)
+    stated, decoder = pop_preprocess(flags), pop_decoder(flags)
     if stated and model.is_dir():
         raise ConfigError(f"{stated.describe()}: a bundle records its own preprocessing; these flags are for bare "
                           "model files (re-convert the bundle to change it)")
@@ -332,7 +334,7 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
         raise ConfigError("--task/--labels: a bundle records its own task and labels; these options are for bare "
                           "model files (re-convert the bundle with edgesdk convert --task/--labels to change them)")
     with Predictor(model, backend=backend, preset=preset, batch_size=batch_size, preprocess_options=stated,
-                   input_shape=shape, task=task, labels=labels_file, **kw) as p:
+                   input_shape=shape, task=task, labels=labels_file, decoder=decoder, **kw) as p:
         dec = p.decoder
         if hasattr(dec, "top_k"):
             dec.top_k = max(dec.top_k, top_k)
@@ -346,8 +348,11 @@ def predict(model: Path, images: tuple[Path, ...], backend: Optional[str], devic
             click.echo(f"{p.manifest.name} ({p.task}) on {p.runtime.backend}/{p.runtime.device}, "
                        f"precision {p.runtime.precision}" + (f", preset {pre}" if pre and p.bundle is None else ""),
                        err=True)
+            choice = p.manifest.provenance.get("decoder_choice") if p.bundle is None else None
             if hasattr(p.decoder, "describe"):  # a decoder whose settings were chosen, not known: say so
                 click.echo(p.decoder.describe(), err=True)
+            elif choice:
+                click.echo(choice, err=True)
     if save_masks is None and not as_json and any("mask" in r.meta for r in results):
         click.echo("(pass --save-masks DIR to write each mask as a PNG of class ids)", err=True)
     for path, result in zip(images, results):

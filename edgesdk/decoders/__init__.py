@@ -66,14 +66,21 @@ def decoder_for_task(task: str, outputs: Sequence[tuple[str, Sequence[Optional[i
     """Decoder settings for a model with no preset decoder, and a line stating the choice (or None).
 
     `outputs` are the model's (name, dims); `stated` what the user said (``--decoder TYPE``,
-    ``--decoder-layout``: {"type": ..., "layout": ...}). A detection model with nothing stated
+    ``--decoder-layout``, ``--decoder-opt KEY=VALUE``: {"type": ..., "layout": ..., KEY: VALUE}).
+    A decoder class with a ``settings_for(outputs, input_size, **stated)`` classmethod reads its
+    settings off the output shapes (MediaPipe SSD anchors). A detection model with nothing stated
     gets the YOLO decoder when its output shape and class count say which layout it has; otherwise
     this refuses, naming the options. Other tasks keep `default`.
     """
     settings = {k: v for k, v in (stated or {}).items() if v is not None}
     kind = settings.pop("type", None) or ("yolo" if "layout" in settings else None)
     if kind is None and task != "detection":
-        return dict(default or {}), None
+        if not settings:
+            return dict(default or {}), None
+        kind = (default or {}).get("type") or TASK_DEFAULT.get(task, "raw")
+        settings = {**{k: v for k, v in (default or {}).items() if k != "type"}, **settings}
+    if kind is None:
+        _refuse_ssd_outputs(outputs)
     kind = kind or "yolo"
     if kind == "yolo":
         from .yolo import yolo_settings
@@ -88,8 +95,42 @@ def decoder_for_task(task: str, outputs: Sequence[tuple[str, Sequence[Optional[i
             raise ConfigError(f"--task detection: no preset names this model's decoder and {exc}; or name "
                               f"another decoder with --decoder TYPE ({', '.join(sorted(DECODERS))})") from None
         return out, make_decoder(decoder=out, labels=labels, task=task).describe()
-    decoder_class(kind)(labels=list(labels or []), **settings)  # unknown settings fail here, not at predict
+    cls = decoder_class(kind)
+    infer = getattr(cls, "settings_for", None)
+    if infer is not None:  # settings read off the model's outputs, said as inferred
+        return infer(outputs, input_size, **settings)
+    cls(labels=list(labels or []), **settings)  # unknown settings fail here, not at predict
     return {"type": kind, **settings}, f"decoder {kind} (option --decoder)"
 
 
-__all__ = ["Decoder", "make_decoder", "decoder_class", "decoder_for_task", "DECODERS"]
+def _refuse_ssd_outputs(outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> None:
+    """A YOLO decode of a MediaPipe-style SSD's regressors is garbage that looks like boxes:
+    when the outputs pair regressors with per-anchor scores, the user picks the decoder."""
+    from .blazeface import looks_like_ssd
+
+    if looks_like_ssd(outputs):
+        shapes = ", ".join(f"{n} {list(d)}" for n, d in outputs)
+        raise ConfigError(f"--task detection: no preset names this model's decoder, and its outputs ({shapes}) pair "
+                          "box regressors with per-anchor scores, as a MediaPipe SSD's do, not a YOLO head: pass "
+                          "--decoder mediapipe_ssd (anchors inferred from the shapes; --decoder-opt to set them), "
+                          "--decoder yolo to decode it as YOLO anyway, or --task raw")
+
+
+def decoder_over_preset(preset_decoder: Mapping[str, Any], preset_name: str, stated: Optional[Mapping[str, Any]],
+                        outputs: Sequence[tuple[str, Sequence[Optional[int]]]], labels: Sequence[str],
+                        task: str) -> Optional[tuple[dict[str, Any], Optional[str]]]:
+    """A preset's decoder with the stated settings over it, checked against the model's outputs,
+    and a line saying what was stated (None: nothing was); None when `stated` names another
+    decoder (a ``layout`` is YOLO's), which then replaces the preset's."""
+    stated = {k: v for k, v in (stated or {}).items() if v is not None}
+    kind = stated.get("type") or ("yolo" if "layout" in stated else None)
+    if kind not in (None, preset_decoder.get("type")):
+        return None
+    decoder = {**preset_decoder, **stated}
+    if not stated:
+        return decoder, None
+    make_decoder(decoder=decoder, labels=labels, task=task).check_outputs(outputs)  # fails now, not at predict
+    return decoder, f"decoder: preset {preset_name}'s, with {', '.join(f'{k}={v}' for k, v in stated.items())} as stated"
+
+
+__all__ = ["Decoder", "make_decoder", "decoder_class", "decoder_for_task", "decoder_over_preset", "DECODERS"]

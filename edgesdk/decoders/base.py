@@ -29,6 +29,10 @@ class Decoder(abc.ABC):
     def __call__(self, outputs: Mapping[str, np.ndarray], transforms: Sequence[Transform]) -> list[Result]:
         ...
 
+    def check_outputs(self, outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> None:
+        """Refuse, at build time, settings that cannot decode a model with these (name, dims)
+        outputs; a decoder that cannot tell from shapes alone accepts them."""
+
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
 

@@ -76,6 +76,20 @@ class BlazeFaceDecoder(Decoder):
         self.keypoint_names = list(keypoint_names or [])
         self.boxes_output, self.scores_output = boxes_output, scores_output
 
+    @classmethod
+    def settings_for(cls, outputs: Sequence[tuple[str, Sequence[Optional[int]]]],
+                     input_size: Optional[Sequence[int]], **stated: Any) -> tuple[dict[str, Any], str]:
+        """Manifest settings for a model with no preset, from its (name, dims) outputs (`ssd_settings`)."""
+        return ssd_settings(cls, outputs, input_size, **stated)
+
+    def check_outputs(self, outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> None:
+        count, width = _ssd_outputs(outputs)
+        if len(self.anchors) != count or width != 4 + 2 * self.num_keypoints:
+            raise ConfigError(f"{self.kind}: these settings make {len(self.anchors)} anchors and a "
+                              f"{4 + 2 * self.num_keypoints}-wide regressor at {self.input_size[0]}x"
+                              f"{self.input_size[1]}; the model outputs {count} anchors, {width} wide; check the "
+                              f"settings: {OVERRIDE}")
+
     def _outputs(self, outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         width = 4 + 2 * self.num_keypoints
         a = len(self.anchors)
@@ -135,3 +149,96 @@ class MediaPipeSSDDecoder(BlazeFaceDecoder):
 
     kind = "mediapipe_ssd"
     default_labels = ("object",)
+
+
+#: MediaPipe's SSD anchor layouts (strides, interpolated_scale_aspect_ratio) from its graphs'
+#: SsdAnchorsCalculator options, tried before any other layout that gives the same anchor count
+MEDIAPIPE_LAYOUTS = (
+    ((8, 16, 16, 16), 1.0, "MediaPipe's short-range face and palm detectors"),
+    ((4,), 0.0, "MediaPipe's full-range face detector"),
+    ((8, 16, 32, 32, 32), 1.0, "MediaPipe's pose detector"),
+)
+_STRIDES = (4, 8, 16, 32, 64, 128)
+OVERRIDE = ("--decoder-opt strides=8,16,32 --decoder-opt interpolated_scale_aspect_ratio=1.0 (edgesdk convert or "
+            "predict; also input_size, num_keypoints, score_threshold, iou_threshold)")
+
+
+def _anchor_count(input_size: Sequence[int], strides: Sequence[int], ratio: float) -> int:
+    per_cell = 2 if ratio == 1.0 else 1
+    return sum(int(np.ceil(input_size[0] / s)) * int(np.ceil(input_size[1] / s)) * per_cell for s in strides)
+
+
+def _layouts_giving(count: int, input_size: Sequence[int]) -> list[tuple[tuple[int, ...], float, str]]:
+    """Every anchor layout with `count` anchors at `input_size`: MediaPipe's own first, then any
+    non-decreasing stride list (up to 6 layers) that makes different anchors."""
+    import itertools
+
+    found = [(s, r, why) for s, r, why in MEDIAPIPE_LAYOUTS if _anchor_count(input_size, s, r) == count]
+    seen = [ssd_anchors(input_size, s, interpolated_scale_aspect_ratio=r) for s, r, _ in found]
+    for n in range(1, 7):
+        for strides in itertools.combinations_with_replacement(_STRIDES, n):
+            for ratio in (1.0, 0.0):
+                if _anchor_count(input_size, strides, ratio) != count:
+                    continue
+                anchors = ssd_anchors(input_size, strides, interpolated_scale_aspect_ratio=ratio)
+                if not any(a.shape == anchors.shape and np.array_equal(a, anchors) for a in seen):
+                    found.append((strides, ratio, "the only layout that gives this anchor count"))
+                    seen.append(anchors)
+    return found
+
+
+def looks_like_ssd(outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> bool:
+    """Whether the outputs are a MediaPipe SSD's regressors [1, A, 4+2K] and scores [1, A, 1]."""
+    try:
+        _ssd_outputs(outputs)
+    except ConfigError:
+        return False
+    return True
+
+
+def _ssd_outputs(outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> tuple[int, int]:
+    """(anchor count, regressor width) of a MediaPipe SSD model's outputs [1, A, 4+2K] and [1, A, 1]."""
+    rank3 = [(n, list(d)) for n, d in outputs if len(d) == 3 and all(isinstance(x, int) and x > 0 for x in d[1:])]
+    scores = [d for _, d in rank3 if d[2] == 1]
+    boxes = [d for _, d in rank3 if d[2] >= 4 and d[2] % 2 == 0 and any(s[1] == d[1] for s in scores)]
+    if not boxes:
+        shapes = ", ".join(f"{n} {list(d)}" for n, d in outputs)
+        raise ConfigError(f"a MediaPipe SSD decoder needs box regressors [1, A, 4+2K] and scores [1, A, 1] with the "
+                          f"same anchor count A; this model outputs {shapes}: pick another --decoder, or --task raw")
+    return int(boxes[0][1]), int(boxes[0][2])
+
+
+def ssd_settings(cls: type[BlazeFaceDecoder], outputs: Sequence[tuple[str, Sequence[Optional[int]]]],
+                 input_size: Optional[Sequence[int]], **stated: Any) -> tuple[dict[str, Any], str]:
+    """Settings for a MediaPipe SSD detector with no preset, read off its output shapes, and a
+    line saying what was inferred and how to override it. Refuses when the anchor layout is
+    ambiguous or unknown, naming the settings that decide it."""
+    kind = cls.kind
+    cls(**stated)  # an unknown or out-of-range setting is named before the outputs are read
+    count, width = _ssd_outputs(outputs)
+    size = stated.get("input_size") or input_size
+    if not size:
+        raise ConfigError(f"{kind}: the model input size is unknown; state it with --decoder-opt input_size=H,W")
+    size = [int(size[0]), int(size[1])]
+    out: dict[str, Any] = {"type": kind, "input_size": size, "num_keypoints": (width - 4) // 2}
+    said = [f"{count} anchors from the output shapes", f"{out['num_keypoints']} keypoints from the {width}-wide regressor"]
+    if "strides" in stated:
+        said.append("strides as stated")
+    else:
+        layouts = _layouts_giving(count, size)
+        known = [lay for lay in layouts if lay[2].startswith("MediaPipe")]
+        if len(known) != 1 and len(layouts) != 1:
+            options = "; ".join(f"strides={','.join(map(str, s))} interpolated_scale_aspect_ratio={r:g}"
+                                for s, r, _ in layouts[:4]) or "none"
+            raise ConfigError(f"{kind}: {count} anchors at {size[0]}x{size[1]} match "
+                              f"{'no' if not layouts else len(layouts)} anchor layout(s) ({options}); state the "
+                              f"model's own with {OVERRIDE}")
+        strides, ratio, why = (known or layouts)[0]
+        out.update(strides=list(strides), interpolated_scale_aspect_ratio=ratio)
+        said.append(f"strides {','.join(map(str, strides))} ({why})")
+    out.update(stated)
+    decoder = cls(**{k: v for k, v in out.items() if k != "type"})  # settings checked now
+    decoder.check_outputs(outputs)
+    line = (f"decoder {kind} INFERRED (no preset): {'; '.join(said)}; input {size[0]}x{size[1]}, score >= "
+            f"{decoder.score_threshold:g}, {decoder.nms} NMS IoU {decoder.iou_threshold:g}; override: {OVERRIDE}")
+    return out, line
