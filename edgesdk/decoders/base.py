@@ -21,6 +21,8 @@ class Decoder(abc.ABC):
 
     #: the name used in manifests (decoder.type)
     kind: str = ""
+    #: whether its results carry boxes (the INT8 guard then judges by box F1 by default)
+    yields_boxes: bool = False
 
     def __init__(self, labels: Optional[Sequence[str]] = None) -> None:
         self.labels = list(labels or [])

@@ -52,6 +52,7 @@ class BlazeFaceDecoder(Decoder):
     """
 
     kind = "blazeface"
+    yields_boxes = True
     default_labels: tuple[str, ...] = ("face",)
 
     def __init__(self, labels: Optional[Sequence[str]] = None, input_size: Sequence[int] = (128, 128),

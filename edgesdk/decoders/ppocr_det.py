@@ -75,6 +75,7 @@ class PPOCRDetDecoder(Decoder):
     """
 
     kind = "ppocr_det"
+    yields_boxes = True
 
     def __init__(self, labels: Optional[Sequence[str]] = None, thresh: float = 0.3, box_thresh: float = 0.5,
                  unclip_ratio: float = 1.6, max_candidates: int = 1000, use_dilation: bool = True,

@@ -99,6 +99,7 @@ class YoloDecoder(Decoder):
     """
 
     kind = "yolo"
+    yields_boxes = True
 
     def __init__(self, labels: Optional[Sequence[str]] = None, layout: Optional[str] = None,
                  layout_source: str = "", num_classes: Optional[int] = None,
