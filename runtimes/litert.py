@@ -9,6 +9,7 @@ base's worker thread.
 """
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Sequence
 
@@ -55,6 +56,18 @@ def _loadable(library: str) -> bool:
 def _message(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] if text else type(exc).__name__
+
+
+def _load_hint(text: str) -> str:
+    """What to do about a model the interpreter refused: a custom operator is a property of the
+    model (no re-download fixes it), anything else most often a cut or foreign file."""
+    custom = re.search(r"unresolved custom op: (\w+)", text)
+    if custom:
+        return (f"The model uses the custom operator {custom.group(1)}, which is not one of LiteRT's builtin "
+                "operators: it runs only where the library registering that operator is linked in (MediaPipe's "
+                "graph runtime, for MediaPipe models). Use a variant of the model without it, or export the model "
+                "again with builtin operators only")
+    return "Is it a complete .tflite flatbuffer? Re-export or re-download it"
 
 
 class LiteRTRuntime(Runtime):
@@ -110,9 +123,8 @@ class LiteRTRuntime(Runtime):
             interp = Interpreter(**kwargs)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(
-                f"litert could not load {self.model_path.name}: {_message(exc)}. Is it a complete .tflite "
-                "flatbuffer? Re-export or re-download it") from exc
+            raise ModelLoadError(f"litert could not load {self.model_path.name}: {_message(exc)}. "
+                                 f"{_load_hint(str(exc))}") from exc
         self._interp = interp
         self.device = device
         self._in_details = interp.get_input_details()

@@ -186,6 +186,20 @@ def test_corrupt_tflite_is_a_model_load_error(blazeface_model, tmp_path):
         runtimes.load(bad).activate()
 
 
+def test_custom_operator_is_named_with_what_to_do(model_paths, tmp_path, capsys):
+    """A real MediaPipe model with a custom op: the refusal names the operator, not a cut file,
+    and convert stops before writing anything."""
+    from clitools import cli
+
+    model = model_paths["face_landmark_with_attention.tflite"]
+    with pytest.raises(ModelLoadError, match="custom operator Landmarks2TransformMatrix") as err:
+        runtimes.load(model).activate()
+    assert "re-download" not in str(err.value)
+    code, _, errs = cli(["convert", str(model), "-p", "amd-epyc-zen4", "-o", str(tmp_path / "b")], capsys)
+    assert code != 0 and "custom operator Landmarks2TransformMatrix" in errs and "Traceback" not in errs
+    assert not (tmp_path / "b").exists()
+
+
 def test_litert_refuses_other_formats(cls_model):
     with pytest.raises(ModelLoadError, match="litert backend cannot run .onnx"):
         runtimes.load(cls_model, backend="litert")

@@ -129,6 +129,10 @@ WHEELS = {
             # --decoder mediapipe_ssd from settings read off its output shapes
             "mediapipe/modules/pose_detection/pose_detection.tflite":
                 ("pose_detection.tflite", "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"),
+            # uses MediaPipe's custom operator Landmarks2TransformMatrix: the refusal names it
+            "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite":
+                ("face_landmark_with_attention.tflite",
+                 "e06a804e0144f9929eda782122916b35d60c697c3c9344013ca2bbe76a6ce2b4"),
             # no preset: the "model EdgeSDK was not written around" for --task raw
             "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite":
                 ("hand_landmark_lite.tflite", "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6"),
