@@ -116,6 +116,7 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     spatial dims filled from the preprocessing's size."""
     from onnx import helper
 
+    from converters.freeze_inputs import freeze_advice
     from converters.passes import graph_inputs, input_dims
     from runtimes.dims import merge_stated_dims
 
@@ -124,7 +125,8 @@ def _static_shape(model: Any, input_shape: Optional[Sequence[Any]], spec: Option
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ConversionError(f"edgesdk convert takes single-input models; this one has {len(inputs)} inputs "
-                              f"({', '.join(i.name for i in inputs)}){MULTI_INPUT_ADVICE}")
+                              f"({', '.join(i.name for i in inputs)}){freeze_advice(model) if inputs else ''}"
+                              f"{MULTI_INPUT_ADVICE}")
     vi = inputs[0]
     dims = input_dims(vi)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
@@ -364,6 +366,7 @@ def convert(
     *,
     max_accuracy_drop: Optional[float] = None,
     input_shape: Optional[Sequence[int]] = None,
+    freeze_inputs: Optional[Mapping[str, Sequence[float]]] = None,
     preset: Optional[str] = None,
     preprocess: Optional[PreprocessSpec] = None,
     task: Optional[str] = None,
@@ -416,6 +419,8 @@ def convert(
         max_accuracy_drop: the budget (default 0.02): 1 - cosine, 1 - top-1 agreement for
             classifiers, or the drop of the `eval_fn` metric.
         input_shape: static input shape (dynamic dims must be fixed for edge targets and INT8).
+        freeze_inputs: {input name: values} baked into the graph as constants (converters.freeze_inputs),
+            for a model whose inputs besides the image hold per-deployment values.
         preset: a known model preset name (default: recognized from the file).
         preprocess: a complete PreprocessSpec (overrides everything else);
         preprocess_options: stated preprocessing fields (edgesdk.preprocess_options), which win over
@@ -457,7 +462,7 @@ def convert(
     # one validated home for every setting; `options` replaces the keyword arguments
     opts = options or ConvertOptions(
         precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop, input_shape=input_shape,
-        preset=preset, preprocess=preprocess, preprocess_options=preprocess_options,
+        freeze_inputs=freeze_inputs, preset=preset, preprocess=preprocess, preprocess_options=preprocess_options,
         assume_preprocess=assume_preprocess, task=task, labels=labels, decoder=decoder, calib_size=calib_size,
         val=val, holdout=holdout, calib_method=calib_method, exclude=exclude, eval_fn=eval_fn, prune=prune,
         prune_criterion=prune_criterion, prune_max_flops=prune_max_flops,

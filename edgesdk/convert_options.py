@@ -27,6 +27,8 @@ class ConvertOptions:
     calib: Union[str, Path, np.ndarray, None] = None
     max_accuracy_drop: Optional[float] = None
     input_shape: Optional[Sequence[int]] = None
+    #: inputs baked in as constants ({name: values}; --freeze-input NAME=V1,V2): the bundle takes the rest
+    freeze_inputs: Optional[Mapping[str, Sequence[float]]] = None
     preset: Optional[str] = None
     preprocess: Optional[PreprocessSpec] = None
     preprocess_options: Optional[PreprocessOptions] = None

@@ -283,6 +283,9 @@ def _prepare(ctx: Context, src: Path) -> TflitePrepared:
     from .presets import lookup_preset
 
     opts = ctx.opts
+    if opts.freeze_inputs:
+        raise ConversionError(f"--freeze-input edits ONNX graphs; {src.name} is a .tflite: convert the ONNX or "
+                              "PyTorch original with --freeze-input, or drop the option")
     spec_in, outputs = _model_io(src)
     pre = lookup_preset(opts.preset, src)
     resolved = resolve_preprocess(opts.preprocess_options, preset=pre.preprocess if pre else None,

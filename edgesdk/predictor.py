@@ -183,7 +183,9 @@ class Predictor:
         specs = self.runtime.inputs
         image = len(specs) == 1 and specs[0].rank == 4
         why = "nothing says how images become its input" if image else "its inputs are not one image tensor"
-        fix = "" if not image else (", or give the bundle a preprocess section" if self.bundle is not None
+        several = (", or bake the inputs that are not the image in with edgesdk convert --freeze-input NAME=V1,V2,... "
+                   "and predict the bundle") if len(specs) > 1 else ""
+        fix = several if not image else (", or give the bundle a preprocess section" if self.bundle is not None
                                     else ", or state the preprocessing (--normalize, --color, --resize) or a --preset")
         return BundleError(f"{self.manifest.name}: no preprocessing is known for this model ({why}: "
                            f"{', '.join(str(s) for s in specs)}); predict feeds images: feed arrays with "

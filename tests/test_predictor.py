@@ -142,6 +142,7 @@ def test_a_non_image_model_is_refused_naming_its_inputs(tiny_models):
     text = str(exc.value)
     assert "not one image tensor: a: float32[?x4]" in text and "b: float32[?x4]" in text
     assert "runtimes.load(model).infer(" in text and "--normalize" not in text
+    assert "edgesdk convert --freeze-input NAME=V1,V2" in text  # where the other inputs are per-deployment values
 
 
 def test_layout_mismatch_between_manifest_and_model_is_transposed(cls_model, cls_predictor, text_crops, tmp_path):

@@ -40,6 +40,9 @@ def _shape(value: Optional[str]) -> Optional[list[int]]:
               help="Budget (default 0.02): 1 - cosine, 1 - top-1 agreement (classifiers) or the --eval metric's drop.")
 @click.option("--input-shape", help="Input shape, e.g. 1,3,640,640 (needed for dynamic models); -1 (or ?) keeps a dim "
               "dynamic where the target allows it (onnxruntime, OpenVINO), e.g. 1,3,48,-1 with --resize fit-height.")
+@click.option("--freeze-input", "freeze_input", multiple=True, metavar="NAME=V1,V2,...",
+              help="Bake an input that is not the image into the model as a constant (repeatable), e.g. "
+              "scale_factor=1,1 for a PaddleDetection export; recorded in the manifest.")
 @click.option("--preset", help="Known model preset (default: recognized from the file; 'none': use no preset).")
 @click.option("--exclude", multiple=True, help="Node to keep float in INT8 variants (repeatable).")
 @click.option("--metric", help="What the budget judges: top1|top5|cosine|box-f1|module:function "
@@ -91,7 +94,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             resume: bool, qat: bool, qat_minutes: float, backends: tuple, measure: Optional[bool], accuracy_control: str, guard_steps: int,
             threads: Optional[int], bench_seconds: float, profiles_dir: tuple, force: bool, quiet: bool,
             task: Optional[str], labels: Optional[Path], example_shape: Optional[str], assume_preprocess: bool,
-            metric: Optional[str] = None, keep_best: bool = False,
+            metric: Optional[str] = None, keep_best: bool = False, freeze_input: tuple = (),
             **flags: Any) -> None:
     """Convert MODEL (ONNX, TFLite, PyTorch .pt/.pt2 or module:factory) into a bundle for a device
     profile, checked against the original.
@@ -105,6 +108,8 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
     from ..convert import convert as run_convert
     from ..conversion.markdown import verdict_cells
     from ..report import text_table
+    from converters.freeze_inputs import parse_freeze
+
     from ..shapes import dynamic_targets, parse_input_shape
 
     shape = parse_input_shape(input_shape)
@@ -117,7 +122,7 @@ def convert(model: Path, profile: str, output: Path, precision: str, calib: Opti
             click.echo(f"[convert] {note}", err=True)
     result = run_convert(
         model, profile, output, precision=precision, calib=calib, max_accuracy_drop=max_accuracy_drop,
-        input_shape=shape, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
+        input_shape=shape, freeze_inputs=parse_freeze(freeze_input) or None, preset=preset, calib_size=calib_size, val=val, calib_method=calib_method,
         exclude=list(exclude), eval_fn=eval_spec, prune=prune, prune_criterion=prune_criterion,
         prune_max_flops=prune_max_flops, prune_max_activations=prune_max_activations, refit=refit,
         lowrank=lowrank, distill=distill, distill_minutes=distill_minutes, resume=resume, qat=qat, qat_minutes=qat_minutes,

@@ -39,6 +39,8 @@ def build_manifest(v: Any, src: Path, prof: Any, spec: Optional[PreprocessSpec],
                     "passes": [p["name"] for p in report["passes"]], "decision": report["decision"],
                     "calibration": report.get("calibration"), "verified": v.verified, "not_verified": v.not_verified,
                     "preprocess_sources": report["preprocess"],
+                    **({"frozen_inputs": report["model"]["frozen_inputs"]} if report["model"].get("frozen_inputs")
+                       else {}),
                     **({"preset": pre.name} if pre is not None else {})},
         metrics=_metrics(v, report))
 

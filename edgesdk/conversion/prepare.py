@@ -43,15 +43,17 @@ def prepare(ctx: Context) -> Prepared:
 
     o = ctx.opts
     src_path, proto = _load_model(ctx.model, ctx.work, o.torch_example, ctx.say, o.example_shape)
+    proto, frozen_path, frozen_notes = _freeze(ctx, proto)
     facts = _model_facts(ctx.model, src_path, proto, o.preset, o.input_shape, o.preprocess, o.preprocess_options,
                          o.task, o.labels, o.calib, o.assume_preprocess, ctx.say, o.decoder)
     ctx.say(f"{src_path.name}: input {facts.input_name} {facts.shape}; preset "
             f"{facts.preset.name if facts.preset else 'none'}; task {facts.task}; profile {ctx.prof.name} "
             f"(this host: {ctx.this_host}); budget {o.budget}")
+    facts.notes.extend(frozen_notes)
     quantized = _already_quantized(ctx, src_path, proto, facts)
     pass_ctx = PassContext(input_shapes={facts.input_name: facts.shape}, work_dir=ctx.work)
     why = _needs_float32(ctx) if is_float16_model(proto) else None
-    model, reference = proto, None
+    model, reference = proto, frozen_path  # the original the checks run: with its frozen inputs baked in
     if why:
         model, reference = _widen(ctx, src_path, proto, pass_ctx, why)
         facts = _float32_facts(facts)
@@ -62,6 +64,23 @@ def prepare(ctx: Context) -> Prepared:
     ctx.say("graph prepared: " + "; ".join(f"{r.name}: {', '.join(r.changes)}" for r in records if r.changes))
     return Prepared(src_path, proto, facts, prepared, prepared_model, pass_ctx.records, o.name or facts.name,
                     reference, quantized)
+
+
+def _freeze(ctx: Context, proto: Any) -> tuple[Any, Optional[Path], list[str]]:
+    """The model with --freeze-input's values baked in, saved as the checks' original (None when
+    nothing is frozen), and what was frozen, said."""
+    if not ctx.opts.freeze_inputs:
+        return proto, None, []
+    import onnx
+
+    from converters.freeze_inputs import freeze_inputs
+
+    frozen, notes = freeze_inputs(proto, ctx.opts.freeze_inputs)
+    path = ctx.work / "frozen_inputs.onnx"
+    onnx.save(frozen, str(path))
+    for note in notes:
+        ctx.say(note)
+    return frozen, path, notes
 
 
 def _already_quantized(ctx: Context, src_path: Path, proto: Any, facts: Any) -> str:

@@ -67,7 +67,8 @@ def make_report(ctx: Context, prep: Prepared, data: Data, comp: Compressed, buil
         ctx.say(f"WARNING: {grown}")
     return {
         "model": {"file": prep.src_path.name, "sha256": sha256_file(prep.src_path),
-                  "input": {"name": f.input_name, "shape": f.shape, "dtype": str(f.dtype)}},
+                  "input": {"name": f.input_name, "shape": f.shape, "dtype": str(f.dtype)},
+                  "frozen_inputs": {k: list(v) for k, v in (o.freeze_inputs or {}).items()}},
         "profile": {"name": ctx.prof.name, "is_this_host": ctx.this_host},
         "mode": choice_mode(ctx),
         "precision_asked": o.precision, "budget": o.budget, "accuracy_measure": accuracy_measure(ctx, data),
