@@ -102,8 +102,8 @@ def _dims(vi: Any) -> str:
 #: PaddleDetection's export convention (ppdet/engine/export_utils.py): the network input size and
 #: the resize ratio, which its post-processing divides the boxes by
 PADDLE_INPUTS = {"im_shape": "the network input's H,W (PaddleDetection)",
-                 "scale_factor": "the resize ratio H,W; 1,1 keeps the boxes in network-input pixels, "
-                                 "which EdgeSDK maps back to the frame (PaddleDetection)"}
+                 "scale_factor": "the resize ratio H,W its post-processing divides the boxes by "
+                                 "(PaddleDetection)"}
 
 
 def _convention(name: str) -> str:

@@ -106,6 +106,8 @@ class ConvertOptions:
         if self.qat and self.precision not in ("int8", "auto"):
             raise ConversionError(f"--qat fine-tunes INT8 models, but --precision is {self.precision}: use "
                                   "--precision int8 (or auto), or drop --qat")
+        if self.freeze_inputs is not None:
+            object.__setattr__(self, "freeze_inputs", _freeze_values(self.freeze_inputs))  # frozen dataclass
         if self.backends:
             object.__setattr__(self, "backends", [_backend_name(b) for b in self.backends])  # frozen
         if float(self.bench_seconds) <= 0:
@@ -158,6 +160,23 @@ def _backend_name(name: str) -> str:
         raise ConversionError(f"--backend {name!r} is no backend convert builds for; choose one of "
                               f"{', '.join(RECORDS)} (aliases: {', '.join(sorted(ALL_ALIASES))})")
     return key
+
+
+def _freeze_values(values: Any) -> dict[str, list[float]]:
+    """{input name: values} with every value a number (a scalar is one value)."""
+    if not isinstance(values, Mapping):
+        raise ConversionError(f"freeze_inputs maps input names to values ({{'scale_factor': [1, 1]}}), got "
+                              f"{type(values).__name__}")
+    out: dict[str, list[float]] = {}
+    for name, vals in values.items():
+        vals = list(np.ravel(np.asarray(vals, dtype=object)))
+        try:
+            out[str(name)] = [float(v) for v in vals]
+        except (TypeError, ValueError):
+            raise ConversionError(f"--freeze-input {name}: the values must be numbers, got {vals!r}") from None
+        if not vals:
+            raise ConversionError(f"--freeze-input {name}: no values given")
+    return out
 
 
 def _one_of(option: str, value: Any, choices: Sequence[str]) -> None:

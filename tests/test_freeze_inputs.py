@@ -138,3 +138,16 @@ def test_freeze_on_a_tflite_is_refused(blazeface_model, tmp_path, capsys):
     code, _, err = cli(["convert", str(blazeface_model), "-p", "amd-epyc-zen4", "-o", str(tmp_path / "b"),
                         "--freeze-input", "x=1"], capsys)
     assert code != 0 and "--freeze-input edits ONNX graphs" in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"s": "one"}, "must be numbers"),
+    ({"s": []}, "no values given"),
+    ([1, 2], "maps input names to values"),
+])
+def test_bad_freeze_values_from_python_are_refused(values, needle):
+    from edgesdk.convert_options import ConvertOptions
+
+    with pytest.raises(ConversionError, match=needle):
+        ConvertOptions(freeze_inputs=values)
+    assert ConvertOptions(freeze_inputs={"s": 2}).freeze_inputs == {"s": [2.0]}  # a scalar is one value
