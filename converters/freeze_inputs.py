@@ -11,6 +11,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from runtimes.dims import show_dims
+
 from .errors import ConversionError
 from .passes import graph_inputs, input_dims
 
@@ -90,13 +92,9 @@ def freeze_advice(model: Any) -> str:
     inputs = graph_inputs(model)
     images = [i for i in inputs if len(input_dims(i)) == 4]
     others = [i for i in inputs if i not in images[:1]]
-    parts = [f"{i.name} {_dims(i)}{_convention(i.name)}" for i in others]
+    parts = [f"{i.name} {show_dims(input_dims(i), bracketed=True)}{_convention(i.name)}" for i in others]
     return (f"; to bake the inputs that are not the image into the model, pass {OPTION} for each of them "
             f"({'; '.join(parts)})")
-
-
-def _dims(vi: Any) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in input_dims(vi)) + "]"
 
 
 #: PaddleDetection's export convention (ppdet/engine/export_utils.py): the network input size and

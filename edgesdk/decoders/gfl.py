@@ -61,6 +61,8 @@ class GFLDecoder(Decoder):
         self.score_outputs, self.box_outputs = list(score_outputs), list(box_outputs)
         self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
         self.pre_nms_top_k, self.max_detections = int(pre_nms_top_k), int(max_detections)
+        # the anchor points depend only on the input size and the strides: made once, not per frame
+        self._anchor_centres = [_centres(self.input_size, s) for s in self.strides]
 
     @classmethod
     def settings_for(cls, outputs: Outputs, input_size: Optional[Sequence[int]], **stated: Any
@@ -98,9 +100,9 @@ class GFLDecoder(Decoder):
     def decode_one(self, levels: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One item's levels -> (boxes xyxy in input pixels, scores, class ids), after per-class NMS."""
         boxes, scores = [], []
-        for (score, dist), stride in zip(levels, self.strides):
+        for (score, dist), stride, centres in zip(levels, self.strides, self._anchor_centres):
             top = np.argsort(-score.max(1), kind="stable")[:self.pre_nms_top_k]
-            boxes.append(_decode_level(dist[top], _centres(self.input_size, stride)[top], stride, self.reg_max))
+            boxes.append(_decode_level(dist[top], centres[top], stride, self.reg_max))
             scores.append(score[top])
         b, s = np.concatenate(boxes), np.concatenate(scores).astype(np.float32)
         if s.size and (s.min() < -1e-3 or s.max() > 1 + 1e-3):
