@@ -120,6 +120,32 @@ def test_a_source_whose_frames_were_dropped_as_stale_keeps_its_turns():
     assert idle <= 2 and stale == 3
 
 
+def test_the_frame_lost_at_the_tail_of_each_burst_is_not_always_the_same_cameras():
+    """Seven slow cameras capture together in the same order every time (their threads start in
+    turn) and the engine runs six of each burst in time: the seventh in the fair order goes
+    stale. A fixed tie order (oldest capture) made the last-capturing camera that seventh burst
+    after burst (cam7 10 stale frames, cam2 none, in the mixed bench); losses now move a lane up
+    among equals, so they spread over the cameras."""
+    buf = FrameBuffer()
+    slow = [f"s{k}" for k in range(7)]
+    for sid in ["fast"] + slow:
+        buf.add_source(sid, 8, drop_oldest=True)
+    lost: Counter = Counter()
+    t, i = 100.0, 0
+    for _ in range(42):
+        for k, sid in enumerate(slow):
+            buf.put(_frame(sid, i, t + k * 0.001))
+        for _ in range(6):
+            assert len(buf.take(1, deadline=0)) == 1
+        lost.update(f.source_id for f in buf.drop_stale(t + 1.0))
+        for j in range(3):  # the fast camera has the engine between bursts
+            buf.put(_frame("fast", i * 3 + j, t + 0.05 + j * 0.033))
+            buf.take(1, deadline=0)
+        t, i = t + 0.2, i + 1
+    assert sum(lost.values()) == 42
+    assert max(lost[sid] for sid in slow) - min(lost[sid] for sid in slow) <= 1, lost
+
+
 def test_fair_preview_names_the_frames_an_overloaded_take_serves_and_which_sources_are_owed():
     buf = FrameBuffer()
     for sid in ("busy", "back"):

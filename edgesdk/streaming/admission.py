@@ -51,6 +51,7 @@ class LaneState:
     next_capture: float  # when its next frame is expected (inf: none expected)
     interval: float  # seconds between its frames
     droppable: bool = True  # live (a lossless lane's frames are never stale)
+    losses: float = 0.0  # frames lost to staleness lately (ties go to the lane that lost most)
 
 
 def free_drops(lanes: list[LaneState], schedule: Schedule, vt: float) -> list[int]:
@@ -93,13 +94,14 @@ def _fill_batch(lanes: list[LaneState], schedule: Schedule, vt: float, t_done: f
         open_ = [i for i, lane in enumerate(lanes) if lane.stamps]
         if not open_:
             break
-        i = min(open_, key=lambda k: (_start(lanes[k], vt), lanes[k].pass_, lanes[k].stamps[0]))
+        i = min(open_, key=lambda k: (_start(lanes[k], vt), -lanes[k].losses, lanes[k].pass_, lanes[k].stamps[0]))
         lane = lanes[i]
         ts = lane.stamps.popleft()
         if lane.droppable and t_done - ts > schedule.keep_s:
             if not dry[i]:
                 lost[i] += 1
             lane.credit = lane.stale_credit
+            lane.losses += 1
             continue
         start = _start(lane, vt)
         lane.pass_, lane.credit = start + lane.step, 1.0

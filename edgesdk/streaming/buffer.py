@@ -22,6 +22,7 @@ blocks its producer instead. Memory is bounded by the sum of the lane capacities
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from .admission import LaneState, Schedule, expected_next, free_drops
 
 #: frames of credit a lane keeps while its frames are dropped as stale (an idle lane keeps 1)
 STALE_CREDIT = 4.0
+#: seconds over which a lane's frames lost to staleness fade from the tie-break (e-folding time)
+LOSS_MEMORY_S = 20.0
 
 
 @dataclass
@@ -54,6 +57,12 @@ class _Lane:
     #: capture time of its latest frame and the seconds between its frames (EWMA)
     last_capture: Optional[float] = None
     interval: float = 0.0
+    #: frames lost to staleness, fading over LOSS_MEMORY_S, as of `lost_at` (the tie-break)
+    lost: float = 0.0
+    lost_at: float = 0.0
+
+    def recent_losses(self, now: float) -> float:
+        return self.lost * math.exp(-(now - self.lost_at) / LOSS_MEMORY_S) if self.lost else 0.0
 
 
 class FrameBuffer:
@@ -197,12 +206,13 @@ class FrameBuffer:
         return lane.frames.popleft()
 
     def _next_lane(self) -> Optional[_Lane]:
-        """The backlogged lane with the lowest pass (ties: the least served, then the oldest
-        head frame; lock held)."""
+        """The backlogged lane with the lowest pass (ties: the most frames lost to staleness
+        lately, the least served, then the oldest head frame; lock held)."""
         backlogged = [lane for lane in self._lanes.values() if lane.frames]
         if not backlogged:
             return None
-        return min(backlogged, key=lambda l: (self._start(l), l.pass_, l.frames[0].timestamp))
+        now = time.time()
+        return min(backlogged, key=lambda l: (self._start(l), -l.recent_losses(now), l.pass_, l.frames[0].timestamp))
 
     def _take_all(self) -> list[Frame]:
         """Everything queued, oldest capture first across sources (lock held)."""
@@ -232,10 +242,15 @@ class FrameBuffer:
         target anyway); lossless lanes keep every frame. Returns the removed frames."""
         stale: list[Frame] = []
         with self._cond:
+            now = time.time()
             for lane in self._lanes.values():
+                lost = 0
                 while lane.drop_oldest and lane.frames and before is not None and lane.frames[0].timestamp < before:
                     stale.append(lane.frames.popleft())
+                    lost += 1
+                if lost:
                     lane.starved = True
+                    lane.lost, lane.lost_at = lane.recent_losses(now) + lost, now
             self._remove_counted(len(stale))
         return stale
 
@@ -265,11 +280,11 @@ class FrameBuffer:
 
     def _supersede_counts(self, schedule: Schedule) -> dict[str, int]:
         """Per lane, how many of its oldest frames may be superseded for free (lock held)."""
-        ids = list(self._lanes)
+        ids, now = list(self._lanes), time.time()
         states = [LaneState(deque(f.timestamp for f in lane.frames), self._start(lane), 1.0 / lane.weight,
                             STALE_CREDIT if lane.starved else 1.0, STALE_CREDIT,
                             expected_next(lane.last_capture, lane.interval, lane.drop_oldest, lane.ended),
-                            lane.interval, lane.drop_oldest)
+                            lane.interval, lane.drop_oldest, lane.recent_losses(now))
                   for lane in self._lanes.values()]
         return dict(zip(ids, free_drops(states, schedule, self._vt)))
 
@@ -313,14 +328,15 @@ class FrameBuffer:
         less than its share lately: a camera back after idling or after losing frames to
         staleness). Nothing is taken."""
         with self._cond:
-            vt = self._vt
+            vt, now = self._vt, time.time()
             turns = [[lane, 0, lane.pass_, lane.starved] for lane in self._lanes.values() if lane.frames]
             out: list[tuple[float, bool]] = []
             while len(out) < n:
                 open_ = [t for t in turns if t[1] < len(t[0].frames)]
                 if not open_:
                     break
-                turn = min(open_, key=lambda t: (_credited(t[2], t[3], vt), t[2], t[0].frames[t[1]].timestamp))
+                turn = min(open_, key=lambda t: (_credited(t[2], t[3], vt), -t[0].recent_losses(now), t[2],
+                                                 t[0].frames[t[1]].timestamp))
                 lane, i, pass_, starved = turn
                 start = _credited(pass_, starved, vt)
                 out.append((lane.frames[i].timestamp, start < vt))
