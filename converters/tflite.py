@@ -242,7 +242,8 @@ def onnx_to_tflite(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = _sanitize(onnx_path.stem)
-    work = Path(tempfile.mkdtemp(prefix=".tflite-", dir=out_dir))
+    # absolute: the worker runs with it as its working directory and is handed paths inside it
+    work = Path(tempfile.mkdtemp(prefix=".tflite-", dir=out_dir)).resolve()
     start = time.monotonic()
     try:
         import onnx

@@ -119,9 +119,10 @@ def decide_measuring(ctx: Context) -> None:
 @contextlib.contextmanager
 def work_dir(ctx: Context) -> Iterator[Path]:
     """A scratch folder beside the output (same filesystem: the bundle is renamed into place),
-    removed whatever happens."""
+    removed whatever happens. Absolute: converters run tools in it as subprocesses with it as their
+    working directory (a relative `-o x.bundle` made onnx2tf look for `.edgesdk-convert-*/...` inside itself)."""
     parent = ctx.output.parent if ctx.output.parent.exists() else None
-    ctx.work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=parent))
+    ctx.work = Path(tempfile.mkdtemp(prefix=".edgesdk-convert-", dir=parent)).resolve()
     try:
         yield ctx.work
     finally:
