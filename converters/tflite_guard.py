@@ -64,8 +64,11 @@ def build_int8(b: "VariantBuilder") -> "Variant":
     out = s.work / "tflite_int8"
     out.mkdir(parents=True, exist_ok=True)
     used = spread(calib, CALIB_SAMPLES)
+    import onnx
+
+    onnx_outputs = [o.name for o in onnx.load(str(s.prepared), load_external_data=False).graph.output]
     with TFLiteInt8Quantizer(int8_sm, used, s.work, float_saved_model=float_sm if rounded else None,
-                             progress=b._say) as q:
+                             output_names=onnx_outputs, progress=b._say) as q:
         path = q.quantize(out / "model_int8.tflite")
         v = Variant("litert-int8", "litert int8 (TFLite full-integer ops, float in/out)", "litert", "int8",
                     layout="NHWC", model=path.name, files={path.name: path}, check_with=("litert", path))

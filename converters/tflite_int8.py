@@ -106,8 +106,23 @@ def patched(excluded):
                 m.buffers[g.tensors[t].buffer].data = donor.buffers[dg.tensors[t].buffer].data
     return bytes(fbu.convert_object_to_bytearray(m))
 
+def named(content):
+    # the SavedModel's signature calls the outputs output_0..output_N (in the ONNX model's order);
+    # the float .tflite onnx2tf writes calls them by their ONNX names: so must this one
+    want = cfg.get("output_names") or []
+    m = fbu.convert_bytearray_to_object(content)
+    renamed = 0
+    for sig in m.signatureDefs or []:
+        for t in sig.outputs or []:
+            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+            k = name[len("output_"):]
+            if name.startswith("output_") and k.isdigit() and int(k) < len(want):
+                t.name = want[int(k)].encode()
+                renamed += 1
+    return bytes(fbu.convert_object_to_bytearray(m)) if renamed else content
+
 def quantize(excluded):
-    return tfconvert.mlir_quantize(patched(set(excluded)), denylisted_nodes=list(excluded) or None)
+    return named(tfconvert.mlir_quantize(patched(set(excluded)), denylisted_nodes=list(excluded) or None))
 
 def int8_ops(content):
     m = fbu.convert_bytearray_to_object(content)
@@ -171,10 +186,12 @@ for line in sys.stdin:
 
 class TFLiteInt8Quantizer:
     """Calibrates a SavedModel once in a child process, then writes INT8 .tflite files with any
-    set of layers kept float. Use as a context manager (or call `close`)."""
+    set of layers kept float. Use as a context manager (or call `close`). `output_names`: the ONNX
+    model's outputs in order, given to the written models' signature outputs (the SavedModel calls
+    them output_0, output_1, ...), so each output is found by the name it has in the other variants."""
 
     def __init__(self, saved_model: Path, calib_nchw: np.ndarray, work: Path, *,
-                 float_saved_model: Optional[Path] = None, timeout: float = 900.0,
+                 float_saved_model: Optional[Path] = None, output_names: Sequence[str] = (), timeout: float = 900.0,
                  progress: Callable[[str], None] = lambda msg: None) -> None:
         calib = np.asarray(calib_nchw, np.float32)
         if calib.ndim != 4 or len(calib) < 1:
@@ -182,10 +199,12 @@ class TFLiteInt8Quantizer:
         if not (Path(saved_model) / "saved_model.pb").is_file():
             raise ConversionError(f"no TF SavedModel in {saved_model} (onnx_to_tflite(..., saved_model_dir=...))")
         self._say, self._timeout = progress, timeout
-        self._dir = Path(tempfile.mkdtemp(prefix=".tflite-int8-", dir=work))
+        # absolute: the worker runs with it as its working directory and is handed paths inside it
+        self._dir = Path(tempfile.mkdtemp(prefix=".tflite-int8-", dir=work)).resolve()
         np.save(self._dir / "calib_nhwc.npy", np.ascontiguousarray(calib.transpose(0, 2, 3, 1)))
-        cfg = {"saved_model": str(saved_model), "calib_nhwc": str(self._dir / "calib_nhwc.npy"),
-               "float_saved_model": str(float_saved_model) if float_saved_model else None}
+        cfg = {"saved_model": str(Path(saved_model).resolve()), "calib_nhwc": str(self._dir / "calib_nhwc.npy"),
+               "float_saved_model": str(Path(float_saved_model).resolve()) if float_saved_model else None,
+               "output_names": list(output_names)}
         (self._dir / "cfg.json").write_text(json.dumps(cfg))
         self._log_path = self._dir / "worker.log"
         self._log = open(self._log_path, "w")

