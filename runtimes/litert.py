@@ -41,6 +41,8 @@ def _signature_names(interp: Any) -> tuple[dict[int, str], dict[int, str]]:
 def _named(detail: dict, names: dict[int, str]) -> dict:
     name = names.get(int(detail["index"]))
     return dict(detail, name=name) if name else detail
+
+
 ENGINES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 # Delegate libraries that give a TFLite interpreter a device other than the CPU, best first.
 DELEGATES = {
@@ -94,6 +96,8 @@ class LiteRTRuntime(Runtime):
 
     Extra options: ``xnnpack`` (default True; False runs the builtin kernels without the
     default delegate), ``delegate`` (path of a delegate library to load for this device).
+    ``kernels`` says what runs the model once active: "xnnpack", "builtin" (asked for, or
+    because XNNPACK could not prepare the model) or "delegate".
     """
 
     backend = "litert"
@@ -162,8 +166,8 @@ class LiteRTRuntime(Runtime):
     def _open(self, Interpreter: Any, kwargs: dict[str, Any], builtin: Any) -> Any:
         """The interpreter, tensors allocated. Where XNNPACK (the default CPU delegate) cannot
         prepare the model, LiteRT's builtin kernels still run it (slower), as the engine itself
-        would with the delegate off: said once, and `kernels` says which ran. Measured: an INT8
-        MTCNN ONet (per-channel PReLU) that XNNPACK refused at node 25."""
+        would with the delegate off: said once, and `kernels` says which ran. Seen: the INT8
+        MTCNN ONet that onnx2tf + TFLiteConverter write, which XNNPACK refuses at node 25."""
         try:
             interp = Interpreter(**kwargs)
             interp.allocate_tensors()
