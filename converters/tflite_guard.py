@@ -52,6 +52,8 @@ def saved_model(b: "VariantBuilder", src: Path) -> Any:
 
 def build_int8(b: "VariantBuilder") -> "Variant":
     """The LiteRT INT8 variant; over the budget, the guard keeps the most sensitive ops float."""
+    import onnx
+
     from .tflite_int8 import TFLiteInt8Quantizer
     from .variants import Variant
 
@@ -64,8 +66,6 @@ def build_int8(b: "VariantBuilder") -> "Variant":
     out = s.work / "tflite_int8"
     out.mkdir(parents=True, exist_ok=True)
     used = spread(calib, CALIB_SAMPLES)
-    import onnx
-
     onnx_outputs = [o.name for o in onnx.load(str(s.prepared), load_external_data=False).graph.output]
     with TFLiteInt8Quantizer(int8_sm, used, s.work, float_saved_model=float_sm if rounded else None,
                              output_names=onnx_outputs, progress=b._say) as q:

@@ -54,6 +54,13 @@ class LaneState:
     losses: float = 0.0  # frames lost to staleness lately (ties go to the lane that lost most)
 
 
+def fair_key(start: float, losses: float, pass_: float, head: float) -> tuple[float, float, float, float]:
+    """Where a lane stands in the fair order, lowest first: its credited pass, then (ties) the most
+    frames lost to staleness lately, the least served, the oldest head frame. `FrameBuffer` serves
+    lanes by it and `free_drops` simulates that, so the two cannot drift apart."""
+    return start, -losses, pass_, head
+
+
 def free_drops(lanes: list[LaneState], schedule: Schedule, vt: float) -> list[int]:
     """For each lane, how many frames it would lose to staleness before its queue first
     runs dry: that many of its oldest queued frames can be dropped now without the lane
@@ -94,7 +101,8 @@ def _fill_batch(lanes: list[LaneState], schedule: Schedule, vt: float, t_done: f
         open_ = [i for i, lane in enumerate(lanes) if lane.stamps]
         if not open_:
             break
-        i = min(open_, key=lambda k: (_start(lanes[k], vt), -lanes[k].losses, lanes[k].pass_, lanes[k].stamps[0]))
+        i = min(open_, key=lambda k: fair_key(_start(lanes[k], vt), lanes[k].losses, lanes[k].pass_,
+                                              lanes[k].stamps[0]))
         lane = lanes[i]
         ts = lane.stamps.popleft()
         if lane.droppable and t_done - ts > schedule.keep_s:

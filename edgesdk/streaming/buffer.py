@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..results import Frame
-from .admission import LaneState, Schedule, expected_next, free_drops
+from .admission import LaneState, Schedule, expected_next, fair_key, free_drops
 
 #: frames of credit a lane keeps while its frames are dropped as stale (an idle lane keeps 1)
 STALE_CREDIT = 4.0
@@ -212,7 +212,8 @@ class FrameBuffer:
         if not backlogged:
             return None
         now = time.time()
-        return min(backlogged, key=lambda l: (self._start(l), -l.recent_losses(now), l.pass_, l.frames[0].timestamp))
+        return min(backlogged,
+                   key=lambda l: fair_key(self._start(l), l.recent_losses(now), l.pass_, l.frames[0].timestamp))
 
     def _take_all(self) -> list[Frame]:
         """Everything queued, oldest capture first across sources (lock held)."""
@@ -335,8 +336,8 @@ class FrameBuffer:
                 open_ = [t for t in turns if t[1] < len(t[0].frames)]
                 if not open_:
                     break
-                turn = min(open_, key=lambda t: (_credited(t[2], t[3], vt), -t[0].recent_losses(now), t[2],
-                                                 t[0].frames[t[1]].timestamp))
+                turn = min(open_, key=lambda t: fair_key(_credited(t[2], t[3], vt), t[0].recent_losses(now), t[2],
+                                                         t[0].frames[t[1]].timestamp))
                 lane, i, pass_, starved = turn
                 start = _credited(pass_, starved, vt)
                 out.append((lane.frames[i].timestamp, start < vt))
